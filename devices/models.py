@@ -1,0 +1,58 @@
+"""Tables of accounts, devices, bindings and app tokens (dialect-neutral SQLModel)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from storage.db import UTCDateTime
+
+
+class DeviceKind(StrEnum):
+    CAMERA = "camera"
+    ROUTER = "router"
+
+
+class Account(SQLModel, table=True):
+    """A broadband account (宽带账号): the unit of ownership, billing and stop/resume."""
+
+    __tablename__ = "accounts"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    owner_id: str = Field(max_length=64)
+    star_level: int = Field(ge=0, le=7)
+    name: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Device(SQLModel, table=True):
+    """A camera or router bound to one account, with its presence."""
+
+    __tablename__ = "devices"
+
+    device_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(foreign_key="accounts.account_id", index=True, max_length=64)
+    kind: str = Field(max_length=16)
+    name: str | None = Field(default=None, max_length=200)
+    online: bool = False
+    last_seen: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    online_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    firmware: str | None = Field(default=None, max_length=64)
+    telemetry: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    bound_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class AppToken(SQLModel, table=True):
+    """A companion-app user's bearer token for one account (only its hash is stored)."""
+
+    __tablename__ = "app_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(foreign_key="accounts.account_id", index=True, max_length=64)
+    user_id: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)

@@ -1,0 +1,117 @@
+"""Presence: who is online, from retained ``state``, Last Will and an inactivity timeout.
+
+A device is online from any message it sends, offline when its ``state`` says so (its
+Last Will publishes ``{"online": false}`` when the broker loses it without DISCONNECT),
+and offline when it stays silent longer than the timeout, Will or not: a half-open TCP
+connection can keep the broker from noticing for a long time.
+
+Sightings are coalesced in memory and written in one batch per flush, so a busy fleet
+costs one UPDATE per device per flush, not one per message. Presence is derived data
+(the next message restores it), so a sighting lost in a crash is not acknowledged data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from devices.models import Device
+
+
+@dataclass(slots=True)
+class _Pending:
+    seen: datetime
+    online: bool
+    firmware: str | None = None
+    telemetry: dict[str, object] | None = None
+
+
+def timed_out(last_seen: datetime | None, now: datetime, timeout: timedelta) -> bool:
+    """Silent for longer than ``timeout`` (a device never seen is not 'timed out')."""
+    return last_seen is not None and now - last_seen > timeout
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    updated: int
+    unknown: frozenset[str]
+    went_online: frozenset[str]
+    went_offline: frozenset[str]
+
+
+class PresenceTracker:
+    def __init__(self, *, timeout: timedelta) -> None:
+        if timeout <= timedelta(0):
+            raise ValueError("the presence timeout must be positive")
+        self.timeout = timeout
+        self._pending: dict[str, _Pending] = {}
+
+    def seen(self, device_id: str, at: datetime) -> None:
+        """Any message from the device: it is online now."""
+        pending = self._pending.get(device_id)
+        if pending is None:
+            self._pending[device_id] = _Pending(seen=at, online=True)
+        else:
+            pending.seen = max(pending.seen, at)
+            pending.online = True
+
+    def state(self, device_id: str, *, online: bool, at: datetime, firmware: str | None) -> None:
+        """The device's retained ``state`` (or its Will)."""
+        pending = self._pending.setdefault(device_id, _Pending(seen=at, online=online))
+        pending.online = online
+        if online:
+            pending.seen = max(pending.seen, at)
+        if firmware is not None:
+            pending.firmware = firmware
+
+    def telemetry(self, device_id: str, at: datetime, values: dict[str, object]) -> None:
+        self.seen(device_id, at)
+        self._pending[device_id].telemetry = values
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self, session: AsyncSession) -> FlushResult:
+        if not self._pending:
+            return FlushResult(0, frozenset(), frozenset(), frozenset())
+        batch, self._pending = self._pending, {}
+        rows = await session.exec(select(Device).where(col(Device.device_id).in_(list(batch))))
+        known: set[str] = set()
+        went_online: set[str] = set()
+        went_offline: set[str] = set()
+        for device in rows.all():
+            known.add(device.device_id)
+            pending = batch[device.device_id]
+            if pending.online and (device.last_seen is None or pending.seen > device.last_seen):
+                device.last_seen = pending.seen
+            if device.online != pending.online:
+                device.online = pending.online
+                device.online_changed_at = pending.seen
+                (went_online if pending.online else went_offline).add(device.device_id)
+            if pending.firmware is not None:
+                device.firmware = pending.firmware
+            if pending.telemetry is not None:
+                device.telemetry = pending.telemetry
+            session.add(device)
+        await session.commit()
+        return FlushResult(
+            updated=len(known),
+            unknown=frozenset(set(batch) - known),
+            went_online=frozenset(went_online),
+            went_offline=frozenset(went_offline),
+        )
+
+    async def sweep(self, session: AsyncSession, now: datetime) -> int:
+        """Mark offline every online device silent past the timeout; return how many."""
+        cutoff = now - self.timeout
+        result = await session.exec(
+            update(Device)
+            .where(col(Device.online).is_(True), col(Device.last_seen) < cutoff)
+            .values(online=False, online_changed_at=now)
+        )
+        await session.commit()
+        return int(result.rowcount)

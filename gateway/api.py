@@ -1,0 +1,249 @@
+"""The HTTP plumbing shared by every route: declared routes, errors, bodies, OpenAPI.
+
+Every route is declared once with :meth:`Api.route` (method, path, auth, body and
+response models); the same declaration registers the aiohttp handler and produces the
+OpenAPI 3 document, so the published contract cannot drift from the code. Every error
+leaves as ``{"error": {"code", "message", "rule"?}}`` with its status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+log = logging.getLogger(__name__)
+
+Auth = Literal["none", "platform", "app"]
+M = TypeVar("M", bound=BaseModel)
+
+
+class ApiError(Exception):
+    """An answer other than success, with its stable code and the rule it enforces."""
+
+    def __init__(self, status: int, code: str, message: str, *, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.rule = rule
+
+
+def error_body(code: str, message: str, rule: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if rule:
+        error["rule"] = rule
+    return {"error": error}
+
+
+def error_response(
+    status: int, code: str, message: str, rule: str | None = None
+) -> web.Response:
+    return web.json_response(error_body(code, message, rule), status=status)
+
+
+class Body(BaseModel):
+    """Base of request bodies: unknown fields are refused (a typo never passes silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Out(BaseModel):
+    """Base of response bodies."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorDetail(Out):
+    code: str
+    message: str
+    rule: str | None = None
+
+
+class ErrorOut(Out):
+    error: ErrorDetail
+
+
+def parse_body(raw: bytes, model: type[M]) -> M:
+    """Validate a JSON body; a malformed or invalid one is a 400 ``invalid_body``."""
+    if not raw:
+        raise ApiError(400, "invalid_body", "a JSON body is required")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_body", _describe(exc)) from exc
+
+
+def parse_query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_query", _describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def json_out(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(exclude_none=True),
+        status=status,
+        content_type="application/json",
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: Handler
+    auth: Auth
+    summary: str
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    query: type[BaseModel] | None
+    status: int
+    tag: str
+    content_type: str
+    errors: tuple[int, ...]
+
+
+@dataclass
+class Api:
+    """A set of declared routes; ``install`` adds them to an application."""
+
+    routes: list[RouteSpec] = field(default_factory=list)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: Auth,
+        summary: str,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        status: int = 200,
+        tag: str = "ops",
+        content_type: str = "application/json",
+        errors: tuple[int, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                RouteSpec(
+                    method=method.upper(),
+                    path=path,
+                    handler=handler,
+                    auth=auth,
+                    summary=summary,
+                    body=body,
+                    response=response,
+                    query=query,
+                    status=status,
+                    tag=tag,
+                    content_type=content_type,
+                    errors=errors,
+                )
+            )
+            return handler
+
+        return register
+
+    def install(self, app: web.Application, wrap: Callable[[RouteSpec], Handler]) -> None:
+        for spec in self.routes:
+            app.router.add_route(spec.method, spec.path, wrap(spec))
+
+
+_PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document of the declared routes."""
+    schemas: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            schemas[name] = sub
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    error_ref = ref(ErrorOut)
+    paths: dict[str, dict[str, Any]] = {}
+    for spec in routes:
+        path = _PATH_PARAM.sub(r"{\1}", spec.path)
+        op: dict[str, Any] = {
+            "summary": spec.summary,
+            "operationId": f"{spec.method.lower()}_{spec.handler.__name__}",
+            "tags": [spec.tag],
+        }
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PATH_PARAM.findall(spec.path)
+        ]
+        if spec.query is not None:
+            qschema = spec.query.model_json_schema()
+            required = set(qschema.get("required", []))
+            for name, prop in qschema.get("properties", {}).items():
+                params.append(
+                    {"name": name, "in": "query", "required": name in required, "schema": prop}
+                )
+        if params:
+            op["parameters"] = params
+        if spec.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": ref(spec.body)}},
+            }
+        ok: dict[str, Any] = {"description": "success"}
+        if spec.response is not None:
+            ok["content"] = {spec.content_type: {"schema": ref(spec.response)}}
+        elif spec.content_type != "application/json":
+            ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
+        responses: dict[str, Any] = {str(spec.status): ok}
+        codes = set(spec.errors)
+        if spec.body is not None or spec.query is not None:
+            codes.add(400)
+        if spec.auth != "none":
+            codes.add(401)
+        for code in sorted(codes):
+            responses[str(code)] = {
+                "description": "error",
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        op["responses"] = responses
+        if spec.auth != "none":
+            op["security"] = [{spec.auth: []}]
+        paths.setdefault(path, {})[spec.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "platform": {"type": "http", "scheme": "bearer"},
+                "app": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

@@ -1,0 +1,111 @@
+"""``create_app(services=...)``: the aiohttp application of one gateway."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from devices.accounts import DomainError, resolve_app_token
+from devices.models import AppToken
+from gateway.api import ApiError, RouteSpec, error_response, openapi_document
+from gateway.services import Services
+from storage.objects import InvalidKey
+
+log = logging.getLogger(__name__)
+
+SERVICES = web.AppKey("services", Services)
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+ROUTES = web.AppKey("routes", list[RouteSpec])
+APP_TOKEN = web.RequestKey("app_token", AppToken)
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def app_token_of(request: web.Request) -> AppToken:
+    return request[APP_TOKEN]
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def _authorize(spec: RouteSpec, request: web.Request) -> None:
+    if spec.auth == "none":
+        return
+    token = _bearer(request)
+    if token is None:
+        raise ApiError(401, "unauthorized", "a bearer token is required")
+    services = services_of(request)
+    if spec.auth == "platform":
+        expected = services.settings.platform_token
+        if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
+            raise ApiError(401, "unauthorized", "the platform token is not valid")
+        return
+    async with services.db.session() as session:
+        app_token = await resolve_app_token(session, token)
+    if app_token is None:
+        raise ApiError(401, "unauthorized", "the app token is not valid")
+    request[APP_TOKEN] = app_token
+
+
+def _wrap(spec: RouteSpec) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await _authorize(spec, request)
+        return await spec.handler(request)
+
+    handler.__name__ = spec.handler.__name__
+    return handler
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every failure leaves as the JSON error shape; counts every request."""
+    services = request.app[SERVICES]
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    started = time.perf_counter()
+    try:
+        response: web.StreamResponse = await handler(request)
+    except ApiError as exc:
+        response = error_response(exc.status, exc.code, exc.message, exc.rule)
+    except DomainError as exc:
+        response = error_response(exc.status, exc.code, exc.message, exc.rule)
+    except InvalidKey as exc:
+        response = error_response(400, "invalid_key", str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "http_error"
+        )
+        response = error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = error_response(500, "internal", "internal error")
+    services.metrics.http_requests.labels(name, str(response.status)).inc()
+    services.metrics.http_latency.labels(name).observe(time.perf_counter() - started)
+    return response
+
+
+def create_app(*, services: Services) -> web.Application:
+    from gateway import routes_app, routes_ops, routes_platform  # noqa: PLC0415
+
+    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
+    app[SERVICES] = services
+    routes: list[RouteSpec] = []
+    for api in (routes_ops.api, routes_platform.api, routes_app.api):
+        api.install(app, _wrap)
+        routes.extend(api.routes)
+    app[ROUTES] = routes
+    app[OPENAPI] = openapi_document(routes, title="Kanjia", version="1")
+    return app

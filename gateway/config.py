@@ -1,0 +1,151 @@
+"""Typed settings from ``KANJIA_*`` environment variables and an optional TOML file.
+
+The variable names are a contract with deployment scripts (ARCHITECTURE.md). A TOML file
+(``KANJIA_CONFIG_FILE`` or ``kanjia --config``) may set the same keys, in lower case
+without the prefix (``mqtt_url = "mqtt://..."``); the environment wins over the file.
+Unknown keys, in the file or as ``KANJIA_*`` variables, are refused with a message naming
+them, so a misspelt setting never passes silently. ``KANJIA_TEST_*`` is left to the test
+suite. Defaults are the embedded ones: SQLite and a filesystem store under ``./var/``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "KANJIA_"
+_NOT_SETTINGS = ("KANJIA_TEST_", "KANJIA_CONFIG_FILE")
+
+
+class ConfigError(ValueError):
+    """Settings that cannot start the service; the message says which key and why."""
+
+
+def _var_dir() -> Path:
+    return Path.cwd() / "var"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_client_id: str = "kanjia-gateway"
+    #: Shared-subscription group for scale-out (``$share/<group>/...``); empty: plain.
+    mqtt_shared_group: str = ""
+    database_url: str = Field(default_factory=lambda: f"sqlite:///{_var_dir() / 'kanjia.db'}")
+    object_store_url: str = Field(default_factory=lambda: (_var_dir() / "objects").as_uri())
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = ""
+    platform_token: str = ""
+    platform_callback_url: str = ""
+    plans_file: str = ""
+    clock: str = "wall"
+    #: A device silent for longer than this is offline even without a Will.
+    presence_timeout_seconds: float = Field(default=90.0, gt=0)
+    #: Lifetime of presigned upload and playback URLs.
+    url_ttl_seconds: int = Field(default=300, gt=0)
+    #: HMAC key of the filesystem store's presigned URLs; shared by scaled-out gateways.
+    url_signing_key: str = ""
+    log_level: str = "INFO"
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:port (optionally user:password@)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
+            raise ValueError("must be sqlite:///path or postgresql://...")
+        return value
+
+    @field_validator("object_store_url")
+    @classmethod
+    def _object_store_url(cls, value: str) -> str:
+        if not value.startswith(("file://", "s3://")):
+            raise ValueError("must be file:///path or s3://bucket?endpoint=...")
+        return value
+
+    @field_validator("clock")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        from devices.clock import parse_clock  # noqa: PLC0415 - validation only
+
+        parse_clock(value)
+        return value
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this gateway (``KANJIA_PUBLIC_URL`` or host and port)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+
+def _known_keys() -> set[str]:
+    return set(Settings.model_fields)
+
+
+def _unknown(keys: list[str], where: str) -> ConfigError:
+    known = sorted(_known_keys())
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key.lower(), known, n=1)
+        hints.append(f"{key}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return ConfigError(f"unknown setting(s) in {where}: {', '.join(hints)}")
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from the file, then the environment, then explicit ``overrides``."""
+    env = os.environ if environ is None else environ
+    if config_file is None and env.get("KANJIA_CONFIG_FILE"):
+        config_file = Path(env["KANJIA_CONFIG_FILE"])
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        bad = [k for k in data if k not in _known_keys()]
+        if bad:
+            raise _unknown(bad, str(config_file))
+        values.update(data)
+    env_keys = [
+        k for k in env if k.upper().startswith(ENV_PREFIX) and not k.startswith(_NOT_SETTINGS)
+    ]
+    bad_env = [k for k in env_keys if k[len(ENV_PREFIX) :].lower() not in _known_keys()]
+    if bad_env:
+        raise _unknown(bad_env, "the environment")
+    for key in env_keys:
+        values[key[len(ENV_PREFIX) :].lower()] = env[key]
+    values.update(overrides or {})
+    try:
+        # Values are passed explicitly, so pydantic-settings reads no other source.
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

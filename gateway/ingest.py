@@ -1,0 +1,43 @@
+"""Device → service messages: parse at the edge, count, dispatch to the domain.
+
+A malformed payload is counted (``kanjia_mqtt_malformed``) and logged, and the loop
+goes on to the next message; a handler that fails is counted the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.services import Services
+from gateway.wire import DeviceMessage, Malformed, StatePayload, parse
+
+log = logging.getLogger(__name__)
+
+
+class Ingest:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        metrics = self._s.metrics
+        try:
+            msg = parse(topic, payload)
+            metrics.mqtt_messages.labels(msg.kind).inc()
+            await self._dispatch(msg)
+        except Malformed as exc:
+            metrics.mqtt_malformed.labels(exc.kind, exc.reason).inc()
+            log.warning("malformed device message on %s: %s", topic, exc.reason)
+        except Exception:
+            metrics.mqtt_handler_errors.labels(topic.rpartition("/")[2]).inc()
+            log.exception("handling %s failed", topic)
+
+    async def _dispatch(self, msg: DeviceMessage) -> None:
+        now = self._s.clock.now()
+        presence = self._s.presence
+        if msg.kind == "state":
+            state = StatePayload.of(msg)
+            presence.state(msg.device_id, online=state.online, at=now, firmware=state.firmware)
+        elif msg.kind == "telemetry":
+            presence.telemetry(msg.device_id, now, msg.payload)
+        else:
+            presence.seen(msg.device_id, now)

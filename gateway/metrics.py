@@ -1,0 +1,48 @@
+"""Prometheus metrics of one gateway process (a registry per process, so tests can run many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.mqtt_messages = Counter(
+            "kanjia_mqtt_messages", "Device messages received, by topic kind", ["kind"], registry=r
+        )
+        self.mqtt_malformed = Counter(
+            "kanjia_mqtt_malformed",
+            "Device messages dropped as malformed, by topic kind and reason",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.mqtt_unknown_device = Counter(
+            "kanjia_mqtt_unknown_device", "Messages from devices no account has bound", registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "kanjia_mqtt_connected", "1 while the gateway's MQTT session is up", registry=r
+        )
+        self.mqtt_reconnects = Counter(
+            "kanjia_mqtt_reconnects", "MQTT session (re)connections", registry=r
+        )
+        self.mqtt_handler_errors = Counter(
+            "kanjia_mqtt_handler_errors", "Device messages whose handling failed", ["kind"],
+            registry=r,
+        )
+        self.presence_changes = Counter(
+            "kanjia_presence_changes", "Devices going online or offline", ["to", "cause"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "kanjia_http_requests", "HTTP requests, by route and status", ["route", "status"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "kanjia_http_request_seconds", "HTTP request latency", ["route"], registry=r
+        )
+        self.job_runs = Counter(
+            "kanjia_job_runs", "Background job runs, by job and outcome", ["job", "outcome"],
+            registry=r,
+        )

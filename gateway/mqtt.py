@@ -1,0 +1,113 @@
+"""The gateway's MQTT session: persistent, reconnecting, one receive loop.
+
+aiomqtt wraps paho-mqtt's socket callbacks into the event loop (no thread hop). The
+session is persistent (``clean_session=False``) so QoS-1 messages published while the
+gateway was away are delivered when it returns. Connection loss is retried with capped
+exponential backoff and jitter; each message goes to ``on_message`` in arrival order, and
+a handler failure is counted and logged without stopping the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from gateway.metrics import Metrics
+from gateway.wire import subscriptions
+
+log = logging.getLogger(__name__)
+
+OnMessage = Callable[[str, bytes], Awaitable[None]]
+
+
+class NotConnected(RuntimeError):
+    """Publishing while the MQTT session is down."""
+
+
+def broker_address(url: str) -> tuple[str, int, str | None, str | None]:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"no host in MQTT URL {url!r}")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, parts.port or 1883, user, password
+
+
+def _as_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    return b""
+
+
+class MqttSession:
+    def __init__(
+        self,
+        *,
+        url: str,
+        client_id: str,
+        shared_group: str,
+        metrics: Metrics,
+        on_message: OnMessage,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self._host, self._port, self._user, self._password = broker_address(url)
+        self._client_id = client_id
+        self._topics = subscriptions(shared_group)
+        self._metrics = metrics
+        self._on_message = on_message
+        self._backoff_max = backoff_max
+        self._client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect, subscribe and receive until cancelled; reconnect on loss."""
+        delay = 0.5
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self._host,
+                    self._port,
+                    username=self._user,
+                    password=self._password,
+                    identifier=self._client_id,
+                    clean_session=False,
+                    keepalive=30,
+                    max_queued_outgoing_messages=100_000,
+                ) as client:
+                    for topic in self._topics:
+                        await client.subscribe(topic, qos=1)
+                    self._client = client
+                    self.connected.set()
+                    self._metrics.mqtt_connected.set(1)
+                    self._metrics.mqtt_reconnects.inc()
+                    log.info("MQTT connected to %s:%d as %s", self._host, self._port,
+                             self._client_id)
+                    delay = 0.5
+                    async for message in client.messages:
+                        await self._on_message(message.topic.value, _as_bytes(message.payload))
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT session lost (%s); retrying in %.1fs", exc, delay)
+            finally:
+                self._client = None
+                self.connected.clear()
+                self._metrics.mqtt_connected.set(0)
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self._backoff_max)
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        client = self._client
+        if client is None:
+            raise NotConnected("the MQTT session is down")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            raise NotConnected(str(exc)) from exc

@@ -1,0 +1,119 @@
+"""Ops routes: health, metrics, OpenAPI, the clock, and the filesystem store's URLs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field
+from sqlalchemy import text
+
+from devices.clock import ClockNotAdjustable
+from gateway.api import Api, ApiError, Body, Out, json_out, parse_body
+from gateway.app import OPENAPI, services_of
+from storage.fsstore import FilesystemObjectStore, SignatureError
+from storage.objects import ObjectNotFound
+
+api = Api()
+
+
+class HealthOut(Out):
+    status: str
+    mqtt: bool
+    database: bool
+
+
+@api.route("GET", "/healthz", auth="none", summary="Liveness and dependencies",
+           response=HealthOut, errors=(503,))
+async def healthz(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    database = True
+    try:
+        async with services.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        database = False
+    mqtt = services.mqtt is not None and services.mqtt.connected.is_set()
+    ok = database
+    return json_out(
+        HealthOut(status="ok" if ok else "degraded", mqtt=mqtt, database=database),
+        200 if ok else 503,
+    )
+
+
+@api.route("GET", "/metrics", auth="none", summary="Prometheus metrics",
+           content_type="text/plain")
+async def metrics(request: web.Request) -> web.StreamResponse:
+    body = generate_latest(services_of(request).metrics.registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+@api.route("GET", "/openapi.json", auth="none", summary="This OpenAPI document")
+async def openapi(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request.app[OPENAPI])
+
+
+class ClockIn(Body):
+    advance_seconds: float = Field(ge=0, le=10 * 365 * 86400)
+
+
+class ClockOut(Out):
+    now: str
+    adjustable: bool
+
+
+@api.route("GET", "/ops/v1/clock", auth="platform", summary="The service clock",
+           response=ClockOut)
+async def get_clock(request: web.Request) -> web.StreamResponse:
+    clock = services_of(request).clock
+    return json_out(ClockOut(now=clock.now().isoformat(), adjustable=clock.adjustable))
+
+
+@api.route("POST", "/ops/v1/clock", auth="platform", body=ClockIn, response=ClockOut,
+           summary="Move a manual or simulated clock; Clock-driven jobs then run",
+           errors=(404,))
+async def advance_clock(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    if not services.clock.adjustable:
+        raise ApiError(404, "not_found", "the wall clock cannot be moved")
+    body = parse_body(await request.read(), ClockIn)
+    try:
+        now = services.clock.advance(body.advance_seconds)
+    except ClockNotAdjustable as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
+    await services.jobs.run_all()
+    return json_out(ClockOut(now=now.isoformat(), adjustable=True))
+
+
+def _signed(request: web.Request, method: str) -> tuple[FilesystemObjectStore, str]:
+    store = services_of(request).fs_store
+    if store is None:
+        raise ApiError(404, "not_found", "this gateway does not serve objects")
+    key = request.match_info["key"]
+    try:
+        store.verify(method, key, request.query.get("expires"), request.query.get("sig"))
+    except SignatureError as exc:
+        raise ApiError(403, "forbidden", f"presigned URL refused: {exc.reason}") from exc
+    return store, key
+
+
+@api.route("GET", "/objects/{key:.+}", auth="none", tag="objects",
+           summary="Download through a presigned URL", content_type="application/octet-stream",
+           errors=(403, 404))
+async def get_object(request: web.Request) -> web.StreamResponse:
+    store, key = _signed(request, "GET")
+    try:
+        data = await store.get(key)
+    except ObjectNotFound as exc:
+        raise ApiError(404, "not_found", f"no object {key}") from exc
+    content_type = "video/mp2t" if key.endswith(".ts") else "application/octet-stream"
+    return web.Response(body=data, content_type=content_type)
+
+
+@api.route("PUT", "/objects/{key:.+}", auth="none", tag="objects",
+           summary="Upload through a presigned URL", errors=(403,))
+async def put_object(request: web.Request) -> web.StreamResponse:
+    store, key = _signed(request, "PUT")
+    await store.put(key, await request.read())
+    return web.Response(status=200)

@@ -1,0 +1,152 @@
+"""Platform routes (the operator's smart-home platform, bearer platform token)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from aiohttp import web
+from pydantic import Field, StringConstraints
+
+from devices import accounts
+from devices.models import Account, Device, DeviceKind
+from gateway.api import Api, Body, Out, json_out, parse_body
+from gateway.app import services_of
+
+api = Api()
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+def path_id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    accounts_pattern_ok = 0 < len(value) <= 64 and all(c.isalnum() or c in "._-" for c in value)
+    if not accounts_pattern_ok:
+        raise accounts.NotFound(f"{name} {value!r} not found")
+    return value
+
+
+class AccountIn(Body):
+    owner_id: Identifier
+    star_level: int = Field(ge=0, le=7)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class AccountOut(Out):
+    account_id: str
+    owner_id: str
+    star_level: int
+    name: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, account: Account) -> AccountOut:
+        return cls.model_validate(account, from_attributes=True)
+
+
+class DeviceIn(Body):
+    device_id: Identifier
+    kind: DeviceKind
+    name: str | None = Field(default=None, max_length=200)
+
+
+class DeviceOut(Out):
+    device_id: str
+    account_id: str
+    kind: DeviceKind
+    name: str | None = None
+    online: bool
+    last_seen: datetime | None = None
+    firmware: str | None = None
+
+    @classmethod
+    def of(cls, device: Device) -> DeviceOut:
+        return cls.model_validate(device, from_attributes=True)
+
+
+class DeviceList(Out):
+    devices: list[DeviceOut]
+
+
+class AppTokenIn(Body):
+    account_id: Identifier
+    user_id: Identifier
+
+
+class AppTokenOut(Out):
+    token: str
+    account_id: str
+    user_id: str
+
+
+@api.route("PUT", "/platform/v1/accounts/{account_id}", auth="platform", tag="platform",
+           summary="Create or update a broadband account", body=AccountIn,
+           response=AccountOut, errors=(404,))
+async def put_account(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    account_id = path_id(request, "account_id")
+    body = parse_body(await request.read(), AccountIn)
+    async with services.db.session() as session:
+        result = await accounts.upsert_account(
+            session,
+            account_id=account_id,
+            owner_id=body.owner_id,
+            star_level=body.star_level,
+            name=body.name,
+            now=services.clock.now(),
+        )
+    return json_out(AccountOut.of(result.account), 201 if result.created else 200)
+
+
+@api.route("GET", "/platform/v1/accounts/{account_id}", auth="platform", tag="platform",
+           summary="A broadband account", response=AccountOut, errors=(404,))
+async def get_account(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    async with services.db.session() as session:
+        account = await accounts.get_account(session, path_id(request, "account_id"))
+    return json_out(AccountOut.of(account))
+
+
+@api.route("POST", "/platform/v1/accounts/{account_id}/devices", auth="platform",
+           tag="platform", summary="Bind a camera or router to the account", body=DeviceIn,
+           response=DeviceOut, status=201, errors=(404, 409))
+async def bind_device(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    account_id = path_id(request, "account_id")
+    body = parse_body(await request.read(), DeviceIn)
+    async with services.db.session() as session:
+        result = await accounts.bind_device(
+            session,
+            account_id=account_id,
+            device_id=body.device_id,
+            kind=body.kind,
+            name=body.name,
+            now=services.clock.now(),
+        )
+    return json_out(DeviceOut.of(result.device), 201 if result.created else 200)
+
+
+@api.route("GET", "/platform/v1/accounts/{account_id}/devices", auth="platform",
+           tag="platform", summary="The account's devices", response=DeviceList, errors=(404,))
+async def list_account_devices(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    account_id = path_id(request, "account_id")
+    async with services.db.session() as session:
+        await accounts.get_account(session, account_id)
+        devices = await accounts.list_devices(session, account_id)
+    return json_out(DeviceList(devices=[DeviceOut.of(d) for d in devices]))
+
+
+@api.route("POST", "/platform/v1/app-tokens", auth="platform", tag="platform",
+           summary="A token for one app user of one account", body=AppTokenIn,
+           response=AppTokenOut, status=201, errors=(404,))
+async def create_app_token(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    body = parse_body(await request.read(), AppTokenIn)
+    async with services.db.session() as session:
+        token = await accounts.issue_app_token(
+            session, account_id=body.account_id, user_id=body.user_id, now=services.clock.now()
+        )
+    return json_out(AppTokenOut(token=token, account_id=body.account_id, user_id=body.user_id),
+                    201)

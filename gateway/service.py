@@ -1,0 +1,204 @@
+"""The gateway process: database, object store, HTTP, MQTT and jobs in one TaskGroup.
+
+``async with Gateway(settings=...) as gw`` starts everything (an ``AsyncExitStack`` owns
+the resources, in order) and leaving the block stops it: tasks are cancelled and
+awaited, the HTTP server closes, the store and database close. :func:`serve` runs one
+until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import signal
+import socket
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from types import TracebackType
+
+from aiohttp import web
+
+import devices.models  # noqa: F401 - registers the tables
+from devices.clock import Clock, parse_clock
+from devices.presence import PresenceTracker
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.ingest import Ingest
+from gateway.jobs import JobRunner
+from gateway.metrics import Metrics
+from gateway.mqtt import MqttSession
+from gateway.services import Services
+from storage.db import Database
+from storage.open import open_object_store
+
+log = logging.getLogger(__name__)
+
+#: How often coalesced presence sightings are written (real seconds).
+PRESENCE_FLUSH_SECONDS = 0.25
+#: How often (clock seconds) silent devices are looked for.
+PRESENCE_SWEEP_SECONDS = 5.0
+
+
+def signing_key(settings: Settings) -> bytes:
+    if settings.url_signing_key:
+        return settings.url_signing_key.encode()
+    seed = settings.platform_token or settings.database_url
+    return hmac.new(seed.encode(), b"kanjia-presigned-urls", hashlib.sha256).digest()
+
+
+class Gateway:
+    def __init__(
+        self, *, settings: Settings, clock: Clock | None = None, mqtt: bool = True
+    ) -> None:
+        self.settings = settings
+        self.clock = clock if clock is not None else parse_clock(settings.clock)
+        self._with_mqtt = mqtt
+        self._stack = AsyncExitStack()
+        self._services: Services | None = None
+        self.port = settings.http_port
+
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("the gateway is not running")
+        return self._services
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.port}"
+
+    async def __aenter__(self) -> Gateway:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        settings, clock, stack = self.settings, self.clock, self._stack
+        metrics = Metrics()
+        db = await stack.enter_async_context(Database.open(settings.database_url))
+        if settings.http_port == 0:
+            # Presigned URLs must name the port, so choose it before the store opens.
+            self.port = self._free_port()
+        base_url = settings.public_url.rstrip("/") or self.url
+        store = await stack.enter_async_context(
+            open_object_store(
+                settings.object_store_url,
+                base_url=base_url,
+                signing_key=signing_key(settings),
+                clock=clock,
+            )
+        )
+        jobs = JobRunner(clock=clock, metrics=metrics)
+        services = Services(
+            settings=settings,
+            clock=clock,
+            db=db,
+            store=store,
+            metrics=metrics,
+            presence=PresenceTracker(
+                timeout=timedelta(seconds=settings.presence_timeout_seconds)
+            ),
+            jobs=jobs,
+        )
+        ingest = Ingest(services)
+        if self._with_mqtt:
+            services.mqtt = MqttSession(
+                url=settings.mqtt_url,
+                client_id=settings.mqtt_client_id,
+                shared_group=settings.mqtt_shared_group,
+                metrics=metrics,
+                on_message=ingest.handle,
+            )
+        self._services = services
+        jobs.add("presence_sweep", PRESENCE_SWEEP_SECONDS, self._presence_sweep)
+
+        runner = web.AppRunner(create_app(services=services), handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.http_host, self.port, reuse_address=True)
+        await site.start()
+
+        tg = await stack.enter_async_context(asyncio.TaskGroup())
+        tasks = [
+            tg.create_task(jobs.run(), name="gateway[jobs]"),
+            tg.create_task(self._presence_flush_loop(), name="gateway[presence].flush"),
+        ]
+        if services.mqtt is not None:
+            tasks.append(tg.create_task(services.mqtt.run(), name="gateway[mqtt].rx"))
+
+        async def stop_tasks() -> None:
+            for task in tasks:
+                task.cancel()
+            # A last flush, so sightings already received are not lost on shutdown.
+            with contextlib.suppress(Exception):
+                await self._presence_flush()
+
+        stack.push_async_callback(stop_tasks)
+        log.info("gateway listening on %s", self.url)
+
+    def _free_port(self) -> int:
+        """The kernel's choice of a free port (``http_port = 0``)."""
+        with socket.socket() as sock:
+            sock.bind((self.settings.http_host, 0))
+            port: int = sock.getsockname()[1]
+        return port
+
+    async def _presence_flush(self) -> None:
+        services = self.services
+        async with services.db.session() as session:
+            result = await services.presence.flush(session)
+        for _ in result.went_online:
+            services.metrics.presence_changes.labels("online", "message").inc()
+        for _ in result.went_offline:
+            services.metrics.presence_changes.labels("offline", "will_or_state").inc()
+        if result.unknown:
+            services.metrics.mqtt_unknown_device.inc(len(result.unknown))
+
+    async def _presence_flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_FLUSH_SECONDS)
+            try:
+                await self._presence_flush()
+            except Exception:
+                log.exception("presence flush failed")
+
+    async def _presence_sweep(self) -> None:
+        services = self.services
+        await self._presence_flush()
+        async with services.db.session() as session:
+            count = await services.presence.sweep(session, services.clock.now())
+        if count:
+            services.metrics.presence_changes.labels("offline", "timeout").inc(count)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.__aexit__(exc_type, exc, tb)
+        self._services = None
+
+
+async def serve(settings: Settings, *, shutdown_timeout: float = 5.0) -> None:
+    """Run a gateway until SIGTERM/SIGINT; shut down within ``shutdown_timeout``."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings=settings)
+    await gateway.__aenter__()
+    try:
+        print(f"kanjia: serving on {gateway.url}", flush=True)  # noqa: T201
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        # Bounded, so a stuck peer cannot hold the process past its grace period.
+        async with asyncio.timeout(shutdown_timeout):
+            await gateway.__aexit__(None, None, None)

@@ -1,0 +1,109 @@
+"""The object-store interface shared by the filesystem and S3 backends.
+
+Keys are ``/``-separated relative paths of safe characters. A key that could escape its
+store (``..``, absolute paths, empty segments, backslashes, control characters) is refused
+with :class:`InvalidKey` before any backend sees it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class ObjectStoreError(Exception):
+    """Root of object-store errors."""
+
+
+class InvalidKey(ObjectStoreError, ValueError):
+    """A key that is not a safe relative path."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid object key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ObjectNotFound(ObjectStoreError, KeyError):
+    """No object under that key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime | None = None
+    etag: str | None = None
+
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
+MAX_KEY_LENGTH = 512
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise :class:`InvalidKey`."""
+    if not key:
+        raise InvalidKey(key, "empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKey(key, f"longer than {MAX_KEY_LENGTH} characters")
+    if key.startswith("/"):
+        raise InvalidKey(key, "absolute path")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidKey(key, "empty, '.' or '..' path segment")
+        if not _SEGMENT.match(segment):
+            raise InvalidKey(key, "only letters, digits and ._=+@- are allowed in a segment")
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key that may end with ``/``."""
+    if prefix == "":
+        return prefix
+    validate_key(prefix.rstrip("/") or "/")
+    return prefix
+
+
+class ObjectStore(Protocol):
+    """Where video segments, clips and family-cloud copies live."""
+
+    async def put(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> None: ...
+
+    async def get(self, key: str) -> bytes:
+        """The object's bytes; :class:`ObjectNotFound` if absent."""
+        ...
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """Size and metadata, or ``None`` if absent."""
+        ...
+
+    async def copy(self, source: str, dest: str) -> None:
+        """Server-side copy (family-cloud saves); :class:`ObjectNotFound` if absent."""
+        ...
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Delete the keys (absent ones are not an error); return how many were asked."""
+        ...
+
+    def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+        ...
+
+    async def presign_get(self, key: str, *, expires_in: int) -> str:
+        """A URL that GETs the object for ``expires_in`` seconds without other credentials."""
+        ...
+
+    async def presign_put(self, key: str, *, expires_in: int) -> str:
+        """A URL that PUTs the object for ``expires_in`` seconds without other credentials."""
+        ...
+
+    async def close(self) -> None: ...

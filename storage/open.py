@@ -1,0 +1,38 @@
+"""Open the object store a URL names: ``file:///path`` or ``s3://bucket?endpoint=...``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from devices.clock import Clock
+from storage.fsstore import FilesystemObjectStore
+from storage.objects import ObjectStore
+
+
+@asynccontextmanager
+async def open_object_store(
+    url: str, *, base_url: str, signing_key: bytes, clock: Clock
+) -> AsyncIterator[ObjectStore]:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file URLs name a local path, not host {parts.netloc!r}")
+        store = FilesystemObjectStore(
+            root=Path(unquote(parts.path)), base_url=base_url, signing_key=signing_key,
+            clock=clock,
+        )
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    if parts.scheme == "s3":
+        from storage.s3store import S3ObjectStore  # noqa: PLC0415 - aiobotocore only for S3
+
+        async with S3ObjectStore.from_url(url) as s3:
+            yield s3
+        return
+    raise ValueError(f"unsupported object store URL {url!r}: use file:///path or s3://bucket")
