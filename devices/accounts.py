@@ -120,9 +120,7 @@ async def bind_device(
             session.add(device)
             await session.commit()
         return Bound(created=False, device=device)
-    device = Device(
-        device_id=device_id, account_id=account_id, kind=kind, name=name, bound_at=now
-    )
+    device = Device(device_id=device_id, account_id=account_id, kind=kind, name=name, bound_at=now)
     session.add(device)
     await session.commit()
     return Bound(created=True, device=device)

@@ -12,6 +12,7 @@ after one real second, and on a manual clock wakes when someone advances past it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -79,10 +80,8 @@ class _Waiters:
 
     async def wait(self, timeout: float | None) -> None:
         changed = self._changed
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 class ManualClock:
@@ -168,8 +167,7 @@ def parse_clock(spec: str) -> Clock:
     except ValueError as exc:
         raise ValueError(f"KANJIA_CLOCK={spec!r}: {exc}") from exc
     raise ValueError(
-        f"KANJIA_CLOCK={spec!r} is not one of 'wall', 'manual:<ISO time>', "
-        "'sim:<ISO time>@<speed>'"
+        f"KANJIA_CLOCK={spec!r} is not one of 'wall', 'manual:<ISO time>', 'sim:<ISO time>@<speed>'"
     )
 
 

@@ -42,9 +42,7 @@ def error_body(code: str, message: str, rule: str | None = None) -> dict[str, An
     return {"error": error}
 
 
-def error_response(
-    status: int, code: str, message: str, rule: str | None = None
-) -> web.Response:
+def error_response(status: int, code: str, message: str, rule: str | None = None) -> web.Response:
     return web.json_response(error_body(code, message, rule), status=status)
 
 

@@ -98,7 +98,7 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def create_app(*, services: Services) -> web.Application:
-    from gateway import routes_app, routes_ops, routes_platform  # noqa: PLC0415
+    from gateway import routes_app, routes_ops, routes_platform
 
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
     app[SERVICES] = services

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     @field_validator("clock")
     @classmethod
     def _clock(cls, value: str) -> str:
-        from devices.clock import parse_clock  # noqa: PLC0415 - validation only
+        from devices.clock import parse_clock
 
         parse_clock(value)
         return value
@@ -102,12 +102,17 @@ def _known_keys() -> set[str]:
     return set(Settings.model_fields)
 
 
-def _unknown(keys: list[str], where: str) -> ConfigError:
+def _unknown(keys: list[str], where: str, *, env: bool) -> ConfigError:
     known = sorted(_known_keys())
     hints = []
     for key in keys:
-        close = difflib.get_close_matches(key.lower(), known, n=1)
-        hints.append(f"{key}" + (f" (did you mean {close[0]}?)" if close else ""))
+        name = key[len(ENV_PREFIX) :].lower() if env else key
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            hint = f"{ENV_PREFIX}{close[0].upper()}" if env else close[0]
+            hints.append(f"{key} (did you mean {hint}?)")
+        else:
+            hints.append(key)
     return ConfigError(f"unknown setting(s) in {where}: {', '.join(hints)}")
 
 
@@ -129,14 +134,14 @@ def load_settings(
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
         bad = [k for k in data if k not in _known_keys()]
         if bad:
-            raise _unknown(bad, str(config_file))
+            raise _unknown(bad, str(config_file), env=False)
         values.update(data)
     env_keys = [
         k for k in env if k.upper().startswith(ENV_PREFIX) and not k.startswith(_NOT_SETTINGS)
     ]
     bad_env = [k for k in env_keys if k[len(ENV_PREFIX) :].lower() not in _known_keys()]
     if bad_env:
-        raise _unknown(bad_env, "the environment")
+        raise _unknown(bad_env, "the environment", env=True)
     for key in env_keys:
         values[key[len(ENV_PREFIX) :].lower()] = env[key]
     values.update(overrides or {})
@@ -145,7 +150,6 @@ def load_settings(
         return Settings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-            for e in exc.errors()
+            f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc

@@ -28,21 +28,29 @@ class Metrics:
             "kanjia_mqtt_reconnects", "MQTT session (re)connections", registry=r
         )
         self.mqtt_handler_errors = Counter(
-            "kanjia_mqtt_handler_errors", "Device messages whose handling failed", ["kind"],
+            "kanjia_mqtt_handler_errors",
+            "Device messages whose handling failed",
+            ["kind"],
             registry=r,
         )
         self.presence_changes = Counter(
-            "kanjia_presence_changes", "Devices going online or offline", ["to", "cause"],
+            "kanjia_presence_changes",
+            "Devices going online or offline",
+            ["to", "cause"],
             registry=r,
         )
         self.http_requests = Counter(
-            "kanjia_http_requests", "HTTP requests, by route and status", ["route", "status"],
+            "kanjia_http_requests",
+            "HTTP requests, by route and status",
+            ["route", "status"],
             registry=r,
         )
         self.http_latency = Histogram(
             "kanjia_http_request_seconds", "HTTP request latency", ["route"], registry=r
         )
         self.job_runs = Counter(
-            "kanjia_job_runs", "Background job runs, by job and outcome", ["job", "outcome"],
+            "kanjia_job_runs",
+            "Background job runs, by job and outcome",
+            ["job", "outcome"],
             registry=r,
         )

@@ -87,8 +87,9 @@ class MqttSession:
                     self.connected.set()
                     self._metrics.mqtt_connected.set(1)
                     self._metrics.mqtt_reconnects.inc()
-                    log.info("MQTT connected to %s:%d as %s", self._host, self._port,
-                             self._client_id)
+                    log.info(
+                        "MQTT connected to %s:%d as %s", self._host, self._port, self._client_id
+                    )
                     delay = 0.5
                     async for message in client.messages:
                         await self._on_message(message.topic.value, _as_bytes(message.payload))

@@ -12,8 +12,14 @@ from gateway.routes_platform import DeviceList, DeviceOut
 api = Api()
 
 
-@api.route("GET", "/app/v1/devices", auth="app", tag="app",
-           summary="The family's cameras and routers with their presence", response=DeviceList)
+@api.route(
+    "GET",
+    "/app/v1/devices",
+    auth="app",
+    tag="app",
+    summary="The family's cameras and routers with their presence",
+    response=DeviceList,
+)
 async def app_devices(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     token = app_token_of(request)

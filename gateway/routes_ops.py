@@ -22,8 +22,14 @@ class HealthOut(Out):
     database: bool
 
 
-@api.route("GET", "/healthz", auth="none", summary="Liveness and dependencies",
-           response=HealthOut, errors=(503,))
+@api.route(
+    "GET",
+    "/healthz",
+    auth="none",
+    summary="Liveness and dependencies",
+    response=HealthOut,
+    errors=(503,),
+)
 async def healthz(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     database = True
@@ -40,8 +46,7 @@ async def healthz(request: web.Request) -> web.StreamResponse:
     )
 
 
-@api.route("GET", "/metrics", auth="none", summary="Prometheus metrics",
-           content_type="text/plain")
+@api.route("GET", "/metrics", auth="none", summary="Prometheus metrics", content_type="text/plain")
 async def metrics(request: web.Request) -> web.StreamResponse:
     body = generate_latest(services_of(request).metrics.registry)
     response = web.Response(body=body)
@@ -63,16 +68,21 @@ class ClockOut(Out):
     adjustable: bool
 
 
-@api.route("GET", "/ops/v1/clock", auth="platform", summary="The service clock",
-           response=ClockOut)
+@api.route("GET", "/ops/v1/clock", auth="platform", summary="The service clock", response=ClockOut)
 async def get_clock(request: web.Request) -> web.StreamResponse:
     clock = services_of(request).clock
     return json_out(ClockOut(now=clock.now().isoformat(), adjustable=clock.adjustable))
 
 
-@api.route("POST", "/ops/v1/clock", auth="platform", body=ClockIn, response=ClockOut,
-           summary="Move a manual or simulated clock; Clock-driven jobs then run",
-           errors=(404,))
+@api.route(
+    "POST",
+    "/ops/v1/clock",
+    auth="platform",
+    body=ClockIn,
+    response=ClockOut,
+    summary="Move a manual or simulated clock; Clock-driven jobs then run",
+    errors=(404,),
+)
 async def advance_clock(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     if not services.clock.adjustable:
@@ -98,9 +108,15 @@ def _signed(request: web.Request, method: str) -> tuple[FilesystemObjectStore, s
     return store, key
 
 
-@api.route("GET", "/objects/{key:.+}", auth="none", tag="objects",
-           summary="Download through a presigned URL", content_type="application/octet-stream",
-           errors=(403, 404))
+@api.route(
+    "GET",
+    "/objects/{key:.+}",
+    auth="none",
+    tag="objects",
+    summary="Download through a presigned URL",
+    content_type="application/octet-stream",
+    errors=(403, 404),
+)
 async def get_object(request: web.Request) -> web.StreamResponse:
     store, key = _signed(request, "GET")
     try:
@@ -111,8 +127,14 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     return web.Response(body=data, content_type=content_type)
 
 
-@api.route("PUT", "/objects/{key:.+}", auth="none", tag="objects",
-           summary="Upload through a presigned URL", errors=(403,))
+@api.route(
+    "PUT",
+    "/objects/{key:.+}",
+    auth="none",
+    tag="objects",
+    summary="Upload through a presigned URL",
+    errors=(403,),
+)
 async def put_object(request: web.Request) -> web.StreamResponse:
     store, key = _signed(request, "PUT")
     await store.put(key, await request.read())

@@ -80,9 +80,16 @@ class AppTokenOut(Out):
     user_id: str
 
 
-@api.route("PUT", "/platform/v1/accounts/{account_id}", auth="platform", tag="platform",
-           summary="Create or update a broadband account", body=AccountIn,
-           response=AccountOut, errors=(404,))
+@api.route(
+    "PUT",
+    "/platform/v1/accounts/{account_id}",
+    auth="platform",
+    tag="platform",
+    summary="Create or update a broadband account",
+    body=AccountIn,
+    response=AccountOut,
+    errors=(404,),
+)
 async def put_account(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     account_id = path_id(request, "account_id")
@@ -99,8 +106,15 @@ async def put_account(request: web.Request) -> web.StreamResponse:
     return json_out(AccountOut.of(result.account), 201 if result.created else 200)
 
 
-@api.route("GET", "/platform/v1/accounts/{account_id}", auth="platform", tag="platform",
-           summary="A broadband account", response=AccountOut, errors=(404,))
+@api.route(
+    "GET",
+    "/platform/v1/accounts/{account_id}",
+    auth="platform",
+    tag="platform",
+    summary="A broadband account",
+    response=AccountOut,
+    errors=(404,),
+)
 async def get_account(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     async with services.db.session() as session:
@@ -108,9 +122,17 @@ async def get_account(request: web.Request) -> web.StreamResponse:
     return json_out(AccountOut.of(account))
 
 
-@api.route("POST", "/platform/v1/accounts/{account_id}/devices", auth="platform",
-           tag="platform", summary="Bind a camera or router to the account", body=DeviceIn,
-           response=DeviceOut, status=201, errors=(404, 409))
+@api.route(
+    "POST",
+    "/platform/v1/accounts/{account_id}/devices",
+    auth="platform",
+    tag="platform",
+    summary="Bind a camera or router to the account",
+    body=DeviceIn,
+    response=DeviceOut,
+    status=201,
+    errors=(404, 409),
+)
 async def bind_device(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     account_id = path_id(request, "account_id")
@@ -127,8 +149,15 @@ async def bind_device(request: web.Request) -> web.StreamResponse:
     return json_out(DeviceOut.of(result.device), 201 if result.created else 200)
 
 
-@api.route("GET", "/platform/v1/accounts/{account_id}/devices", auth="platform",
-           tag="platform", summary="The account's devices", response=DeviceList, errors=(404,))
+@api.route(
+    "GET",
+    "/platform/v1/accounts/{account_id}/devices",
+    auth="platform",
+    tag="platform",
+    summary="The account's devices",
+    response=DeviceList,
+    errors=(404,),
+)
 async def list_account_devices(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     account_id = path_id(request, "account_id")
@@ -138,9 +167,17 @@ async def list_account_devices(request: web.Request) -> web.StreamResponse:
     return json_out(DeviceList(devices=[DeviceOut.of(d) for d in devices]))
 
 
-@api.route("POST", "/platform/v1/app-tokens", auth="platform", tag="platform",
-           summary="A token for one app user of one account", body=AppTokenIn,
-           response=AppTokenOut, status=201, errors=(404,))
+@api.route(
+    "POST",
+    "/platform/v1/app-tokens",
+    auth="platform",
+    tag="platform",
+    summary="A token for one app user of one account",
+    body=AppTokenIn,
+    response=AppTokenOut,
+    status=201,
+    errors=(404,),
+)
 async def create_app_token(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     body = parse_body(await request.read(), AppTokenIn)
@@ -148,5 +185,4 @@ async def create_app_token(request: web.Request) -> web.StreamResponse:
         token = await accounts.issue_app_token(
             session, account_id=body.account_id, user_id=body.user_id, now=services.clock.now()
         )
-    return json_out(AppTokenOut(token=token, account_id=body.account_id, user_id=body.user_id),
-                    201)
+    return json_out(AppTokenOut(token=token, account_id=body.account_id, user_id=body.user_id), 201)

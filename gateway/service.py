@@ -101,9 +101,7 @@ class Gateway:
             db=db,
             store=store,
             metrics=metrics,
-            presence=PresenceTracker(
-                timeout=timedelta(seconds=settings.presence_timeout_seconds)
-            ),
+            presence=PresenceTracker(timeout=timedelta(seconds=settings.presence_timeout_seconds)),
             jobs=jobs,
         )
         ingest = Ingest(services)
@@ -195,7 +193,7 @@ async def serve(settings: Settings, *, shutdown_timeout: float = 5.0) -> None:
     gateway = Gateway(settings=settings)
     await gateway.__aenter__()
     try:
-        print(f"kanjia: serving on {gateway.url}", flush=True)  # noqa: T201
+        print(f"kanjia: serving on {gateway.url}", flush=True)
         await stop.wait()
         log.info("stopping")
     finally:

@@ -66,29 +66,47 @@ class SimulatedDevice:
             return {"fps": 10, "bitrate_kbps": round(self.rng.uniform(200, 400), 1)}
         return {
             "radios": [
-                {"band": "2.4", "channel": 6, "utilisation": self.rng.randint(10, 60),
-                 "noise": -92, "clients": self.rng.randint(0, 8)},
-                {"band": "5", "channel": 36, "utilisation": self.rng.randint(5, 40),
-                 "noise": -95, "clients": self.rng.randint(0, 8)},
+                {
+                    "band": "2.4",
+                    "channel": 6,
+                    "utilisation": self.rng.randint(10, 60),
+                    "noise": -92,
+                    "clients": self.rng.randint(0, 8),
+                },
+                {
+                    "band": "5",
+                    "channel": 36,
+                    "utilisation": self.rng.randint(5, 40),
+                    "noise": -95,
+                    "clients": self.rng.randint(0, 8),
+                },
             ]
         }
 
-    async def publish(self, client: aiomqtt.Client, suffix: str, payload: dict[str, Any],
-                      *, retain: bool = False) -> None:
+    async def publish(
+        self, client: aiomqtt.Client, suffix: str, payload: dict[str, Any], *, retain: bool = False
+    ) -> None:
         await client.publish(self.topic(suffix), json.dumps(payload), qos=1, retain=retain)
 
     async def run(self) -> None:
         """Connect, announce, send telemetry and follow ``desired`` until cancelled."""
         host, port, user, password = broker_address(self.mqtt_url)
-        will = aiomqtt.Will(self.topic("state"), json.dumps({"online": False}), qos=1,
-                            retain=True)
+        will = aiomqtt.Will(self.topic("state"), json.dumps({"online": False}), qos=1, retain=True)
         async with aiomqtt.Client(
-            host, port, username=user, password=password, identifier=f"dev-{self.device_id}",
-            will=will, keepalive=20, clean_session=True,
+            host,
+            port,
+            username=user,
+            password=password,
+            identifier=f"dev-{self.device_id}",
+            will=will,
+            keepalive=20,
+            clean_session=True,
         ) as client:
             await client.subscribe(self.topic("desired"), qos=1)
             await self.publish(
-                client, "state", {"online": True, "kind": self.kind, "fw": self.firmware},
+                client,
+                "state",
+                {"online": True, "kind": self.kind, "fw": self.firmware},
                 retain=True,
             )
             self.connected.set()
@@ -96,8 +114,10 @@ class SimulatedDevice:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._follow(client), name=f"sim[{self.device_id}].desired")
                     if self.telemetry_interval is not None:
-                        tg.create_task(self._telemetry(client, self.telemetry_interval),
-                                       name=f"sim[{self.device_id}].telemetry")
+                        tg.create_task(
+                            self._telemetry(client, self.telemetry_interval),
+                            name=f"sim[{self.device_id}].telemetry",
+                        )
             finally:
                 self.connected.clear()
 
@@ -122,8 +142,9 @@ class SimulatedDevice:
         """A graceful goodbye: publish the retained offline state (then disconnect)."""
         host, port, user, password = broker_address(self.mqtt_url)
         async with aiomqtt.Client(host, port, username=user, password=password) as client:
-            await client.publish(self.topic("state"), json.dumps({"online": False}), qos=1,
-                                 retain=True)
+            await client.publish(
+                self.topic("state"), json.dumps({"online": False}), qos=1, retain=True
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -131,12 +152,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--kind", choices=("camera", "router"), required=True)
     parser.add_argument("--device-id", required=True)
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
-    parser.add_argument("--telemetry-interval", type=float, default=10.0,
-                        help="seconds between telemetry messages; 0 for none")
+    parser.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=10.0,
+        help="seconds between telemetry messages; 0 for none",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     device = SimulatedDevice(
-        device_id=args.device_id, kind=args.kind, mqtt_url=args.mqtt_url,
+        device_id=args.device_id,
+        kind=args.kind,
+        mqtt_url=args.mqtt_url,
         telemetry_interval=args.telemetry_interval or None,
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -21,7 +21,9 @@ async def open_object_store(
         if parts.netloc not in ("", "localhost"):
             raise ValueError(f"file URLs name a local path, not host {parts.netloc!r}")
         store = FilesystemObjectStore(
-            root=Path(unquote(parts.path)), base_url=base_url, signing_key=signing_key,
+            root=Path(unquote(parts.path)),
+            base_url=base_url,
+            signing_key=signing_key,
             clock=clock,
         )
         try:
@@ -30,7 +32,7 @@ async def open_object_store(
             await store.close()
         return
     if parts.scheme == "s3":
-        from storage.s3store import S3ObjectStore  # noqa: PLC0415 - aiobotocore only for S3
+        from storage.s3store import S3ObjectStore
 
         async with S3ObjectStore.from_url(url) as s3:
             yield s3

@@ -63,13 +63,12 @@ async def pg_url(pg_server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each storage test runs once on SQLite and once on PostgreSQL."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'kanjia.db'}"
-    else:
-        yield request.getfixturevalue("pg_url")
+        return f"sqlite:///{tmp_path / 'kanjia.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    return url
 
 
 @pytest.fixture

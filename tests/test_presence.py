@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,16 +21,24 @@ from tests.services import Broker
 
 async def setup_account(gw: Gateway, http: aiohttp.ClientSession, *devices: str) -> str:
     """An account with the given camera ids; returns an app token."""
-    r = await http.put(f"{gw.url}/platform/v1/accounts/acc-1",
-                       json={"owner_id": "owner-1", "star_level": 3}, headers=platform_headers())
+    r = await http.put(
+        f"{gw.url}/platform/v1/accounts/acc-1",
+        json={"owner_id": "owner-1", "star_level": 3},
+        headers=platform_headers(),
+    )
     assert r.status == 201
     for device_id in devices:
-        r = await http.post(f"{gw.url}/platform/v1/accounts/acc-1/devices",
-                            json={"device_id": device_id, "kind": "camera"},
-                            headers=platform_headers())
+        r = await http.post(
+            f"{gw.url}/platform/v1/accounts/acc-1/devices",
+            json={"device_id": device_id, "kind": "camera"},
+            headers=platform_headers(),
+        )
         assert r.status == 201, await r.text()
-    r = await http.post(f"{gw.url}/platform/v1/app-tokens",
-                        json={"account_id": "acc-1", "user_id": "u1"}, headers=platform_headers())
+    r = await http.post(
+        f"{gw.url}/platform/v1/app-tokens",
+        json={"account_id": "acc-1", "user_id": "u1"},
+        headers=platform_headers(),
+    )
     assert r.status == 201
     token: str = (await r.json())["token"]
     return token
@@ -58,11 +65,15 @@ async def running(device: SimulatedDevice) -> AsyncIterator[SimulatedDevice]:
 async def test_a_device_that_connects_is_online(
     broker: Broker, start_gateway: StartGateway, clock: ManualClock
 ) -> None:
-    async with start_gateway(clock=clock, mqtt_url=broker.url) as gw, aiohttp.ClientSession() as http:
+    async with (
+        start_gateway(clock=clock, mqtt_url=broker.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
         token = await setup_account(gw, http, "cam-on")
         assert await online_map(gw, http, token) == {"cam-on": False}
-        device = SimulatedDevice(device_id="cam-on", kind="camera", mqtt_url=broker.url,
-                                 telemetry_interval=1.0)
+        device = SimulatedDevice(
+            device_id="cam-on", kind="camera", mqtt_url=broker.url, telemetry_interval=1.0
+        )
         async with running(device):
 
             async def is_online() -> bool:
@@ -74,11 +85,23 @@ async def test_a_device_that_connects_is_online(
 async def test_a_device_killed_without_disconnect_goes_offline_by_its_will(
     broker: Broker, start_gateway: StartGateway, clock: ManualClock
 ) -> None:
-    async with start_gateway(clock=clock, mqtt_url=broker.url) as gw, aiohttp.ClientSession() as http:
+    async with (
+        start_gateway(clock=clock, mqtt_url=broker.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
         token = await setup_account(gw, http, "cam-will")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "simulators.device", "--kind", "camera",
-             "--device-id", "cam-will", "--mqtt-url", broker.url, "--telemetry-interval", "0.5"]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "simulators.device",
+            "--kind",
+            "camera",
+            "--device-id",
+            "cam-will",
+            "--mqtt-url",
+            broker.url,
+            "--telemetry-interval",
+            "0.5",
         )
         try:
 
@@ -90,22 +113,25 @@ async def test_a_device_killed_without_disconnect_goes_offline_by_its_will(
 
             await eventually(online, timeout=15)
             process.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker sends the Will
-            process.wait(5)
+            await asyncio.wait_for(process.wait(), 5)
             await eventually(offline, timeout=10)
         finally:
-            if process.poll() is None:
+            if process.returncode is None:
                 process.kill()
-                process.wait()
+                await process.wait()
 
 
 async def test_a_silent_device_goes_offline_after_its_inactivity_timeout(
     broker: Broker, start_gateway: StartGateway, clock: ManualClock
 ) -> None:
-    async with start_gateway(clock=clock, mqtt_url=broker.url,
-                             presence_timeout_seconds=60) as gw, aiohttp.ClientSession() as http:
+    async with (
+        start_gateway(clock=clock, mqtt_url=broker.url, presence_timeout_seconds=60) as gw,
+        aiohttp.ClientSession() as http,
+    ):
         token = await setup_account(gw, http, "cam-quiet")
-        device = SimulatedDevice(device_id="cam-quiet", kind="camera", mqtt_url=broker.url,
-                                 telemetry_interval=None)
+        device = SimulatedDevice(
+            device_id="cam-quiet", kind="camera", mqtt_url=broker.url, telemetry_interval=None
+        )
         async with running(device):
 
             async def online() -> bool:
@@ -113,12 +139,14 @@ async def test_a_silent_device_goes_offline_after_its_inactivity_timeout(
 
             await eventually(online)
             # Still connected (keepalive pings reach the broker, not us), but silent.
-            r = await http.post(f"{gw.url}/ops/v1/clock", json={"advance_seconds": 59},
-                                headers=platform_headers())
+            r = await http.post(
+                f"{gw.url}/ops/v1/clock", json={"advance_seconds": 59}, headers=platform_headers()
+            )
             assert r.status == 200
             assert await online(), "59 s of silence is within the 60 s timeout"
-            r = await http.post(f"{gw.url}/ops/v1/clock", json={"advance_seconds": 2},
-                                headers=platform_headers())
+            r = await http.post(
+                f"{gw.url}/ops/v1/clock", json={"advance_seconds": 2}, headers=platform_headers()
+            )
             assert r.status == 200
             assert not await online(), "61 s of silence is past the timeout"
             assert device.connected.is_set()

@@ -1,0 +1,64 @@
+"""The ``kanjia`` command: ``demo``, ``serve`` and ``device``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    extra = {k: v for k, v in overrides.items() if v is not None}
+    return load_settings(config_file=args.config, overrides=extra)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kanjia", description=__doc__)
+    parser.add_argument("--config", type=Path, help="a TOML file of settings")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="everything embedded: broker, gateway, a household")
+    demo.add_argument("--http-port", type=int, help="HTTP port (default 8080; 0: any free)")
+    sub.add_parser("serve", help="the service against the configured broker, DB and store")
+    device = sub.add_parser("device", help="run one simulated device")
+    device.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "device":
+            from simulators.device import main as device_main
+
+            device_main(args.rest)
+            return 0
+        if args.command == "demo":
+            settings = _settings(args, http_port=args.http_port)
+            logging.basicConfig(
+                level=settings.log_level, format="%(levelname)s %(name)s: %(message)s"
+            )
+            for noisy in ("amqtt", "transitions"):  # the embedded broker's chatter
+                logging.getLogger(noisy).setLevel(logging.WARNING)
+            from gateway.demo import run_demo
+
+            asyncio.run(run_demo(settings))
+            return 0
+        settings = _settings(args)
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        if not settings.platform_token:
+            raise ConfigError("KANJIA_PLATFORM_TOKEN must be set for kanjia serve")
+        from gateway.service import serve
+
+        asyncio.run(serve(settings))
+        return 0
+    except ConfigError as exc:
+        print(f"kanjia: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

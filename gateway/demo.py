@@ -1,0 +1,128 @@
+"""``kanjia demo``: everything in one process, no outside services.
+
+An embedded MQTT broker (amqtt, MQTT 3.1.1) on a free loopback port, the gateway on
+SQLite and the filesystem store under ``./var/``, and one simulated household: an
+account, two cameras and a router. Prints the URLs and tokens; Ctrl-C stops it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from amqtt.broker import Broker
+
+from devices import accounts
+from devices.models import DeviceKind
+from gateway.config import Settings
+from gateway.service import Gateway
+from simulators.device import SimulatedDevice
+
+log = logging.getLogger(__name__)
+
+HOUSEHOLD = "demo-home"
+DEVICES = (
+    ("demo-cam-door", DeviceKind.CAMERA, "Front door"),
+    ("demo-cam-living", DeviceKind.CAMERA, "Living room"),
+    ("demo-router", DeviceKind.ROUTER, "Home router"),
+)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@asynccontextmanager
+async def embedded_broker(host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """An amqtt broker on a free port; yields its ``mqtt://`` URL."""
+    port = _free_port(host)
+    config: dict[str, Any] = {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    broker = Broker(config)
+    await broker.start()
+    try:
+        yield f"mqtt://{host}:{port}"
+    finally:
+        await broker.shutdown()
+
+
+async def provision(gateway: Gateway) -> str:
+    """The demo household; returns an app token for it."""
+    services = gateway.services
+    now = services.clock.now()
+    async with services.db.session() as session:
+        await accounts.upsert_account(
+            session,
+            account_id=HOUSEHOLD,
+            owner_id="demo-owner",
+            star_level=5,
+            name="Demo household",
+            now=now,
+        )
+        for device_id, kind, name in DEVICES:
+            await accounts.bind_device(
+                session,
+                account_id=HOUSEHOLD,
+                device_id=device_id,
+                kind=kind,
+                name=name,
+                now=now,
+            )
+        return await accounts.issue_app_token(
+            session, account_id=HOUSEHOLD, user_id="demo-user", now=now
+        )
+
+
+async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with embedded_broker() as mqtt_url:
+        token = settings.platform_token or secrets.token_urlsafe(24)
+        settings = settings.model_copy(update={"mqtt_url": mqtt_url, "platform_token": token})
+        async with Gateway(settings=settings) as gateway:
+            app_token = await provision(gateway)
+            fleet = [
+                SimulatedDevice(
+                    device_id=device_id,
+                    kind=kind.value,
+                    mqtt_url=mqtt_url,
+                    telemetry_interval=10.0,
+                    clock=gateway.clock,
+                )
+                for device_id, kind, _ in DEVICES
+            ]
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(device.run(), name=f"demo[{device.device_id}]")
+                    for device in fleet
+                ]
+                base = gateway.url
+                print(
+                    "Kanjia demo is running (Ctrl-C to stop)\n"
+                    f"  console:        {base}/console#token={app_token}\n"
+                    f"  API:            {base}/openapi.json\n"
+                    f"  metrics:        {base}/metrics\n"
+                    f"  MQTT broker:    {mqtt_url}\n"
+                    f"  platform token: {token}\n"
+                    f"  app token:      {app_token}\n"
+                    f"  try:            curl -H 'Authorization: Bearer {app_token}' "
+                    f"{base}/app/v1/devices",
+                    flush=True,
+                )
+                await stop.wait()
+                print("stopping...", flush=True)
+                for task in tasks:
+                    task.cancel()

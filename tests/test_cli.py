@@ -1,0 +1,117 @@
+"""The two ways to start: ``kanjia demo`` and ``kanjia serve`` (issue 2, #2 and SIGTERM)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import PLATFORM_TOKEN
+from tests.services import Broker, free_port
+
+KANJIA = [sys.executable, "-m", "gateway.cli"]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KANJIA_")}
+    env.update(extra)
+    return env
+
+
+async def read_until(stream: asyncio.StreamReader, pattern: str, timeout: float) -> str:
+    seen = ""
+    async with asyncio.timeout(timeout):
+        while not re.search(pattern, seen):
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"output ended before {pattern!r}:\n{seen}")
+            seen += line.decode()
+    return seen
+
+
+async def test_demo_lists_three_devices_online_within_10_seconds(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *KANJIA,
+        "demo",
+        "--http-port",
+        "0",
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        out = await read_until(proc.stdout, r"app token:\s+\S+", timeout=10)
+        token = re.search(r"app token:\s+(\S+)", out)
+        api = re.search(r"API:\s+(http://\S+)/openapi.json", out)
+        assert token
+        assert api
+        async with aiohttp.ClientSession() as http:
+            while True:
+                r = await http.get(
+                    f"{api[1]}/app/v1/devices", headers={"Authorization": f"Bearer {token[1]}"}
+                )
+                devices = (await r.json())["devices"]
+                if len(devices) == 3 and all(d["online"] for d in devices):
+                    break
+                assert time.monotonic() - started < 10, f"not all online in 10 s: {devices}"
+                await asyncio.sleep(0.1)
+        assert {d["kind"] for d in devices} == {"camera", "router"}
+        assert (tmp_path / "var" / "kanjia.db").exists(), "the demo keeps its data under ./var"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_serve_stops_within_5_seconds_of_sigterm(tmp_path: Path, broker: Broker) -> None:
+    port = free_port()
+    env = clean_env(
+        KANJIA_MQTT_URL=broker.url,
+        KANJIA_DATABASE_URL=f"sqlite:///{tmp_path / 'k.db'}",
+        KANJIA_OBJECT_STORE_URL=(tmp_path / "obj").as_uri(),
+        KANJIA_HTTP_PORT=str(port),
+        KANJIA_PLATFORM_TOKEN=PLATFORM_TOKEN,
+        KANJIA_MQTT_CLIENT_ID="serve-test",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        *KANJIA,
+        "serve",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    await read_until(proc.stdout, "serving on", timeout=15)
+    async with aiohttp.ClientSession() as http:
+        r = await http.get(f"http://127.0.0.1:{port}/healthz")
+        assert r.status == 200
+    proc.send_signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    code = await asyncio.wait_for(proc.wait(), 10)
+    assert time.monotonic() - stopping < 5
+    assert code == 0
+
+
+def test_serve_refuses_an_unknown_setting(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*KANJIA, "serve"],
+        cwd=tmp_path,
+        env=clean_env(KANJIA_DATABSE_URL="sqlite:///x"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "KANJIA_DATABSE_URL" in result.stderr
+    assert "KANJIA_DATABASE_URL" in result.stderr

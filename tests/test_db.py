@@ -1,0 +1,112 @@
+"""Storage: engine, sessions and schema versions on SQLite and PostgreSQL (issue 2, #4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, inspect, text
+from sqlalchemy.engine import Connection
+
+import devices.models  # noqa: F401 - registers the tables
+from devices import accounts
+from storage.db import SCHEMA_VERSION, Database, DatabaseError, Migration, SchemaTooNew
+
+
+async def test_a_fresh_database_gets_every_table_and_the_current_version(
+    database_url: str,
+) -> None:
+    async with Database.open(database_url) as db, db.engine.connect() as conn:
+        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        version = (await conn.execute(text("SELECT version FROM kanjia_schema"))).scalar()
+    assert {"accounts", "devices", "app_tokens", "kanjia_schema"} <= names
+    assert version == SCHEMA_VERSION
+
+
+async def test_data_survives_a_restart_and_datetimes_stay_aware_utc(database_url: str) -> None:
+    at = datetime(2026, 11, 30, 16, 30, tzinfo=UTC)
+    async with Database.open(database_url) as db, db.session() as s:
+        await accounts.upsert_account(
+            s,
+            account_id="a1",
+            owner_id="o",
+            star_level=3,
+            name=None,
+            now=at.astimezone(timezone(timedelta(hours=8))),
+        )
+    async with Database.open(database_url) as db, db.session() as s:
+        account = await accounts.get_account(s, "a1")
+    assert account.created_at == at
+    assert account.created_at.tzinfo is not None
+    assert account.created_at.utcoffset() == timedelta(0)
+
+
+def _old_schema(conn: Connection) -> None:
+    conn.execute(text("CREATE TABLE kanjia_schema (version INTEGER NOT NULL)"))
+    conn.execute(text("INSERT INTO kanjia_schema (version) VALUES (1)"))
+    conn.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body VARCHAR(50))"))
+    conn.execute(text("INSERT INTO notes (id, body) VALUES (1, 'kept')"))
+
+
+async def test_an_older_schema_is_upgraded_not_dropped(database_url: str) -> None:
+    """A v1 database meets code at v2: the step runs once, the rows stay."""
+    metadata = MetaData()
+    Table(
+        "notes",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("body", String(50)),
+        Column("colour", String(10)),
+    )
+
+    def add_colour(conn: Connection) -> None:
+        conn.execute(text("ALTER TABLE notes ADD COLUMN colour VARCHAR(10)"))
+        conn.execute(text("UPDATE notes SET colour = 'blue'"))
+
+    steps = (Migration(2, "notes get a colour", add_colour),)
+    # Build the old database with the engine alone (no migration yet).
+    async with (
+        Database.open(database_url, metadata=MetaData(), migrations=(), latest=0) as db,
+        db.engine.begin() as conn,
+    ):
+        await conn.exec_driver_sql("DROP TABLE kanjia_schema")
+        await conn.run_sync(_old_schema)
+    async with (
+        Database.open(database_url, metadata=metadata, migrations=steps, latest=2) as db,
+        db.engine.connect() as conn,
+    ):
+        rows = (await conn.execute(text("SELECT id, body, colour FROM notes"))).all()
+        version = (await conn.execute(text("SELECT version FROM kanjia_schema"))).scalar()
+    assert [tuple(r) for r in rows] == [(1, "kept", "blue")]
+    assert version == 2
+    # Opening again runs nothing more (the step would fail on a second ALTER).
+    async with Database.open(database_url, metadata=metadata, migrations=steps, latest=2):
+        pass
+
+
+async def test_a_newer_schema_is_refused(database_url: str) -> None:
+    async with Database.open(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(text("UPDATE kanjia_schema SET version = 999"))
+    with pytest.raises(SchemaTooNew) as caught:
+        async with Database.open(database_url):
+            pass
+    assert caught.value.found == 999
+
+
+async def test_a_database_of_something_else_is_refused(database_url: str) -> None:
+    async with (
+        Database.open(database_url, metadata=MetaData(), migrations=(), latest=0) as db,
+        db.engine.begin() as conn,
+    ):
+        await conn.exec_driver_sql("DROP TABLE kanjia_schema")
+        await conn.exec_driver_sql("CREATE TABLE other_app (id INTEGER)")
+    with pytest.raises(DatabaseError, match="not a Kanjia database"):
+        async with Database.open(database_url):
+            pass
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/wal.db"
+    async with Database.open(url) as db, db.engine.connect() as conn:
+        mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
+    assert mode == "wal"
