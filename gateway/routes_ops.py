@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
@@ -139,3 +141,17 @@ async def put_object(request: web.Request) -> web.StreamResponse:
     store, key = _signed(request, "PUT")
     await store.put(key, await request.read())
     return web.Response(status=200)
+
+
+_CONSOLE = (Path(__file__).parent / "console.html").read_bytes()
+
+
+@api.route(
+    "GET",
+    "/console",
+    auth="none",
+    summary="The web console (token in the URL fragment)",
+    content_type="text/html",
+)
+async def console(request: web.Request) -> web.StreamResponse:
+    return web.Response(body=_CONSOLE, content_type="text/html", charset="utf-8")

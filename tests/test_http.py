@@ -210,3 +210,11 @@ async def test_healthz_and_metrics(start_gateway: StartGateway, clock: ManualClo
         text = await r.text()
         assert "kanjia_http_requests_total" in text
         assert 'route="/healthz"' in text
+
+
+async def test_the_console_page_is_served(start_gateway: StartGateway, clock: ManualClock) -> None:
+    async with start_gateway(clock=clock, mqtt=False) as gw, aiohttp.ClientSession() as http:
+        r = await http.get(f"{gw.url}/console")
+        assert r.status == 200
+        assert r.content_type == "text/html"
+        assert "/app/v1/devices" in await r.text()
