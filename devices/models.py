@@ -26,6 +26,8 @@ class Account(SQLModel, table=True):
     owner_id: str = Field(max_length=64)
     star_level: int = Field(ge=0, le=7)
     name: str | None = Field(default=None, max_length=200)
+    #: active | stopped | torn_down (R8-R10); kept by the broadband service.
+    broadband_state: str = Field(default="active", max_length=16)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
@@ -55,4 +57,32 @@ class AppToken(SQLModel, table=True):
     token_hash: str = Field(primary_key=True, max_length=64)
     account_id: str = Field(foreign_key="accounts.account_id", index=True, max_length=64)
     user_id: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class PlatformOrder(SQLModel, table=True):
+    """One platform command by its ``order_id``: a repeat returns the first answer."""
+
+    __tablename__ = "platform_orders"
+
+    order_id: str = Field(primary_key=True, max_length=128)
+    action: str = Field(max_length=32)
+    fingerprint: str = Field(max_length=64)
+    status_code: int
+    response: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CallbackReport(SQLModel, table=True):
+    """A completion report (报竣) owed to the platform, kept until it is acknowledged."""
+
+    __tablename__ = "callback_reports"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: str = Field(max_length=128, index=True)
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(sa_type=UTCDateTime)

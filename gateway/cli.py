@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config import ConfigError, Settings, load_settings
+from replay.plans import PlansError
+from storage.db import DatabaseError
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -55,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         asyncio.run(serve(settings))
         return 0
-    except ConfigError as exc:
+    except (ConfigError, PlansError, DatabaseError) as exc:
+        # Settings, a plans file or a database that cannot start the service.
         print(f"kanjia: {exc}", file=sys.stderr)
         return 2
 

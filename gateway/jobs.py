@@ -27,6 +27,7 @@ class Job:
     interval: float
     run: Callable[[], Awaitable[object]]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class JobRunner:
@@ -51,14 +52,35 @@ class JobRunner:
             else:
                 self._metrics.job_runs.labels(job.name, "ok").inc()
 
+    def trigger(self, name: str) -> None:
+        """Run the job soon, without waiting for its interval (new work arrived)."""
+        for job in self._jobs:
+            if job.name == name:
+                job.wake.set()
+                return
+        raise KeyError(name)
+
     async def run_all(self) -> None:
         for job in self._jobs:
             await self._once(job)
 
     async def _loop(self, job: Job) -> None:
         while True:
-            await asyncio.gather(self._clock.sleep(job.interval), asyncio.sleep(self._min_real))
+            waits = [
+                asyncio.ensure_future(self._pace(job.interval)),
+                asyncio.ensure_future(job.wake.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+            job.wake.clear()
             await self._once(job)
+
+    async def _pace(self, interval: float) -> None:
+        await asyncio.gather(self._clock.sleep(interval), asyncio.sleep(self._min_real))
 
     async def run(self) -> None:
         """Run every job on its interval until cancelled (one TaskGroup, named tasks)."""

@@ -17,20 +17,27 @@ import signal
 import socket
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
 import devices.models  # noqa: F401 - registers the tables
+import replay.models  # noqa: F401
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
 from gateway.app import create_app
+from gateway.callbacks import CallbackSender
 from gateway.config import Settings
 from gateway.ingest import Ingest
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSession
+from gateway.orders import CALLBACK_JOB
 from gateway.services import Services
+from replay import subscriptions
+from replay.billing import business_date
+from replay.plans import DEFAULT_CATALOG, load_plans
 from storage.db import Database
 from storage.open import open_object_store
 
@@ -81,6 +88,7 @@ class Gateway:
     async def _start(self) -> None:
         settings, clock, stack = self.settings, self.clock, self._stack
         metrics = Metrics()
+        catalog = load_plans(Path(settings.plans_file)) if settings.plans_file else DEFAULT_CATALOG
         db = await stack.enter_async_context(Database.open(settings.database_url))
         if settings.http_port == 0:
             # Presigned URLs must name the port, so choose it before the store opens.
@@ -103,6 +111,7 @@ class Gateway:
             metrics=metrics,
             presence=PresenceTracker(timeout=timedelta(seconds=settings.presence_timeout_seconds)),
             jobs=jobs,
+            catalog=catalog,
         )
         ingest = Ingest(services)
         if self._with_mqtt:
@@ -115,6 +124,12 @@ class Gateway:
             )
         self._services = services
         jobs.add("presence_sweep", PRESENCE_SWEEP_SECONDS, self._presence_sweep)
+        jobs.add("subscription_purge", 3600, self._purge_subscriptions)
+        jobs.add("tariff_terms", 3600, self._roll_terms)
+        if settings.platform_callback_url:
+            sender = CallbackSender(services=services, url=settings.platform_callback_url)
+            stack.push_async_callback(sender.close)
+            jobs.add(CALLBACK_JOB, 1.0, sender.deliver_due)
 
         runner = web.AppRunner(create_app(services=services), handle_signals=False)
         await runner.setup()
@@ -173,6 +188,14 @@ class Gateway:
             count = await services.presence.sweep(session, services.clock.now())
         if count:
             services.metrics.presence_changes.labels("offline", "timeout").inc(count)
+
+    async def _purge_subscriptions(self) -> None:
+        async with self.services.db.session() as session:
+            await subscriptions.purge_unsubscribed(session, self.clock.now())
+
+    async def _roll_terms(self) -> None:
+        async with self.services.db.session() as session:
+            await subscriptions.roll_terms(session, business_date(self.clock.now()))
 
     async def __aexit__(
         self,

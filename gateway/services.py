@@ -10,6 +10,7 @@ from gateway.config import Settings
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSession
+from replay.plans import PlanCatalog
 from storage.db import Database
 from storage.fsstore import FilesystemObjectStore
 from storage.objects import ObjectStore
@@ -24,6 +25,7 @@ class Services:
     metrics: Metrics
     presence: PresenceTracker
     jobs: JobRunner
+    catalog: PlanCatalog
     mqtt: MqttSession | None = None
 
     @property

@@ -1,0 +1,99 @@
+"""Platform orders: idempotency by ``order_id`` and completion reports (报竣).
+
+Every platform command carries the platform's own ``order_id``. The first answer to an
+order (its status and body) is stored in the same transaction as its effect; the same
+``order_id`` with the same request returns that answer unchanged and changes nothing,
+and the same ``order_id`` with a different request is refused (``order_id_reused``).
+Completed orders also get a :class:`CallbackReport`, written in that same transaction, so
+a report is owed exactly when the order took effect, and survives a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from devices.accounts import Conflict
+from devices.models import CallbackReport, PlatformOrder
+
+
+class OrderIdReused(Conflict):
+    code = "order_id_reused"
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order_id {order_id} was already used for a different request")
+        self.order_id = order_id
+
+
+def fingerprint(action: str, target: str, body: dict[str, Any]) -> str:
+    """A stable digest of what was asked (action, target and body, keys sorted)."""
+    canonical = json.dumps([action, target, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+
+
+async def replay_order(session: AsyncSession, order_id: str, print_: str) -> Answer | None:
+    """The stored answer to a repeated order, ``None`` for a new one; refuses reuse."""
+    order = await session.get(PlatformOrder, order_id)
+    if order is None:
+        return None
+    if order.fingerprint != print_:
+        raise OrderIdReused(order_id)
+    return Answer(order.status_code, order.response)
+
+
+def record_order(
+    session: AsyncSession,
+    *,
+    order_id: str,
+    action: str,
+    print_: str,
+    answer: Answer,
+    now: datetime,
+    report: dict[str, Any] | None,
+) -> None:
+    """Stage the answer (and a completion report) in the caller's transaction."""
+    session.add(
+        PlatformOrder(
+            order_id=order_id,
+            action=action,
+            fingerprint=print_,
+            status_code=answer.status,
+            response=answer.body,
+            created_at=now,
+        )
+    )
+    if report is not None:
+        session.add(
+            CallbackReport(order_id=order_id, payload=report, next_attempt_at=now, created_at=now)
+        )
+
+
+#: Retry delays of completion reports (clock seconds), the last one repeating.
+REPORT_BACKOFF = (1, 2, 5, 15, 60, 300, 900)
+
+
+def next_attempt(now: datetime, attempts: int) -> datetime:
+    delay = REPORT_BACKOFF[min(attempts - 1, len(REPORT_BACKOFF) - 1)]
+    return now + timedelta(seconds=delay)
+
+
+async def due_reports(session: AsyncSession, now: datetime, limit: int) -> list[CallbackReport]:
+    result = await session.exec(
+        select(CallbackReport)
+        .where(col(CallbackReport.delivered_at).is_(None), CallbackReport.next_attempt_at <= now)
+        .order_by(col(CallbackReport.id))
+        .limit(limit)
+    )
+    return list(result.all())

@@ -1,0 +1,317 @@
+"""Platform routes of cloud-replay orders, unsubscriptions and charges (R1-R7)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import AwareDatetime, Field
+
+from devices.orders import Answer
+from gateway.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
+from gateway.app import services_of
+from gateway.orders import execute_order
+from gateway.routes_platform import Identifier, path_id
+from replay import subscriptions as subs
+from replay.billing import Charge, Month
+from replay.models import Subscription
+
+api = Api()
+
+OrderId = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+
+
+def money(amount: Decimal) -> str:
+    return f"{amount:.2f}"
+
+
+class ChargeOut(Out):
+    month: str
+    days: int
+    amount: str
+
+    @classmethod
+    def of(cls, charge: Charge) -> ChargeOut:
+        return cls(month=str(charge.month), days=charge.days, amount=money(charge.amount))
+
+
+class SubscribeIn(Body):
+    order_id: str = OrderId
+    account_id: Identifier
+    device_id: Identifier
+    plan: str = Field(min_length=1, max_length=64)
+    orderer_id: str = Field(min_length=1, max_length=64)
+    channel: Literal["physical", "electronic"]
+    ordered_at: AwareDatetime | None = None
+
+
+class SubscribeOut(Out):
+    subscription_id: str
+    order_id: str
+    account_id: str
+    device_id: str
+    plan: str
+    status: str
+    started_at: datetime
+    first_charge: ChargeOut
+
+
+class UnsubscribeIn(Body):
+    order_id: str = OrderId
+    at: AwareDatetime | None = None
+
+
+class UnsubscribeOut(Out):
+    subscription_id: str
+    status: str
+    ended_at: datetime
+    final_charge: ChargeOut
+
+
+class TermOut(Out):
+    number: int
+    ends_on: str
+
+
+class SubscriptionOut(Out):
+    subscription_id: str
+    order_id: str
+    account_id: str
+    device_id: str
+    plan: str
+    family: str
+    retention_days: int
+    monthly_fee: str
+    orderer_id: str
+    channel: str
+    status: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    term: TermOut
+
+    @classmethod
+    def of(cls, s: Subscription) -> SubscriptionOut:
+        return cls(
+            subscription_id=s.subscription_id,
+            order_id=s.order_id,
+            account_id=s.account_id,
+            device_id=s.device_id,
+            plan=s.plan_id,
+            family=s.family,
+            retention_days=s.retention_days,
+            monthly_fee=s.monthly_fee,
+            orderer_id=s.orderer_id,
+            channel=s.channel,
+            status=s.status,
+            started_at=s.started_at,
+            ended_at=s.ended_at,
+            term=TermOut(number=s.term_number, ends_on=s.term_end.isoformat()),
+        )
+
+
+class SubscriptionList(Out):
+    subscriptions: list[SubscriptionOut]
+
+
+class ChargesQuery(Body):
+    month: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+class ChargeItemOut(Out):
+    subscription_id: str
+    device_id: str
+    plan: str
+    days: int
+    amount: str
+
+
+class ChargesOut(Out):
+    account_id: str
+    month: str
+    currency: Literal["CNY"] = "CNY"
+    items: list[ChargeItemOut]
+    total: str
+
+
+def _dump(model: Out) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    return data
+
+
+def completion_report(order_id: str, action: str, at: datetime, result: Out) -> dict[str, Any]:
+    """What the platform's callback receives for a completed order (报竣)."""
+    return {
+        "order_id": order_id,
+        "action": action,
+        "status": "completed",
+        "completed_at": at.isoformat(),
+        "result": _dump(result),
+    }
+
+
+@api.route(
+    "POST",
+    "/platform/v1/subscriptions",
+    auth="platform",
+    tag="replay",
+    summary="Order a cloud-replay product for a camera (R1-R3, R7)",
+    body=SubscribeIn,
+    response=SubscribeOut,
+    status=201,
+    errors=(403, 404, 409),
+)
+async def create_subscription(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    raw = await request.read()
+    body = parse_body(raw, SubscribeIn)
+    ordered_at = body.ordered_at or services.clock.now()
+
+    async def effect(session: Any) -> tuple[Answer, dict[str, Any] | None]:
+        done = await subs.subscribe(
+            session,
+            catalog=services.catalog,
+            order_id=body.order_id,
+            account_id=body.account_id,
+            device_id=body.device_id,
+            plan_id=body.plan,
+            orderer_id=body.orderer_id,
+            channel=body.channel,
+            ordered_at=ordered_at,
+        )
+        s = done.subscription
+        out = SubscribeOut(
+            subscription_id=s.subscription_id,
+            order_id=s.order_id,
+            account_id=s.account_id,
+            device_id=s.device_id,
+            plan=s.plan_id,
+            status=s.status,
+            started_at=s.started_at,
+            first_charge=ChargeOut.of(done.first_charge),
+        )
+        report = completion_report(body.order_id, "subscribe", services.clock.now(), out)
+        return Answer(201, _dump(out)), report
+
+    return await execute_order(
+        services,
+        order_id=body.order_id,
+        action="subscribe",
+        target="",
+        request_body=body.model_dump(mode="json", exclude={"order_id"}),
+        effect=effect,
+    )
+
+
+@api.route(
+    "POST",
+    "/platform/v1/subscriptions/{subscription_id}/unsubscribe",
+    auth="platform",
+    tag="replay",
+    summary="Unsubscribe at once (R5)",
+    body=UnsubscribeIn,
+    response=UnsubscribeOut,
+    errors=(404, 409),
+)
+async def unsubscribe(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    subscription_id = path_id(request, "subscription_id")
+    body = parse_body(await request.read(), UnsubscribeIn)
+    at = body.at or services.clock.now()
+
+    async def effect(session: Any) -> tuple[Answer, dict[str, Any] | None]:
+        done = await subs.unsubscribe(
+            session, subscription_id=subscription_id, order_id=body.order_id, at=at
+        )
+        s = done.subscription
+        assert s.ended_at is not None
+        out = UnsubscribeOut(
+            subscription_id=s.subscription_id,
+            status=s.status,
+            ended_at=s.ended_at,
+            final_charge=ChargeOut.of(done.final_charge),
+        )
+        report = completion_report(body.order_id, "unsubscribe", services.clock.now(), out)
+        return Answer(200, _dump(out)), report
+
+    return await execute_order(
+        services,
+        order_id=body.order_id,
+        action="unsubscribe",
+        target=subscription_id,
+        request_body=body.model_dump(mode="json", exclude={"order_id"}),
+        effect=effect,
+    )
+
+
+@api.route(
+    "GET",
+    "/platform/v1/subscriptions/{subscription_id}",
+    auth="platform",
+    tag="replay",
+    summary="One subscription",
+    response=SubscriptionOut,
+    errors=(404,),
+)
+async def get_subscription(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    async with services.db.session() as session:
+        s = await subs.get_subscription(session, path_id(request, "subscription_id"))
+    return json_out(SubscriptionOut.of(s))
+
+
+@api.route(
+    "GET",
+    "/platform/v1/accounts/{account_id}/subscriptions",
+    auth="platform",
+    tag="replay",
+    summary="The account's subscriptions",
+    response=SubscriptionList,
+    errors=(404,),
+)
+async def list_subscriptions(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    async with services.db.session() as session:
+        found = await subs.account_subscriptions(session, path_id(request, "account_id"))
+    return json_out(SubscriptionList(subscriptions=[SubscriptionOut.of(s) for s in found]))
+
+
+@api.route(
+    "GET",
+    "/platform/v1/accounts/{account_id}/charges",
+    auth="platform",
+    tag="replay",
+    summary="The account's cloud-replay charges of one month (R3-R5, R7)",
+    query=ChargesQuery,
+    response=ChargesOut,
+    errors=(404,),
+)
+async def charges(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    account_id = path_id(request, "account_id")
+    query = parse_query(request, ChargesQuery)
+    try:
+        month = Month.parse(query.month)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_query", str(exc)) from exc
+    async with services.db.session() as session:
+        items = await subs.month_charges(session, account_id, month)
+    total = sum((item.charge.amount for item in items), Decimal("0.00"))
+    return json_out(
+        ChargesOut(
+            account_id=account_id,
+            month=str(month),
+            items=[
+                ChargeItemOut(
+                    subscription_id=i.subscription.subscription_id,
+                    device_id=i.subscription.device_id,
+                    plan=i.subscription.plan_id,
+                    days=i.charge.days,
+                    amount=money(i.charge.amount),
+                )
+                for i in items
+            ],
+            total=money(total),
+        )
+    )

@@ -1,0 +1,251 @@
+"""Ordering, unsubscribing and billing cloud replay (R1-R7, R9), over a database session.
+
+The arithmetic lives in :mod:`replay.billing` (pure, table-tested); this module applies
+the ordering rules to stored subscriptions:
+
+- R7: only the broadband account's owner may order; the channel is kept.
+- R2: one product per camera; a second order while one is active is refused, whether
+  for another product or the same one. A partial unique index backs the check, so two
+  racing orders cannot both win.
+- R8: no order while the account's broadband is stopped or torn down.
+- R3/R5: effective at once; charges by day in the operator's zone.
+- R5: unsubscription is immediate; the record is purged six months later.
+- R4: the 24-month tariff term is recorded and rolled over; it changes no charge.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from devices.accounts import Conflict, DomainError, NotFound, get_account
+from devices.models import Device, DeviceKind
+from replay.billing import (
+    Charge,
+    Month,
+    business_date,
+    current_term,
+    final_charge,
+    first_charge,
+    monthly_charge,
+    purge_due,
+)
+from replay.models import Subscription
+from replay.plans import PlanCatalog, UnknownPlan
+
+ACTIVE = "active"
+UNSUBSCRIBED = "unsubscribed"
+CHANNELS = ("physical", "electronic")
+
+
+class NotAccountOwner(DomainError):
+    code = "not_account_owner"
+    status = 403
+    rule = "R7"
+
+
+class AlreadySubscribed(Conflict):
+    code = "already_subscribed"
+    rule = "R2"
+
+
+class BroadbandInactive(Conflict):
+    code = "broadband_inactive"
+    rule = "R8"
+
+
+class NotActive(Conflict):
+    code = "not_active"
+    rule = "R5"
+
+
+class UnknownPlanRequested(DomainError):
+    code = "unknown_plan"
+    status = 400
+    rule = "R1"
+
+
+class InvalidTime(DomainError):
+    code = "invalid_time"
+    status = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Ordered:
+    subscription: Subscription
+    first_charge: Charge
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    subscription: Subscription
+    final_charge: Charge
+
+
+def new_subscription_id() -> str:
+    return "sub_" + secrets.token_hex(12)
+
+
+async def active_subscription(session: AsyncSession, device_id: str) -> Subscription | None:
+    result = await session.exec(
+        select(Subscription).where(
+            Subscription.device_id == device_id, Subscription.status == ACTIVE
+        )
+    )
+    return result.first()
+
+
+async def has_active_subscription(session: AsyncSession, account_id: str) -> bool:
+    """R9's question: does this account hold any active cloud-replay product?"""
+    result = await session.exec(
+        select(Subscription.subscription_id)
+        .where(Subscription.account_id == account_id, Subscription.status == ACTIVE)
+        .limit(1)
+    )
+    return result.first() is not None
+
+
+async def subscribe(
+    session: AsyncSession,
+    *,
+    catalog: PlanCatalog,
+    order_id: str,
+    account_id: str,
+    device_id: str,
+    plan_id: str,
+    orderer_id: str,
+    channel: str,
+    ordered_at: datetime,
+) -> Ordered:
+    """Stage a new subscription in ``session`` (the caller commits) or raise a refusal."""
+    if channel not in CHANNELS:
+        raise DomainError(f"channel must be one of {', '.join(CHANNELS)}")
+    try:
+        plan = catalog.get(plan_id)
+    except UnknownPlan as exc:
+        raise UnknownPlanRequested(f"unknown plan {plan_id!r}") from exc
+    account = await get_account(session, account_id)
+    if orderer_id != account.owner_id:
+        raise NotAccountOwner("only the broadband account's owner may order cloud replay")
+    device = await session.get(Device, device_id)
+    if device is None or device.account_id != account_id or device.kind != DeviceKind.CAMERA:
+        raise NotFound(f"camera {device_id} not found on account {account_id}")
+    if account.broadband_state != "active":
+        raise BroadbandInactive(f"the broadband account is {account.broadband_state}")
+    current = await active_subscription(session, device_id)
+    if current is not None:
+        same = "the same product" if current.plan_id == plan_id else f"{current.plan_id}"
+        raise AlreadySubscribed(f"camera {device_id} already holds {same}; unsubscribe first")
+    start = business_date(ordered_at)
+    term = current_term(start, start)
+    subscription = Subscription(
+        subscription_id=new_subscription_id(),
+        order_id=order_id,
+        account_id=account_id,
+        device_id=device_id,
+        plan_id=plan.id,
+        family=plan.family.value,
+        retention_days=plan.retention_days,
+        monthly_fee=str(plan.monthly_fee),
+        orderer_id=orderer_id,
+        channel=channel,
+        status=ACTIVE,
+        started_at=ordered_at,
+        start_date=start,
+        term_number=term.number,
+        term_end=term.end,
+    )
+    session.add(subscription)
+    return Ordered(subscription, first_charge(plan.monthly_fee, start))
+
+
+async def get_subscription(session: AsyncSession, subscription_id: str) -> Subscription:
+    subscription = await session.get(Subscription, subscription_id)
+    if subscription is None:
+        raise NotFound(f"subscription {subscription_id} not found")
+    return subscription
+
+
+async def unsubscribe(
+    session: AsyncSession, *, subscription_id: str, order_id: str, at: datetime
+) -> Unsubscribed:
+    """Stage the unsubscription (R5): immediate, charged by day, purged in six months."""
+    subscription = await get_subscription(session, subscription_id)
+    if subscription.status != ACTIVE:
+        raise NotActive(f"subscription {subscription_id} is not active")
+    if at < subscription.started_at:
+        raise InvalidTime("the unsubscription is earlier than the order")
+    end = business_date(at)
+    subscription.status = UNSUBSCRIBED
+    subscription.ended_at = at
+    subscription.end_date = end
+    subscription.unsubscribe_order_id = order_id
+    subscription.purge_after = purge_due(at)
+    session.add(subscription)
+    charge = final_charge(Decimal(subscription.monthly_fee), subscription.start_date, end)
+    return Unsubscribed(subscription, charge)
+
+
+async def account_subscriptions(session: AsyncSession, account_id: str) -> list[Subscription]:
+    await get_account(session, account_id)
+    result = await session.exec(
+        select(Subscription)
+        .where(Subscription.account_id == account_id)
+        .order_by(col(Subscription.started_at), col(Subscription.subscription_id))
+    )
+    return list(result.all())
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeItem:
+    subscription: Subscription
+    charge: Charge
+
+
+async def month_charges(session: AsyncSession, account_id: str, month: Month) -> list[ChargeItem]:
+    """Each subscription's charge in ``month`` by the one formula of R3/R5 (R4, R7)."""
+    items = []
+    for subscription in await account_subscriptions(session, account_id):
+        charge = monthly_charge(
+            Decimal(subscription.monthly_fee),
+            month,
+            subscription.start_date,
+            subscription.end_date,
+        )
+        if charge is not None:
+            items.append(ChargeItem(subscription, charge))
+    return items
+
+
+async def roll_terms(session: AsyncSession, today: date) -> int:
+    """R4: renew the 24-month tariff term of active subscriptions whose term ended."""
+    result = await session.exec(
+        select(Subscription).where(
+            Subscription.status == ACTIVE, col(Subscription.term_end) < today
+        )
+    )
+    rolled = 0
+    for subscription in result.all():
+        term = current_term(subscription.start_date, today)
+        subscription.term_number = term.number
+        subscription.term_end = term.end
+        session.add(subscription)
+        rolled += 1
+    await session.commit()
+    return rolled
+
+
+async def purge_unsubscribed(session: AsyncSession, now: datetime) -> int:
+    """R5: delete subscription records six months after their unsubscription."""
+    result = await session.exec(
+        delete(Subscription).where(
+            col(Subscription.status) == UNSUBSCRIBED, col(Subscription.purge_after) <= now
+        )
+    )
+    await session.commit()
+    return int(result.rowcount)
