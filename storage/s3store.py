@@ -1,0 +1,430 @@
+"""S3 object store (SeaweedFS here; MinIO, Ceph or AWS S3 elsewhere), over aiobotocore.
+
+Opened from ``s3://bucket?endpoint=http://host:port&region=us-east-1``; credentials come
+from the usual AWS variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``) unless the
+URL carries ``access_key`` and ``secret_key`` (tests do). Requests use path-style
+addressing and signature v4, which every S3-compatible store understands.
+
+Every key is checked by :func:`validate_key` before any request is made. S3 answers
+``NoSuchKey``/404 become :class:`ObjectNotFound`; every other refusal, and an unreachable
+endpoint, becomes :class:`S3StoreError` carrying the operation and S3's error code.
+
+Presigned URLs are signed with the wall clock: the store checks them against its own
+clock, so the injected service clock cannot take part.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, contextmanager
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.objects import (
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStoreError,
+    validate_key,
+    validate_prefix,
+)
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_REGION = "us-east-1"
+MAX_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
+MAX_LIST_PAGE = 1000  # ListObjectsV2 returns at most 1000 keys per page
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # signature v4 presigned URLs live at most 7 days
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z0-9-]+$")
+_URL_PARAMS = frozenset({"endpoint", "region", "access_key", "secret_key"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+
+
+class S3StoreError(ObjectStoreError):
+    """S3 refused a request or could not be reached."""
+
+    def __init__(self, *, operation: str, code: str, message: str, key: str | None = None):
+        where = f" for {key!r}" if key is not None else ""
+        super().__init__(f"S3 {operation}{where} failed: {code}: {message}")
+        self.operation = operation
+        self.code = code
+        self.key = key
+
+
+def _translate(
+    exc: ClientError | BotoCoreError, operation: str, key: str | None
+) -> ObjectStoreError:
+    """A botocore error as this module's: a 404 on a key becomes ObjectNotFound."""
+    if isinstance(exc, BotoCoreError):
+        return S3StoreError(operation=operation, code="unreachable", message=str(exc), key=key)
+    code = _error_code(exc)
+    if key is not None and code in _NOT_FOUND_CODES:
+        return ObjectNotFound(key)
+    message = str(exc.response.get("Error", {}).get("Message", exc))
+    return S3StoreError(operation=operation, code=code, message=message, key=key)
+
+
+@contextmanager
+def _s3_errors(operation: str, key: str | None = None) -> Iterator[None]:
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise _translate(exc, operation, key) from exc
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "unknown"))
+
+
+def _info(key: str, size: int, modified: Any, etag: Any) -> ObjectInfo:
+    return ObjectInfo(
+        key=key,
+        size=int(size),
+        modified=modified,
+        etag=str(etag).strip('"') if etag is not None else None,
+    )
+
+
+class S3ObjectStore:
+    """An :class:`~storage.objects.ObjectStore` on one S3 bucket."""
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint_url: str | None = None,
+        region: str = DEFAULT_REGION,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        create_bucket: bool = True,
+        list_page_size: int = MAX_LIST_PAGE,
+        delete_batch_size: int = MAX_DELETE_BATCH,
+    ) -> None:
+        if not _BUCKET.match(bucket) or ".." in bucket:
+            raise ValueError(
+                f"bucket {bucket!r} is not a valid S3 bucket name: use 3 to 63 lowercase "
+                "letters, digits, dots and hyphens, starting and ending with a letter or digit"
+            )
+        if endpoint_url is not None:
+            parts = urlsplit(endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"endpoint {endpoint_url!r} is not an http:// or https:// URL with a host"
+                )
+            if parts.path not in ("", "/") or parts.query:
+                raise ValueError(f"endpoint {endpoint_url!r} must name only scheme, host, port")
+        if not _REGION.match(region):
+            raise ValueError(f"region {region!r} is not a region name such as us-east-1")
+        if (access_key is None) != (secret_key is None):
+            raise ValueError("give both access_key and secret_key, or neither")
+        if access_key == "" or secret_key == "":
+            raise ValueError("access_key and secret_key must not be empty")
+        if not 1 <= list_page_size <= MAX_LIST_PAGE:
+            raise ValueError(f"list_page_size must be between 1 and {MAX_LIST_PAGE}")
+        if not 1 <= delete_batch_size <= MAX_DELETE_BATCH:
+            raise ValueError(f"delete_batch_size must be between 1 and {MAX_DELETE_BATCH}")
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url.rstrip("/") if endpoint_url else None
+        self.region = region
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._create_bucket = create_bucket
+        self._list_page_size = list_page_size
+        self._delete_batch_size = delete_batch_size
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    def __repr__(self) -> str:  # never shows the secret key
+        return f"S3ObjectStore(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
+
+    @classmethod
+    def from_url(cls, url: str, *, create_bucket: bool = True) -> S3ObjectStore:
+        """``s3://bucket?endpoint=http://host:port&region=...[&access_key=..&secret_key=..]``.
+
+        Error messages never repeat the URL, which may carry a secret key.
+        """
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise ValueError("the object store URL cannot be parsed") from exc
+        if parts.scheme != "s3":
+            raise ValueError(f"an S3 object store URL starts with s3://, not {parts.scheme}://")
+        if "@" in parts.netloc:
+            raise ValueError(
+                "an S3 URL carries no user or password before the bucket: use the AWS "
+                "variables or the access_key and secret_key parameters"
+            )
+        bucket = parts.netloc
+        if not bucket:
+            raise ValueError("the S3 URL names no bucket: use s3://bucket?endpoint=...")
+        if parts.path not in ("", "/"):
+            raise ValueError("an S3 URL names a bucket only, without a path after it")
+        try:
+            query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        except ValueError as exc:
+            raise ValueError("the S3 URL's query is not name=value pairs joined by &") from exc
+        unknown = sorted(set(query) - _URL_PARAMS)
+        if unknown:
+            raise ValueError(
+                f"the S3 URL has unknown parameters {unknown}; known: {sorted(_URL_PARAMS)}"
+            )
+        repeated = sorted(name for name, values in query.items() if len(values) > 1)
+        if repeated:
+            raise ValueError(f"the S3 URL gives {repeated} more than once")
+        params = {name: values[0] for name, values in query.items()}
+        return cls(
+            bucket=bucket,
+            endpoint_url=params.get("endpoint"),
+            region=params.get("region", DEFAULT_REGION),
+            access_key=params.get("access_key"),
+            secret_key=params.get("secret_key"),
+            create_bucket=create_bucket,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the client and, unless told not to, the bucket if it is missing."""
+        if self._stack is not None:
+            raise RuntimeError("the S3 object store is already open")
+        config = AioConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            # Checksums only where S3 requires them (DeleteObjects, lifecycle): the
+            # streaming checksum trailers of newer botocore trip older S3 lookalikes.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+        )
+        stack = AsyncExitStack()
+        try:
+            self._client = await stack.enter_async_context(
+                get_session().create_client(
+                    "s3",
+                    region_name=self.region,
+                    endpoint_url=self.endpoint_url,
+                    aws_access_key_id=self._access_key,
+                    aws_secret_access_key=self._secret_key,
+                    config=config,
+                )
+            )
+            if self._create_bucket:
+                await self._ensure_bucket()
+        except BaseException:
+            self._client = None
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def _ensure_bucket(self) -> None:
+        client = self._require_client()
+        try:
+            await client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if _error_code(exc) not in _MISSING_BUCKET_CODES:
+                raise _translate(exc, "HeadBucket", None) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, "HeadBucket", None) from exc
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        if self.region != DEFAULT_REGION:
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        try:
+            await client.create_bucket(**kwargs)
+        except ClientError as exc:
+            if _error_code(exc) != "BucketAlreadyOwnedByYou":  # created meanwhile: fine
+                raise _translate(exc, "CreateBucket", None) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, "CreateBucket", None) from exc
+        else:
+            _log.info("created bucket %s", self.bucket)
+
+    async def close(self) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("the S3 object store is not open: use 'async with' or open()")
+        return self._client
+
+    # -- data --------------------------------------------------------------------------
+    async def put(
+        self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
+    ) -> None:
+        validate_key(key)
+        client = self._require_client()
+        with _s3_errors("PutObject"):
+            await client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
+            )
+
+    async def get(self, key: str) -> bytes:
+        validate_key(key)
+        client = self._require_client()
+        with _s3_errors("GetObject", key):
+            response = await client.get_object(Bucket=self.bucket, Key=key)
+            async with response["Body"] as body:
+                data = await body.read()
+        return bytes(data)
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        validate_key(key)
+        client = self._require_client()
+        try:
+            with _s3_errors("HeadObject", key):
+                response = await client.head_object(Bucket=self.bucket, Key=key)
+        except ObjectNotFound:
+            return None
+        return _info(
+            key, response["ContentLength"], response.get("LastModified"), response.get("ETag")
+        )
+
+    async def copy(self, source: str, dest: str) -> None:
+        validate_key(source)
+        validate_key(dest)
+        client = self._require_client()
+        with _s3_errors("CopyObject", source):
+            await client.copy_object(
+                Bucket=self.bucket, Key=dest, CopySource={"Bucket": self.bucket, "Key": source}
+            )
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        for key in keys:
+            validate_key(key)
+        client = self._require_client()
+        size = self._delete_batch_size
+        for start in range(0, len(keys), size):
+            batch = keys[start : start + size]
+            with _s3_errors("DeleteObjects"):
+                response = await client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                )
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise S3StoreError(
+                    operation="DeleteObjects",
+                    code=str(first.get("Code", "unknown")),
+                    message=f"{len(errors)} of {len(batch)} keys not deleted, first: "
+                    f"{first.get('Message', '')}",
+                    key=first.get("Key"),
+                )
+        return len(keys)
+
+    async def list(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Page through ListObjectsV2. Order is the store's: byte order on AWS S3 and
+        MinIO; SeaweedFS walks its directory tree, so ``a/z`` may come before ``a-b``."""
+        validate_prefix(prefix)
+        client = self._require_client()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": prefix,
+                "MaxKeys": self._list_page_size,
+            }
+            if token is not None:
+                kwargs["ContinuationToken"] = token
+            with _s3_errors("ListObjectsV2"):
+                page = await client.list_objects_v2(**kwargs)
+            for item in page.get("Contents", []):
+                yield _info(item["Key"], item["Size"], item.get("LastModified"), item.get("ETag"))
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+            if not token:
+                raise S3StoreError(
+                    operation="ListObjectsV2",
+                    code="NoContinuationToken",
+                    message="a truncated page came without a continuation token",
+                )
+
+    # -- presigned URLs ----------------------------------------------------------------
+    async def _presign(self, method: str, key: str, expires_in: int) -> str:
+        validate_key(key)
+        if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
+            raise ValueError(f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
+        client = self._require_client()
+        with _s3_errors(f"presign {method}", key):
+            url = await client.generate_presigned_url(
+                method, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            )
+        return str(url)
+
+    async def presign_get(self, key: str, *, expires_in: int) -> str:
+        return await self._presign("get_object", key, expires_in)
+
+    async def presign_put(self, key: str, *, expires_in: int) -> str:
+        return await self._presign("put_object", key, expires_in)
+
+    # -- retention ---------------------------------------------------------------------
+    async def set_lifecycle_expiry(self, rules: Mapping[str, int]) -> bool:
+        """Ask the bucket to expire objects under each prefix after N days.
+
+        Replaces the bucket's whole lifecycle configuration; an empty mapping removes it.
+        Returns False (and logs why) when the store refuses: expiry is then up to the
+        service's own sweeper, which must run in any case (``weed mini`` runs lifecycle
+        expiry only once a day).
+        """
+        for prefix, days in rules.items():
+            validate_prefix(prefix)
+            if not prefix:
+                raise ValueError("a lifecycle rule needs a prefix; the whole bucket is refused")
+            if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+                raise ValueError(f"expiry for {prefix!r} must be a whole number of days >= 1")
+        client = self._require_client()
+        try:
+            if not rules:
+                await client.delete_bucket_lifecycle(Bucket=self.bucket)
+            else:
+                await client.put_bucket_lifecycle_configuration(
+                    Bucket=self.bucket,
+                    LifecycleConfiguration={
+                        "Rules": [
+                            {
+                                "ID": f"expire-{prefix}"[:255],
+                                "Filter": {"Prefix": prefix},
+                                "Status": "Enabled",
+                                "Expiration": {"Days": days},
+                            }
+                            for prefix, days in sorted(rules.items())
+                        ]
+                    },
+                )
+        except ClientError as exc:
+            _log.warning(
+                "bucket %s refused lifecycle rules (%s): %s; the sweeper alone expires objects",
+                self.bucket,
+                _error_code(exc),
+                exc,
+            )
+            return False
+        except BotoCoreError as exc:
+            _log.warning("could not set lifecycle rules on bucket %s: %s", self.bucket, exc)
+            return False
+        return True

@@ -1,0 +1,401 @@
+"""The S3 object store against a real SeaweedFS (``weed mini``) started for this module."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+from yarl import URL
+
+from storage.objects import InvalidKey, ObjectNotFound
+from storage.s3store import S3ObjectStore, S3StoreError
+from tests.seaweed import SeaweedServer, seaweed_server
+from tests.services import free_port
+
+BUCKET = "kanjia-test"
+
+
+@pytest.fixture(scope="module")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def store(seaweed: SeaweedServer) -> AsyncIterator[S3ObjectStore]:
+    async with S3ObjectStore.from_url(seaweed.url_for_bucket(BUCKET)) as opened:
+        yield opened
+
+
+def _store_on(seaweed: SeaweedServer, **options: Any) -> S3ObjectStore:
+    values: dict[str, Any] = {
+        "bucket": BUCKET,
+        "endpoint_url": seaweed.endpoint,
+        "region": seaweed.region,
+        "access_key": seaweed.access_key,
+        "secret_key": seaweed.secret_key,
+    }
+    values.update(options)
+    return S3ObjectStore(**values)
+
+
+@pytest.fixture(scope="module")
+async def offline_store() -> AsyncIterator[S3ObjectStore]:
+    """Opened without creating the bucket, on a port where nothing listens: any request
+    it made would fail as unreachable."""
+    url = f"s3://{BUCKET}?endpoint=http://127.0.0.1:{free_port()}&access_key=a&secret_key=b"
+    async with S3ObjectStore.from_url(url, create_bucket=False) as opened:
+        yield opened
+
+
+async def _keys(store: S3ObjectStore, prefix: str) -> list[str]:
+    return [info.key async for info in store.list(prefix)]
+
+
+# -- from_url --------------------------------------------------------------------------
+
+
+def test_from_url_reads_bucket_endpoint_and_region() -> None:
+    store = S3ObjectStore.from_url("s3://kj-media?endpoint=http://127.0.0.1:8333&region=cn-east-1")
+    assert (store.bucket, store.endpoint_url, store.region) == (
+        "kj-media",
+        "http://127.0.0.1:8333",
+        "cn-east-1",
+    )
+
+
+def test_from_url_defaults_region_and_hides_secret_in_repr() -> None:
+    store = S3ObjectStore.from_url("s3://kj-media?access_key=AK&secret_key=topsecret")
+    assert (store.endpoint_url, store.region) == (None, "us-east-1")
+    assert "topsecret" not in repr(store)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param("http://kj-media", "starts with s3://", id="wrong-scheme"),
+        pytest.param("s3://?endpoint=http://127.0.0.1:1", "names no bucket", id="no-bucket"),
+        pytest.param("s3://kj-media/some/path", "without a path", id="path"),
+        pytest.param("s3://Kj_Media", "not a valid S3 bucket name", id="bad-bucket"),
+        pytest.param("s3://ab", "not a valid S3 bucket name", id="short-bucket"),
+        pytest.param("s3://kj-media?endpoint=ftp://h:21", "not an http", id="ftp-endpoint"),
+        pytest.param("s3://kj-media?endpoint=127.0.0.1:8333", "not an http", id="bare-endpoint"),
+        pytest.param("s3://kj-media?region=US%20East", "not a region name", id="bad-region"),
+        pytest.param("s3://kj-media?colour=red", "unknown parameters", id="unknown-param"),
+        pytest.param("s3://kj-media?region=a&region=b", "more than once", id="repeated-param"),
+        pytest.param("s3://kj-media?access_key=AK", "both access_key", id="half-credentials"),
+        pytest.param("s3://user:pw@kj-media", "no user or password", id="userinfo"),
+    ],
+)
+def test_from_url_refuses_bad_urls(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        S3ObjectStore.from_url(url)
+
+
+def test_from_url_error_does_not_repeat_the_secret() -> None:
+    with pytest.raises(ValueError, match="unknown parameters") as caught:
+        S3ObjectStore.from_url("s3://kj-media?secret_key=topsecret&access_key=AK&colour=red")
+    assert "topsecret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"list_page_size": 0}, "list_page_size", id="page-0"),
+        pytest.param({"list_page_size": 1001}, "list_page_size", id="page-1001"),
+        pytest.param({"delete_batch_size": 1001}, "delete_batch_size", id="batch-1001"),
+    ],
+)
+def test_constructor_refuses_out_of_range_sizes(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        S3ObjectStore(bucket="kj-media", **options)
+
+
+async def test_operations_need_an_open_store() -> None:
+    store = S3ObjectStore.from_url("s3://kj-media?endpoint=http://127.0.0.1:1")
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.get("a/b")
+
+
+# -- keys are checked before any request -----------------------------------------------
+
+Operation = Callable[[S3ObjectStore, str], Awaitable[object]]
+
+
+async def _list_all(store: S3ObjectStore, key: str) -> list[str]:
+    return await _keys(store, key)
+
+
+OPERATIONS: list[Any] = [
+    pytest.param(lambda s, k: s.put(k, b"x"), id="put"),
+    pytest.param(lambda s, k: s.get(k), id="get"),
+    pytest.param(lambda s, k: s.head(k), id="head"),
+    pytest.param(lambda s, k: s.copy(k, "ok/dest"), id="copy-source"),
+    pytest.param(lambda s, k: s.copy("ok/source", k), id="copy-dest"),
+    pytest.param(lambda s, k: s.delete_many(["ok/first", k]), id="delete-many"),
+    pytest.param(_list_all, id="list"),
+    pytest.param(lambda s, k: s.presign_get(k, expires_in=60), id="presign-get"),
+    pytest.param(lambda s, k: s.presign_put(k, expires_in=60), id="presign-put"),
+]
+
+
+@pytest.mark.parametrize("key", ["../x", "/abs", "a//b"])
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_unsafe_keys_are_refused_before_any_request(
+    offline_store: S3ObjectStore, operation: Operation, key: str
+) -> None:
+    # The endpoint is unreachable, so reaching S3 would raise S3StoreError instead.
+    with pytest.raises(InvalidKey):
+        await operation(offline_store, key)
+
+
+async def test_unreachable_endpoint_is_an_s3_store_error(offline_store: S3ObjectStore) -> None:
+    # The control for the test above: a safe key does reach for the network.
+    with pytest.raises(S3StoreError) as caught:
+        await offline_store.get("ok/key")
+    assert caught.value.code == "unreachable"
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        pytest.param({"": 1}, id="whole-bucket"),
+        pytest.param({"seg/": 0}, id="zero-days"),
+        pytest.param({"../seg/": 1}, id="unsafe-prefix"),
+    ],
+)
+async def test_lifecycle_rules_are_checked_first(
+    offline_store: S3ObjectStore, rules: dict[str, int]
+) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - InvalidKey is a ValueError too
+        await offline_store.set_lifecycle_expiry(rules)
+
+
+# -- against SeaweedFS -----------------------------------------------------------------
+
+
+async def test_put_get_head(store: S3ObjectStore) -> None:
+    data = b"\x00\x01segment bytes\xff" * 100
+    await store.put("rt/cam-1/0001.ts", data, content_type="video/mp2t")
+    assert await store.get("rt/cam-1/0001.ts") == data
+    info = await store.head("rt/cam-1/0001.ts")
+    assert info is not None
+    assert (info.key, info.size) == ("rt/cam-1/0001.ts", len(data))
+    assert info.modified is not None
+    assert info.modified.tzinfo is not None
+    # A single-part upload's ETag is the MD5 of its bytes.
+    assert info.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+async def test_missing_key(store: S3ObjectStore) -> None:
+    with pytest.raises(ObjectNotFound) as caught:
+        await store.get("missing/nothing.ts")
+    assert caught.value.key == "missing/nothing.ts"
+    assert await store.head("missing/nothing.ts") is None
+
+
+async def test_copy(store: S3ObjectStore) -> None:
+    await store.put("cp/rec/clip.mp4", b"clip")
+    await store.copy("cp/rec/clip.mp4", "cp/family/acc-1/clip.mp4")
+    assert await store.get("cp/family/acc-1/clip.mp4") == b"clip"
+    assert await store.get("cp/rec/clip.mp4") == b"clip"
+    with pytest.raises(ObjectNotFound) as caught:
+        await store.copy("cp/rec/gone.mp4", "cp/family/acc-1/gone.mp4")
+    assert caught.value.key == "cp/rec/gone.mp4"
+
+
+async def test_list_by_prefix_follows_pages(seaweed: SeaweedServer, store: S3ObjectStore) -> None:
+    keys = [
+        "pg/cam1/0003.ts",
+        "pg/cam1/0001.ts",
+        "pg/cam1/0005.ts",
+        "pg/cam1/0002.ts",
+        "pg/cam1/0004.ts",
+        "pg/cam10/0001.ts",
+        "pg/cam2/0001.ts",
+    ]
+    await asyncio.gather(*(store.put(key, key.encode()) for key in keys))
+    async with _store_on(seaweed, list_page_size=2) as paged:
+        assert await _keys(paged, "pg/cam1/") == [
+            "pg/cam1/0001.ts",
+            "pg/cam1/0002.ts",
+            "pg/cam1/0003.ts",
+            "pg/cam1/0004.ts",
+            "pg/cam1/0005.ts",
+        ]
+        assert await _keys(paged, "pg/cam1") == [
+            "pg/cam1/0001.ts",
+            "pg/cam1/0002.ts",
+            "pg/cam1/0003.ts",
+            "pg/cam1/0004.ts",
+            "pg/cam1/0005.ts",
+            "pg/cam10/0001.ts",
+        ]
+        assert await _keys(paged, "pg/cam3/") == []
+    sizes = {info.key: info.size async for info in store.list("pg/cam2/")}
+    assert sizes == {"pg/cam2/0001.ts": len(b"pg/cam2/0001.ts")}
+
+
+async def test_delete_many_in_batches(seaweed: SeaweedServer, store: S3ObjectStore) -> None:
+    keys = [f"del/cam-1/{n:04d}.ts" for n in range(5)]
+    await asyncio.gather(*(store.put(key, b"x") for key in keys))
+    await store.put("del/cam-2/keep.ts", b"keep")
+    async with _store_on(seaweed, delete_batch_size=2) as batched:
+        # 5 present + 1 absent key in batches of 2: three requests, all asked keys counted.
+        assert await batched.delete_many([*keys, "del/cam-1/absent.ts"]) == 6
+        assert await batched.delete_many([]) == 0
+    assert await _keys(store, "del/") == ["del/cam-2/keep.ts"]
+    for key in keys:
+        assert await store.head(key) is None
+
+
+async def test_bucket_is_created_once(seaweed: SeaweedServer) -> None:
+    async with _store_on(seaweed, bucket="kanjia-fresh") as fresh:
+        await fresh.put("a/b", b"1")
+    async with _store_on(seaweed, bucket="kanjia-fresh") as again:  # exists: no error
+        assert await again.get("a/b") == b"1"
+
+
+async def test_missing_bucket_without_create(seaweed: SeaweedServer) -> None:
+    async with _store_on(seaweed, bucket="kanjia-never", create_bucket=False) as store:
+        with pytest.raises(S3StoreError) as caught:
+            await store.put("a/b", b"1")
+    assert caught.value.code == "NoSuchBucket"
+
+
+async def test_wrong_secret_is_refused(seaweed: SeaweedServer, store: S3ObjectStore) -> None:
+    async with _store_on(seaweed, secret_key="not-the-secret", create_bucket=False) as bad:
+        with pytest.raises(S3StoreError) as caught:
+            await bad.put("auth/x", b"1")
+    assert caught.value.code == "SignatureDoesNotMatch"
+    assert await store.head("auth/x") is None
+
+
+# -- presigned URLs --------------------------------------------------------------------
+
+
+async def test_presigned_put_then_get(store: S3ObjectStore) -> None:
+    data = bytes(range(256)) * 64
+    put_url = await store.presign_put("ps/cam-1/upload.ts", expires_in=60)
+    get_url = await store.presign_get("ps/cam-1/upload.ts", expires_in=60)
+    async with aiohttp.ClientSession() as http:
+        async with http.put(URL(put_url, encoded=True), data=data) as response:
+            assert response.status == 200
+        async with http.get(URL(get_url, encoded=True)) as response:
+            assert response.status == 200
+            assert await response.read() == data
+    assert await store.get("ps/cam-1/upload.ts") == data
+
+
+async def test_expired_presigned_url_is_refused(store: S3ObjectStore) -> None:
+    await store.put("ps/expiry.ts", b"e")
+    short = await store.presign_get("ps/expiry.ts", expires_in=1)
+    long = await store.presign_get("ps/expiry.ts", expires_in=60)
+    await asyncio.sleep(2.5)  # X-Amz-Date has whole seconds: 1 s lifetime + margin
+    async with aiohttp.ClientSession() as http:
+        async with http.get(URL(short, encoded=True)) as response:
+            assert response.status == 403
+        async with http.get(URL(long, encoded=True)) as response:  # control
+            assert response.status == 200
+
+
+def _flip_signature_character(url: str) -> str:
+    def flip(match: re.Match[str]) -> str:
+        signature = match.group(1)
+        last = "0" if signature[-1] != "0" else "1"
+        return f"X-Amz-Signature={signature[:-1]}{last}"
+
+    changed = re.sub(r"X-Amz-Signature=([0-9a-f]+)", flip, url)
+    assert changed != url
+    return changed
+
+
+def _other_key(url: str) -> str:
+    assert "/ps/tamper/a.ts?" in url
+    return url.replace("/ps/tamper/a.ts?", "/ps/tamper/b.ts?")
+
+
+def _longer_expiry(url: str) -> str:
+    changed = re.sub(r"X-Amz-Expires=\d+", "X-Amz-Expires=3600", url)
+    assert changed != url
+    return changed
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(_flip_signature_character, id="signature-character"),
+        pytest.param(_other_key, id="other-key"),
+        pytest.param(_longer_expiry, id="longer-expiry"),
+    ],
+)
+async def test_tampered_presigned_get_is_refused(
+    store: S3ObjectStore, tamper: Callable[[str], str]
+) -> None:
+    await store.put("ps/tamper/a.ts", b"a")
+    await store.put("ps/tamper/b.ts", b"b")  # so other-key would otherwise be a 200
+    url = await store.presign_get("ps/tamper/a.ts", expires_in=60)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(URL(url, encoded=True)) as response:  # control
+            assert response.status == 200
+        async with http.get(URL(tamper(url), encoded=True)) as response:
+            assert response.status == 403
+
+
+async def test_presigned_put_to_another_key_is_refused(store: S3ObjectStore) -> None:
+    url = await store.presign_put("ps/put/mine.ts", expires_in=60)
+    forged = url.replace("/ps/put/mine.ts?", "/ps/put/theirs.ts?")
+    assert forged != url
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(URL(forged, encoded=True), data=b"forged") as response,
+    ):
+        assert response.status == 403
+    assert await store.head("ps/put/theirs.ts") is None
+
+
+# -- lifecycle -------------------------------------------------------------------------
+
+
+async def _lifecycle_rules(seaweed: SeaweedServer) -> dict[str, int]:
+    """The bucket's expiry rules as SeaweedFS reports them, through a separate client."""
+    async with get_session().create_client(
+        "s3",
+        region_name=seaweed.region,
+        endpoint_url=seaweed.endpoint,
+        aws_access_key_id=seaweed.access_key,
+        aws_secret_access_key=seaweed.secret_key,
+    ) as client:
+        try:
+            config = await client.get_bucket_lifecycle_configuration(Bucket=BUCKET)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "NoSuchLifecycleConfiguration":
+                return {}
+            raise
+    return {rule["Filter"]["Prefix"]: rule["Expiration"]["Days"] for rule in config["Rules"]}
+
+
+async def test_lifecycle_rules_are_accepted(seaweed: SeaweedServer, store: S3ObjectStore) -> None:
+    # SeaweedFS 4.48 accepts lifecycle rules (weed mini applies them once a day).
+    rules = {"rec/continuous-1d/": 1, "rec/event-7d/": 7, "rec/event-30d/": 30}
+    assert await store.set_lifecycle_expiry(rules) is True
+    assert await _lifecycle_rules(seaweed) == rules
+    assert await store.set_lifecycle_expiry({}) is True
+    assert await _lifecycle_rules(seaweed) == {}
+
+
+async def test_refused_lifecycle_rules_are_reported_false(
+    seaweed: SeaweedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _store_on(seaweed, secret_key="not-the-secret", create_bucket=False) as bad:
+        with caplog.at_level(logging.WARNING, logger="storage.s3store"):
+            assert await bad.set_lifecycle_expiry({"rec/event-1d/": 1}) is False
+    assert any("refused lifecycle rules" in r.getMessage() for r in caplog.records)
