@@ -188,7 +188,7 @@ def _charge(fee: Decimal, month: Month, start: date, end: date) -> Charge:
         # quotient lies at least 1/(200 × month.days) from a half cent, so a dozen digits past
         # the cent decide its rounding. Give the fee's whole digits room on top of those.
         ctx.prec = max(28, fee.adjusted() + 16)
-        amount = (fee * days / month.days).quantize(CENT, rounding="ROUND_HALF_EVEN")
+        amount = (fee * days / month.days).quantize(CENT, rounding=ROUND_HALF_UP)
     return Charge(month=month, days=days, amount=amount)
 
 
