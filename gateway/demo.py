@@ -21,6 +21,7 @@ from amqtt.broker import Broker
 from devices import accounts
 from devices.models import DeviceKind
 from gateway.config import Settings
+from gateway.lifecycle import cancel_all
 from gateway.service import Gateway
 from simulators.device import SimulatedDevice
 
@@ -124,5 +125,4 @@ async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> 
                 )
                 await stop.wait()
                 print("stopping...", flush=True)
-                for task in tasks:
-                    task.cancel()
+                await cancel_all(tasks)

@@ -31,6 +31,7 @@ from gateway.callbacks import CallbackSender
 from gateway.config import Settings
 from gateway.ingest import Ingest
 from gateway.jobs import JobRunner
+from gateway.lifecycle import cancel_all
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSession
 from gateway.orders import CALLBACK_JOB
@@ -146,8 +147,7 @@ class Gateway:
             tasks.append(tg.create_task(services.mqtt.run(), name="gateway[mqtt].rx"))
 
         async def stop_tasks() -> None:
-            for task in tasks:
-                task.cancel()
+            await cancel_all(tasks)
             # A last flush, so sightings already received are not lost on shutdown.
             with contextlib.suppress(Exception):
                 await self._presence_flush()
