@@ -86,3 +86,24 @@ class CallbackReport(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class DesiredState(SQLModel, table=True):
+    """The retained, versioned ``desired`` document of one device and its convergence.
+
+    ``version`` grows by one whenever the document changes; ``published_version`` is the
+    last version handed to the broker (retained), ``reported_version`` the last one the
+    device said it applied. A device offline during a change converges when it returns,
+    because the broker keeps the retained document for it.
+    """
+
+    __tablename__ = "desired_states"
+
+    device_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(index=True, max_length=64)
+    version: int = 0
+    document: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    published_version: int = 0
+    reported_version: int = 0
+    changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    reported_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -39,5 +39,11 @@ class Ingest:
             presence.state(msg.device_id, online=state.online, at=now, firmware=state.firmware)
         elif msg.kind == "telemetry":
             presence.telemetry(msg.device_id, now, msg.payload)
+        elif msg.kind == "reported":
+            version = msg.payload.get("version")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+                raise Malformed(msg.kind, "'version' must be a non-negative integer")
+            presence.seen(msg.device_id, now)
+            self._s.reported.note(msg.device_id, version, now)
         else:
             presence.seen(msg.device_id, now)

@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from devices.accounts import DomainError
 from devices.orders import Answer, fingerprint, record_order, replay_order
 from gateway.api import error_body
+from gateway.desired import PUBLISH_JOB
 from gateway.services import Services
 
 #: What an order's effect returns: its answer and the completion report it owes (or None).
@@ -66,7 +67,9 @@ async def execute_order(
                 # A concurrent request with this order_id won; replay its answer.
                 await session.rollback()
                 continue
-        if report is not None and services.settings.platform_callback_url:
-            services.jobs.trigger(CALLBACK_JOB)
+        if report is not None:
+            services.jobs.trigger(PUBLISH_JOB)
+            if services.settings.platform_callback_url:
+                services.jobs.trigger(CALLBACK_JOB)
         return web.json_response(answer.body, status=answer.status)
     raise RuntimeError(f"order {order_id} could not be recorded")

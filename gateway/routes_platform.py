@@ -9,9 +9,11 @@ from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from devices import accounts
+from devices.desired import account_convergence
 from devices.models import Account, Device, DeviceKind
 from gateway.api import Api, Body, Out, json_out, parse_body
 from gateway.app import services_of
+from gateway.desired import PUBLISH_JOB, refresh_desired
 
 api = Api()
 
@@ -67,6 +69,18 @@ class DeviceOut(Out):
 
 class DeviceList(Out):
     devices: list[DeviceOut]
+
+
+class ConvergedDeviceOut(DeviceOut):
+    """A device with its desired-state convergence (platform view)."""
+
+    desired_version: int = 0
+    reported_version: int = 0
+    converged: bool = True
+
+
+class ConvergedDeviceList(Out):
+    devices: list[ConvergedDeviceOut]
 
 
 class AppTokenIn(Body):
@@ -146,6 +160,10 @@ async def bind_device(request: web.Request) -> web.StreamResponse:
             name=body.name,
             now=services.clock.now(),
         )
+        if result.created:
+            await refresh_desired(services, session, [body.device_id])
+            await session.commit()
+            services.jobs.trigger(PUBLISH_JOB)
     return json_out(DeviceOut.of(result.device), 201 if result.created else 200)
 
 
@@ -154,8 +172,8 @@ async def bind_device(request: web.Request) -> web.StreamResponse:
     "/platform/v1/accounts/{account_id}/devices",
     auth="platform",
     tag="platform",
-    summary="The account's devices",
-    response=DeviceList,
+    summary="The account's devices with their desired-state convergence",
+    response=ConvergedDeviceList,
     errors=(404,),
 )
 async def list_account_devices(request: web.Request) -> web.StreamResponse:
@@ -164,7 +182,21 @@ async def list_account_devices(request: web.Request) -> web.StreamResponse:
     async with services.db.session() as session:
         await accounts.get_account(session, account_id)
         devices = await accounts.list_devices(session, account_id)
-    return json_out(DeviceList(devices=[DeviceOut.of(d) for d in devices]))
+        states = {s.device_id: s for s in await account_convergence(session, account_id)}
+    out = []
+    for device in devices:
+        state = states.get(device.device_id)
+        desired_v = state.version if state else 0
+        reported_v = state.reported_version if state else 0
+        out.append(
+            ConvergedDeviceOut(
+                **DeviceOut.of(device).model_dump(),
+                desired_version=desired_v,
+                reported_version=reported_v,
+                converged=reported_v >= desired_v,
+            )
+        )
+    return json_out(ConvergedDeviceList(devices=out))
 
 
 @api.route(

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, Field
 from devices.orders import Answer
 from gateway.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
 from gateway.app import services_of
+from gateway.desired import refresh_desired
 from gateway.orders import execute_order
 from gateway.routes_platform import Identifier, path_id
 from replay import subscriptions as subs
@@ -181,6 +182,7 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
             ordered_at=ordered_at,
         )
         s = done.subscription
+        await refresh_desired(services, session, [s.device_id])
         out = SubscribeOut(
             subscription_id=s.subscription_id,
             order_id=s.order_id,
@@ -225,6 +227,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
             session, subscription_id=subscription_id, order_id=body.order_id, at=at
         )
         s = done.subscription
+        await refresh_desired(services, session, [s.device_id])
         assert s.ended_at is not None
         out = UnsubscribeOut(
             subscription_id=s.subscription_id,

@@ -29,6 +29,7 @@ from devices.presence import PresenceTracker
 from gateway.app import create_app
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
+from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.ingest import Ingest
 from gateway.jobs import JobRunner
 from gateway.lifecycle import cancel_all
@@ -126,6 +127,7 @@ class Gateway:
         self._services = services
         jobs.add("presence_sweep", PRESENCE_SWEEP_SECONDS, self._presence_sweep)
         jobs.add("subscription_purge", 3600, self._purge_subscriptions)
+        jobs.add(PUBLISH_JOB, 2.0, lambda: publish_pending(services))
         jobs.add("tariff_terms", 3600, self._roll_terms)
         if settings.platform_callback_url:
             sender = CallbackSender(services=services, url=settings.platform_callback_url)
@@ -166,6 +168,7 @@ class Gateway:
         services = self.services
         async with services.db.session() as session:
             result = await services.presence.flush(session)
+            await services.reported.flush(session)
         for _ in result.went_online:
             services.metrics.presence_changes.labels("online", "message").inc()
         for _ in result.went_offline:

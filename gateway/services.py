@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from devices.clock import Clock
+from devices.desired import ReportedVersions
 from devices.presence import PresenceTracker
 from gateway.config import Settings
 from gateway.jobs import JobRunner
@@ -26,6 +27,7 @@ class Services:
     presence: PresenceTracker
     jobs: JobRunner
     catalog: PlanCatalog
+    reported: ReportedVersions = field(default_factory=ReportedVersions)
     mqtt: MqttSession | None = None
 
     @property

@@ -249,3 +249,15 @@ async def purge_unsubscribed(session: AsyncSession, now: datetime) -> int:
     )
     await session.commit()
     return int(result.rowcount)
+
+
+async def active_families(session: AsyncSession, device_ids: list[str]) -> dict[str, str]:
+    """The family of each device's active product (devices without one are absent)."""
+    if not device_ids:
+        return {}
+    result = await session.exec(
+        select(Subscription.device_id, Subscription.family).where(
+            col(Subscription.device_id).in_(device_ids), Subscription.status == ACTIVE
+        )
+    )
+    return dict(result.all())

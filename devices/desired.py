@@ -1,0 +1,136 @@
+"""Desired state: what each device should be doing, versioned, converging by retain.
+
+The document is derived, never edited by hand: :func:`desired_document` computes it from
+the device's kind, its account's broadband state (R8, R12) and, for cameras, the family
+of the active cloud-replay product (R1). :func:`refresh` recomputes the documents of some
+devices and bumps the version of each one that changed; the gateway then publishes
+those retained on ``kj/v1/dev/{id}/desired``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from devices.models import Account, DesiredState, Device, DeviceKind
+
+
+def desired_document(
+    *, kind: str, broadband_state: str, replay_family: str | None
+) -> dict[str, Any]:
+    """The desired document (without its version) of one device.
+
+    Cameras record ``continuous`` or ``event`` per their product (R1), ``off`` without
+    one or while the account is not active (R8). Routers' managed networking is
+    suspended while the account is not active (R12).
+    """
+    suspended = broadband_state != "active"
+    document: dict[str, Any] = {"service": {"suspended": suspended}}
+    if kind == DeviceKind.CAMERA:
+        mode = "off" if suspended or replay_family is None else replay_family
+        document["recording"] = {"mode": mode}
+    return document
+
+
+def payload(state: DesiredState) -> dict[str, Any]:
+    return {"version": state.version, **state.document}
+
+
+async def refresh(
+    session: AsyncSession,
+    device_ids: Iterable[str],
+    *,
+    now: datetime,
+    replay_families: dict[str, str] | None = None,
+) -> list[DesiredState]:
+    """Recompute the devices' documents; return those whose version moved (not committed).
+
+    ``replay_families`` maps camera ids to the family of their active product; a camera
+    absent from it has none. The caller looks them up (``replay`` builds on ``devices``).
+    """
+    ids = sorted(set(device_ids))
+    if not ids:
+        return []
+    families = replay_families or {}
+    rows = await session.exec(
+        select(Device, Account)
+        .join(Account, col(Account.account_id) == col(Device.account_id))
+        .where(col(Device.device_id).in_(ids))
+    )
+    existing = {
+        s.device_id: s
+        for s in (
+            await session.exec(select(DesiredState).where(col(DesiredState.device_id).in_(ids)))
+        ).all()
+    }
+    changed = []
+    for device, account in rows.all():
+        document = desired_document(
+            kind=device.kind,
+            broadband_state=account.broadband_state,
+            replay_family=families.get(device.device_id),
+        )
+        state = existing.get(device.device_id)
+        if state is None:
+            state = DesiredState(device_id=device.device_id, account_id=device.account_id)
+        if state.version and state.document == document:
+            continue
+        state.version += 1
+        state.document = document
+        state.changed_at = now
+        session.add(state)
+        changed.append(state)
+    return changed
+
+
+async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredState]:
+    result = await session.exec(
+        select(DesiredState)
+        .where(col(DesiredState.published_version) < col(DesiredState.version))
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def account_convergence(session: AsyncSession, account_id: str) -> list[DesiredState]:
+    result = await session.exec(
+        select(DesiredState)
+        .where(DesiredState.account_id == account_id)
+        .order_by(col(DesiredState.device_id))
+    )
+    return list(result.all())
+
+
+class ReportedVersions:
+    """Coalesces ``reported`` messages; one UPDATE per device per flush."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, tuple[int, datetime]] = {}
+
+    def note(self, device_id: str, version: int, at: datetime) -> None:
+        previous = self._pending.get(device_id)
+        if previous is None or version > previous[0]:
+            self._pending[device_id] = (version, at)
+
+    async def flush(self, session: AsyncSession) -> int:
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, {}
+        rows = await session.exec(
+            select(DesiredState).where(col(DesiredState.device_id).in_(list(batch)))
+        )
+        updated = 0
+        for state in rows.all():
+            version, at = batch[state.device_id]
+            # A device cannot have applied a version the service never made.
+            if state.reported_version < version <= state.version:
+                state.reported_version = version
+                state.reported_at = at
+                session.add(state)
+                updated += 1
+        await session.commit()
+        return updated

@@ -1,0 +1,70 @@
+"""Publishing desired state: retained, versioned, re-published until handed over.
+
+:func:`refresh_desired` runs inside the transaction that changed what a device should do
+(a bind, an order, a broadband stop); the publish job then sends every document whose
+version the broker has not yet received, retained, so offline devices get it when they
+return. A crash between the commit and the publish only delays it: the job finds the
+unpublished version at its next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from devices import desired
+from gateway.mqtt import NotConnected
+from gateway.services import Services
+from gateway.wire import topic
+from replay.subscriptions import active_families
+
+log = logging.getLogger(__name__)
+
+PUBLISH_JOB = "desired_publish"
+
+
+async def refresh_desired(
+    services: Services, session: AsyncSession, device_ids: Iterable[str]
+) -> int:
+    """Recompute the devices' desired documents in ``session``; return how many changed."""
+    ids = list(device_ids)
+    families = await active_families(session, ids)
+    changed = await desired.refresh(
+        session, ids, now=services.clock.now(), replay_families=families
+    )
+    return len(changed)
+
+
+async def publish_pending(services: Services) -> int:
+    """Publish every unpublished desired version (retained, QoS 1)."""
+    mqtt = services.mqtt
+    if mqtt is None or not mqtt.connected.is_set():
+        return 0
+    published = 0
+    async with services.db.session() as session:
+        while batch := await desired.unpublished(session):
+            sends = [
+                mqtt.publish(
+                    topic(state.device_id, "desired"),
+                    json.dumps(desired.payload(state)).encode(),
+                    retain=True,
+                )
+                for state in batch
+            ]
+            results = await asyncio.gather(*sends, return_exceptions=True)
+            for state, result in zip(batch, results, strict=True):
+                if isinstance(result, NotConnected):
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                state.published_version = state.version
+                session.add(state)
+                published += 1
+            await session.commit()
+            if any(isinstance(result, NotConnected) for result in results):
+                break
+    return published
