@@ -98,12 +98,25 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def create_app(*, services: Services) -> web.Application:
-    from gateway import routes_app, routes_ops, routes_platform, routes_subscriptions
+    from gateway import (
+        routes_app,
+        routes_broadband,
+        routes_ops,
+        routes_platform,
+        routes_subscriptions,
+    )
 
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
     app[SERVICES] = services
     routes: list[RouteSpec] = []
-    for api in (routes_ops.api, routes_platform.api, routes_subscriptions.api, routes_app.api):
+    apis = (
+        routes_ops.api,
+        routes_platform.api,
+        routes_subscriptions.api,
+        routes_broadband.api,
+        routes_app.api,
+    )
+    for api in apis:
         api.install(app, _wrap)
         routes.extend(api.routes)
     app[ROUTES] = routes

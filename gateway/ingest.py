@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from gateway import broadband
 from gateway.services import Services
 from gateway.wire import DeviceMessage, Malformed, StatePayload, parse
 
@@ -45,5 +46,8 @@ class Ingest:
                 raise Malformed(msg.kind, "'version' must be a non-negative integer")
             presence.seen(msg.device_id, now)
             self._s.reported.note(msg.device_id, version, now)
+        elif msg.kind == "rpc/res":
+            presence.seen(msg.device_id, now)
+            await broadband.on_rpc_result(self._s, msg)
         else:
             presence.seen(msg.device_id, now)
