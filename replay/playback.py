@@ -1,0 +1,390 @@
+"""Who may watch what, and for how long (R5, R6, R8): pure playback and retention decisions.
+
+No I/O: ``gateway/`` turns these answers into HTTP, ``storage/`` lists and deletes objects.
+
+- **Viewing window (R5, R6, R8).** A segment is viewable only while the device's *current*
+  subscription is active and is the one the segment was recorded under (R5: nothing is
+  viewable from the moment of unsubscription; R6: a new subscription does not see the old
+  one's video), the account's broadband is active (R8), and the segment has not expired
+  (``now < expires_at``: the read path applies the cut-off itself, however late the
+  sweeper runs). :func:`viewable` answers ``True`` or a :class:`Refusal` (which is falsy).
+- **Device-level refusals for the app.** :func:`playback_refusal`: ``unsubscribed`` (R5),
+  ``not_entitled`` (R1, never a plan), ``broadband_inactive`` (R8), all 403. The
+  subscription is judged before broadband: resuming broadband would not help a device
+  without a plan.
+- **Timeline and HLS.** :func:`merge_ranges` merges segments that touch or overlap (within
+  a gap tolerance, 1 s by default) into recorded ranges; :func:`hls_playlist` writes an
+  RFC 8216 VOD playlist with ``#EXT-X-DISCONTINUITY`` and a fresh
+  ``#EXT-X-PROGRAM-DATE-TIME`` wherever consecutive segments do not follow each other
+  within that tolerance (a gap, or an overlap of two event clips).
+- **Retention (R5).** :func:`retention_cutoff` and :func:`expired` are the sweeper's and the
+  read path's one cut-off: a segment expires ``retention_days`` after it ended.
+- **Reconcile.** :func:`reconcile_plan` compares a listing of the recording prefixes with
+  the index: orphans (objects no index row owns, older than an upload grace period) are to
+  be deleted, index rows without an object are reported. Guard: when a device's orphans
+  would be more than ``max_fraction`` (half) of that device's listed objects, none of them
+  is deleted unless ``allow_mass_delete`` is set (a lost index must not become lost video).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Set
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol, TypeAlias
+
+from devices.broadband import AccountState
+from replay.recording import parse_object_key, retention_class
+
+__all__ = [
+    "DEFAULT_GAP_TOLERANCE_S",
+    "PlaybackCode",
+    "ReconcilePlan",
+    "Refusal",
+    "RefusedDevice",
+    "SegmentLike",
+    "SubscriptionLike",
+    "expired",
+    "hls_playlist",
+    "merge_ranges",
+    "playback_refusal",
+    "reconcile_plan",
+    "retention_cutoff",
+    "viewable",
+]
+
+#: Segments closer than this (seconds) count as continuous recording.
+DEFAULT_GAP_TOLERANCE_S = 1.0
+
+PlaybackCode: TypeAlias = Literal[
+    "unsubscribed", "not_entitled", "broadband_inactive", "previous_subscription", "expired"
+]
+Range: TypeAlias = tuple[datetime, datetime]
+
+
+def _aware(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a datetime with a timezone offset, not {value!r}")
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    """Why playback is refused: the HTTP ``status``, the wire ``code``, the rule, a sentence.
+
+    A refusal is falsy, so ``if viewable(...)`` reads naturally.
+    """
+
+    status: int
+    code: PlaybackCode
+    rule: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class SubscriptionLike(Protocol):
+    """What playback reads of a subscription (a ``replay.models.Subscription`` row fits)."""
+
+    @property
+    def subscription_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+
+
+class SegmentLike(Protocol):
+    """What playback reads of an indexed segment."""
+
+    @property
+    def subscription_id(self) -> str: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+def _active(subscription: SubscriptionLike | None) -> bool:
+    return subscription is not None and subscription.status == "active"
+
+
+def _broadband_refusal(broadband_state: AccountState) -> Refusal:
+    return Refusal(
+        status=403,
+        code="broadband_inactive",
+        rule="R8",
+        message=f"the broadband account is {broadband_state}: no video is served",
+    )
+
+
+def playback_refusal(
+    current_subscription: SubscriptionLike | None,
+    last_subscription_status: str | None,
+    broadband_state: AccountState,
+) -> Refusal | None:
+    """Whether the app may watch a device at all; ``None`` when it may.
+
+    ``current_subscription`` is the device's active subscription (an inactive one counts as
+    none); ``last_subscription_status`` is the status of its latest subscription, ``None``
+    when it never had one.
+    """
+    if _active(current_subscription):
+        if broadband_state != "active":
+            return _broadband_refusal(broadband_state)
+        return None
+    if last_subscription_status == "unsubscribed":
+        return Refusal(
+            status=403,
+            code="unsubscribed",
+            rule="R5",
+            message="the device's cloud replay was unsubscribed: its video cannot be viewed",
+        )
+    if last_subscription_status is None:
+        return Refusal(
+            status=403,
+            code="not_entitled",
+            rule="R1",
+            message="the device has no cloud-replay plan",
+        )
+    raise ValueError(
+        f"the latest subscription is {last_subscription_status!r} but none is given as current"
+    )
+
+
+def viewable(
+    segment: SegmentLike,
+    *,
+    current_subscription: SubscriptionLike | None,
+    broadband_state: AccountState,
+    now: datetime,
+) -> Literal[True] | Refusal:
+    """``True`` if the segment may be served now, else the first reason it may not.
+
+    Checked in this order: the subscription (R5 unsubscribed, R6 an earlier subscription),
+    broadband (R8), expiry (R5 retention).
+    """
+    now = _aware("now", now)
+    if current_subscription is None or not _active(current_subscription):
+        return Refusal(
+            status=403,
+            code="unsubscribed",
+            rule="R5",
+            message="the subscription this video was recorded under is no longer active",
+        )
+    if segment.subscription_id != current_subscription.subscription_id:
+        return Refusal(
+            status=403,
+            code="previous_subscription",
+            rule="R6",
+            message=(
+                f"this video was recorded under subscription {segment.subscription_id}, "
+                f"not the current {current_subscription.subscription_id}"
+            ),
+        )
+    if broadband_state != "active":
+        return _broadband_refusal(broadband_state)
+    if expired(segment.expires_at, now):
+        return Refusal(
+            status=404,
+            code="expired",
+            rule="R5",
+            message=f"this video expired at {_aware('expires_at', segment.expires_at).isoformat()}",
+        )
+    return True
+
+
+def retention_cutoff(retention_days: int, now: datetime) -> datetime:
+    """Segments that ended at or before this instant are expired (R5)."""
+    retention_class(retention_days)  # a positive whole number of days
+    return _aware("now", now) - timedelta(days=retention_days)
+
+
+def expired(expires_at: datetime, now: datetime) -> bool:
+    """Whether a segment expiring at ``expires_at`` is gone at ``now`` (from that instant on)."""
+    return _aware("now", now) >= _aware("expires_at", expires_at)
+
+
+def _tolerance(gap_tolerance_s: float) -> timedelta:
+    if not gap_tolerance_s >= 0:  # also refuses NaN
+        raise ValueError(f"gap_tolerance_s must not be negative, not {gap_tolerance_s!r}")
+    return timedelta(seconds=gap_tolerance_s)
+
+
+def merge_ranges(
+    segments: Iterable[Range], *, gap_tolerance_s: float = DEFAULT_GAP_TOLERANCE_S
+) -> list[Range]:
+    """Recorded ranges: segments that overlap or are at most ``gap_tolerance_s`` apart merge.
+
+    The segments may come in any order; the ranges come out in time order.
+    """
+    tolerance = _tolerance(gap_tolerance_s)
+    checked: list[Range] = []
+    for start, end in segments:
+        start, end = _aware("start", start), _aware("end", end)
+        if end <= start:
+            raise ValueError(f"a segment must end after it starts: {start} to {end}")
+        checked.append((start, end))
+    checked.sort()
+    ranges: list[Range] = []
+    for start, end in checked:
+        if ranges and start <= ranges[-1][1] + tolerance:
+            last_start, last_end = ranges[-1]
+            ranges[-1] = (last_start, max(last_end, end))
+        else:
+            ranges.append((start, end))
+    return ranges
+
+
+def _program_date_time(at: datetime) -> str:
+    return f"#EXT-X-PROGRAM-DATE-TIME:{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
+
+
+def hls_playlist(
+    segments: Iterable[tuple[str, datetime, float]],
+    *,
+    target_duration: int | None = None,
+    gap_tolerance_s: float = DEFAULT_GAP_TOLERANCE_S,
+) -> str:
+    """An HLS VOD playlist (RFC 8216, version 3) of ``(url, start, duration_s)`` segments.
+
+    Segments are played in start order. ``#EXT-X-TARGETDURATION`` is the ceiling of the
+    longest duration, or ``target_duration`` when given (it may not be smaller: RFC 8216
+    §4.3.3.1). A discontinuity, with a new program date-time, marks each place where a
+    segment does not start within ``gap_tolerance_s`` of the previous one's end.
+    """
+    tolerance = _tolerance(gap_tolerance_s)
+    items: list[tuple[datetime, str, float]] = []
+    for url, start, duration in segments:
+        if not isinstance(url, str) or not url or any(c in url for c in "\r\n"):
+            raise ValueError(f"a segment URL must be one non-empty line, not {url!r}")
+        if (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not 0 < duration < math.inf
+        ):
+            raise ValueError(f"a segment duration must be positive seconds, not {duration!r}")
+        items.append((_aware("start", start), url, float(duration)))
+    if not items:
+        raise ValueError("a playlist needs at least one segment")
+    items.sort(key=lambda item: item[0])
+    longest = math.ceil(max(duration for _, _, duration in items))
+    if target_duration is None:
+        target_duration = longest
+    elif target_duration < longest:
+        raise ValueError(
+            f"target_duration {target_duration} is shorter than the longest segment ({longest} s)"
+        )
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:3",
+        f"#EXT-X-TARGETDURATION:{target_duration}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD",
+    ]
+    expected: datetime | None = None
+    for start, url, duration in items:
+        if expected is None:
+            lines.append(_program_date_time(start))
+        elif abs(start - expected) > tolerance:
+            lines.append("#EXT-X-DISCONTINUITY")
+            lines.append(_program_date_time(start))
+        lines.append(f"#EXTINF:{duration:.3f},")
+        lines.append(url)
+        expected = start + timedelta(seconds=duration)
+    lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefusedDevice:
+    """A device whose orphans the guard kept: ``orphans`` of its ``objects`` listed objects."""
+
+    device_id: str
+    orphans: tuple[str, ...]
+    objects: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconcilePlan:
+    """What one reconcile run should do and report; every list is sorted.
+
+    ``delete``: orphan keys to delete (``delete_bytes`` in all). ``missing``: indexed keys
+    with no object. ``refused_devices``: devices whose orphans the guard kept. ``foreign``:
+    listed keys that do not follow the recording layout, never deleted.
+    """
+
+    delete: tuple[str, ...]
+    delete_bytes: int
+    missing: tuple[str, ...]
+    refused_devices: tuple[RefusedDevice, ...]
+    foreign: tuple[str, ...]
+
+
+def reconcile_plan(
+    objects: Iterable[tuple[str, int, datetime]],
+    indexed_keys: Set[str],
+    *,
+    now: datetime,
+    grace_s: float,
+    allow_mass_delete: bool = False,
+    max_fraction: float = 0.5,
+) -> ReconcilePlan:
+    """Plan a reconcile of ``(key, size, modified)`` listings against the index's keys.
+
+    An orphan is a listed recording object with no index row, last modified more than
+    ``grace_s`` before ``now`` (an upload in flight is indexed only after it lands). Per
+    device, the orphans are deleted when they are at most ``max_fraction`` of the device's
+    listed objects (exactly half passes), or when ``allow_mass_delete`` is set.
+
+    Read ``indexed_keys`` *before* listing the store: an object is indexed only after it
+    landed, so it is then either listed or young enough for the grace period. The listing
+    must cover every recording prefix the index uses, or its rows are reported missing.
+    """
+    now = _aware("now", now)
+    if not grace_s >= 0:
+        raise ValueError(f"grace_s must not be negative, not {grace_s!r}")
+    if not 0 < max_fraction <= 1:
+        raise ValueError(f"max_fraction must be more than 0 and at most 1, not {max_fraction!r}")
+    settled = now - timedelta(seconds=grace_s)
+    listed: set[str] = set()
+    foreign: list[str] = []
+    per_device: dict[str, int] = defaultdict(int)
+    orphans: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, size, modified in objects:
+        listed.add(key)
+        parsed = parse_object_key(key)
+        if parsed is None:
+            foreign.append(key)
+            continue
+        per_device[parsed.device_id] += 1
+        if key not in indexed_keys and _aware("modified", modified) < settled:
+            orphans[parsed.device_id].append((key, size))
+    delete: list[str] = []
+    delete_bytes = 0
+    refused: list[RefusedDevice] = []
+    for device_id in sorted(orphans):
+        found = orphans[device_id]
+        total = per_device[device_id]
+        if len(found) > max_fraction * total and not allow_mass_delete:
+            refused.append(
+                RefusedDevice(
+                    device_id=device_id,
+                    orphans=tuple(sorted(key for key, _ in found)),
+                    objects=total,
+                    reason=(
+                        f"{len(found)} of the device's {total} objects have no index row, "
+                        f"more than {max_fraction:.0%}: pass allow_mass_delete to delete them"
+                    ),
+                )
+            )
+            continue
+        delete.extend(key for key, _ in found)
+        delete_bytes += sum(size for _, size in found)
+    return ReconcilePlan(
+        delete=tuple(sorted(delete)),
+        delete_bytes=delete_bytes,
+        missing=tuple(sorted(set(indexed_keys) - listed)),
+        refused_devices=tuple(refused),
+        foreign=tuple(sorted(foreign)),
+    )

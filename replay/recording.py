@@ -1,0 +1,531 @@
+"""What a camera may record and where it goes (R1, R5, R6, R8): pure decisions, no I/O.
+
+The upload flow of the MQTT contract is ``upload/req`` → decision → ``upload/res``. This
+module holds the decision and the values around it; ``gateway/`` does the wire and the
+presigning, ``storage/`` the object store.
+
+- **Parsing.** :meth:`UploadRequest.parse` turns an ``upload/req`` (or ``segment``) payload
+  into a checked value or raises :class:`InvalidUpload` naming the field. Choices made here:
+
+  * times are ISO 8601 strings *with* an offset (``Z`` or ``+08:00``), kept in UTC;
+  * a continuous segment lasts more than 0 and at most :data:`MAX_CONTINUOUS_SECONDS` (60 s);
+  * an event clip is one minute (R1) give or take :data:`EVENT_CLIP_TOLERANCE_S` = 2 s:
+    cameras cut clips on a key frame, and with a key frame every 1-2 s a one-minute clip
+    comes out up to one GOP short or long. A clip outside 58-62 s is not a one-minute clip;
+  * ``bytes`` is 1 to :data:`MAX_SEGMENT_BYTES` (64 MiB: a 60-s segment at 8 Mbit/s is 60 MB);
+  * ``sha256`` is 64 hex digits (kept in lower case);
+  * an event clip names its ``event_id``; a continuous segment carries none (events point at
+    segments, not the other way round);
+  * ``segment_id`` and ``event_id`` match ``[A-Za-z0-9._-]{1,80}``; ``device_id`` is 1-64 of
+    ``[A-Za-z0-9._:-]`` not starting with a dot. Both end up in object keys, so nothing else.
+  * keys the contract does not name (``req_id`` …) are ignored: the contract may grow.
+
+- **Deciding.** :func:`decide_upload` answers :class:`Accept` or :class:`Refuse`, checking in
+  this order (the first reason found is the one reported):
+
+  1. ``not_entitled``: no active subscription (R1), or a continuous segment under an event
+     plan (R1: event clips are accepted under both families), or a segment that ended before
+     the subscription began (R6: video of an earlier subscription must not become viewable
+     under a new one). Checked first: resuming broadband would not make it recordable.
+  2. ``suspended`` (R8): the broadband account is stopped or torn down. This is the MQTT
+     code; the app's HTTP side says ``broadband_inactive`` for the same rule.
+  3. ``in_future``: the segment ends more than ``max_skew_s`` after ``now``.
+  4. ``too_old``: the segment would be born expired (``end + retention <= now``).
+
+- **Retention (R5).** A segment is kept ``retention_days`` after it was recorded, counted
+  from its end: ``expires_at = end + retention_days`` (:func:`expiry`). It is expired from
+  that instant on (``now >= expires_at``), the same cut-off the read path applies.
+
+- **Object keys.** ``rec/{n}d/{device_id}/{YYYY}/{MM}/{DD}/{HHMMSS}-{kind}-{segment_id}.ts``,
+  dated by the segment's start in UTC (:func:`object_key`, read back by
+  :func:`parse_object_key`). The retention class leads the key so that one S3 lifecycle rule
+  per prefix (:func:`lifecycle_rules`) backs up the sweeper. Saved copies (R14) live under
+  ``family/{account_id}/...`` (:func:`family_key`), outside every recording prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Literal, Protocol, TypeAlias
+
+from devices.broadband import AccountState
+from replay.plans import Family
+
+__all__ = [
+    "EVENT_CLIP_SECONDS",
+    "EVENT_CLIP_TOLERANCE_S",
+    "LIFECYCLE_MARGIN_DAYS",
+    "MAX_CONTINUOUS_SECONDS",
+    "MAX_SEGMENT_BYTES",
+    "RECORDING_PREFIXES",
+    "Accept",
+    "Decision",
+    "Entitlement",
+    "InvalidUpload",
+    "RecordingError",
+    "RecordingKey",
+    "RecordingMode",
+    "RefusalCode",
+    "Refuse",
+    "SegmentKind",
+    "SubscriptionLike",
+    "UploadRequest",
+    "decide_upload",
+    "desired_recording_mode",
+    "entitlement_of",
+    "expiry",
+    "family_key",
+    "lifecycle_rules",
+    "object_key",
+    "parse_object_key",
+    "recording_prefix",
+    "retention_class",
+]
+
+#: The longest continuous segment accepted (the contract's ``segment_seconds`` is at most 60).
+MAX_CONTINUOUS_SECONDS = 60
+#: R1: an event plan stores one-minute clips.
+EVENT_CLIP_SECONDS = 60
+#: How far an event clip may be from one minute (a key-frame interval; see module docstring).
+EVENT_CLIP_TOLERANCE_S = 2
+#: The largest segment accepted, in bytes (64 MiB).
+MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+#: Days a lifecycle rule waits beyond the retention, so it never runs ahead of the sweeper.
+LIFECYCLE_MARGIN_DAYS = 1
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,80}")
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_REQUIRED = ("segment_id", "kind", "start", "end", "bytes", "sha256")
+_KEY = re.compile(
+    r"rec/(?P<days>[1-9][0-9]*)d/(?P<device>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
+    r"(?P<hms>\d{6})-(?P<kind>continuous|event)-(?P<segment>[^/]+)\.ts"
+)
+
+
+class RecordingError(Exception):
+    """Root of the errors of recording decisions."""
+
+
+class InvalidUpload(RecordingError, ValueError):
+    """A malformed upload request; ``field`` names the culprit when there is one.
+
+    A ``ValueError`` too: :class:`UploadRequest`'s constructor raises it for bad arguments.
+    """
+
+    code = "invalid_upload"
+
+    def __init__(self, reason: str, *, field: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+class SegmentKind(StrEnum):
+    """What a camera uploads: a piece of 24-hour recording or a one-minute event clip (R1)."""
+
+    CONTINUOUS = "continuous"
+    EVENT = "event"
+
+
+RecordingMode: TypeAlias = Literal["off", "continuous", "event"]
+RefusalCode: TypeAlias = Literal["not_entitled", "suspended", "in_future", "too_old"]
+
+
+def _aware(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, not {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must carry a timezone offset")
+    return value.astimezone(UTC)
+
+
+_DEVICE_ID_ERROR = "1 to 64 of A-Z a-z 0-9 . _ : - not starting with a dot"
+_SAFE_ID_ERROR = "1 to 80 of A-Z a-z 0-9 . _ -"
+
+
+def _check(alphabet: str, name: str, value: object, pattern: re.Pattern[str]) -> str:
+    """``value`` if it is a key-safe identifier; :class:`InvalidUpload` (a ValueError) if not."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidUpload(f"{name} must be {alphabet}, not {value!r}", field=name)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadRequest:
+    """One segment a camera wants to upload (``upload/req``) or has uploaded (``segment``).
+
+    Times are kept in UTC; ``sha256`` in lower case. The constructor checks every rule of the
+    module docstring and raises ``ValueError``; :meth:`parse` reports :class:`InvalidUpload`.
+    """
+
+    device_id: str
+    segment_id: str
+    kind: SegmentKind
+    start: datetime
+    end: datetime
+    bytes: int
+    sha256: str
+    event_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(_DEVICE_ID_ERROR, "device_id", self.device_id, _DEVICE_ID)
+        _check(_SAFE_ID_ERROR, "segment_id", self.segment_id, _SAFE_ID)
+        if not isinstance(self.kind, SegmentKind):
+            raise InvalidUpload(f"kind must be a SegmentKind, not {self.kind!r}", field="kind")
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if not isinstance(value, datetime) or value.utcoffset() is None:
+                raise InvalidUpload(f"{name} must be a datetime with an offset", field=name)
+            object.__setattr__(self, name, value.astimezone(UTC))
+        if self.end <= self.start:
+            raise InvalidUpload(
+                f"end {self.end.isoformat()} is not after start {self.start.isoformat()}",
+                field="end",
+            )
+        seconds = self.seconds
+        if self.kind is SegmentKind.CONTINUOUS and seconds > MAX_CONTINUOUS_SECONDS:
+            raise InvalidUpload(
+                f"a continuous segment lasts at most {MAX_CONTINUOUS_SECONDS} s, not {seconds:g} s",
+                field="end",
+            )
+        if (
+            self.kind is SegmentKind.EVENT
+            and abs(seconds - EVENT_CLIP_SECONDS) > EVENT_CLIP_TOLERANCE_S
+        ):
+            raise InvalidUpload(
+                f"an event clip lasts one minute (R1, ±{EVENT_CLIP_TOLERANCE_S} s), "
+                f"not {seconds:g} s",
+                field="end",
+            )
+        if (
+            isinstance(self.bytes, bool)
+            or not isinstance(self.bytes, int)
+            or not 0 < self.bytes <= MAX_SEGMENT_BYTES
+        ):
+            raise InvalidUpload(
+                f"bytes must be a whole number from 1 to {MAX_SEGMENT_BYTES}, not {self.bytes!r}",
+                field="bytes",
+            )
+        if not isinstance(self.sha256, str) or not _SHA256.fullmatch(self.sha256):
+            raise InvalidUpload(
+                f"sha256 must be 64 hexadecimal digits, not {self.sha256!r}", field="sha256"
+            )
+        object.__setattr__(self, "sha256", self.sha256.lower())
+        if self.kind is SegmentKind.EVENT:
+            if self.event_id is None:
+                raise InvalidUpload("an event clip must name its event_id", field="event_id")
+            _check(_SAFE_ID_ERROR, "event_id", self.event_id, _SAFE_ID)
+        elif self.event_id is not None:
+            raise InvalidUpload("a continuous segment carries no event_id", field="event_id")
+
+    @property
+    def seconds(self) -> float:
+        """How long the segment lasts."""
+        return (self.end - self.start).total_seconds()
+
+    @classmethod
+    def parse(cls, payload: Mapping[str, object], *, device_id: str | None = None) -> UploadRequest:
+        """Read a JSON payload; :class:`InvalidUpload` names the first bad field.
+
+        ``device_id`` comes from the MQTT topic; without it the payload must carry one. When
+        both are given they must agree.
+        """
+        if not isinstance(payload, Mapping):
+            raise InvalidUpload("the payload must be a JSON object")
+        missing = [key for key in _REQUIRED if key not in payload]
+        if missing:
+            raise InvalidUpload(f"missing {', '.join(missing)}", field=missing[0])
+        in_payload = payload.get("device_id")
+        if device_id is None:
+            if in_payload is None:
+                raise InvalidUpload("missing device_id", field="device_id")
+            device = in_payload
+        else:
+            if in_payload is not None and in_payload != device_id:
+                raise InvalidUpload(
+                    f"device_id {in_payload!r} does not match the topic's {device_id!r}",
+                    field="device_id",
+                )
+            device = device_id
+        raw_kind = payload["kind"]
+        if raw_kind not in tuple(SegmentKind):
+            raise InvalidUpload(
+                f"kind must be 'continuous' or 'event', not {raw_kind!r}", field="kind"
+            )
+        kind = SegmentKind(str(raw_kind))
+        fields: dict[str, object] = {
+            "device_id": device,
+            "segment_id": payload["segment_id"],
+            "kind": kind,
+            "start": _parse_time("start", payload["start"]),
+            "end": _parse_time("end", payload["end"]),
+            "bytes": payload["bytes"],
+            "sha256": payload["sha256"],
+            "event_id": payload.get("event_id"),
+        }
+        return cls(**fields)  # type: ignore[arg-type]  # the constructor checks every field
+
+
+def _parse_time(name: str, raw: object) -> datetime:
+    if not isinstance(raw, str):
+        raise InvalidUpload(f"{name} must be an ISO 8601 string, not {raw!r}", field=name)
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise InvalidUpload(f"{name} {raw!r} is not an ISO 8601 time", field=name) from exc
+    if value.utcoffset() is None:
+        raise InvalidUpload(f"{name} {raw!r} must carry a timezone offset", field=name)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entitlement:
+    """What the device's active subscription allows: its family and retention (R1).
+
+    ``started_at``, when given, is the instant the subscription took effect: a segment that
+    ended before it belongs to no subscription of this one (R6).
+    """
+
+    subscription_id: str
+    family: Family
+    retention_days: int
+    started_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.subscription_id, str) or not self.subscription_id:
+            raise ValueError(
+                f"subscription_id must be a non-empty string, not {self.subscription_id!r}"
+            )
+        if not isinstance(self.family, Family):
+            raise TypeError(f"family must be a Family, not {self.family!r}")
+        retention_class(self.retention_days)  # checks it is a positive whole number
+        if self.started_at is not None:
+            object.__setattr__(self, "started_at", _aware("started_at", self.started_at))
+
+
+class SubscriptionLike(Protocol):
+    """The fields of a stored subscription that entitlement reads (``replay.models``)."""
+
+    @property
+    def subscription_id(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def retention_days(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+
+
+def entitlement_of(subscription: SubscriptionLike | None) -> Entitlement | None:
+    """The entitlement of a device's subscription row, or ``None`` unless it is active."""
+    if subscription is None or subscription.status != "active":
+        return None
+    return Entitlement(
+        subscription_id=subscription.subscription_id,
+        family=Family(subscription.family),
+        retention_days=subscription.retention_days,
+        started_at=subscription.started_at,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Accept:
+    """The upload may go ahead; the object goes under ``retention_class`` until ``expires_at``."""
+
+    retention_class: str
+    expires_at: datetime
+    subscription_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refuse:
+    """The upload is refused; ``code`` goes on the wire, ``rule`` names the business rule."""
+
+    code: RefusalCode
+    rule: str
+    message: str
+
+
+Decision: TypeAlias = Accept | Refuse
+
+
+def retention_class(days: int) -> str:
+    """The retention class of a plan keeping video ``days`` days: ``7`` → ``"7d"``."""
+    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
+        raise ValueError(f"retention days must be a positive whole number, not {days!r}")
+    return f"{days}d"
+
+
+def recording_prefix(days: int) -> str:
+    """The object-store prefix of a retention: ``7`` → ``"rec/7d/"``."""
+    return f"rec/{retention_class(days)}/"
+
+
+#: The prefixes of the six plans of R1 (1, 7 and 30 days).
+RECORDING_PREFIXES: tuple[str, ...] = tuple(recording_prefix(days) for days in (1, 7, 30))
+
+
+def lifecycle_rules(retention_days: Iterable[int]) -> tuple[tuple[str, int], ...]:
+    """``(prefix, expiration days)`` per retention, for the store's lifecycle configuration.
+
+    The store counts from the object's creation (upload, just after the segment ends) and
+    rounds to whole days; waiting :data:`LIFECYCLE_MARGIN_DAYS` more than the retention
+    makes the rule a backstop that never removes video the plan still keeps.
+    """
+    days = sorted(set(retention_days))
+    return tuple((recording_prefix(d), d + LIFECYCLE_MARGIN_DAYS) for d in days)
+
+
+def expiry(end: datetime, retention_days: int) -> datetime:
+    """When a segment that ended at ``end`` expires (R5: ``retention_days`` after recording)."""
+    retention_class(retention_days)
+    return _aware("end", end) + timedelta(days=retention_days)
+
+
+def decide_upload(
+    request: UploadRequest,
+    *,
+    entitlement: Entitlement | None,
+    broadband_state: AccountState,
+    now: datetime,
+    max_skew_s: float = 30,
+) -> Decision:
+    """Accept or refuse one upload; the order of the checks is the module docstring's."""
+    now = _aware("now", now)
+    if max_skew_s < 0:
+        raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
+    if entitlement is None:
+        return Refuse(
+            code="not_entitled",
+            rule="R1",
+            message=f"device {request.device_id} has no active cloud-replay subscription",
+        )
+    if entitlement.family is Family.EVENT and request.kind is SegmentKind.CONTINUOUS:
+        return Refuse(
+            code="not_entitled",
+            rule="R1",
+            message="an event plan stores one-minute event clips, not continuous segments",
+        )
+    if entitlement.started_at is not None and request.end <= entitlement.started_at:
+        return Refuse(
+            code="not_entitled",
+            rule="R6",
+            message=(
+                f"the segment ended at {request.end.isoformat()}, before subscription "
+                f"{entitlement.subscription_id} began at {entitlement.started_at.isoformat()}"
+            ),
+        )
+    if broadband_state != "active":
+        return Refuse(
+            code="suspended",
+            rule="R8",
+            message=f"the broadband account is {broadband_state}: no recording is accepted",
+        )
+    latest = now + timedelta(seconds=max_skew_s)
+    if request.end > latest:
+        return Refuse(
+            code="in_future",
+            rule="R5",
+            message=(
+                f"the segment ends at {request.end.isoformat()}, more than {max_skew_s:g} s "
+                f"after the service's {now.isoformat()}"
+            ),
+        )
+    expires_at = expiry(request.end, entitlement.retention_days)
+    if expires_at <= now:
+        return Refuse(
+            code="too_old",
+            rule="R5",
+            message=(
+                f"the segment ended at {request.end.isoformat()}, more than "
+                f"{entitlement.retention_days} days ago: it would be born expired"
+            ),
+        )
+    return Accept(
+        retention_class=retention_class(entitlement.retention_days),
+        expires_at=expires_at,
+        subscription_id=entitlement.subscription_id,
+    )
+
+
+def desired_recording_mode(family: Family | None, broadband_active: bool) -> RecordingMode:
+    """The recording mode the desired state asks of a camera (R1, R8).
+
+    ``off`` without an active subscription or while broadband is not active; otherwise the
+    subscription's family.
+    """
+    if family is None or not broadband_active:
+        return "off"
+    return "continuous" if Family(family) is Family.CONTINUOUS else "event"
+
+
+def _stamp(start: datetime) -> str:
+    at = _aware("start", start)
+    return f"{at:%Y/%m/%d}/{at:%H%M%S}"
+
+
+def object_key(
+    retention_class: str, device_id: str, start: datetime, segment_id: str, kind: SegmentKind
+) -> str:
+    """Where a segment is stored: ``rec/7d/cam-1/2026/05/01/103000-continuous-s1.ts`` (UTC)."""
+    if not isinstance(retention_class, str) or not re.fullmatch(r"[1-9][0-9]*d", retention_class):
+        raise ValueError(f"retention_class must be like '7d', not {retention_class!r}")
+    _check(_DEVICE_ID_ERROR, "device_id", device_id, _DEVICE_ID)
+    _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
+    kind = SegmentKind(kind)
+    return f"rec/{retention_class}/{device_id}/{_stamp(start)}-{kind}-{segment_id}.ts"
+
+
+def family_key(account_id: str, segment_id: str, start: datetime) -> str:
+    """Where a saved copy goes in the family cloud (R14): ``family/{account_id}/YYYY/MM/DD/...``."""
+    _check(_DEVICE_ID_ERROR, "account_id", account_id, _DEVICE_ID)  # key-safe, as device ids
+    _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
+    return f"family/{account_id}/{_stamp(start)}-{segment_id}.ts"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordingKey:
+    """The parts of a recording object key (:func:`parse_object_key`)."""
+
+    retention_class: str
+    device_id: str
+    start: datetime
+    kind: SegmentKind
+    segment_id: str
+
+
+def parse_object_key(key: str) -> RecordingKey | None:
+    """The parts of a key written by :func:`object_key`; ``None`` for any other key."""
+    match = _KEY.fullmatch(key)
+    if match is None:
+        return None
+    device, segment = match["device"], match["segment"]
+    if not _DEVICE_ID.fullmatch(device) or not _SAFE_ID.fullmatch(segment):
+        return None
+    hms = match["hms"]
+    try:
+        start = datetime(
+            int(match["y"]),
+            int(match["m"]),
+            int(match["d"]),
+            int(hms[:2]),
+            int(hms[2:4]),
+            int(hms[4:]),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+    return RecordingKey(
+        retention_class=f"{match['days']}d",
+        device_id=device,
+        start=start,
+        kind=SegmentKind(match["kind"]),
+        segment_id=segment,
+    )
