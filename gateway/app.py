@@ -103,6 +103,7 @@ def create_app(*, services: Services) -> web.Application:
         routes_broadband,
         routes_ops,
         routes_platform,
+        routes_playback,
         routes_subscriptions,
     )
 
@@ -115,6 +116,7 @@ def create_app(*, services: Services) -> web.Application:
         routes_subscriptions.api,
         routes_broadband.api,
         routes_app.api,
+        routes_playback.api,
     )
     for api in apis:
         api.install(app, _wrap)

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     url_ttl_seconds: int = Field(default=300, gt=0)
     #: HMAC key of the filesystem store's presigned URLs; shared by scaled-out gateways.
     url_signing_key: str = ""
+    #: R14: how much a family cloud holds (bytes).
+    family_cloud_quota_bytes: int = Field(default=10 * 1024**3, gt=0)
     log_level: str = "INFO"
 
     @field_validator("mqtt_url")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway import broadband
+from gateway import broadband, recording
 from gateway.services import Services
 from gateway.wire import DeviceMessage, Malformed, StatePayload, parse
 
@@ -46,6 +46,15 @@ class Ingest:
                 raise Malformed(msg.kind, "'version' must be a non-negative integer")
             presence.seen(msg.device_id, now)
             self._s.reported.note(msg.device_id, version, now)
+        elif msg.kind == "upload/req":
+            presence.seen(msg.device_id, now)
+            await recording.on_upload_request(self._s, msg)
+        elif msg.kind == "segment":
+            presence.seen(msg.device_id, now)
+            await recording.on_segment(self._s, msg)
+        elif msg.kind == "event":
+            presence.seen(msg.device_id, now)
+            await recording.on_event(self._s, msg)
         elif msg.kind == "rpc/res":
             presence.seen(msg.device_id, now)
             await broadband.on_rpc_result(self._s, msg)

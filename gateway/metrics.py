@@ -48,6 +48,26 @@ class Metrics:
         self.http_latency = Histogram(
             "kanjia_http_request_seconds", "HTTP request latency", ["route"], registry=r
         )
+        self.upload_decisions = Counter(
+            "kanjia_upload_decisions",
+            "Upload requests by decision (accepted or the refusal)",
+            ["decision"],
+            registry=r,
+        )
+        self.segments_indexed = Counter(
+            "kanjia_segments_indexed", "Segments verified and indexed", registry=r
+        )
+        self.segments_rejected = Counter(
+            "kanjia_segments_rejected",
+            "Segment notices not indexed, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.segments_swept = Counter(
+            "kanjia_segments_swept",
+            "Expired segments deleted by the retention sweeper",
+            registry=r,
+        )
         self.job_runs = Counter(
             "kanjia_job_runs",
             "Background job runs, by job and outcome",

@@ -10,6 +10,7 @@ from pydantic import Field
 from sqlalchemy import text
 
 from devices.clock import ClockNotAdjustable
+from gateway import retention
 from gateway.api import Api, ApiError, Body, Out, json_out, parse_body
 from gateway.app import OPENAPI, services_of
 from storage.fsstore import FilesystemObjectStore, SignatureError
@@ -155,3 +156,50 @@ _CONSOLE = (Path(__file__).parent / "console.html").read_bytes()
 )
 async def console(request: web.Request) -> web.StreamResponse:
     return web.Response(body=_CONSOLE, content_type="text/html", charset="utf-8")
+
+
+class ReconcileIn(Body):
+    allow_mass_delete: bool = False
+
+
+class RefusedOut(Out):
+    device_id: str
+    orphans: int
+    objects: int
+    reason: str
+
+
+class ReconcileOut(Out):
+    deleted: int
+    missing: list[str]
+    refused_devices: list[RefusedOut]
+
+
+@api.route(
+    "POST",
+    "/ops/v1/reconcile",
+    auth="platform",
+    body=ReconcileIn,
+    response=ReconcileOut,
+    summary="Remove unindexed recordings; report indexed ones with no object",
+)
+async def run_reconcile(request: web.Request) -> web.StreamResponse:
+    body = parse_body(await request.read(), ReconcileIn)
+    result = await retention.reconcile(
+        services_of(request), allow_mass_delete=body.allow_mass_delete
+    )
+    return json_out(
+        ReconcileOut(
+            deleted=result.deleted,
+            missing=list(result.plan.missing),
+            refused_devices=[
+                RefusedOut(
+                    device_id=r.device_id,
+                    orphans=len(r.orphans),
+                    objects=r.objects,
+                    reason=r.reason,
+                )
+                for r in result.plan.refused_devices
+            ],
+        )
+    )

@@ -26,7 +26,7 @@ import devices.models  # noqa: F401 - registers the tables
 import replay.models  # noqa: F401
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
-from gateway import broadband
+from gateway import broadband, retention
 from gateway.app import create_app
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
@@ -129,6 +129,9 @@ class Gateway:
         jobs.add("presence_sweep", PRESENCE_SWEEP_SECONDS, self._presence_sweep)
         jobs.add("subscription_purge", 3600, self._purge_subscriptions)
         broadband.install(services)
+        jobs.add("retention_sweep", 60, lambda: retention.sweep_expired(services))
+        jobs.add("stale_grants", 600, lambda: retention.drop_stale_grants(services))
+        jobs.add("reconcile", 86400, lambda: retention.reconcile(services))
         jobs.add(PUBLISH_JOB, 2.0, lambda: publish_pending(services))
         jobs.add("tariff_terms", 3600, self._roll_terms)
         if settings.platform_callback_url:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.clock import Clock
 from devices.desired import ReportedVersions
@@ -16,6 +19,12 @@ from storage.db import Database
 from storage.fsstore import FilesystemObjectStore
 from storage.objects import ObjectStore
 
+FamilyCloudCheck = Callable[[AsyncSession, str], Awaitable[bool]]
+
+
+async def _always_open(session: AsyncSession, account_id: str) -> bool:
+    return True
+
 
 @dataclass(slots=True)
 class Services:
@@ -28,6 +37,8 @@ class Services:
     jobs: JobRunner
     catalog: PlanCatalog
     reported: ReportedVersions = field(default_factory=ReportedVersions)
+    #: R15: may the account's family cloud take saves now? (set by the broadband wiring)
+    family_cloud_open: FamilyCloudCheck = field(default=_always_open)
     mqtt: MqttSession | None = None
 
     @property

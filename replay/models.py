@@ -50,3 +50,74 @@ class Subscription(SQLModel, table=True):
     term_end: date
     #: R5: when the record is purged (six months after unsubscription).
     purge_after: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+
+
+class UploadGrant(SQLModel, table=True):
+    """An upload the service allowed (``upload/res`` ok); the ``segment`` notice settles it."""
+
+    __tablename__ = "upload_grants"
+
+    segment_id: str = Field(primary_key=True, max_length=80)
+    device_id: str = Field(max_length=64)
+    account_id: str = Field(max_length=64)
+    subscription_id: str = Field(max_length=40)
+    kind: str = Field(max_length=16)
+    start: datetime = Field(sa_type=UTCDateTime)
+    end: datetime = Field(sa_type=UTCDateTime)
+    bytes: int
+    sha256: str = Field(max_length=64)
+    event_id: str | None = Field(default=None, max_length=80)
+    object_key: str = Field(max_length=512)
+    retention_class: str = Field(max_length=8)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    granted_at: datetime = Field(sa_type=UTCDateTime, index=True)
+
+
+class Segment(SQLModel, table=True):
+    """An indexed recording: a continuous segment or a one-minute event clip (R1)."""
+
+    __tablename__ = "segments"
+    __table_args__ = (Index("segments_by_device_time", "device_id", "start"),)
+
+    segment_id: str = Field(primary_key=True, max_length=80)
+    device_id: str = Field(max_length=64)
+    account_id: str = Field(max_length=64, index=True)
+    subscription_id: str = Field(max_length=40, index=True)
+    kind: str = Field(max_length=16)
+    start: datetime = Field(sa_type=UTCDateTime)
+    end: datetime = Field(sa_type=UTCDateTime)
+    bytes: int
+    sha256: str = Field(max_length=64)
+    event_id: str | None = Field(default=None, max_length=80)
+    object_key: str = Field(max_length=512, unique=True)
+    retention_class: str = Field(max_length=8)
+    #: R5: recorded video is kept for the plan's retention after recording, then swept.
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    indexed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class CameraEvent(SQLModel, table=True):
+    """A detection the camera reported (person, pet, door, motion)."""
+
+    __tablename__ = "camera_events"
+    __table_args__ = (Index("events_by_device_time", "device_id", "at"),)
+
+    event_id: str = Field(primary_key=True, max_length=80)
+    device_id: str = Field(max_length=64)
+    type: str = Field(max_length=16)
+    at: datetime = Field(sa_type=UTCDateTime)
+    score: float = 0.0
+
+
+class FamilyCloudItem(SQLModel, table=True):
+    """A clip saved to the account's family cloud (一键转存, R14): outside retention."""
+
+    __tablename__ = "family_cloud_items"
+
+    item_id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(max_length=64, index=True)
+    segment_id: str = Field(max_length=80)
+    device_id: str = Field(max_length=64)
+    object_key: str = Field(max_length=512, unique=True)
+    bytes: int
+    saved_at: datetime = Field(sa_type=UTCDateTime)

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import aiomqtt
@@ -57,6 +57,7 @@ class SimulatedDevice:
         self.connected = asyncio.Event()
         self.desired: dict[str, Any] = {}
         self.applied_version = 0
+        self.client: aiomqtt.Client | None = None
 
     def topic(self, suffix: str) -> str:
         return f"{TOPIC_PREFIX}{self.device_id}/{suffix}"
@@ -102,7 +103,9 @@ class SimulatedDevice:
             keepalive=20,
             clean_session=True,
         ) as client:
-            await client.subscribe(self.topic("desired"), qos=1)
+            for suffix in self.listens:
+                await client.subscribe(self.topic(suffix), qos=1)
+            self.client = client
             await self.publish(
                 client,
                 "state",
@@ -112,7 +115,9 @@ class SimulatedDevice:
             self.connected.set()
             try:
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._follow(client), name=f"sim[{self.device_id}].desired")
+                    tg.create_task(self._follow(client), name=f"sim[{self.device_id}].rx")
+                    for name, work in self.background():
+                        tg.create_task(work, name=f"sim[{self.device_id}].{name}")
                     if self.telemetry_interval is not None:
                         tg.create_task(
                             self._telemetry(client, self.telemetry_interval),
@@ -120,6 +125,11 @@ class SimulatedDevice:
                         )
             finally:
                 self.connected.clear()
+                self.client = None
+
+    def background(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        """Further loops of a kind of device, run while connected."""
+        return []
 
     async def _telemetry(self, client: aiomqtt.Client, interval: float) -> None:
         while True:
@@ -128,15 +138,31 @@ class SimulatedDevice:
 
     async def _follow(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
+            suffix = message.topic.value.rpartition(f"{self.device_id}/")[2]
             try:
-                desired = json.loads(bytes(message.payload))
-                version = int(desired["version"])
-            except (ValueError, KeyError, TypeError):
-                log.warning("%s: ignoring a malformed desired state", self.device_id)
+                payload = json.loads(bytes(message.payload))
+                if not isinstance(payload, dict):
+                    raise TypeError("not an object")
+            except (ValueError, TypeError):
+                log.warning("%s: ignoring a malformed %s message", self.device_id, suffix)
                 continue
-            self.desired = desired
-            self.applied_version = version
-            await self.publish(client, "reported", {"version": version})
+            await self.on_message(client, suffix, payload)
+
+    #: Service → device topics this device listens to.
+    listens: tuple[str, ...] = ("desired",)
+
+    async def on_message(
+        self, client: aiomqtt.Client, suffix: str, payload: dict[str, Any]
+    ) -> None:
+        if suffix != "desired":
+            return
+        version = payload.get("version")
+        if not isinstance(version, int):
+            log.warning("%s: ignoring a desired state without version", self.device_id)
+            return
+        self.desired = payload
+        self.applied_version = version
+        await self.publish(client, "reported", {"version": version})
 
     async def say_offline(self) -> None:
         """A graceful goodbye: publish the retained offline state (then disconnect)."""

@@ -19,6 +19,7 @@ from devices.clock import Clock, ManualClock
 from gateway.config import Settings, load_settings
 from gateway.service import Gateway
 from storage.db import async_url
+from tests.seaweed import SeaweedServer, seaweed_server
 from tests.services import Broker, mosquitto
 
 PLATFORM_TOKEN = "test-platform-token"
@@ -124,3 +125,30 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """One SeaweedFS S3 server for the session, on free loopback ports."""
+    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture(
+    params=[
+        "sqlite+file",
+        pytest.param("postgresql+s3", marks=pytest.mark.postgres),
+        "sqlite+s3",
+    ]
+)
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Database and object-store settings: the embedded default and the production pair."""
+    database, store = str(request.param).split("+")
+    settings = {}
+    if database == "postgresql":
+        settings["database_url"] = request.getfixturevalue("pg_url")
+    if store == "s3":
+        server: SeaweedServer = request.getfixturevalue("seaweed")
+        bucket = f"kanjia-{secrets.token_hex(4)}"
+        settings["object_store_url"] = server.url_for_bucket(bucket)
+    return settings

@@ -1,0 +1,107 @@
+"""Retention: the sweeper and the reconcile job (R5).
+
+The sweeper deletes expired segments from the store in batches, then their index rows;
+a segment is never served after its expiry even when the sweeper is late, because the
+read path checks the cut-off itself. Reconcile lists the recording prefixes and removes
+objects that no index row or pending upload owns, reports index rows whose object is
+missing, and refuses to delete more than half of one device's objects in a run unless
+told to (``allow_mass_delete``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import col, delete, select
+
+from gateway.services import Services
+from replay.models import Segment, UploadGrant
+from replay.playback import ReconcilePlan, reconcile_plan
+from replay.recording import RECORDING_PREFIXES, recording_prefix
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 1000
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+#: A grant whose upload did not finish this long after its URL expired is dropped.
+GRANT_GRACE = timedelta(hours=1)
+
+
+async def sweep_expired(services: Services, *, batch: int = SWEEP_BATCH) -> int:
+    """Delete every segment whose retention has run out; return how many."""
+    now = services.clock.now()
+    swept = 0
+    while True:
+        async with services.db.session() as session:
+            rows = (
+                await session.exec(
+                    select(Segment.segment_id, Segment.object_key)
+                    .where(col(Segment.expires_at) <= now)
+                    .limit(batch)
+                )
+            ).all()
+            if not rows:
+                return swept
+            # Objects first: an index row without its object is reported by reconcile,
+            # an object without its row would be an orphan until reconcile finds it.
+            await services.store.delete_many([key for _, key in rows])
+            await session.exec(
+                delete(Segment).where(col(Segment.segment_id).in_([sid for sid, _ in rows]))
+            )
+            await session.commit()
+        swept += len(rows)
+        services.metrics.segments_swept.inc(len(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    plan: ReconcilePlan
+    deleted: int
+
+
+async def reconcile(services: Services, *, allow_mass_delete: bool = False) -> ReconcileResult:
+    # Known keys are read before listing: an upload in flight is owned by its grant, and
+    # a grant becomes a segment row in one transaction, so no live object looks orphaned.
+    async with services.db.session() as session:
+        known = set((await session.exec(select(Segment.object_key))).all())
+        known |= set((await session.exec(select(UploadGrant.object_key))).all())
+        classes = set((await session.exec(select(Segment.retention_class).distinct())).all())
+    prefixes = set(RECORDING_PREFIXES) | {
+        recording_prefix(int(c.rstrip("d"))) for c in classes if c.rstrip("d").isdigit()
+    }
+    # Age is decided by ownership, not by the store's modification times: those are on
+    # the store's wall clock, not the service's (which may be manual or accelerated), and
+    # an upload in flight is already owned by its grant. Stale grants are dropped by
+    # :func:`drop_stale_grants`, which is what lets their objects become orphans.
+    listed = []
+    for prefix in sorted(prefixes):
+        async for info in services.store.list(prefix):
+            listed.append((info.key, info.size, _LONG_AGO))
+    plan = reconcile_plan(
+        listed, known, now=services.clock.now(), grace_s=0, allow_mass_delete=allow_mass_delete
+    )
+    if plan.delete:
+        await services.store.delete_many(list(plan.delete))
+    for refused in plan.refused_devices:
+        log.warning(
+            "reconcile kept %d orphan(s) of %s: %s",
+            len(refused.orphans),
+            refused.device_id,
+            refused.reason,
+        )
+    if plan.missing:
+        log.warning("reconcile: %d indexed segment(s) have no object", len(plan.missing))
+    return ReconcileResult(plan=plan, deleted=len(plan.delete))
+
+
+async def drop_stale_grants(services: Services) -> int:
+    """Forget upload grants whose URL expired long ago (their camera never finished)."""
+    cutoff = (
+        services.clock.now() - timedelta(seconds=services.settings.url_ttl_seconds) - GRANT_GRACE
+    )
+    async with services.db.session() as session:
+        result = await session.exec(delete(UploadGrant).where(col(UploadGrant.granted_at) < cutoff))
+        await session.commit()
+    return int(result.rowcount)

@@ -1,0 +1,284 @@
+"""Recording, playback and retention end to end (issue 4; R1, R5, R6, R8).
+
+A simulated camera uploads real H.264 through the MQTT handshake to the object store;
+the app reads the timeline and an HLS playlist; a manual clock drives retention. Runs on
+SQLite with the filesystem store and on PostgreSQL and SQLite with SeaweedFS (S3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from devices.clock import ManualClock
+from gateway.service import Gateway
+from replay.models import Segment
+from simulators.camera import CameraSimulator
+from simulators.media import decode_first_frame
+from simulators.scene import read_timestamp
+from tests.conftest import StartGateway, eventually, platform_headers
+from tests.services import Broker
+from tests.test_presence import running
+
+H = platform_headers()
+
+
+@dataclass
+class Home:
+    gw: Gateway
+    http: aiohttp.ClientSession
+    app_token: str
+    clock: ManualClock
+
+    async def platform(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        r = await self.http.request(method, f"{self.gw.url}{path}", json=body, headers=H)
+        return r.status, await r.json()
+
+    async def app(self, path: str, **params: str) -> aiohttp.ClientResponse:
+        return await self.http.get(
+            f"{self.gw.url}{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {self.app_token}"},
+        )
+
+    async def subscribe(self, device_id: str, plan: str, order_id: str) -> str:
+        status, body = await self.platform(
+            "POST",
+            "/platform/v1/subscriptions",
+            {
+                "order_id": order_id,
+                "account_id": "acc-1",
+                "device_id": device_id,
+                "plan": plan,
+                "orderer_id": "owner-1",
+                "channel": "electronic",
+            },
+        )
+        assert status == 201, body
+        # Video recorded before the order is not the subscription's (R6): let time pass.
+        await self.advance(120)
+        return str(body["subscription_id"])
+
+    async def advance(self, seconds: float) -> None:
+        status, _ = await self.platform("POST", "/ops/v1/clock", {"advance_seconds": seconds})
+        assert status == 200
+
+    async def segment_count(self) -> int:
+        from sqlmodel import func, select
+
+        async with self.gw.services.db.session() as session:
+            return int((await session.exec(select(func.count()).select_from(Segment))).one())
+
+
+@pytest.fixture
+async def home(
+    broker: Broker, start_gateway: StartGateway, clock: ManualClock, stack: dict[str, str]
+) -> AsyncIterator[Home]:
+    async with (
+        start_gateway(clock=clock, mqtt_url=broker.url, **stack) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        await http.put(
+            f"{gw.url}/platform/v1/accounts/acc-1",
+            json={"owner_id": "owner-1", "star_level": 3},
+            headers=H,
+        )
+        for cam in ("cam-1", "cam-2"):
+            r = await http.post(
+                f"{gw.url}/platform/v1/accounts/acc-1/devices",
+                json={"device_id": cam, "kind": "camera"},
+                headers=H,
+            )
+            assert r.status == 201
+        r = await http.post(
+            f"{gw.url}/platform/v1/app-tokens",
+            json={"account_id": "acc-1", "user_id": "u"},
+            headers=H,
+        )
+        yield Home(gw, http, (await r.json())["token"], clock)
+
+
+def camera(broker: Broker, clock: ManualClock, device_id: str = "cam-1") -> CameraSimulator:
+    return CameraSimulator(
+        device_id=device_id, mqtt_url=broker.url, clock=clock, telemetry_interval=None, record=False
+    )
+
+
+async def test_a_continuous_camera_records_and_the_family_plays_it_back(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Acceptance 1: timeline, HLS bytes, and the decoded timestamp of the first segment."""
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    cam = camera(broker, clock)
+    t0 = clock.now() - timedelta(seconds=30)
+    async with running(cam):
+        uploads = [
+            await cam.upload(home.http, start=t0 + timedelta(seconds=10 * i), seconds=10)
+            for i in range(3)
+        ]
+    assert all(u.ok for u in uploads), [u.code for u in uploads]
+
+    async def indexed() -> bool:
+        return await home.segment_count() == 3
+
+    await eventually(indexed)
+    window = {
+        "start": (t0 - timedelta(minutes=1)).isoformat(),
+        "end": (t0 + timedelta(minutes=1)).isoformat(),
+    }
+    r = await home.app("/app/v1/devices/cam-1/timeline", **window)
+    assert r.status == 200
+    timeline = await r.json()
+    assert [
+        (datetime.fromisoformat(x["start"]), datetime.fromisoformat(x["end"]))
+        for x in timeline["ranges"]
+    ] == [(t0, t0 + timedelta(seconds=30))]
+
+    r = await home.app("/app/v1/devices/cam-1/playlist.m3u8", **window)
+    assert r.status == 200
+    assert r.content_type == "application/vnd.apple.mpegurl"
+    lines = (await r.text()).splitlines()
+    assert lines[0] == "#EXTM3U"
+    assert lines[-1] == "#EXT-X-ENDLIST"
+    urls = [line for line in lines if line.startswith("http")]
+    assert len(urls) == 3
+    for url, upload in zip(urls, uploads, strict=True):
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(url) as got:
+            assert got.status == 200
+            assert await got.read() == upload.data
+    assert upload.data is not None
+    first = uploads[0].data
+    assert first is not None
+    assert read_timestamp(decode_first_frame(first)) == t0.replace(microsecond=0)
+
+
+async def test_retention_cuts_off_at_expiry_and_the_sweeper_deletes(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Acceptance 2: 7 days + 1 s not served, then swept; 1-day plans after a day."""
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    await home.subscribe("cam-2", "continuous-1d", "o-2")
+    start = clock.now() - timedelta(seconds=10)
+    cams = [camera(broker, clock, "cam-1"), camera(broker, clock, "cam-2")]
+    async with running(cams[0]), running(cams[1]):
+        seg7 = await cams[0].upload(home.http, start=start, seconds=10)
+        seg1 = await cams[1].upload(home.http, start=start, seconds=10)
+
+    async def indexed() -> bool:
+        return await home.segment_count() == 2
+
+    await eventually(indexed)
+    store = home.gw.services.store
+    assert seg1.key is not None
+    assert seg7.key is not None
+    # One day after recording: the 1-day segment is gone, the 7-day one stays.
+    await home.advance(86400 + 1)
+    assert await store.head(seg1.key) is None
+    assert await store.head(seg7.key) is not None
+    r = await home.app(f"/app/v1/segments/{seg7.segment_id}")
+    assert r.status == 200
+    # 7 days + 1 s after the recording ended: not served, even before any sweep...
+    home.clock.advance(6 * 86400)
+    r = await home.app(f"/app/v1/segments/{seg7.segment_id}")
+    assert r.status == 404
+    assert (await r.json())["error"]["code"] == "expired"
+    assert await store.head(seg7.key) is not None, "the sweeper has not run yet"
+    # ...and gone from the store and the index after one sweep.
+    await home.advance(0)
+    assert await store.head(seg7.key) is None
+    assert await home.segment_count() == 0
+
+
+async def test_unsubscribed_video_is_refused_at_once_and_deleted_at_its_expiry(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """R5/R6: no viewing after unsubscription, not even under a new subscription."""
+    sid = await home.subscribe("cam-1", "continuous-7d", "o-1")
+    cam = camera(broker, clock)
+    async with running(cam):
+        seg = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+
+    async def indexed() -> bool:
+        return await home.segment_count() == 1
+
+    await eventually(indexed)
+    await home.platform(
+        "POST", f"/platform/v1/subscriptions/{sid}/unsubscribe", {"order_id": "u-1"}
+    )
+    r = await home.app(f"/app/v1/segments/{seg.segment_id}")
+    assert r.status == 403
+    assert (await r.json())["error"]["code"] == "unsubscribed"
+    await home.subscribe("cam-1", "continuous-7d", "o-2")
+    r = await home.app(f"/app/v1/segments/{seg.segment_id}")
+    assert r.status == 403
+    assert (await r.json())["error"]["code"] == "previous_subscription"
+    assert seg.key is not None
+    await home.advance(3 * 86400)
+    assert await home.gw.services.store.head(seg.key) is not None, "kept until its expiry"
+    await home.advance(4 * 86400 + 1)
+    assert await home.gw.services.store.head(seg.key) is None
+
+
+async def test_an_event_plan_takes_clips_not_continuous_video(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Acceptance 3 (R1): continuous refused not_entitled; one-minute clips with events."""
+    await home.subscribe("cam-1", "event-7d", "o-1")
+    cam = camera(broker, clock)
+    at = clock.now() - timedelta(seconds=50)
+    async with running(cam):
+        refused = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+        await cam.report_event(event_id="ev-1", kind="person", at=at, score=0.9)
+        clip = await cam.upload(
+            home.http, start=at - timedelta(seconds=10), seconds=60, kind="event", event_id="ev-1"
+        )
+    assert (refused.ok, refused.code) == (False, "not_entitled")
+    assert clip.ok
+
+    async def indexed() -> bool:
+        return await home.segment_count() == 1
+
+    await eventually(indexed)
+    r = await home.app(
+        "/app/v1/devices/cam-1/timeline",
+        start=(at - timedelta(minutes=5)).isoformat(),
+        end=(at + timedelta(minutes=5)).isoformat(),
+    )
+    body = await r.json()
+    assert [(e["event_id"], e["type"], e["segment_id"]) for e in body["events"]] == [
+        ("ev-1", "person", clip.segment_id)
+    ]
+    r = await home.app(body["events"][0]["thumbnail_url"])
+    assert r.status == 200
+    assert r.content_type == "image/jpeg"
+
+
+async def test_the_family_can_save_a_clip_to_its_cloud(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """R14: the saved copy is outside retention."""
+    await home.subscribe("cam-1", "continuous-1d", "o-1")
+    cam = camera(broker, clock)
+    async with running(cam):
+        seg = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+
+    async def indexed() -> bool:
+        return await home.segment_count() == 1
+
+    await eventually(indexed)
+    r = await home.http.post(
+        f"{home.gw.url}/app/v1/segments/{seg.segment_id}/save",
+        headers={"Authorization": f"Bearer {home.app_token}"},
+    )
+    assert r.status == 201
+    saved = await r.json()
+    assert saved["bytes"] == len(seg.data or b"")
+    keys = [i.key async for i in home.gw.services.store.list("family/acc-1/")]
+    assert len(keys) == 1
+    await home.advance(2 * 86400)
+    assert await home.gw.services.store.get(keys[0]) == seg.data, "outside replay retention"
