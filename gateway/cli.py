@@ -28,9 +28,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("serve", help="the service against the configured broker, DB and store")
     device = sub.add_parser("device", help="run one simulated device")
     device.add_argument("rest", nargs=argparse.REMAINDER)
+    simulate = sub.add_parser("simulate", help="run a fleet of simulated households",
+                              add_help=False)
+    simulate.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     try:
+        if args.command == "simulate":
+            from simulators.fleet import main as fleet_main
+
+            return fleet_main(args.rest)
         if args.command == "device":
             from simulators.device import main as device_main
 
