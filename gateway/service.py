@@ -41,6 +41,7 @@ from gateway.services import Services
 from replay import subscriptions
 from replay.billing import business_date
 from replay.plans import DEFAULT_CATALOG, load_plans
+from replay.recording import lifecycle_rules
 from storage.db import Database
 from storage.open import open_object_store
 
@@ -103,6 +104,7 @@ class Gateway:
                 base_url=base_url,
                 signing_key=signing_key(settings),
                 clock=clock,
+                lifecycle=dict(lifecycle_rules(plan.retention_days for plan in catalog)),
             )
         )
         jobs = JobRunner(clock=clock, metrics=metrics)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -14,8 +14,14 @@ from storage.objects import ObjectStore
 
 @asynccontextmanager
 async def open_object_store(
-    url: str, *, base_url: str, signing_key: bytes, clock: Clock
+    url: str,
+    *,
+    base_url: str,
+    signing_key: bytes,
+    clock: Clock,
+    lifecycle: Mapping[str, int] | None = None,
 ) -> AsyncIterator[ObjectStore]:
+    """The store; on S3, ``lifecycle`` (prefix → days) backs the sweeper up with expiry rules."""
     parts = urlsplit(url)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -35,6 +41,8 @@ async def open_object_store(
         from storage.s3store import S3ObjectStore
 
         async with S3ObjectStore.from_url(url) as s3:
+            if lifecycle:
+                await s3.set_lifecycle_expiry(lifecycle)
             yield s3
         return
     raise ValueError(f"unsupported object store URL {url!r}: use file:///path or s3://bucket")

@@ -282,3 +282,41 @@ async def test_the_family_can_save_a_clip_to_its_cloud(
     assert len(keys) == 1
     await home.advance(2 * 86400)
     assert await home.gw.services.store.get(keys[0]) == seg.data, "outside replay retention"
+
+
+async def test_reconcile_never_deletes_most_of_a_device_without_the_flag(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Acceptance 5: an index lost for a device does not take its recordings with it."""
+    from sqlmodel import col, delete
+
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    cam = camera(broker, clock)
+    start = clock.now() - timedelta(seconds=20)
+    async with running(cam):
+        segs = [
+            await cam.upload(home.http, start=start + timedelta(seconds=10 * i), seconds=10)
+            for i in range(2)
+        ]
+
+    async def indexed() -> bool:
+        return await home.segment_count() == 2
+
+    await eventually(indexed)
+    async with home.gw.services.db.session() as session:
+        await session.exec(delete(Segment).where(col(Segment.device_id) == "cam-1"))
+        await session.commit()
+    status, body = await home.platform("POST", "/ops/v1/reconcile", {})
+    assert status == 200
+    assert body["deleted"] == 0
+    assert [(d["device_id"], d["orphans"], d["objects"]) for d in body["refused_devices"]] == [
+        ("cam-1", 2, 2)
+    ]
+    for seg in segs:
+        assert seg.key is not None
+        assert await home.gw.services.store.head(seg.key) is not None
+    status, body = await home.platform("POST", "/ops/v1/reconcile", {"allow_mass_delete": True})
+    assert body["deleted"] == 2
+    for seg in segs:
+        assert seg.key is not None
+        assert await home.gw.services.store.head(seg.key) is None
