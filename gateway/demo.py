@@ -19,15 +19,23 @@ from typing import Any
 from amqtt.broker import Broker
 
 from devices import accounts
+from devices.clock import Clock
 from devices.models import DeviceKind
 from gateway.config import Settings
+from gateway.desired import PUBLISH_JOB, refresh_desired
 from gateway.lifecycle import cancel_all
 from gateway.service import Gateway
+from replay import subscriptions
+from simulators.camera import CameraSimulator
 from simulators.device import SimulatedDevice
+from simulators.scene import Scene, script_actors
 
 log = logging.getLogger(__name__)
 
 HOUSEHOLD = "demo-home"
+OWNER = "demo-owner"
+#: The demo's cloud-replay products: one camera of each family (R1).
+PLANS = {"demo-cam-door": "continuous-7d", "demo-cam-living": "event-7d"}
 DEVICES = (
     ("demo-cam-door", DeviceKind.CAMERA, "Front door"),
     ("demo-cam-living", DeviceKind.CAMERA, "Living room"),
@@ -59,14 +67,14 @@ async def embedded_broker(host: str = "127.0.0.1") -> AsyncIterator[str]:
 
 
 async def provision(gateway: Gateway) -> str:
-    """The demo household; returns an app token for it."""
+    """The demo household with one product per camera; returns an app token for it."""
     services = gateway.services
     now = services.clock.now()
     async with services.db.session() as session:
         await accounts.upsert_account(
             session,
             account_id=HOUSEHOLD,
-            owner_id="demo-owner",
+            owner_id=OWNER,
             star_level=5,
             name="Demo household",
             now=now,
@@ -80,9 +88,51 @@ async def provision(gateway: Gateway) -> str:
                 name=name,
                 now=now,
             )
+        for device_id, plan in PLANS.items():
+            if await subscriptions.active_subscription(session, device_id) is None:
+                await subscriptions.subscribe(
+                    session,
+                    catalog=services.catalog,
+                    order_id=f"demo-{device_id}-{now.timestamp():.0f}",
+                    account_id=HOUSEHOLD,
+                    device_id=device_id,
+                    plan_id=plan,
+                    orderer_id=OWNER,
+                    channel="electronic",
+                    ordered_at=now,
+                )
+        await refresh_desired(services, session, [d for d, _, _ in DEVICES])
+        await session.commit()
+        services.jobs.trigger(PUBLISH_JOB)
         return await accounts.issue_app_token(
             session, account_id=HOUSEHOLD, user_id="demo-user", now=now
         )
+
+
+def demo_fleet(mqtt_url: str, clock: Clock) -> list[SimulatedDevice]:
+    """Two recording cameras (real H.264) with people passing by, and a router."""
+    actors = script_actors(start=clock.now(), count=200, seed="demo", gap_s=(20.0, 40.0))
+    fleet: list[SimulatedDevice] = [
+        CameraSimulator(
+            device_id=device_id,
+            mqtt_url=mqtt_url,
+            clock=clock,
+            scene=Scene(seed=device_id, actors=actors),
+            telemetry_interval=10.0,
+        )
+        for device_id, kind, _ in DEVICES
+        if kind == DeviceKind.CAMERA
+    ]
+    fleet.append(
+        SimulatedDevice(
+            device_id="demo-router",
+            kind="router",
+            mqtt_url=mqtt_url,
+            telemetry_interval=10.0,
+            clock=clock,
+        )
+    )
+    return fleet
 
 
 async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -95,16 +145,7 @@ async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> 
         settings = settings.model_copy(update={"mqtt_url": mqtt_url, "platform_token": token})
         async with Gateway(settings=settings) as gateway:
             app_token = await provision(gateway)
-            fleet = [
-                SimulatedDevice(
-                    device_id=device_id,
-                    kind=kind.value,
-                    mqtt_url=mqtt_url,
-                    telemetry_interval=10.0,
-                    clock=gateway.clock,
-                )
-                for device_id, kind, _ in DEVICES
-            ]
+            fleet = demo_fleet(mqtt_url, gateway.clock)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(device.run(), name=f"demo[{device.device_id}]")
