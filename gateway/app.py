@@ -104,6 +104,7 @@ def create_app(*, services: Services) -> web.Application:
         routes_ops,
         routes_platform,
         routes_playback,
+        routes_router,
         routes_subscriptions,
     )
 
@@ -117,6 +118,7 @@ def create_app(*, services: Services) -> web.Application:
         routes_broadband.api,
         routes_app.api,
         routes_playback.api,
+        routes_router.api,
     )
     for api in apis:
         api.install(app, _wrap)

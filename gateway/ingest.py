@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway import broadband, recording
+from gateway import broadband, recording, routes_router
 from gateway.services import Services
 from gateway.wire import DeviceMessage, Malformed, StatePayload, parse
 
@@ -40,6 +40,7 @@ class Ingest:
             presence.state(msg.device_id, online=state.online, at=now, firmware=state.firmware)
         elif msg.kind == "telemetry":
             presence.telemetry(msg.device_id, now, msg.payload)
+            await routes_router.on_telemetry(self._s, msg)
         elif msg.kind == "reported":
             version = msg.payload.get("version")
             if not isinstance(version, int) or isinstance(version, bool) or version < 0:
