@@ -28,8 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("serve", help="the service against the configured broker, DB and store")
     device = sub.add_parser("device", help="run one simulated device")
     device.add_argument("rest", nargs=argparse.REMAINDER)
-    simulate = sub.add_parser("simulate", help="run a fleet of simulated households",
-                              add_help=False)
+    simulate = sub.add_parser(
+        "simulate", help="run a fleet of simulated households", add_help=False
+    )
     simulate.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
