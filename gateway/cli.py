@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(
                 level=settings.log_level, format="%(levelname)s %(name)s: %(message)s"
             )
-            for noisy in ("amqtt", "transitions"):  # the embedded broker's chatter
+            for noisy in ("amqtt", "transitions", "aiohttp.access"):  # chatter
                 logging.getLogger(noisy).setLevel(logging.WARNING)
             from gateway.demo import run_demo
 
