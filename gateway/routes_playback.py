@@ -127,6 +127,19 @@ async def _segments(
     return list(result.all())
 
 
+async def _viewing_window(
+    request: web.Request, session: AsyncSession
+) -> tuple[str, RangeQuery, Subscription, list[Segment]]:
+    """The device, the asked range, its current subscription and the viewable segments."""
+    services = services_of(request)
+    device_id = path_id(request, "device_id")
+    query = parse_query(request, RangeQuery)
+    account_id = app_token_of(request).account_id
+    current = await _watchable(services, session, account_id, device_id)
+    segments = await _segments(session, current, query.start, query.end, services.clock.now())
+    return device_id, query, current, segments
+
+
 @api.route(
     "GET",
     "/app/v1/devices/{device_id}/timeline",
@@ -139,13 +152,8 @@ async def _segments(
 )
 async def timeline(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    token = app_token_of(request)
-    device_id = path_id(request, "device_id")
-    query = parse_query(request, RangeQuery)
-    now = services.clock.now()
     async with services.db.session() as session:
-        current = await _watchable(services, session, token.account_id, device_id)
-        segments = await _segments(session, current, query.start, query.end, now)
+        device_id, query, current, segments = await _viewing_window(request, session)
         events = (
             await session.exec(
                 select(CameraEvent)
@@ -158,7 +166,6 @@ async def timeline(request: web.Request) -> web.StreamResponse:
             )
         ).all()
     ranges = playback.merge_ranges([(s.start, s.end) for s in segments])
-    base = services.settings.base_url if services.settings.public_url else None
     out_events = []
     for event in events:
         holder = next((s for s in segments if s.event_id == event.event_id), None) or next(
@@ -166,7 +173,7 @@ async def timeline(request: web.Request) -> web.StreamResponse:
         )
         if holder is None:
             continue  # an event without viewable video is not on the timeline
-        thumb = f"{base or ''}/app/v1/segments/{holder.segment_id}/thumbnail.jpg"
+        thumb = f"/app/v1/segments/{holder.segment_id}/thumbnail.jpg"  # relative to the API
         out_events.append(
             EventOut(
                 event_id=event.event_id,
@@ -199,13 +206,8 @@ async def timeline(request: web.Request) -> web.StreamResponse:
 )
 async def playlist(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    token = app_token_of(request)
-    device_id = path_id(request, "device_id")
-    query = parse_query(request, RangeQuery)
-    now = services.clock.now()
     async with services.db.session() as session:
-        current = await _watchable(services, session, token.account_id, device_id)
-        segments = await _segments(session, current, query.start, query.end, now)
+        _, _, _, segments = await _viewing_window(request, session)
     if not segments:
         raise ApiError(404, "no_recording", "nothing recorded in that range")
     ttl = services.settings.url_ttl_seconds

@@ -68,6 +68,12 @@ class Home:
         status, _ = await self.platform("POST", "/ops/v1/clock", {"advance_seconds": seconds})
         assert status == 200
 
+    async def wait_indexed(self, count: int) -> None:
+        async def done() -> bool:
+            return await self.segment_count() == count
+
+        await eventually(done)
+
     async def segment_count(self) -> int:
         from sqlmodel import func, select
 
@@ -123,10 +129,7 @@ async def test_a_continuous_camera_records_and_the_family_plays_it_back(
         ]
     assert all(u.ok for u in uploads), [u.code for u in uploads]
 
-    async def indexed() -> bool:
-        return await home.segment_count() == 3
-
-    await eventually(indexed)
+    await home.wait_indexed(3)
     window = {
         "start": (t0 - timedelta(minutes=1)).isoformat(),
         "end": (t0 + timedelta(minutes=1)).isoformat(),
@@ -169,10 +172,7 @@ async def test_retention_cuts_off_at_expiry_and_the_sweeper_deletes(
         seg7 = await cams[0].upload(home.http, start=start, seconds=10)
         seg1 = await cams[1].upload(home.http, start=start, seconds=10)
 
-    async def indexed() -> bool:
-        return await home.segment_count() == 2
-
-    await eventually(indexed)
+    await home.wait_indexed(2)
     store = home.gw.services.store
     assert seg1.key is not None
     assert seg7.key is not None
@@ -203,10 +203,7 @@ async def test_unsubscribed_video_is_refused_at_once_and_deleted_at_its_expiry(
     async with running(cam):
         seg = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
 
-    async def indexed() -> bool:
-        return await home.segment_count() == 1
-
-    await eventually(indexed)
+    await home.wait_indexed(1)
     await home.platform(
         "POST", f"/platform/v1/subscriptions/{sid}/unsubscribe", {"order_id": "u-1"}
     )
@@ -240,10 +237,7 @@ async def test_an_event_plan_takes_clips_not_continuous_video(
     assert (refused.ok, refused.code) == (False, "not_entitled")
     assert clip.ok
 
-    async def indexed() -> bool:
-        return await home.segment_count() == 1
-
-    await eventually(indexed)
+    await home.wait_indexed(1)
     r = await home.app(
         "/app/v1/devices/cam-1/timeline",
         start=(at - timedelta(minutes=5)).isoformat(),
@@ -267,10 +261,7 @@ async def test_the_family_can_save_a_clip_to_its_cloud(
     async with running(cam):
         seg = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
 
-    async def indexed() -> bool:
-        return await home.segment_count() == 1
-
-    await eventually(indexed)
+    await home.wait_indexed(1)
     r = await home.http.post(
         f"{home.gw.url}/app/v1/segments/{seg.segment_id}/save",
         headers={"Authorization": f"Bearer {home.app_token}"},
@@ -299,10 +290,7 @@ async def test_reconcile_never_deletes_most_of_a_device_without_the_flag(
             for i in range(2)
         ]
 
-    async def indexed() -> bool:
-        return await home.segment_count() == 2
-
-    await eventually(indexed)
+    await home.wait_indexed(2)
     async with home.gw.services.db.session() as session:
         await session.exec(delete(Segment).where(col(Segment.device_id) == "cam-1"))
         await session.commit()
