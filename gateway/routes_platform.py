@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from datetime import datetime
 from typing import Annotated
 
@@ -20,10 +22,13 @@ api = Api()
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def path_id(request: web.Request, name: str) -> str:
+    """An id from the path; one that no record could have is simply not found."""
     value = request.match_info[name]
-    accounts_pattern_ok = 0 < len(value) <= 64 and all(c.isalnum() or c in "._-" for c in value)
-    if not accounts_pattern_ok:
+    if not _ID.fullmatch(value):
         raise accounts.NotFound(f"{name} {value!r} not found")
     return value
 
