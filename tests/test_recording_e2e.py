@@ -308,3 +308,41 @@ async def test_reconcile_never_deletes_most_of_a_device_without_the_flag(
     for seg in segs:
         assert seg.key is not None
         assert await home.gw.services.store.head(seg.key) is None
+
+
+async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Acceptance 4 (R8): refused while stopped; after resume both work; no retention pause."""
+    await home.subscribe("cam-1", "continuous-1d", "o-1")
+    cam = camera(broker, clock)
+    async with running(cam):
+        before = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+        await home.wait_indexed(1)
+        status, body = await home.platform(
+            "POST", "/platform/v1/broadband/acc-1/stop", {"order_id": "s-1", "stop_type": "arrears"}
+        )
+        assert status == 200
+        assert body["state"] == "stopped"
+        refused = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+        assert (refused.ok, refused.code) == (False, "suspended")
+        r = await home.app(f"/app/v1/segments/{before.segment_id}")
+        assert r.status == 403
+        assert (await r.json())["error"]["code"] == "broadband_inactive"
+        await home.advance(12 * 3600)  # half a day stopped: the retention clock runs on
+        status, body = await home.platform(
+            "POST",
+            "/platform/v1/broadband/acc-1/resume",
+            {"order_id": "r-1", "stop_type": "arrears"},
+        )
+        assert body["state"] == "active"
+        after = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+        assert after.ok
+        await home.wait_indexed(2)
+    r = await home.app(f"/app/v1/segments/{before.segment_id}")
+    assert r.status == 200
+    await home.advance(12 * 3600 + 1)  # one day after the first recording, not 1.5
+    r = await home.app(f"/app/v1/segments/{before.segment_id}")
+    assert r.status == 404
+    r = await home.app(f"/app/v1/segments/{after.segment_id}")
+    assert r.status == 200
