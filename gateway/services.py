@@ -10,6 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from devices.clock import Clock
 from devices.desired import ReportedVersions
 from devices.presence import PresenceTracker
+from devices.router import RouterManager
+from devices.router_store import new_router_manager
 from gateway.config import Settings
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
@@ -40,6 +42,8 @@ class Services:
     #: R15: may the account's family cloud take saves now? (set by the broadband wiring)
     family_cloud_open: FamilyCloudCheck = field(default=_always_open)
     mqtt: MqttSession | None = None
+    #: The gateway's pool of router SSH sessions (R13).
+    router_manager: RouterManager = field(default_factory=new_router_manager)
 
     @property
     def fs_store(self) -> FilesystemObjectStore | None:
