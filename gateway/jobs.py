@@ -11,8 +11,9 @@ logged, and the job runs again at its next turn.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from devices.clock import Clock
@@ -52,13 +53,21 @@ class JobRunner:
             else:
                 self._metrics.job_runs.labels(job.name, "ok").inc()
 
-    def trigger(self, name: str) -> None:
-        """Run the job soon, without waiting for its interval (new work arrived)."""
+    def _job(self, name: str) -> Job:
         for job in self._jobs:
             if job.name == name:
-                job.wake.set()
-                return
+                return job
         raise KeyError(name)
+
+    @contextlib.asynccontextmanager
+    async def held(self, name: str) -> AsyncIterator[None]:
+        """Keep one job from running inside the block (maintenance; tests of lateness)."""
+        async with self._job(name).lock:
+            yield
+
+    def trigger(self, name: str) -> None:
+        """Run the job soon, without waiting for its interval (new work arrived)."""
+        self._job(name).wake.set()
 
     async def run_all(self) -> None:
         for job in self._jobs:
