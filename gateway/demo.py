@@ -18,9 +18,10 @@ from typing import Any
 
 from amqtt.broker import Broker
 
-from devices import accounts
+from devices import accounts, router_store
 from devices.clock import Clock
 from devices.models import DeviceKind
+from devices.router import RouterCredentials
 from gateway.config import Settings
 from gateway.desired import PUBLISH_JOB, refresh_desired
 from gateway.lifecycle import cancel_all
@@ -28,6 +29,9 @@ from gateway.service import Gateway
 from replay import subscriptions
 from simulators.camera import CameraSimulator
 from simulators.device import SimulatedDevice
+from simulators.radio import Home
+from simulators.router import RouterSimulator
+from simulators.router_device import RouterDevice
 from simulators.scene import Scene, script_actors
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 HOUSEHOLD = "demo-home"
 OWNER = "demo-owner"
 #: The demo's cloud-replay products: one camera of each family (R1).
+ROUTER_PASSWORD = secrets.token_urlsafe(12)  # the demo router's SSH login (root)
 PLANS = {"demo-cam-door": "continuous-7d", "demo-cam-living": "event-7d"}
 DEVICES = (
     ("demo-cam-door", DeviceKind.CAMERA, "Front door"),
@@ -109,7 +114,29 @@ async def provision(gateway: Gateway) -> str:
         )
 
 
-def demo_fleet(mqtt_url: str, clock: Clock) -> list[SimulatedDevice]:
+async def provision_router(gateway: Gateway, router: RouterSimulator) -> None:
+    """Pin the demo router's SSH host key, as an installer would (trust on first use)."""
+    services = gateway.services
+    creds = RouterCredentials(
+        host=router.host,
+        port=router.port,
+        username="root",
+        password=ROUTER_PASSWORD,
+        pinned_host_key=None,
+    )
+    host_key = await services.router_manager.provision_host_key(creds)
+    async with services.db.session() as session:
+        await router_store.save_access(
+            session,
+            device_id="demo-router",
+            creds=creds,
+            host_key=host_key,
+            now=services.clock.now(),
+        )
+        await session.commit()
+
+
+def demo_fleet(mqtt_url: str, clock: Clock, router: RouterSimulator) -> list[SimulatedDevice]:
     """Two recording cameras (real H.264) with people passing by, and a router."""
     actors = script_actors(start=clock.now(), count=200, seed="demo", gap_s=(20.0, 40.0))
     fleet: list[SimulatedDevice] = [
@@ -124,11 +151,11 @@ def demo_fleet(mqtt_url: str, clock: Clock) -> list[SimulatedDevice]:
         if kind == DeviceKind.CAMERA
     ]
     fleet.append(
-        SimulatedDevice(
+        RouterDevice(
             device_id="demo-router",
-            kind="router",
             mqtt_url=mqtt_url,
-            telemetry_interval=10.0,
+            router=router,
+            telemetry_interval=5.0,
             clock=clock,
         )
     )
@@ -143,9 +170,13 @@ async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> 
     async with embedded_broker() as mqtt_url:
         token = settings.platform_token or secrets.token_urlsafe(24)
         settings = settings.model_copy(update={"mqtt_url": mqtt_url, "platform_token": token})
-        async with Gateway(settings=settings) as gateway:
+        async with (
+            Gateway(settings=settings) as gateway,
+            RouterSimulator(password=ROUTER_PASSWORD, home=Home.generate("demo")) as router,
+        ):
             app_token = await provision(gateway)
-            fleet = demo_fleet(mqtt_url, gateway.clock)
+            await provision_router(gateway, router)
+            fleet = demo_fleet(mqtt_url, gateway.clock, router)
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(device.run(), name=f"demo[{device.device_id}]")
