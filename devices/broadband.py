@@ -106,6 +106,17 @@ TEARDOWN_KEY = "teardown"
 EMERGENCY_KEY = "emergency"
 
 AccountState: TypeAlias = Literal["active", "stopped", "torn_down"]
+ACCOUNT_STATES: tuple[AccountState, ...] = ("active", "stopped", "torn_down")
+
+
+def account_state(value: str) -> AccountState:
+    """A stored ``Account.broadband_state`` as its typed value (refuses anything else)."""
+    for state in ACCOUNT_STATES:
+        if value == state:
+            return state
+    raise ValueError(f"unknown broadband state {value!r}")
+
+
 FamilyCloudStatus: TypeAlias = Literal["open", "closed", "deleted"]
 EmergencyCondition: TypeAlias = Literal[
     "not_stopped", "star_level", "stop_types", "window", "monthly_limit"

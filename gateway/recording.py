@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from devices.broadband import account_state
 from devices.models import Account, Device, DeviceKind
 from gateway.services import Services
 from gateway.wire import DeviceMessage, Malformed, topic
@@ -67,7 +68,7 @@ async def on_upload_request(services: Services, msg: DeviceMessage) -> None:
         decision = recording.decide_upload(
             request,
             entitlement=recording.entitlement_of(subscription),
-            broadband_state=account.broadband_state,  # type: ignore[arg-type]
+            broadband_state=account_state(account.broadband_state),
             now=now,
         )
         if isinstance(decision, recording.Refuse):

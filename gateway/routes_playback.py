@@ -16,7 +16,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import accounts
-from devices.models import Account
+from devices.broadband import account_state
 from gateway.api import Api, ApiError, Body, Out, json_out, parse_query
 from gateway.app import app_token_of, services_of
 from gateway.routes_platform import path_id
@@ -88,8 +88,7 @@ async def _watchable(
 ) -> Subscription:
     """The device's current subscription if the family may watch it now; else 403/404."""
     await accounts.device_of_account(session, account_id, device_id)
-    account = await session.get(Account, account_id)
-    assert account is not None
+    account = await accounts.get_account(session, account_id)
     current = await active_subscription(session, device_id)
     latest = (
         await session.exec(
@@ -99,7 +98,7 @@ async def _watchable(
             .limit(1)
         )
     ).first()
-    refusal = playback.playback_refusal(current, latest, account.broadband_state)  # type: ignore[arg-type]
+    refusal = playback.playback_refusal(current, latest, account_state(account.broadband_state))
     if refusal is not None:
         raise ApiError(refusal.status, refusal.code, refusal.message, rule=refusal.rule)
     assert current is not None
