@@ -8,10 +8,13 @@ device of another account is 404, never 403.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from aiohttp import web
 from pydantic import AwareDatetime, model_validator
+from sqlalchemy import select as sa_select
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,7 +26,7 @@ from gateway.routes_platform import path_id
 from gateway.services import Services
 from replay import playback
 from replay.models import CameraEvent, FamilyCloudItem, Segment, Subscription
-from replay.recording import family_key
+from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS, family_key
 from replay.subscriptions import active_subscription
 
 api = Api()
@@ -105,30 +108,60 @@ async def _watchable(
     return current
 
 
+class Piece(NamedTuple):
+    """The columns playback needs of an indexed segment (no ORM objects on this path)."""
+
+    segment_id: str
+    start: datetime
+    end: datetime
+    event_id: str | None
+    object_key: str
+
+
+#: No segment is longer than this (R1: continuous ≤ 60 s, event clips 60 s ± 2 s), so a
+#: segment overlapping ``[start, end)`` began after ``start - LONGEST``: the index on
+#: (device_id, start) then scans only the asked range, not the device's whole history.
+LONGEST = timedelta(seconds=MAX_CONTINUOUS_SECONDS + EVENT_CLIP_TOLERANCE_S)
+
+
 async def _segments(
     session: AsyncSession,
     subscription: Subscription,
     start: datetime,
     end: datetime,
     now: datetime,
-) -> list[Segment]:
-    result = await session.exec(
-        select(Segment)
+) -> list[Piece]:
+    connection = await session.connection()
+    result = await connection.execute(
+        sa_select(
+            col(Segment.segment_id),
+            col(Segment.start),
+            col(Segment.end),
+            col(Segment.event_id),
+            col(Segment.object_key),
+        )
         .where(
-            Segment.device_id == subscription.device_id,
-            Segment.subscription_id == subscription.subscription_id,
+            col(Segment.device_id) == subscription.device_id,
+            col(Segment.start) > start - LONGEST,
             col(Segment.start) < end,
             col(Segment.end) > start,
+            col(Segment.subscription_id) == subscription.subscription_id,
             col(Segment.expires_at) > now,  # the read path enforces the cut-off itself
         )
         .order_by(col(Segment.start))
     )
-    return list(result.all())
+    return [Piece(*row) for row in result.all()]
+
+
+def _covering(segments: list[Piece], starts: list[datetime], at: datetime) -> Piece | None:
+    """The segment recorded at ``at`` (``segments`` sorted by start)."""
+    index = bisect.bisect_right(starts, at) - 1
+    return segments[index] if index >= 0 and at < segments[index].end else None
 
 
 async def _viewing_window(
     request: web.Request, session: AsyncSession
-) -> tuple[str, RangeQuery, Subscription, list[Segment]]:
+) -> tuple[str, RangeQuery, Subscription, list[Piece]]:
     """The device, the asked range, its current subscription and the viewable segments."""
     services = services_of(request)
     device_id = path_id(request, "device_id")
@@ -165,11 +198,11 @@ async def timeline(request: web.Request) -> web.StreamResponse:
             )
         ).all()
     ranges = playback.merge_ranges([(s.start, s.end) for s in segments])
+    clips = {s.event_id: s for s in segments if s.event_id is not None}
+    starts = [s.start for s in segments]
     out_events = []
     for event in events:
-        holder = next((s for s in segments if s.event_id == event.event_id), None) or next(
-            (s for s in segments if s.start <= event.at < s.end), None
-        )
+        holder = clips.get(event.event_id) or _covering(segments, starts, event.at)
         if holder is None:
             continue  # an event without viewable video is not on the timeline
         thumb = f"/app/v1/segments/{holder.segment_id}/thumbnail.jpg"  # relative to the API
