@@ -20,30 +20,27 @@ def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "simulate":
+        from simulators.fleet import main as fleet_main
+
+        return fleet_main(args_list[1:])
+    if args_list and args_list[0] == "device":
+        from simulators.device import main as device_main
+
+        device_main(args_list[1:])
+        return 0
     parser = argparse.ArgumentParser(prog="kanjia", description=__doc__)
     parser.add_argument("--config", type=Path, help="a TOML file of settings")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="everything embedded: broker, gateway, a household")
     demo.add_argument("--http-port", type=int, help="HTTP port (default 8080; 0: any free)")
     sub.add_parser("serve", help="the service against the configured broker, DB and store")
-    device = sub.add_parser("device", help="run one simulated device")
-    device.add_argument("rest", nargs=argparse.REMAINDER)
-    simulate = sub.add_parser(
-        "simulate", help="run a fleet of simulated households", add_help=False
-    )
-    simulate.add_argument("rest", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    sub.add_parser("device", help="run one simulated device (see kanjia device --help)")
+    sub.add_parser("simulate", help="run a fleet of households (see kanjia simulate --help)")
+    args = parser.parse_args(args_list)
 
     try:
-        if args.command == "simulate":
-            from simulators.fleet import main as fleet_main
-
-            return fleet_main(args.rest)
-        if args.command == "device":
-            from simulators.device import main as device_main
-
-            device_main(args.rest)
-            return 0
         if args.command == "demo":
             settings = _settings(args, http_port=args.http_port)
             logging.basicConfig(
