@@ -190,6 +190,8 @@ class FleetOptions:
     rogue_share: float = 0.05
     telemetry_seconds: float = 30.0
     segment_seconds: float = 10.0
+    #: Size of a synthetic segment (``--media synthetic``).
+    synthetic_bytes: int = 66_000
     min_real_interval: float = 5.0
     workers: int = 1
     #: Devices connecting at once; ``None``: one for the embedded amqtt broker, else 64.
@@ -210,6 +212,8 @@ class FleetOptions:
             raise ValueError("media must be real or synthetic")
         if self.stop_rate < 0 or self.app_rate < 0:
             raise ValueError("stop and app rates must not be negative")
+        if self.synthetic_bytes < 1:
+            raise ValueError("a synthetic segment holds at least one byte")
         if not 0 <= self.rogue_share <= 1:
             raise ValueError("the rogue share is a fraction from 0 to 1")
         if self.workers < 0 or (self.connect_concurrency or 1) < 1:
@@ -253,6 +257,7 @@ class FleetOptions:
             "rogue_share": self.rogue_share,
             "telemetry_s": self.telemetry_seconds,
             "segment_s": self.segment_seconds,
+            "synthetic_bytes": self.synthetic_bytes,
             "min_real_interval_s": self.min_real_interval,
             "workers": self.workers,
         }
@@ -525,6 +530,7 @@ class FleetCamera(FleetDevice, CameraSimulator):
             )
         except TimeoutError:
             counters.errors["upload:no_answer"] += 1
+            log.warning("%s: no answer to the upload of %s (%s)", self.device_id, start, kind)
             return
         except aiohttp.ClientError as exc:
             counters.errors[f"upload:{type(exc).__name__}"] += 1
@@ -550,6 +556,7 @@ class WorkerSpec:
     clock_mono: float
     devices: tuple[DeviceSpec, ...]
     media: Media
+    synthetic_bytes: int
     pacing: Pacing
     horizon_s: float
     connect_concurrency: int
@@ -570,6 +577,7 @@ class WorkerSpec:
             clock_mono=float(raw["clock_mono"]),
             devices=tuple(DeviceSpec(**d) for d in raw["devices"]),
             media=raw["media"],
+            synthetic_bytes=int(raw["synthetic_bytes"]),
             pacing=Pacing(
                 telemetry_every=pacing["telemetry_every"],
                 segment_seconds=pacing["segment_seconds"],
@@ -640,6 +648,7 @@ class DeviceWorker:
                 rogue=spec.rogue,
                 horizon_s=self.spec.horizon_s * self.spec.clock_speed,
                 media=self.spec.media,
+                synthetic_bytes=self.spec.synthetic_bytes,
                 **common,
             )
         return FleetRouter(telemetry_every=self.spec.pacing.telemetry_every, **common)
@@ -1061,9 +1070,11 @@ class FleetRun:
         platform: Platform,
         status: StatusLine,
         log_dir: Path | None = None,
+        provision_first: bool = True,
     ) -> None:
         self.options = options
         self.log_dir = log_dir
+        self.provision_first = provision_first
         self.households = list(households)
         self.target = target
         self.platform = platform
@@ -1295,7 +1306,8 @@ class FleetRun:
     async def run(self) -> dict[str, Any]:
         options, target = self.options, self.target
         started = time.monotonic()
-        await self.provision()
+        if self.provision_first:
+            await self.provision()
         provisioned = time.monotonic()
         self.broadband = await self.platform.has_broadband_routes()
         self.metrics_start = await self.platform.metrics()
@@ -1310,6 +1322,7 @@ class FleetRun:
                 clock_mono=time.monotonic(),
                 devices=tuple(devices[i::count]),
                 media=options.media,
+                synthetic_bytes=options.synthetic_bytes,
                 pacing=options.pacing,
                 horizon_s=options.duration + 120,
                 connect_concurrency=options.connect_concurrency or target.connect_concurrency,
@@ -1578,8 +1591,15 @@ async def run_fleet(
     households: Sequence[HouseholdSpec] | None = None,
     status: TextIO | None = None,
     stop: asyncio.Event | None = None,
+    provisioned: bool = False,
 ) -> dict[str, Any]:
-    """Provision and run a fleet; return the report (``report["errors"]["total"]``)."""
+    """Provision and run a fleet; return the report (``report["errors"]["total"]``).
+
+    ``provisioned``: the households are already in the service's database (a benchmark
+    wrote them); the runner then skips the platform calls, and makes no app requests.
+    """
+    if provisioned and options.app_rate:
+        raise ValueError("app requests need the app tokens of provisioning")
     homes = households or plan_fleet(
         households=options.households,
         plans=options.plans,
@@ -1596,7 +1616,9 @@ async def run_fleet(
             target = await stack.enter_async_context(remote_service(options, http))
         else:
             target = await stack.enter_async_context(embedded_service(options, workdir))
-        run = FleetRun(options, homes, target, Platform(http, target), line, workdir)
+        run = FleetRun(
+            options, homes, target, Platform(http, target), line, workdir, not provisioned
+        )
         watcher = None
         if stop is not None:
             watcher = asyncio.create_task(_relay(stop, run), name="fleet.stop")
@@ -1662,6 +1684,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--telemetry-seconds", type=float, default=30.0)
     parser.add_argument("--segment-seconds", type=float, default=10.0)
+    parser.add_argument("--segment-bytes", type=int, default=66_000, help="synthetic media size")
     parser.add_argument(
         "--min-real-interval", type=float, default=5.0, help="real-time floor of device cadences"
     )
@@ -1686,6 +1709,7 @@ def options_from(args: argparse.Namespace) -> FleetOptions:
         rogue_share=args.rogue_share,
         telemetry_seconds=args.telemetry_seconds,
         segment_seconds=args.segment_seconds,
+        synthetic_bytes=args.segment_bytes,
         min_real_interval=args.min_real_interval,
         workers=args.workers,
         connect_concurrency=args.connect_concurrency,

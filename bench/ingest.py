@@ -1,0 +1,429 @@
+"""Benchmark 1, ingest: device messages the gateway processes per second, all indexing done,
+against a bare paho-mqtt subscriber on the same broker in the same run (QoS 1).
+
+A private Mosquitto is started. Both consumers first register a persistent session
+(``clean_session=False``) and go away; ``--messages`` device messages are then published
+(the mix: telemetry, camera events and segment notices from ``--devices`` cameras); each
+consumer then comes back and drains its queue, timed from its first message to its last.
+Pre-loading the broker measures each consumer's own capacity, not the publisher's.
+
+The gateway's figure includes all the work of each message: telemetry updates presence
+(coalesced writes), an event is inserted into ``camera_events``, and a segment notice is
+verified against the object store (size and SHA-256 of a ``--segment-bytes`` object) and
+indexed (the upload grant becomes a ``segments`` row). Grants and objects are prepared
+beforehand, as the upload handshake would have left them.
+
+Run: ``.venv/bin/python -m bench.ingest [--messages 10000] [--db sqlite|postgresql]
+[--per-kind] [--profile FILE]``. Goal: >= 0.8 of the bare rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import hashlib
+import json
+import pstats
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlmodel import func, select
+
+from bench.common import bench_settings, database, heading, ratio, row
+from devices.clock import ManualClock
+from devices.models import Account, Device, DeviceKind
+from gateway.service import Gateway
+from gateway.wire import INBOUND, PREFIX
+from replay.models import CameraEvent, Segment, UploadGrant
+from replay.recording import SegmentKind, object_key
+from simulators.media import synthetic_segment
+from tests.services import mosquitto
+
+T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+KINDS = ("telemetry", "event", "segment")
+MIX = {"telemetry": 0.4, "event": 0.2, "segment": 0.4}
+POLL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def camera(n: int) -> str:
+    return f"cam-{n:05d}"
+
+
+def build_messages(
+    count: int, devices: int, mix: dict[str, float], segment_bytes: int, seed: int
+) -> tuple[list[Message], list[UploadGrant], dict[str, bytes]]:
+    """The messages, and the grants and objects their segment notices need."""
+    rng = random.Random(seed)
+    kinds = rng.choices(list(mix), weights=list(mix.values()), k=count)
+    messages, grants, objects = [], [], {}
+    for i, kind in enumerate(kinds):
+        device = camera(rng.randrange(devices))
+        at = T0 - timedelta(seconds=count - i)
+        body: dict[str, object]
+        if kind == "telemetry":
+            body = {"fps": 10, "bitrate_kbps": round(rng.uniform(200, 400), 1)}
+        elif kind == "event":
+            body = {
+                "event_id": f"{device}-ev-{i}",
+                "type": rng.choice(("person", "pet", "door")),
+                "at": at.isoformat(),
+                "score": 0.9,
+            }
+        else:
+            segment_id = f"{device}-s{i}"
+            data = synthetic_segment(segment_bytes, segment_id)
+            start, end = at - timedelta(seconds=10), at
+            key = object_key("7d", device, start, segment_id, SegmentKind.CONTINUOUS)
+            sha = hashlib.sha256(data).hexdigest()
+            objects[key] = data
+            grants.append(
+                UploadGrant(
+                    segment_id=segment_id,
+                    device_id=device,
+                    account_id=f"acc-{device}",
+                    subscription_id=f"sub-{device}",
+                    kind="continuous",
+                    start=start,
+                    end=end,
+                    bytes=len(data),
+                    sha256=sha,
+                    object_key=key,
+                    retention_class="7d",
+                    expires_at=end + timedelta(days=7),
+                    granted_at=at,
+                )
+            )
+            body = {
+                "segment_id": segment_id,
+                "kind": "continuous",
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "bytes": len(data),
+                "sha256": sha,
+            }
+        messages.append(Message(f"{PREFIX}{device}/{kind}", json.dumps(body).encode(), kind))
+    return messages, grants, objects
+
+
+# -- paho: the publisher and the bare subscriber ------------------------------------------
+
+
+def _client(client_id: str, *, clean: bool) -> paho.Client:
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
+    client.max_inflight_messages_set(100)
+    client.max_queued_messages_set(0)
+    return client
+
+
+def publish_all(port: int, messages: Sequence[Message]) -> float:
+    """Publish at QoS 1 (in-flight window 100) until every PUBACK came; returns seconds."""
+    client = _client(f"bench-pub-{random.getrandbits(32):08x}", clean=True)
+    done = threading.Event()
+    acked = 0
+
+    def on_publish(*_args: object) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == len(messages):
+            done.set()
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    began = time.perf_counter()
+    for message in messages:
+        client.publish(message.topic, message.payload, qos=1)
+    if not done.wait(600):
+        raise RuntimeError(f"only {acked} of {len(messages)} messages were acknowledged")
+    took = time.perf_counter() - began
+    client.disconnect()
+    client.loop_stop()
+    return took
+
+
+class BareSubscriber:
+    """paho-mqtt doing nothing but counting (the baseline)."""
+
+    CLIENT_ID = "bench-bare-subscriber"
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def register(self) -> None:
+        client = _client(self.CLIENT_ID, clean=False)
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *_args: subscribed.set()
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        client.subscribe([(f"{PREFIX}+/{suffix}", 1) for suffix in INBOUND])
+        if not subscribed.wait(10):
+            raise RuntimeError("the bare subscriber's SUBACK never came")
+        client.disconnect()
+        client.loop_stop()
+
+    def drain(self, expected: int) -> Drain:
+        client = _client(self.CLIENT_ID, clean=False)
+        done = threading.Event()
+        stamps: list[float] = []
+
+        def on_message(*_args: object) -> None:
+            stamps.append(time.perf_counter())
+            if len(stamps) == expected:
+                done.set()
+
+        client.on_message = on_message
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        if not done.wait(600):
+            raise RuntimeError(f"the bare subscriber got {len(stamps)} of {expected}")
+        client.disconnect()
+        client.loop_stop()
+        return Drain(expected, stamps[-1] - stamps[0])
+
+
+# -- the gateway ------------------------------------------------------------------------
+
+
+async def provision(
+    gateway: Gateway, devices: int, grants: list[UploadGrant], objects: dict[str, bytes]
+) -> None:
+    services = gateway.services
+    async with services.db.session() as session:
+        for n in range(devices):
+            device = camera(n)
+            session.add(
+                Account(
+                    account_id=f"acc-{device}",
+                    owner_id=f"owner-{device}",
+                    star_level=3,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+        await session.commit()
+        for n in range(devices):
+            device = camera(n)
+            session.add(
+                Device(
+                    device_id=device,
+                    account_id=f"acc-{device}",
+                    kind=DeviceKind.CAMERA,
+                    bound_at=T0,
+                )
+            )
+        await session.commit()
+        session.add_all(grants)
+        await session.commit()
+    gate = asyncio.Semaphore(16)
+
+    async def put(key: str, data: bytes) -> None:
+        async with gate:
+            await services.store.put(key, data)
+
+    await asyncio.gather(*(put(key, data) for key, data in objects.items()))
+
+
+def _handled(gateway: Gateway) -> float:
+    registry = gateway.services.metrics.registry
+    return sum(
+        registry.get_sample_value("kanjia_mqtt_messages_total", {"kind": kind}) or 0.0
+        for kind in INBOUND
+    )
+
+
+async def gateway_drain(gateway: Gateway, expected: int, segments: int, events: int) -> Drain:
+    """From the first message taken in to the last one handled with its indexing done.
+
+    Polled every ``POLL`` seconds: reading the counters costs the loop little at that pace.
+    """
+    first = None
+    deadline = time.perf_counter() + 900
+    while True:
+        handled = _handled(gateway)
+        now = time.perf_counter()
+        if first is None and handled > 0:
+            first = now
+        if handled >= expected:
+            break
+        if now > deadline:
+            raise RuntimeError(f"the gateway handled {handled:.0f} of {expected}")
+        await asyncio.sleep(POLL if first is not None else 0.001)
+    services = gateway.services
+    while True:
+        async with services.db.session() as session:
+            indexed = (await session.exec(select(func.count()).select_from(Segment))).one()
+            stored = (await session.exec(select(func.count()).select_from(CameraEvent))).one()
+        if indexed >= segments and stored >= events:
+            break
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"indexed {indexed} of {segments} segments, {stored} of {events}")
+        await asyncio.sleep(0.005)
+    assert first is not None
+    return Drain(expected, time.perf_counter() - first)
+
+
+async def run_once(
+    *,
+    tmp: Path,
+    db: str,
+    port: int,
+    messages: list[Message],
+    grants: list[UploadGrant],
+    objects: dict[str, bytes],
+    devices: int,
+    profile: Path | None,
+) -> tuple[Drain, Drain, float]:
+    bare = BareSubscriber(port)
+    bare.register()
+    async with database(db, tmp) as url:
+        settings = bench_settings(
+            tmp,
+            database_url=url,
+            object_store_url=(tmp / f"objects-{db}").as_uri(),
+            mqtt_url=f"mqtt://127.0.0.1:{port}",
+            mqtt_client_id=f"kanjia-bench-ingest-{db}",
+        )
+        clock = ManualClock(T0)
+        async with Gateway(settings=settings, clock=clock) as gateway:
+            mqtt = gateway.services.mqtt
+            assert mqtt is not None
+            await asyncio.wait_for(mqtt.connected.wait(), 10)
+            await provision(gateway, devices, grants, objects)
+        # Both sessions are registered and gone: the broker now queues for both.
+        published = await asyncio.to_thread(publish_all, port, messages)
+        baseline = await asyncio.to_thread(bare.drain, len(messages))
+        segments = sum(m.kind == "segment" for m in messages)
+        events = sum(m.kind == "event" for m in messages)
+        profiler = cProfile.Profile() if profile else None
+        async with Gateway(settings=settings, clock=clock) as gateway:
+            if profiler is not None:
+                profiler.enable()
+            measured = await gateway_drain(gateway, len(messages), segments, events)
+            if profiler is not None:
+                profiler.disable()
+        if profiler is not None and profile is not None:
+            profiler.dump_stats(profile)
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("tottime").print_stats(15)
+    return baseline, measured, len(messages) / published
+
+
+async def batching_what_if(db: str, rows: int) -> tuple[float, float]:
+    """Rows per second inserting camera events as the gateway does (a session and a
+    commit each, after the device lookup), and the same rows 100 to a transaction."""
+    from storage.db import Database
+
+    with tempfile.TemporaryDirectory(prefix="kanjia-bench-whatif-") as tmp_name:
+        async with database(db, Path(tmp_name)) as url, Database.open(url) as data:
+            async with data.session() as session:
+                session.add(
+                    Account(
+                        account_id="acc", owner_id="o", star_level=3, created_at=T0, updated_at=T0
+                    )
+                )
+                await session.commit()
+                session.add(
+                    Device(device_id="cam", account_id="acc", kind=DeviceKind.CAMERA, bound_at=T0)
+                )
+                await session.commit()
+            began = time.perf_counter()
+            for i in range(rows):
+                async with data.session() as session:
+                    await session.get(Device, "cam")
+                    await session.get(Account, "acc")
+                    if await session.get(CameraEvent, f"one-{i}") is None:
+                        session.add(
+                            CameraEvent(event_id=f"one-{i}", device_id="cam", type="person", at=T0)
+                        )
+                        await session.commit()
+            each = rows / (time.perf_counter() - began)
+            began = time.perf_counter()
+            for first in range(0, rows, 100):
+                async with data.session() as session:
+                    await session.get(Device, "cam")
+                    session.add_all(
+                        CameraEvent(event_id=f"many-{i}", device_id="cam", type="person", at=T0)
+                        for i in range(first, min(rows, first + 100))
+                    )
+                    await session.commit()
+            batched = rows / (time.perf_counter() - began)
+    return each, batched
+
+
+async def run(args: argparse.Namespace) -> None:
+    mixes: list[tuple[str, dict[str, float]]] = [("mix 40/20/40", MIX)]
+    if args.per_kind:
+        mixes += [(f"{kind} only", {kind: 1.0}) for kind in KINDS]
+    heading(
+        f"ingest: {args.messages} messages from {args.devices} cameras, QoS 1, "
+        f"database {args.db}, segments of {args.segment_bytes} bytes"
+    )
+    for label, mix in mixes:
+        messages, grants, objects = build_messages(
+            args.messages, args.devices, mix, args.segment_bytes, args.seed
+        )
+        with tempfile.TemporaryDirectory(prefix="kanjia-bench-ingest-") as tmp_name:
+            tmp = Path(tmp_name)
+            with mosquitto(tmp) as broker:
+                baseline, measured, publish_rate = await run_once(
+                    tmp=tmp,
+                    db=args.db,
+                    port=broker.port,
+                    messages=messages,
+                    grants=grants,
+                    objects=objects,
+                    devices=args.devices,
+                    profile=args.profile if label.startswith("mix") else None,
+                )
+        row(f"{label}: publisher (pre-load)", f"{publish_rate:,.0f} msg/s")
+        row(f"{label}: bare paho subscriber", f"{baseline.rate:,.0f} msg/s")
+        row(f"{label}: gateway, indexing done", f"{measured.rate:,.0f} msg/s")
+        row(
+            f"{label}: ratio gateway / bare (goal >= 0.8)",
+            ratio(measured.rate, baseline.rate),
+        )
+    each, batched = await batching_what_if(args.db, 2000)
+    row("what if: events, a transaction each", f"{each:,.0f} rows/s")
+    row("what if: events, 100 to a transaction", f"{batched:,.0f} rows/s ({ratio(batched, each)}x)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--devices", type=int, default=1_000)
+    parser.add_argument("--segment-bytes", type=int, default=66_000)
+    parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--per-kind", action="store_true", help="also each kind alone")
+    parser.add_argument("--profile", type=Path, help="cProfile the gateway's drain (mix)")
+    parser.add_argument("--seed", type=int, default=1)
+    asyncio.run(run(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
