@@ -1,0 +1,260 @@
+"""The fleet runner (``kanjia simulate``, issue 7): its pure parts by tables, and a small
+fleet of ten households end to end against the embedded service (amqtt, SQLite, files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulators.fleet import (
+    FleetOptions,
+    HouseholdSpec,
+    Pacing,
+    PlanShare,
+    app_verdict,
+    main,
+    parse_duration,
+    parse_metrics,
+    parse_plan_mix,
+    percentile,
+    plan_fleet,
+    run_fleet,
+)
+from tests.services import Broker
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("90s", 90.0), ("2m", 120.0), ("1.5h", 5400.0), (" 30s ", 30.0)],
+)
+def test_durations_are_read_in_real_seconds(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "2x", "-1m", "0s", "m", "1 m"])
+def test_durations_that_mean_nothing_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "shares"),
+    [
+        (
+            "continuous-7d=3,none=1",
+            (PlanShare("continuous-7d", 3), PlanShare(None, 1)),
+        ),
+        ("event-1d", (PlanShare("event-1d", 1),)),
+        (
+            " event-7d = 2 , continuous-1d=0",
+            (PlanShare("event-7d", 2), PlanShare("continuous-1d", 0)),
+        ),
+    ],
+)
+def test_a_plan_mix_is_plans_with_weights(text: str, shares: tuple[PlanShare, ...]) -> None:
+    assert parse_plan_mix(text) == shares
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("event-7d=1,event-7d=2", "twice"),
+        ("event-7d=-1", "negative"),
+        ("event-7d=x", "whole number"),
+        ("none=0", "no plan a positive weight"),
+        ("Bad Plan=1", "not a plan id"),
+    ],
+)
+def test_a_bad_plan_mix_is_refused_with_the_reason(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_plan_mix(text)
+
+
+@pytest.mark.parametrize(
+    ("speed", "min_real", "telemetry", "segment_every", "event_gap"),
+    [
+        # Real time: the clock cadences themselves (30 s telemetry, 10-s segments).
+        (1.0, 5.0, 30.0, 10.0, (60.0, 300.0)),
+        # 3600x: the floor of 5 real s is 18,000 clock s; events 2 to 6 floors apart.
+        (3600.0, 5.0, 18000.0, 18000.0, (36000.0, 108000.0)),
+        # 100x with a 0.1-s floor (10 clock s): cadences stay, events at least a minute apart.
+        (100.0, 0.1, 30.0, 10.0, (60.0, 300.0)),
+    ],
+)
+def test_cadences_are_clock_seconds_with_a_real_time_floor(
+    speed: float,
+    min_real: float,
+    telemetry: float,
+    segment_every: float,
+    event_gap: tuple[float, float],
+) -> None:
+    pacing = Pacing.for_speed(speed=speed, telemetry_s=30, segment_s=10, min_real_s=min_real)
+    assert pacing.telemetry_every == telemetry
+    assert pacing.segment_seconds == 10
+    assert pacing.segment_every == segment_every
+    assert pacing.event_gap == event_gap
+
+
+@pytest.mark.parametrize("segment_s", [0.0, 61.0])
+def test_segments_last_at_most_a_minute(segment_s: float) -> None:
+    with pytest.raises(ValueError, match="segments"):
+        Pacing.for_speed(speed=1, telemetry_s=30, segment_s=segment_s, min_real_s=1)
+
+
+def test_a_seed_gives_the_same_fleet_and_households_have_the_designed_make_up() -> None:
+    plans = parse_plan_mix("continuous-7d=1,event-30d=1,none=1")
+    first = plan_fleet(households=50, plans=plans, seed=7, prefix="t", rogue_share=0.0)
+    again = plan_fleet(households=50, plans=plans, seed=7, prefix="t", rogue_share=0.0)
+    other = plan_fleet(households=50, plans=plans, seed=8, prefix="t", rogue_share=0.0)
+    assert first == again
+    assert first != other
+    ids = [d.device_id for h in first for d in h.devices]
+    assert len(ids) == len(set(ids))
+    for home in first:
+        roles = [d.role for d in home.devices]
+        assert 1 <= roles.count("camera") <= 3
+        assert roles.count("router") == 1
+        assert 0 <= roles.count("satellite") <= 2
+        assert 1 <= home.star_level <= 7
+        assert {c.plan for c in home.cameras} <= {"continuous-7d", "event-30d", None}
+        assert not any(d.rogue for d in home.devices)
+    # Over 50 homes every role count and every plan of the mix turns up.
+    cams = [len(h.cameras) for h in first]
+    sats = [sum(d.role == "satellite" for d in h.devices) for h in first]
+    assert set(cams) == {1, 2, 3}
+    assert set(sats) == {0, 1, 2}
+    assert {c.plan for h in first for c in h.cameras} == {"continuous-7d", "event-30d", None}
+
+
+def test_the_rogue_share_picks_cameras_only() -> None:
+    plans = parse_plan_mix("event-7d")
+    homes = plan_fleet(households=5, plans=plans, seed=1, prefix="r", rogue_share=1.0)
+    assert all(d.rogue == (d.role == "camera") for h in homes for d in h.devices)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([], 99, 0.0),
+        ([5.0], 99, 5.0),
+        ([3.0, 1.0, 2.0], 100, 3.0),
+        ([float(v) for v in range(1, 101)], 50, 50.0),
+        ([float(v) for v in range(1, 101)], 99, 99.0),
+        ([float(v) for v in range(1, 11)], 95, 10.0),  # rank ceil(9.5) = 10
+    ],
+)
+def test_percentiles_are_nearest_rank(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "verdict"),
+    [
+        (200, None, "ok"),
+        (403, "not_entitled", "refused"),  # R1
+        (403, "broadband_inactive", "refused"),  # R8
+        (404, "no_recording", "refused"),
+        (404, "not_found", "error"),  # the family's own camera must be found
+        (403, None, "error"),
+        (500, "internal", "error"),
+        (401, "unauthorized", "error"),
+    ],
+)
+def test_app_answers_the_rules_give_are_not_errors(
+    status: int, code: str | None, verdict: str
+) -> None:
+    assert app_verdict(status, code) == verdict
+
+
+def test_metrics_text_is_read_by_name_and_labels() -> None:
+    text = (
+        "# HELP kanjia_mqtt_messages_total Device messages\n"
+        "# TYPE kanjia_mqtt_messages_total counter\n"
+        'kanjia_mqtt_messages_total{kind="state"} 3.0\n'
+        'kanjia_mqtt_messages_total{kind="telemetry"} 40.0\n'
+        "kanjia_segments_indexed_total 7.0\n"
+        "kanjia_segments_indexed_created 1.7e9\n"
+    )
+    metrics = parse_metrics(text)
+    assert metrics["kanjia_mqtt_messages_total"] == {
+        '{kind="state"}': 3.0,
+        '{kind="telemetry"}': 40.0,
+    }
+    assert metrics["kanjia_segments_indexed_total"] == {"": 7.0}
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--households", "0"], "households must be at least 1"),
+        (["--duration", "soon"], "duration"),
+        (["--service-url", "http://x"], "--platform-token and --mqtt-url"),
+    ],
+)
+def test_the_command_refuses_bad_options(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+def _ten_households() -> tuple[HouseholdSpec, ...]:
+    """Ten homes of the default mix, and one camera that ignores its desired state."""
+    homes = list(
+        plan_fleet(
+            households=10,
+            plans=parse_plan_mix("continuous-7d=2,event-7d=2,continuous-1d=1,none=1"),
+            seed=3,
+            prefix="t-fleet",
+        )
+    )
+    first = homes[0]
+    rogue = dataclasses.replace(first.cameras[0], plan=None, rogue=True)
+    homes[0] = dataclasses.replace(
+        first, devices=(rogue, *(d for d in first.devices if d != first.cameras[0]))
+    )
+    return tuple(homes)
+
+
+async def test_ten_households_run_end_to_end_with_no_error(tmp_path: Path, broker: Broker) -> None:
+    """Acceptance 1 (small): provisioning, devices, uploads, refusals, orders, app, report.
+
+    The embedded gateway (SQLite, files, a 3600x clock shared with the fleet) on the
+    suite's Mosquitto: amqtt leaves its client sockets open at shutdown.
+    """
+    homes = _ten_households()
+    options = FleetOptions(
+        households=len(homes),
+        clock_speed=3600,
+        duration=8.0,
+        stop_rate=1.0,  # per simulated hour: one order a real second at 3600x
+        app_rate=4.0,
+        min_real_interval=1.0,
+        seed=3,
+        prefix="t-fleet",
+        mqtt_url=broker.url,
+    )
+    report: dict[str, Any] = await run_fleet(options, workdir=tmp_path, households=homes)
+    assert report["errors"] == {"total": 0}, json.dumps(report["errors"])
+    total = sum(len(h.devices) for h in homes)
+    devices = report["devices"]
+    assert devices["total"] == total
+    assert devices["connected_peak"] == total
+    assert devices["converged_at_end"] == devices["known_to_service"] == total
+    assert report["messages"]["gateway_processed"] >= report["messages"]["published"]
+    uploads = report["uploads"]
+    assert uploads["ok"] > 0
+    assert uploads["gateway_indexed"] == uploads["ok"]
+    # The camera without a plan that records anyway is refused by R1.
+    assert uploads["refused"].get("not_entitled", 0) > 0
+    orders = report["orders"]["counts"]
+    assert orders["applied"] > 0
+    assert orders["converged"] == orders["applied"]
+    assert report["app"]["requests"] > 0
+    assert report["events"] > 0
