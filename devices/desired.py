@@ -92,6 +92,9 @@ async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredS
         select(DesiredState)
         .where(col(DesiredState.published_version) < col(DesiredState.version))
         .limit(limit)
+        # A version bumped while the publisher held this session must be read afresh,
+        # or the identity map hands back the old document and it is republished forever.
+        .execution_options(populate_existing=True)
     )
     return list(result.all())
 

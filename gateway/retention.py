@@ -82,8 +82,29 @@ async def reconcile(services: Services, *, allow_mass_delete: bool = False) -> R
     plan = reconcile_plan(
         listed, known, now=services.clock.now(), grace_s=0, allow_mass_delete=allow_mass_delete
     )
-    if plan.delete:
-        await services.store.delete_many(list(plan.delete))
+    doomed = list(plan.delete)
+    if doomed:
+        # An upload granted after the keys were read may have landed before the listing:
+        # look again, and spare every key that is owned now.
+        async with services.db.session() as session:
+            owned = set(
+                (
+                    await session.exec(
+                        select(Segment.object_key).where(col(Segment.object_key).in_(doomed))
+                    )
+                ).all()
+            ) | set(
+                (
+                    await session.exec(
+                        select(UploadGrant.object_key).where(
+                            col(UploadGrant.object_key).in_(doomed)
+                        )
+                    )
+                ).all()
+            )
+        doomed = [key for key in doomed if key not in owned]
+        for i in range(0, len(doomed), 1000):
+            await services.store.delete_many(doomed[i : i + 1000])
     for refused in plan.refused_devices:
         log.warning(
             "reconcile kept %d orphan(s) of %s: %s",
@@ -93,7 +114,7 @@ async def reconcile(services: Services, *, allow_mass_delete: bool = False) -> R
         )
     if plan.missing:
         log.warning("reconcile: %d indexed segment(s) have no object", len(plan.missing))
-    return ReconcileResult(plan=plan, deleted=len(plan.delete))
+    return ReconcileResult(plan=plan, deleted=len(doomed))
 
 
 async def drop_stale_grants(services: Services) -> int:
