@@ -2,13 +2,22 @@
 
 A malformed payload is counted (``kanjia_mqtt_malformed``) and logged, and the loop
 goes on to the next message; a handler that fails is counted the same way.
+
+Presence and reported versions are coalesced in memory; upload requests and the
+recording data (segment notices, events) go to two group commits
+(:class:`gateway.batching.GroupCommit`), so the receive loop never waits for a
+transaction. :meth:`Ingest.run` runs both writers in one TaskGroup; at shutdown
+:meth:`Ingest.drain` writes the recording data already received. Upload requests left
+unanswered at shutdown are not drained: the camera asks again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from gateway import broadband, recording, routes_router
+from gateway.batching import GroupCommit
 from gateway.services import Services
 from gateway.wire import DeviceMessage, Malformed, StatePayload, parse
 
@@ -18,6 +27,26 @@ log = logging.getLogger(__name__)
 class Ingest:
     def __init__(self, services: Services) -> None:
         self._s = services
+        self.uploads: GroupCommit[recording.UploadAsk] = GroupCommit(
+            "upload/req",
+            lambda batch: recording.answer_uploads(services, batch),
+            metrics=services.metrics,
+        )
+        self.recordings: GroupCommit[recording.RecordingItem] = GroupCommit(
+            "recording",
+            lambda batch: recording.index_batch(services, batch),
+            metrics=services.metrics,
+        )
+
+    async def run(self) -> None:
+        """Write the queued batches until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.uploads.run(), name="gateway[ingest].uploads")
+            tg.create_task(self.recordings.run(), name="gateway[ingest].recordings")
+
+    async def drain(self) -> None:
+        """Index the segment notices and events already received (shutdown)."""
+        await self.recordings.drain()
 
     async def handle(self, topic: str, payload: bytes) -> None:
         metrics = self._s.metrics
@@ -49,13 +78,15 @@ class Ingest:
             self._s.reported.note(msg.device_id, version, now)
         elif msg.kind == "upload/req":
             presence.seen(msg.device_id, now)
-            await recording.on_upload_request(self._s, msg)
+            ask = await recording.parse_upload(self._s, msg)
+            if ask is not None:
+                await self.uploads.submit(ask)
         elif msg.kind == "segment":
             presence.seen(msg.device_id, now)
-            await recording.on_segment(self._s, msg)
+            await self.recordings.submit(recording.parse_segment(msg))
         elif msg.kind == "event":
             presence.seen(msg.device_id, now)
-            await recording.on_event(self._s, msg)
+            await self.recordings.submit(recording.parse_event(msg))
         elif msg.kind == "rpc/res":
             presence.seen(msg.device_id, now)
             await broadband.on_rpc_result(self._s, msg)

@@ -68,6 +68,19 @@ class Metrics:
             "Expired segments deleted by the retention sweeper",
             registry=r,
         )
+        self.queue_depth = Gauge(
+            "kanjia_queue_depth",
+            "Device messages waiting for their group commit, by queue",
+            ["queue"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "kanjia_batch_size",
+            "Items written per group commit, by queue",
+            ["queue"],
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=r,
+        )
         self.job_runs = Counter(
             "kanjia_job_runs",
             "Background job runs, by job and outcome",

@@ -4,17 +4,29 @@
 ``upload/res`` with a short-lived presigned PUT URL or a refusal naming the rule → the
 camera PUTs → ``segment`` → the service checks the object exists with the announced size
 (and checksum, for small objects) before indexing it. Indexing is idempotent by
-``segment_id``; an indexed segment is acknowledged data and survives a restart.
+``segment_id`` (events by ``event_id``); an indexed segment is acknowledged data and
+survives a restart.
+
+Messages are checked one by one at the edge (:func:`parse_upload`, :func:`parse_segment`,
+:func:`parse_event`: a malformed one is counted there) and written in batches by the
+gateway's group commits (:mod:`gateway.batching`): :func:`answer_uploads` decides a batch
+of requests with a handful of queries and one commit, then answers each;
+:func:`index_batch` verifies a batch of uploaded objects concurrently and indexes them,
+with the batch's events, in one transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.broadband import account_state
@@ -23,122 +35,42 @@ from gateway.services import Services
 from gateway.wire import DeviceMessage, Malformed, topic
 from replay import recording
 from replay.models import CameraEvent, Segment, UploadGrant
-from replay.subscriptions import active_subscription
+from replay.subscriptions import active_subscriptions
 
 log = logging.getLogger(__name__)
 
 #: Objects up to this size have their SHA-256 checked before indexing.
 CHECKSUM_LIMIT = 2 * 1024 * 1024
 EVENT_TYPES = ("person", "pet", "door", "motion")
+#: Object checks of one batch in flight at once.
+VERIFY_CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class UploadAsk:
+    """One ``upload/req``, checked; ``req_id`` is echoed in the answer."""
+
+    req_id: object
+    request: recording.UploadRequest
+
+
+@dataclass(frozen=True, slots=True)
+class EventNotice:
+    """One camera ``event``, checked."""
+
+    event_id: str
+    device_id: str
+    type: str
+    at: datetime
+    score: float
+
+
+#: What the recording group commit indexes: segment notices and camera events.
+RecordingItem = recording.UploadRequest | EventNotice
 
 
 def _reply(req_id: object, segment_id: str | None, **fields: Any) -> bytes:
     return json.dumps({"req_id": req_id, "segment_id": segment_id, **fields}).encode()
-
-
-async def _camera(session: AsyncSession, device_id: str) -> tuple[Device, Account] | None:
-    device = await session.get(Device, device_id)
-    if device is None or device.kind != DeviceKind.CAMERA:
-        return None
-    account = await session.get(Account, device.account_id)
-    return None if account is None else (device, account)
-
-
-async def on_upload_request(services: Services, msg: DeviceMessage) -> None:
-    req_id = msg.payload.get("req_id")
-    answer = topic(msg.device_id, "upload/res")
-    try:
-        request = recording.UploadRequest.parse(msg.payload, device_id=msg.device_id)
-    except recording.InvalidUpload as exc:
-        services.metrics.mqtt_malformed.labels(msg.kind, "invalid_upload").inc()
-        await _publish(
-            services,
-            answer,
-            _reply(req_id, _segment_id(msg), ok=False, code="invalid_upload", message=str(exc)),
-        )
-        return
-    now = services.clock.now()
-    async with services.db.session() as session:
-        found = await _camera(session, msg.device_id)
-        if found is None:
-            services.metrics.mqtt_unknown_device.inc()
-            return
-        device, account = found
-        subscription = await active_subscription(session, device.device_id)
-        decision = recording.decide_upload(
-            request,
-            entitlement=recording.entitlement_of(subscription),
-            broadband_state=account_state(account.broadband_state),
-            now=now,
-        )
-        if isinstance(decision, recording.Refuse):
-            services.metrics.upload_decisions.labels(decision.code).inc()
-            await _publish(
-                services,
-                answer,
-                _reply(
-                    req_id,
-                    request.segment_id,
-                    ok=False,
-                    code=decision.code,
-                    rule=decision.rule,
-                    message=decision.message,
-                ),
-            )
-            return
-        key = recording.object_key(
-            decision.retention_class,
-            device.device_id,
-            request.start,
-            request.segment_id,
-            request.kind,
-        )
-        grant = await session.get(UploadGrant, request.segment_id)
-        if grant is None:
-            grant = UploadGrant(
-                segment_id=request.segment_id,
-                device_id=device.device_id,
-                account_id=account.account_id,
-                subscription_id=decision.subscription_id,
-                kind=request.kind.value,
-                start=request.start,
-                end=request.end,
-                bytes=request.bytes,
-                sha256=request.sha256,
-                event_id=request.event_id,
-                object_key=key,
-                retention_class=decision.retention_class,
-                expires_at=decision.expires_at,
-                granted_at=now,
-            )
-            session.add(grant)
-            await session.commit()
-        elif grant.device_id != device.device_id:
-            await _publish(
-                services,
-                answer,
-                _reply(
-                    req_id,
-                    request.segment_id,
-                    ok=False,
-                    code="invalid_upload",
-                    message="segment_id already in use",
-                ),
-            )
-            return
-    ttl = services.settings.url_ttl_seconds
-    url = await services.store.presign_put(grant.object_key, expires_in=ttl)
-    services.metrics.upload_decisions.labels("accepted").inc()
-    await _publish(
-        services,
-        answer,
-        _reply(req_id, request.segment_id, ok=True, url=url, key=grant.object_key, expires_in=ttl),
-    )
-
-
-def _segment_id(msg: DeviceMessage) -> str | None:
-    value = msg.payload.get("segment_id")
-    return value if isinstance(value, str) else None
 
 
 async def _publish(services: Services, name: str, body: bytes) -> None:
@@ -146,62 +78,153 @@ async def _publish(services: Services, name: str, body: bytes) -> None:
         await services.mqtt.publish(name, body)
 
 
-async def on_segment(services: Services, msg: DeviceMessage) -> None:
-    """Index a finished upload after checking the object (idempotent by segment_id)."""
+def _segment_id(msg: DeviceMessage) -> str | None:
+    value = msg.payload.get("segment_id")
+    return value if isinstance(value, str) else None
+
+
+async def parse_upload(services: Services, msg: DeviceMessage) -> UploadAsk | None:
+    """Check an ``upload/req``; an invalid one is answered here and gives ``None``."""
+    req_id = msg.payload.get("req_id")
     try:
-        notice = recording.UploadRequest.parse(msg.payload, device_id=msg.device_id)
+        request = recording.UploadRequest.parse(msg.payload, device_id=msg.device_id)
     except recording.InvalidUpload as exc:
-        raise Malformed(msg.kind, exc.reason) from exc
-    async with services.db.session() as session:
-        if await session.get(Segment, notice.segment_id) is not None:
-            return  # already indexed: a repeated notice changes nothing
-        grant = await session.get(UploadGrant, notice.segment_id)
-        if grant is None or grant.device_id != msg.device_id:
-            services.metrics.segments_rejected.labels("no_grant").inc()
-            log.warning("segment %s from %s has no upload grant", notice.segment_id, msg.device_id)
-            return
-        problem = await _verify(services, grant)
-        if problem is not None:
-            services.metrics.segments_rejected.labels(problem).inc()
-            log.warning("segment %s refused: %s", grant.segment_id, problem)
-            return
-        session.add(
-            Segment(
-                segment_id=grant.segment_id,
-                device_id=grant.device_id,
-                account_id=grant.account_id,
-                subscription_id=grant.subscription_id,
-                kind=grant.kind,
-                start=grant.start,
-                end=grant.end,
-                bytes=grant.bytes,
-                sha256=grant.sha256,
-                event_id=grant.event_id,
-                object_key=grant.object_key,
-                retention_class=grant.retention_class,
-                expires_at=grant.expires_at,
-                indexed_at=services.clock.now(),
+        services.metrics.mqtt_malformed.labels(msg.kind, "invalid_upload").inc()
+        await _publish(
+            services,
+            topic(msg.device_id, "upload/res"),
+            _reply(req_id, _segment_id(msg), ok=False, code="invalid_upload", message=str(exc)),
+        )
+        return None
+    return UploadAsk(req_id=req_id, request=request)
+
+
+async def _cameras(
+    session: AsyncSession, device_ids: set[str]
+) -> dict[str, tuple[Device, Account]]:
+    """The bound cameras among ``device_ids``, each with its account."""
+    devices = (
+        await session.exec(
+            select(Device).where(
+                col(Device.device_id).in_(list(device_ids)), Device.kind == DeviceKind.CAMERA
             )
         )
-        await session.delete(grant)
+    ).all()
+    account_ids = list({device.account_id for device in devices})
+    accounts = {
+        account.account_id: account
+        for account in (
+            await session.exec(select(Account).where(col(Account.account_id).in_(account_ids)))
+        ).all()
+    }
+    return {
+        device.device_id: (device, accounts[device.account_id])
+        for device in devices
+        if device.account_id in accounts
+    }
+
+
+async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
+    """Decide a batch of upload requests, record the grants in one commit, answer each."""
+    now = services.clock.now()
+    answers: list[tuple[str, bytes]] = []
+    granted: list[tuple[UploadAsk, UploadGrant]] = []
+    async with services.db.session() as session:
+        cameras = await _cameras(session, {ask.request.device_id for ask in asks})
+        subscriptions = await active_subscriptions(session, cameras)
+        segment_ids = list({ask.request.segment_id for ask in asks})
+        grants = {
+            grant.segment_id: grant
+            for grant in (
+                await session.exec(
+                    select(UploadGrant).where(col(UploadGrant.segment_id).in_(segment_ids))
+                )
+            ).all()
+        }
+        for ask in asks:
+            request = ask.request
+            answer = topic(request.device_id, "upload/res")
+            found = cameras.get(request.device_id)
+            if found is None:
+                services.metrics.mqtt_unknown_device.inc()
+                continue
+            device, account = found
+            decision = recording.decide_upload(
+                request,
+                entitlement=recording.entitlement_of(subscriptions.get(device.device_id)),
+                broadband_state=account_state(account.broadband_state),
+                now=now,
+            )
+            if isinstance(decision, recording.Refuse):
+                services.metrics.upload_decisions.labels(decision.code).inc()
+                refusal = _reply(
+                    ask.req_id,
+                    request.segment_id,
+                    ok=False,
+                    code=decision.code,
+                    rule=decision.rule,
+                    message=decision.message,
+                )
+                answers.append((answer, refusal))
+                continue
+            grant = grants.get(request.segment_id)
+            if grant is None:
+                grant = UploadGrant(
+                    segment_id=request.segment_id,
+                    device_id=device.device_id,
+                    account_id=account.account_id,
+                    subscription_id=decision.subscription_id,
+                    kind=request.kind.value,
+                    start=request.start,
+                    end=request.end,
+                    bytes=request.bytes,
+                    sha256=request.sha256,
+                    event_id=request.event_id,
+                    object_key=recording.object_key(
+                        decision.retention_class,
+                        device.device_id,
+                        request.start,
+                        request.segment_id,
+                        request.kind,
+                    ),
+                    retention_class=decision.retention_class,
+                    expires_at=decision.expires_at,
+                    granted_at=now,
+                )
+                grants[grant.segment_id] = grant
+                session.add(grant)
+            elif grant.device_id != device.device_id:
+                in_use = _reply(
+                    ask.req_id,
+                    request.segment_id,
+                    ok=False,
+                    code="invalid_upload",
+                    message="segment_id already in use",
+                )
+                answers.append((answer, in_use))
+                continue
+            granted.append((ask, grant))
         await session.commit()
-    services.metrics.segments_indexed.inc()
+    ttl = services.settings.url_ttl_seconds
+    for ask, grant in granted:
+        url = await services.store.presign_put(grant.object_key, expires_in=ttl)
+        services.metrics.upload_decisions.labels("accepted").inc()
+        body = _reply(
+            ask.req_id, grant.segment_id, ok=True, url=url, key=grant.object_key, expires_in=ttl
+        )
+        answers.append((topic(grant.device_id, "upload/res"), body))
+    # Answers go out only now that the grants are committed; QoS-1 round trips overlap.
+    await asyncio.gather(*(_publish(services, name, body) for name, body in answers))
 
 
-async def _verify(services: Services, grant: UploadGrant) -> str | None:
-    info = await services.store.head(grant.object_key)
-    if info is None:
-        return "missing_object"
-    if info.size != grant.bytes:
-        return "size_mismatch"
-    if grant.bytes <= CHECKSUM_LIMIT:
-        data = await services.store.get(grant.object_key)
-        if hashlib.sha256(data).hexdigest() != grant.sha256:
-            return "checksum_mismatch"
-    return None
+def parse_segment(msg: DeviceMessage) -> recording.UploadRequest:
+    try:
+        return recording.UploadRequest.parse(msg.payload, device_id=msg.device_id)
+    except recording.InvalidUpload as exc:
+        raise Malformed(msg.kind, exc.reason) from exc
 
 
-async def on_event(services: Services, msg: DeviceMessage) -> None:
+def parse_event(msg: DeviceMessage) -> EventNotice:
     payload = msg.payload
     event_id, kind, at_raw = payload.get("event_id"), payload.get("type"), payload.get("at")
     score = payload.get("score", 0.0)
@@ -217,18 +240,127 @@ async def on_event(services: Services, msg: DeviceMessage) -> None:
         raise Malformed(msg.kind, "'at' must be an ISO time") from exc
     if at.tzinfo is None:
         raise Malformed(msg.kind, "'at' must carry an offset")
+    return EventNotice(
+        event_id=event_id, device_id=msg.device_id, type=str(kind), at=at, score=float(score)
+    )
+
+
+async def index_batch(services: Services, items: Sequence[RecordingItem]) -> None:
+    """Index a batch of segment notices and events in one transaction (idempotent)."""
+    notices = [item for item in items if isinstance(item, recording.UploadRequest)]
+    events = [item for item in items if isinstance(item, EventNotice)]
     async with services.db.session() as session:
-        if await _camera(session, msg.device_id) is None:
-            services.metrics.mqtt_unknown_device.inc()
-            return
-        if await session.get(CameraEvent, event_id) is None:
-            session.add(
-                CameraEvent(
-                    event_id=event_id,
-                    device_id=msg.device_id,
-                    type=str(kind),
-                    at=at,
-                    score=float(score),
-                )
+        indexed = await _index_segments(services, session, notices)
+        await _add_events(services, session, events)
+        await session.commit()
+    services.metrics.segments_indexed.inc(indexed)
+
+
+async def _index_segments(
+    services: Services, session: AsyncSession, notices: list[recording.UploadRequest]
+) -> int:
+    if not notices:
+        return 0
+    ids = list({notice.segment_id for notice in notices})
+    done = set(
+        (
+            await session.exec(select(Segment.segment_id).where(col(Segment.segment_id).in_(ids)))
+        ).all()
+    )
+    grants = {
+        grant.segment_id: grant
+        for grant in (
+            await session.exec(select(UploadGrant).where(col(UploadGrant.segment_id).in_(ids)))
+        ).all()
+    }
+    todo: dict[str, UploadGrant] = {}
+    for notice in notices:
+        if notice.segment_id in done or notice.segment_id in todo:
+            continue  # already indexed: a repeated notice changes nothing
+        grant = grants.get(notice.segment_id)
+        if grant is None or grant.device_id != notice.device_id:
+            services.metrics.segments_rejected.labels("no_grant").inc()
+            log.warning(
+                "segment %s from %s has no upload grant", notice.segment_id, notice.device_id
             )
-            await session.commit()
+            continue
+        todo[grant.segment_id] = grant
+    limit = asyncio.Semaphore(VERIFY_CONCURRENCY)
+
+    async def verify(grant: UploadGrant) -> str | None:
+        async with limit:
+            return await _verify(services, grant)
+
+    problems = await asyncio.gather(*(verify(grant) for grant in todo.values()))
+    now = services.clock.now()
+    indexed: list[str] = []
+    for grant, problem in zip(todo.values(), problems, strict=True):
+        if problem is not None:
+            services.metrics.segments_rejected.labels(problem).inc()
+            log.warning("segment %s refused: %s", grant.segment_id, problem)
+            continue
+        session.add(
+            Segment(
+                segment_id=grant.segment_id,
+                device_id=grant.device_id,
+                account_id=grant.account_id,
+                subscription_id=grant.subscription_id,
+                kind=grant.kind,
+                start=grant.start,
+                end=grant.end,
+                bytes=grant.bytes,
+                sha256=grant.sha256,
+                event_id=grant.event_id,
+                object_key=grant.object_key,
+                retention_class=grant.retention_class,
+                expires_at=grant.expires_at,
+                indexed_at=now,
+            )
+        )
+        indexed.append(grant.segment_id)
+    if indexed:
+        await session.exec(delete(UploadGrant).where(col(UploadGrant.segment_id).in_(indexed)))
+    return len(indexed)
+
+
+async def _verify(services: Services, grant: UploadGrant) -> str | None:
+    info = await services.store.head(grant.object_key)
+    if info is None:
+        return "missing_object"
+    if info.size != grant.bytes:
+        return "size_mismatch"
+    if grant.bytes <= CHECKSUM_LIMIT:
+        data = await services.store.get(grant.object_key)
+        if hashlib.sha256(data).hexdigest() != grant.sha256:
+            return "checksum_mismatch"
+    return None
+
+
+async def _add_events(services: Services, session: AsyncSession, events: list[EventNotice]) -> None:
+    if not events:
+        return
+    cameras = await _cameras(session, {event.device_id for event in events})
+    ids = list({event.event_id for event in events})
+    seen = set(
+        (
+            await session.exec(
+                select(CameraEvent.event_id).where(col(CameraEvent.event_id).in_(ids))
+            )
+        ).all()
+    )
+    for event in events:
+        if event.device_id not in cameras:
+            services.metrics.mqtt_unknown_device.inc()
+            continue
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        session.add(
+            CameraEvent(
+                event_id=event.event_id,
+                device_id=event.device_id,
+                type=event.type,
+                at=event.at,
+                score=event.score,
+            )
+        )

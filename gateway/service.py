@@ -151,13 +151,16 @@ class Gateway:
         tasks = [
             tg.create_task(jobs.run(), name="gateway[jobs]"),
             tg.create_task(self._presence_flush_loop(), name="gateway[presence].flush"),
+            tg.create_task(ingest.run(), name="gateway[ingest]"),
         ]
         if services.mqtt is not None:
             tasks.append(tg.create_task(services.mqtt.run(), name="gateway[mqtt].rx"))
 
         async def stop_tasks() -> None:
             await cancel_all(tasks)
-            # A last flush, so sightings already received are not lost on shutdown.
+            # A last flush, so data and sightings already received are not lost on shutdown.
+            with contextlib.suppress(Exception):
+                await ingest.drain()
             with contextlib.suppress(Exception):
                 await self._presence_flush()
 

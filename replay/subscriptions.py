@@ -16,6 +16,7 @@ the ordering rules to stored subscriptions:
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -98,6 +99,20 @@ async def active_subscription(session: AsyncSession, device_id: str) -> Subscrip
         )
     )
     return result.first()
+
+
+async def active_subscriptions(
+    session: AsyncSession, device_ids: Collection[str]
+) -> dict[str, Subscription]:
+    """Each device's active subscription (R2: at most one), for a batch of devices."""
+    if not device_ids:
+        return {}
+    result = await session.exec(
+        select(Subscription).where(
+            col(Subscription.device_id).in_(list(device_ids)), Subscription.status == ACTIVE
+        )
+    )
+    return {sub.device_id: sub for sub in result.all()}
 
 
 async def has_active_subscription(session: AsyncSession, account_id: str) -> bool:

@@ -1,15 +1,19 @@
-"""Malformed device messages are counted and never stop the loop (issue 2, #5)."""
+"""Malformed device messages are counted and never stop the loop (issue 2, #5); recording
+data is written by group commit and survives shutdown (issue 7)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
 import aiomqtt
 import pytest
+from sqlmodel import select
 
 from devices.clock import ManualClock
 from gateway.wire import Malformed, parse
+from replay.models import CameraEvent
 from tests.conftest import StartGateway, eventually
 from tests.services import Broker
 from tests.test_presence import online_map, setup_account
@@ -62,3 +66,51 @@ async def test_garbage_is_counted_and_the_next_good_message_is_processed(
         await eventually(online)
         r = await http.get(f"{gw.url}/metrics")
         assert malformed_count(await r.text(), "state") == 2
+
+
+async def test_a_burst_of_events_is_written_in_batches_and_none_is_lost_at_shutdown(
+    broker: Broker, start_gateway: StartGateway, clock: ManualClock
+) -> None:
+    """Group commit (issue 7): a burst takes far fewer transactions than messages, a bad
+    message in it costs only itself, and what was received before shutdown is indexed."""
+    burst = 300
+    async with (
+        start_gateway(clock=clock, mqtt_url=broker.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        await setup_account(gw, http, "cam-b")
+        metrics = gw.services.metrics
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="burst") as dev:
+            bodies = [
+                {"event_id": f"ev-{n}", "type": "person", "at": clock.now().isoformat()}
+                for n in range(burst)
+            ]
+            bodies.insert(burst // 2, {"event_id": "ev-bad", "type": "dragon", "at": "x"})
+            await asyncio.gather(
+                *(dev.publish("kj/v1/dev/cam-b/event", json.dumps(b), qos=1) for b in bodies)
+            )
+
+        async def received() -> bool:
+            value = metrics.registry.get_sample_value(
+                "kanjia_mqtt_messages_total", {"kind": "event"}
+            )
+            return value == burst + 1
+
+        await eventually(received)
+    # The gateway has stopped: its last act was to write what it had received.
+    batches = metrics.registry.get_sample_value("kanjia_batch_size_count", {"queue": "recording"})
+    assert batches is not None
+    assert batches < burst / 2
+    assert (
+        metrics.registry.get_sample_value(
+            "kanjia_mqtt_malformed_total",
+            {"kind": "event", "reason": "'type' must be person, pet, door or motion"},
+        )
+        == 1
+    )
+    async with (
+        start_gateway(clock=clock, mqtt_url=broker.url) as gw,
+        gw.services.db.session() as session,
+    ):
+        rows = (await session.exec(select(CameraEvent.event_id))).all()
+    assert sorted(rows) == sorted(f"ev-{n}" for n in range(burst))

@@ -1,0 +1,101 @@
+"""Group commit: messages queued by the receive loop, written a batch per transaction.
+
+One transaction per device message costs a session, several round trips and a commit
+each, which caps a gateway at a few hundred messages a second (``bench/ingest.py``).
+A :class:`GroupCommit` takes items from the receive loop without waiting for the
+database and hands them to its handler in batches: while one batch is being written the
+next accumulates, so a quiet gateway writes each item at once and a busy one writes
+hundreds per commit. The queue is bounded: when it is full, :meth:`GroupCommit.submit`
+waits, the receive loop stops reading and the broker holds the backlog.
+
+A batch whose handler fails is retried item by item, so one bad item costs only itself;
+an item that fails alone is counted and logged. Handlers must be idempotent (they are:
+segments and events are keyed by their ids), because a batch cut short by shutdown is
+handled again by :meth:`GroupCommit.drain`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BatchHandler = Callable[[Sequence[T]], Awaitable[None]]
+
+
+class GroupCommit(Generic[T]):
+    def __init__(
+        self,
+        name: str,
+        handler: BatchHandler[T],
+        *,
+        metrics: Metrics,
+        max_batch: int = 500,
+        max_pending: int = 10_000,
+    ) -> None:
+        if max_batch < 1 or max_pending < max_batch:
+            raise ValueError("need 1 <= max_batch <= max_pending")
+        self.name = name
+        self._handler = handler
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=max_pending)
+        self._unfinished: list[T] = []
+        metrics.queue_depth.labels(name).set_function(self._queue.qsize)
+
+    @property
+    def pending(self) -> int:
+        """Items queued or in the batch being written."""
+        return self._queue.qsize() + len(self._unfinished)
+
+    async def submit(self, item: T) -> None:
+        """Queue one item; waits only while the queue is full (back-pressure)."""
+        await self._queue.put(item)
+
+    def _take(self, batch: list[T]) -> list[T]:
+        """Fill ``batch`` from the queue, up to the batch size, without waiting."""
+        while len(batch) < self._max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def run(self) -> None:
+        """Write batches until cancelled; a batch cut short is kept for :meth:`drain`."""
+        while True:
+            first = await self._queue.get()
+            self._unfinished = self._take([first])
+            await self._write(self._unfinished)
+            self._unfinished = []
+
+    async def drain(self) -> None:
+        """Write what is left (after :meth:`run` was cancelled), at shutdown."""
+        batch, self._unfinished = self._unfinished, []
+        while batch:
+            await self._write(batch)
+            batch = self._take([])
+
+    async def _write(self, batch: list[T]) -> None:
+        self._metrics.batch_size.labels(self.name).observe(len(batch))
+        try:
+            await self._handler(batch)
+            return
+        except Exception:
+            if len(batch) == 1:
+                self._failed(1)
+                return
+            log.warning("%s: a batch of %d failed; writing one by one", self.name, len(batch))
+        for item in batch:
+            try:
+                await self._handler([item])
+            except Exception:
+                self._failed(1)
+
+    def _failed(self, count: int) -> None:
+        self._metrics.mqtt_handler_errors.labels(self.name).inc(count)
+        log.exception("%s: an item could not be written", self.name)

@@ -1,0 +1,122 @@
+"""Group commit (gateway.batching): batches form while a write is in flight, a failing
+batch costs only its bad item, back-pressure holds the receive loop, and shutdown loses
+nothing already received. The handler here is an in-memory recorder: GroupCommit has
+no I/O of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from gateway.batching import GroupCommit
+from gateway.metrics import Metrics
+
+
+class Recorder:
+    def __init__(self, *, bad: frozenset[int] = frozenset()) -> None:
+        self.batches: list[list[int]] = []
+        self.written: list[int] = []
+        self.bad = bad
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+
+    async def __call__(self, batch: Sequence[int]) -> None:
+        self.batches.append(list(batch))
+        self.entered.set()
+        await self.gate.wait()
+        if self.bad & set(batch):
+            raise RuntimeError("constraint violated")
+        self.written.extend(batch)
+
+
+def errors(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value("kanjia_mqtt_handler_errors_total", {"kind": name})
+    return value or 0.0
+
+
+async def settle(group: GroupCommit[int]) -> None:
+    for _ in range(200):
+        if group.pending == 0:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{group.pending} items still pending")
+
+
+async def test_items_arriving_during_a_write_form_the_next_batch() -> None:
+    recorder = Recorder()
+    group = GroupCommit("t", recorder, metrics=Metrics(), max_batch=3, max_pending=10)
+    recorder.gate.clear()
+    task = asyncio.create_task(group.run())
+    try:
+        await group.submit(0)
+        await recorder.entered.wait()
+        for item in range(1, 6):
+            await group.submit(item)
+        recorder.gate.set()
+        await settle(group)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert recorder.batches == [[0], [1, 2, 3], [4, 5]]
+    assert recorder.written == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_failing_batch_is_retried_item_by_item_and_only_the_bad_item_is_lost() -> None:
+    metrics = Metrics()
+    recorder = Recorder(bad=frozenset({2}))
+    group = GroupCommit("t", recorder, metrics=metrics, max_batch=10, max_pending=10)
+    for item in range(4):
+        await group.submit(item)
+    task = asyncio.create_task(group.run())
+    try:
+        await settle(group)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert recorder.batches[0] == [0, 1, 2, 3]
+    assert recorder.written == [0, 1, 3]
+    assert errors(metrics, "t") == 1
+
+
+async def test_submit_waits_while_the_queue_is_full() -> None:
+    recorder = Recorder()
+    group = GroupCommit("t", recorder, metrics=Metrics(), max_batch=2, max_pending=2)
+    await group.submit(0)
+    await group.submit(1)
+    blocked = asyncio.create_task(group.submit(2))
+    await asyncio.sleep(0.02)
+    assert not blocked.done()
+    task = asyncio.create_task(group.run())
+    try:
+        await asyncio.wait_for(blocked, 1)
+        await settle(group)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert recorder.written == [0, 1, 2]
+
+
+async def test_drain_after_cancel_writes_the_cut_batch_and_the_rest_of_the_queue() -> None:
+    recorder = Recorder()
+    group = GroupCommit("t", recorder, metrics=Metrics(), max_batch=2, max_pending=10)
+    recorder.gate.clear()
+    task = asyncio.create_task(group.run())
+    await group.submit(0)
+    await recorder.entered.wait()  # the batch [0] is being written when shutdown comes
+    for item in range(1, 4):
+        await group.submit(item)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert recorder.written == []
+    recorder.gate.set()
+    await group.drain()
+    assert recorder.written == [0, 1, 2, 3]
+    assert group.pending == 0
+
+
+def test_bounds_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        GroupCommit("t", Recorder(), metrics=Metrics(), max_batch=5, max_pending=4)
