@@ -57,6 +57,9 @@ class Metrics:
         self.segments_indexed = Counter(
             "kanjia_segments_indexed", "Segments verified and indexed", registry=r
         )
+        self.events_indexed = Counter(
+            "kanjia_events_indexed", "Camera events stored (repeats not counted)", registry=r
+        )
         self.segments_rejected = Counter(
             "kanjia_segments_rejected",
             "Segment notices not indexed, by reason",

@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 #: Objects up to this size have their SHA-256 checked before indexing.
 CHECKSUM_LIMIT = 2 * 1024 * 1024
 EVENT_TYPES = ("person", "pet", "door", "motion")
-#: Object checks of one batch in flight at once.
-VERIFY_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +249,10 @@ async def index_batch(services: Services, items: Sequence[RecordingItem]) -> Non
     events = [item for item in items if isinstance(item, EventNotice)]
     async with services.db.session() as session:
         indexed = await _index_segments(services, session, notices)
-        await _add_events(services, session, events)
+        added = await _add_events(services, session, events)
         await session.commit()
     services.metrics.segments_indexed.inc(indexed)
+    services.metrics.events_indexed.inc(added)
 
 
 async def _index_segments(
@@ -285,13 +284,7 @@ async def _index_segments(
             )
             continue
         todo[grant.segment_id] = grant
-    limit = asyncio.Semaphore(VERIFY_CONCURRENCY)
-
-    async def verify(grant: UploadGrant) -> str | None:
-        async with limit:
-            return await _verify(services, grant)
-
-    problems = await asyncio.gather(*(verify(grant) for grant in todo.values()))
+    problems = await _verify(services, list(todo.values()))
     now = services.clock.now()
     indexed: list[str] = []
     for grant, problem in zip(todo.values(), problems, strict=True):
@@ -323,22 +316,39 @@ async def _index_segments(
     return len(indexed)
 
 
-async def _verify(services: Services, grant: UploadGrant) -> str | None:
-    info = await services.store.head(grant.object_key)
-    if info is None:
+async def _verify(services: Services, grants: list[UploadGrant]) -> list[str | None]:
+    """For each grant, why its object may not be indexed, or ``None``. Small objects are
+    read (one batch read) and their size and SHA-256 checked; large ones only looked at."""
+    small = [grant for grant in grants if grant.bytes <= CHECKSUM_LIMIT]
+    found = await services.store.get_many([grant.object_key for grant in small])
+    # One worker-thread trip hashes the batch (hashlib lets go of the GIL).
+    digests = await asyncio.to_thread(
+        lambda: [None if data is None else hashlib.sha256(data).hexdigest() for data in found]
+    )
+    problems = {
+        grant.segment_id: _problem(grant, None if data is None else len(data), digest)
+        for grant, data, digest in zip(small, found, digests, strict=True)
+    }
+    for grant in grants:
+        if grant.bytes > CHECKSUM_LIMIT:
+            info = await services.store.head(grant.object_key)
+            problems[grant.segment_id] = _problem(grant, None if info is None else info.size)
+    return [problems[grant.segment_id] for grant in grants]
+
+
+def _problem(grant: UploadGrant, size: int | None, digest: str | None = None) -> str | None:
+    if size is None:
         return "missing_object"
-    if info.size != grant.bytes:
+    if size != grant.bytes:
         return "size_mismatch"
-    if grant.bytes <= CHECKSUM_LIMIT:
-        data = await services.store.get(grant.object_key)
-        if hashlib.sha256(data).hexdigest() != grant.sha256:
-            return "checksum_mismatch"
+    if digest is not None and digest != grant.sha256:
+        return "checksum_mismatch"
     return None
 
 
-async def _add_events(services: Services, session: AsyncSession, events: list[EventNotice]) -> None:
+async def _add_events(services: Services, session: AsyncSession, events: list[EventNotice]) -> int:
     if not events:
-        return
+        return 0
     cameras = await _cameras(session, {event.device_id for event in events})
     ids = list({event.event_id for event in events})
     seen = set(
@@ -348,6 +358,7 @@ async def _add_events(services: Services, session: AsyncSession, events: list[Ev
             )
         ).all()
     )
+    added = 0
     for event in events:
         if event.device_id not in cameras:
             services.metrics.mqtt_unknown_device.inc()
@@ -355,6 +366,7 @@ async def _add_events(services: Services, session: AsyncSession, events: list[Ev
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
+        added += 1
         session.add(
             CameraEvent(
                 event_id=event.event_id,
@@ -364,3 +376,4 @@ async def _add_events(services: Services, session: AsyncSession, events: list[Ev
                 score=event.score,
             )
         )
+    return added

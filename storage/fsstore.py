@@ -16,6 +16,7 @@ import builtins
 import hashlib
 import hmac
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -63,10 +64,11 @@ class FilesystemObjectStore:
     async def put(
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
     ) -> None:
-        path = self._path(key)
-        await asyncio.to_thread(self._write, path, data)
+        validate_key(key)
+        await asyncio.to_thread(self._write, key, data)
 
-    def _write(self, path: Path, data: bytes) -> None:
+    def _write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -80,37 +82,58 @@ class FilesystemObjectStore:
             raise
 
     async def get(self, key: str) -> bytes:
-        path = self._path(key)
+        return await asyncio.to_thread(self._read, key)
+
+    def _read(self, key: str) -> bytes:
+        # Paths are resolved in the worker thread too: resolving touches the disk.
         try:
-            return await asyncio.to_thread(path.read_bytes)
+            return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
+    async def get_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
+        for key in keys:
+            validate_key(key)
+        # One trip to a worker thread for the whole batch, not one per object.
+        return await asyncio.to_thread(self._read_many, keys)
+
+    def _read_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
+        found: builtins.list[bytes | None] = []
+        for key in keys:
+            try:
+                found.append(self._read(key))
+            except ObjectNotFound:
+                found.append(None)
+        return found
+
     async def head(self, key: str) -> ObjectInfo | None:
-        path = self._path(key)
-        try:
-            st = await asyncio.to_thread(path.stat)
-        except FileNotFoundError:
-            return None
-        if not path.is_file():
+        st = await asyncio.to_thread(self._stat, key)
+        if st is None:
             return None
         return ObjectInfo(
             key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC)
         )
 
+    def _stat(self, key: str) -> os.stat_result | None:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return st if stat.S_ISREG(st.st_mode) else None
+
     async def copy(self, source: str, dest: str) -> None:
-        src, dst = self._path(source), self._path(dest)
-        if not src.is_file():
-            raise ObjectNotFound(source)
-        await asyncio.to_thread(self._write, dst, await asyncio.to_thread(src.read_bytes))
+        validate_key(dest)
+        await self.put(dest, await self.get(source))
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        paths = [self._path(k) for k in keys]
-        await asyncio.to_thread(self._unlink_all, paths)
-        return len(paths)
+        for key in keys:
+            validate_key(key)
+        await asyncio.to_thread(self._unlink_all, keys)
+        return len(keys)
 
-    def _unlink_all(self, paths: builtins.list[Path]) -> None:
-        for path in paths:
+    def _unlink_all(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            path = self._path(key)
             path.unlink(missing_ok=True)
             parent = path.parent
             while parent != self.root:

@@ -82,6 +82,11 @@ class ObjectStore(Protocol):
         """The object's bytes; :class:`ObjectNotFound` if absent."""
         ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The objects' bytes in the keys' order, ``None`` for an absent one (a batch read:
+        the indexer verifies hundreds of uploads at once)."""
+        ...
+
     async def head(self, key: str) -> ObjectInfo | None:
         """Size and metadata, or ``None`` if absent."""
         ...

@@ -15,6 +15,8 @@ clock, so the injected service clock cannot take part.
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -41,6 +43,7 @@ DEFAULT_REGION = "us-east-1"
 MAX_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 MAX_LIST_PAGE = 1000  # ListObjectsV2 returns at most 1000 keys per page
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # signature v4 presigned URLs live at most 7 days
+GET_MANY_CONCURRENCY = 16  # requests of one batch read in flight at once
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9-]+$")
@@ -290,6 +293,20 @@ class S3ObjectStore:
             async with response["Body"] as body:
                 data = await body.read()
         return bytes(data)
+
+    async def get_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
+        for key in keys:
+            validate_key(key)
+        gate = asyncio.Semaphore(GET_MANY_CONCURRENCY)
+
+        async def one(key: str) -> bytes | None:
+            async with gate:
+                try:
+                    return await self.get(key)
+                except ObjectNotFound:
+                    return None
+
+        return list(await asyncio.gather(*(one(key) for key in keys)))
 
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)

@@ -47,6 +47,20 @@ async def test_put_get_head_copy_list_delete(store: FilesystemObjectStore) -> No
         await store.copy("nope/x", "y/x")
 
 
+async def test_get_many_keeps_the_order_and_marks_the_absent(
+    store: FilesystemObjectStore,
+) -> None:
+    await store.put("rec/7d/cam-1/a.ts", b"aaa")
+    await store.put("rec/7d/cam-1/b.ts", b"bbbb")
+    (store.root / "rec/7d/cam-1/dir.ts").mkdir()
+    found = await store.get_many(
+        ["rec/7d/cam-1/b.ts", "rec/7d/cam-1/gone.ts", "rec/7d/cam-1/dir.ts", "rec/7d/cam-1/a.ts"]
+    )
+    assert found == [b"bbbb", None, None, b"aaa"]
+    with pytest.raises(InvalidKey):
+        await store.get_many(["rec/7d/cam-1/a.ts", "../etc/passwd"])
+
+
 @pytest.mark.parametrize(
     "key", ["../etc/passwd", "a/../../b", "/abs/key", "a//b", "a/./b", "a\\b", "", "a/b/"]
 )

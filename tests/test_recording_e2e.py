@@ -7,17 +7,21 @@ SQLite with the filesystem store and on PostgreSQL and SQLite with SeaweedFS (S3
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
+from sqlmodel import select
 
 from devices.clock import ManualClock
 from gateway.service import Gateway
-from replay.models import Segment
+from replay.models import Segment, UploadGrant
 from simulators.camera import CameraSimulator
 from simulators.media import decode_first_frame
 from simulators.scene import read_timestamp
@@ -347,3 +351,70 @@ async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on
     assert r.status == 404
     r = await home.app(f"/app/v1/segments/{after.segment_id}")
     assert r.status == 200
+
+
+async def test_a_batch_of_notices_indexes_only_the_objects_that_match_their_grant(
+    home: Home, broker: Broker
+) -> None:
+    """Group commit (issue 7) keeps the check of issue 4: a notice is indexed only when its
+    object exists with the granted size and SHA-256, and only for the camera granted."""
+    start = home.clock.now() - timedelta(seconds=10)
+    good = b"\x47" * 1880
+    uploaded = {"good": good, "short": good[:-188], "altered": b"\x48" * 1880}
+    async with home.gw.services.db.session() as session:
+        for name in ("good", "short", "altered", "absent", "theirs"):
+            key = f"rec/7d/cam-1/notice-{name}.ts"
+            session.add(
+                UploadGrant(
+                    segment_id=f"seg-{name}",
+                    device_id="cam-1",
+                    account_id="acc-1",
+                    subscription_id="sub-x",
+                    kind="continuous",
+                    start=start,
+                    end=start + timedelta(seconds=10),
+                    bytes=len(good),
+                    sha256=hashlib.sha256(good).hexdigest(),
+                    object_key=key,
+                    retention_class="7d",
+                    expires_at=start + timedelta(days=7),
+                    granted_at=start,
+                )
+            )
+            if name in uploaded:
+                await home.gw.services.store.put(key, uploaded[name])
+        await session.commit()
+
+    def notice(name: str) -> str:
+        return json.dumps(
+            {
+                "segment_id": f"seg-{name}",
+                "kind": "continuous",
+                "start": start.isoformat(),
+                "end": (start + timedelta(seconds=10)).isoformat(),
+                "bytes": len(good),
+                "sha256": hashlib.sha256(good).hexdigest(),
+            }
+        )
+
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="notices") as client:
+        for name in ("good", "short", "altered", "absent", "good"):
+            await client.publish("kj/v1/dev/cam-1/segment", notice(name), qos=1)
+        await client.publish("kj/v1/dev/cam-2/segment", notice("theirs"), qos=1)
+    registry = home.gw.services.metrics.registry
+
+    def rejected(reason: str) -> float | None:
+        return registry.get_sample_value("kanjia_segments_rejected_total", {"reason": reason})
+
+    async def settled() -> bool:
+        return rejected("no_grant") == 1
+
+    await eventually(settled)
+    assert registry.get_sample_value("kanjia_segments_indexed_total") == 1
+    reasons = ("size_mismatch", "checksum_mismatch", "missing_object")
+    assert {reason: rejected(reason) for reason in reasons} == dict.fromkeys(reasons, 1)
+    async with home.gw.services.db.session() as session:
+        indexed = (await session.exec(select(Segment.segment_id))).all()
+        waiting = (await session.exec(select(UploadGrant.segment_id))).all()
+    assert indexed == ["seg-good"]
+    assert sorted(waiting) == ["seg-absent", "seg-altered", "seg-short", "seg-theirs"]

@@ -141,6 +141,7 @@ OPERATIONS: list[Any] = [
     pytest.param(lambda s, k: s.copy(k, "ok/dest"), id="copy-source"),
     pytest.param(lambda s, k: s.copy("ok/source", k), id="copy-dest"),
     pytest.param(lambda s, k: s.delete_many(["ok/first", k]), id="delete-many"),
+    pytest.param(lambda s, k: s.get_many(["ok/first", k]), id="get-many"),
     pytest.param(_list_all, id="list"),
     pytest.param(lambda s, k: s.presign_get(k, expires_in=60), id="presign-get"),
     pytest.param(lambda s, k: s.presign_put(k, expires_in=60), id="presign-put"),
@@ -200,6 +201,15 @@ async def test_missing_key(store: S3ObjectStore) -> None:
         await store.get("missing/nothing.ts")
     assert caught.value.key == "missing/nothing.ts"
     assert await store.head("missing/nothing.ts") is None
+
+
+async def test_get_many_keeps_the_order_and_marks_the_absent(store: S3ObjectStore) -> None:
+    keys = [f"many/cam-1/{n:02d}.ts" for n in range(20)]
+    for n, key in enumerate(keys):
+        await store.put(key, f"segment {n}".encode())
+    found = await store.get_many([keys[3], "many/cam-1/absent.ts", *keys])
+    assert found == [b"segment 3", None, *(f"segment {n}".encode() for n in range(20))]
+    assert await store.get_many([]) == []
 
 
 async def test_copy(store: S3ObjectStore) -> None:
