@@ -230,12 +230,10 @@ class Scene:
         self.seed = seed
         self.actors: tuple[Actor, ...] = tuple(sorted(actors, key=lambda a: a.start))
         self._rng_seed = random.Random(f"scene:{seed}").getrandbits(32)
-        self._background = self._draw_background()
-        gen = np.random.default_rng(self._rng_seed)
-        self._noise: list[npt.NDArray[np.int16]] = [
-            np.rint(gen.normal(0.0, noise, (height, width, 3))).astype(np.int16)
-            for _ in range(_NOISE_BANK if noise > 0 else 0)
-        ]
+        self._noise_level = noise
+        # Drawn on the first frame: a fleet camera with synthetic media never renders one,
+        # and the background and noise bank cost megabytes and milliseconds per camera.
+        self._drawn: tuple[Frame, list[npt.NDArray[np.int16]]] | None = None
 
     @property
     def width(self) -> int:
@@ -254,11 +252,23 @@ class Scene:
                 found.append((actor, p))
         return found
 
+    def _layers(self) -> tuple[Frame, list[npt.NDArray[np.int16]]]:
+        if self._drawn is None:
+            gen = np.random.default_rng(self._rng_seed)
+            shape = (self.height, self.width, 3)
+            bank = [
+                np.rint(gen.normal(0.0, self._noise_level, shape)).astype(np.int16)
+                for _ in range(_NOISE_BANK if self._noise_level > 0 else 0)
+            ]
+            self._drawn = (self._draw_background(), bank)
+        return self._drawn
+
     def render(self, at: datetime) -> Frame:
         """The BGR frame (height x width x 3, uint8) the camera sees at ``at``."""
         if at.tzinfo is None:
             raise SceneError("Frames are rendered for timezone-aware instants.")
-        frame = self._background.copy()
+        background, noise = self._layers()
+        frame = background.copy()
         active = self.active(at)
         door_open = max((_door_swing(p) for a, p in active if a.kind == "door"), default=0.0)
         self._draw_door(frame, door_open)
@@ -267,9 +277,9 @@ class Scene:
                 self._draw_person(frame, actor, p)
             elif actor.kind == "pet":
                 self._draw_pet(frame, actor, p)
-        if self._noise:
+        if noise:
             ms = round(at.timestamp() * 1000)
-            bank = self._noise[(ms * 2654435761 >> 7) % len(self._noise)]
+            bank = noise[(ms * 2654435761 >> 7) % len(noise)]
             frame = np.clip(frame.astype(np.int16) + bank, 0, 255).astype(np.uint8)
         second = math.floor(at.timestamp())
         _draw_text(frame, self.layout, second)
