@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 OnMessage = Callable[[str, bytes], Awaitable[None]]
 
+#: QoS-1 publishes in flight (sent, PUBACK not yet received) at once.
+MAX_INFLIGHT = 1_000
+
 
 class NotConnected(RuntimeError):
     """Publishing while the MQTT session is down."""
@@ -80,6 +83,9 @@ class MqttSession:
                     clean_session=False,
                     keepalive=30,
                     max_queued_outgoing_messages=100_000,
+                    # paho's default is 20 QoS-1 publishes awaiting PUBACK: a batch of
+                    # upload answers or a stop fan-out would go out 20 round trips at a time.
+                    max_inflight_messages=MAX_INFLIGHT,
                 ) as client:
                     for topic in self._topics:
                         await client.subscribe(topic, qos=1)
