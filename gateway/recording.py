@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -127,6 +128,8 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     now = services.clock.now()
     answers: list[tuple[str, bytes]] = []
     granted: list[tuple[UploadAsk, UploadGrant]] = []
+    # Counted once the batch went through: a failed batch is handled again item by item.
+    decisions: Counter[str] = Counter()
     async with services.db.session() as session:
         cameras = await _cameras(session, {ask.request.device_id for ask in asks})
         subscriptions = await active_subscriptions(session, cameras)
@@ -144,7 +147,7 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
             answer = topic(request.device_id, "upload/res")
             found = cameras.get(request.device_id)
             if found is None:
-                services.metrics.mqtt_unknown_device.inc()
+                decisions["unknown_device"] += 1
                 continue
             device, account = found
             decision = recording.decide_upload(
@@ -154,7 +157,7 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
                 now=now,
             )
             if isinstance(decision, recording.Refuse):
-                services.metrics.upload_decisions.labels(decision.code).inc()
+                decisions[decision.code] += 1
                 refusal = _reply(
                     ask.req_id,
                     request.segment_id,
@@ -206,13 +209,16 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     ttl = services.settings.url_ttl_seconds
     for ask, grant in granted:
         url = await services.store.presign_put(grant.object_key, expires_in=ttl)
-        services.metrics.upload_decisions.labels("accepted").inc()
+        decisions["accepted"] += 1
         body = _reply(
             ask.req_id, grant.segment_id, ok=True, url=url, key=grant.object_key, expires_in=ttl
         )
         answers.append((topic(grant.device_id, "upload/res"), body))
     # Answers go out only now that the grants are committed; QoS-1 round trips overlap.
     await asyncio.gather(*(_publish(services, name, body) for name, body in answers))
+    services.metrics.mqtt_unknown_device.inc(decisions.pop("unknown_device", 0))
+    for decision_code, count in decisions.items():
+        services.metrics.upload_decisions.labels(decision_code).inc(count)
 
 
 def parse_segment(msg: DeviceMessage) -> recording.UploadRequest:
@@ -247,16 +253,25 @@ async def index_batch(services: Services, items: Sequence[RecordingItem]) -> Non
     """Index a batch of segment notices and events in one transaction (idempotent)."""
     notices = [item for item in items if isinstance(item, recording.UploadRequest)]
     events = [item for item in items if isinstance(item, EventNotice)]
+    # Counted once the batch is committed: a failed batch is handled again item by item.
+    rejected: Counter[str] = Counter()
     async with services.db.session() as session:
-        indexed = await _index_segments(services, session, notices)
-        added = await _add_events(services, session, events)
+        indexed = await _index_segments(services, session, notices, rejected)
+        added = await _add_events(session, events, rejected)
         await session.commit()
-    services.metrics.segments_indexed.inc(indexed)
-    services.metrics.events_indexed.inc(added)
+    metrics = services.metrics
+    metrics.segments_indexed.inc(indexed)
+    metrics.events_indexed.inc(added)
+    metrics.mqtt_unknown_device.inc(rejected.pop("unknown_device", 0))
+    for reason, count in rejected.items():
+        metrics.segments_rejected.labels(reason).inc(count)
 
 
 async def _index_segments(
-    services: Services, session: AsyncSession, notices: list[recording.UploadRequest]
+    services: Services,
+    session: AsyncSession,
+    notices: list[recording.UploadRequest],
+    rejected: Counter[str],
 ) -> int:
     if not notices:
         return 0
@@ -278,7 +293,7 @@ async def _index_segments(
             continue  # already indexed: a repeated notice changes nothing
         grant = grants.get(notice.segment_id)
         if grant is None or grant.device_id != notice.device_id:
-            services.metrics.segments_rejected.labels("no_grant").inc()
+            rejected["no_grant"] += 1
             log.warning(
                 "segment %s from %s has no upload grant", notice.segment_id, notice.device_id
             )
@@ -289,7 +304,7 @@ async def _index_segments(
     indexed: list[str] = []
     for grant, problem in zip(todo.values(), problems, strict=True):
         if problem is not None:
-            services.metrics.segments_rejected.labels(problem).inc()
+            rejected[problem] += 1
             log.warning("segment %s refused: %s", grant.segment_id, problem)
             continue
         session.add(
@@ -346,7 +361,10 @@ def _problem(grant: UploadGrant, size: int | None, digest: str | None = None) ->
     return None
 
 
-async def _add_events(services: Services, session: AsyncSession, events: list[EventNotice]) -> int:
+async def _add_events(
+    session: AsyncSession, events: list[EventNotice], rejected: Counter[str]
+) -> int:
+    """Add the batch's new events; events of unknown devices are counted in ``rejected``."""
     if not events:
         return 0
     cameras = await _cameras(session, {event.device_id for event in events})
@@ -361,7 +379,7 @@ async def _add_events(services: Services, session: AsyncSession, events: list[Ev
     added = 0
     for event in events:
         if event.device_id not in cameras:
-            services.metrics.mqtt_unknown_device.inc()
+            rejected["unknown_device"] += 1
             continue
         if event.event_id in seen:
             continue
