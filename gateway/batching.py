@@ -10,8 +10,9 @@ waits, the receive loop stops reading and the broker holds the backlog.
 
 A batch whose handler fails is retried item by item, so one bad item costs only itself;
 an item that fails alone is counted and logged. Handlers must be idempotent (they are:
-segments and events are keyed by their ids), because a batch cut short by shutdown is
-handled again by :meth:`GroupCommit.drain`.
+segments and events are keyed by their ids): an item of a failed batch is handled again.
+Cancelling :meth:`GroupCommit.run` never cuts a batch in the middle of its transaction;
+:meth:`GroupCommit.drain` then finishes it and writes the rest of the queue.
 """
 
 from __future__ import annotations
@@ -47,13 +48,14 @@ class GroupCommit(Generic[T]):
         self._metrics = metrics
         self._max_batch = max_batch
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=max_pending)
-        self._unfinished: list[T] = []
+        self._writing: asyncio.Future[None] | None = None
+        self._in_flight = 0
         metrics.queue_depth.labels(name).set_function(self._queue.qsize)
 
     @property
     def pending(self) -> int:
         """Items queued or in the batch being written."""
-        return self._queue.qsize() + len(self._unfinished)
+        return self._queue.qsize() + self._in_flight
 
     async def submit(self, item: T) -> None:
         """Queue one item; waits only while the queue is full (back-pressure)."""
@@ -66,22 +68,36 @@ class GroupCommit(Generic[T]):
         return batch
 
     async def run(self) -> None:
-        """Write batches until cancelled; a batch cut short is kept for :meth:`drain`."""
+        """Write batches until cancelled. A batch being written when the cancellation
+        comes is finished, not cut: cancelling a transaction midway can leave its
+        connection holding the database's write lock (SQLite)."""
         while True:
             first = await self._queue.get()
-            self._unfinished = self._take([first])
-            await self._write(self._unfinished)
-            self._unfinished = []
+            self._writing = asyncio.ensure_future(self._write(self._take([first])))
+            await asyncio.shield(self._writing)
+            self._writing = None
+
+    async def settle(self) -> None:
+        """Wait for the batch being written (after :meth:`run` was cancelled)."""
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
 
     async def drain(self) -> None:
-        """Write what is left (after :meth:`run` was cancelled), at shutdown."""
-        batch, self._unfinished = self._unfinished, []
-        while batch:
+        """Finish the batch being written, then write what is left (shutdown)."""
+        await self.settle()
+        while batch := self._take([]):
             await self._write(batch)
-            batch = self._take([])
 
     async def _write(self, batch: list[T]) -> None:
         self._metrics.batch_size.labels(self.name).observe(len(batch))
+        self._in_flight = len(batch)
+        try:
+            await self._write_or_split(batch)
+        finally:
+            self._in_flight = 0
+
+    async def _write_or_split(self, batch: list[T]) -> None:
         try:
             await self._handler(batch)
             return

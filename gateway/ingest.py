@@ -51,7 +51,9 @@ class Ingest:
             tg.create_task(self.recordings.run(), name="gateway[ingest].recordings")
 
     async def drain(self) -> None:
-        """Index the segment notices and events already received (shutdown)."""
+        """After :meth:`run` was cancelled: finish the batches being written and index the
+        segment notices and events already received (shutdown)."""
+        await self.uploads.settle()
         await self.recordings.drain()
 
     async def handle(self, topic: str, payload: bytes) -> None:

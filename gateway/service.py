@@ -69,6 +69,7 @@ class Gateway:
         self._with_mqtt = mqtt
         self._stack = AsyncExitStack()
         self._services: Services | None = None
+        self._flushing: asyncio.Future[None] | None = None
         self.port = settings.http_port
 
     @property
@@ -158,9 +159,12 @@ class Gateway:
 
         async def stop_tasks() -> None:
             await cancel_all(tasks)
-            # A last flush, so data and sightings already received are not lost on shutdown.
+            # Writes in flight finish; then a last flush, so data and sightings already
+            # received are not lost on shutdown.
             with contextlib.suppress(Exception):
                 await ingest.drain()
+            if self._flushing is not None:
+                await self._flushing
             with contextlib.suppress(Exception):
                 await self._presence_flush()
 
@@ -189,10 +193,15 @@ class Gateway:
     async def _presence_flush_loop(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_FLUSH_SECONDS)
-            try:
-                await self._presence_flush()
-            except Exception:
-                log.exception("presence flush failed")
+            # Shielded: a flush cut midway by shutdown could leave SQLite's write lock held.
+            self._flushing = asyncio.ensure_future(self._presence_flush_logged())
+            await asyncio.shield(self._flushing)
+
+    async def _presence_flush_logged(self) -> None:
+        try:
+            await self._presence_flush()
+        except Exception:
+            log.exception("presence flush failed")
 
     async def _presence_sweep(self) -> None:
         services = self.services
