@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,20 +27,6 @@ class _Pending:
     online: bool
     firmware: str | None = None
     telemetry: dict[str, object] | None = None
-
-
-_DEVICES = Device.__table__  # type: ignore[attr-defined]
-_FLUSH = (
-    update(_DEVICES)
-    .where(_DEVICES.c.device_id == bindparam("key"))
-    .values(
-        last_seen=bindparam("new_last_seen", type_=_DEVICES.c.last_seen.type),
-        online=bindparam("new_online", type_=_DEVICES.c.online.type),
-        online_changed_at=bindparam("new_changed_at", type_=_DEVICES.c.online_changed_at.type),
-        firmware=bindparam("new_firmware", type_=_DEVICES.c.firmware.type),
-        telemetry=bindparam("new_telemetry", type_=_DEVICES.c.telemetry.type),
-    )
-)
 
 
 def timed_out(last_seen: datetime | None, now: datetime, timeout: timedelta) -> bool:
@@ -98,40 +83,20 @@ class PresenceTracker:
         known: set[str] = set()
         went_online: set[str] = set()
         went_offline: set[str] = set()
-        changes: list[dict[str, object]] = []
         for device in rows.all():
             known.add(device.device_id)
             pending = batch[device.device_id]
-            last_seen, online, changed_at = (
-                device.last_seen,
-                device.online,
-                device.online_changed_at,
-            )
-            if pending.online and (last_seen is None or pending.seen > last_seen):
-                last_seen = pending.seen
-            if online != pending.online:
-                online, changed_at = pending.online, pending.seen
-                (went_online if online else went_offline).add(device.device_id)
-            changes.append(
-                {
-                    "key": device.device_id,
-                    "new_last_seen": last_seen,
-                    "new_online": online,
-                    "new_changed_at": changed_at,
-                    "new_firmware": device.firmware
-                    if pending.firmware is None
-                    else pending.firmware,
-                    "new_telemetry": device.telemetry
-                    if pending.telemetry is None
-                    else pending.telemetry,
-                }
-            )
-        if changes:
-            # One executemany, not one UPDATE round trip per device: on SQLite the write
-            # lock is held from the first statement to the commit, and each round trip
-            # waits its turn on a busy event loop.
-            connection = await session.connection()
-            await connection.execute(_FLUSH, changes)
+            if pending.online and (device.last_seen is None or pending.seen > device.last_seen):
+                device.last_seen = pending.seen
+            if device.online != pending.online:
+                device.online = pending.online
+                device.online_changed_at = pending.seen
+                (went_online if pending.online else went_offline).add(device.device_id)
+            if pending.firmware is not None:
+                device.firmware = pending.firmware
+            if pending.telemetry is not None:
+                device.telemetry = pending.telemetry
+            session.add(device)
         await session.commit()
         return FlushResult(
             updated=len(known),
