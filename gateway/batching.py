@@ -103,15 +103,15 @@ class GroupCommit(Generic[T]):
             return
         except Exception:
             if len(batch) == 1:
-                self._failed(1)
+                self._failed()
                 return
             log.warning("%s: a batch of %d failed; writing one by one", self.name, len(batch))
         for item in batch:
             try:
                 await self._handler([item])
             except Exception:
-                self._failed(1)
+                self._failed()
 
-    def _failed(self, count: int) -> None:
-        self._metrics.mqtt_handler_errors.labels(self.name).inc(count)
+    def _failed(self) -> None:
+        self._metrics.mqtt_handler_errors.labels(self.name).inc()
         log.exception("%s: an item could not be written", self.name)
