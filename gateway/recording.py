@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Table, insert
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -63,6 +64,12 @@ class EventNotice:
     at: datetime
     score: float
 
+
+_SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
+_GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
+_EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
+#: What a segment row copies from its upload grant.
+_GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
 
 #: What the recording group commit indexes: segment notices and camera events.
 RecordingItem = recording.UploadRequest | EventNotice
@@ -301,34 +308,21 @@ async def _index_segments(
         todo[grant.segment_id] = grant
     problems = await _verify(services, list(todo.values()))
     now = services.clock.now()
-    indexed: list[str] = []
+    rows: list[dict[str, Any]] = []
     for grant, problem in zip(todo.values(), problems, strict=True):
         if problem is not None:
             rejected[problem] += 1
             log.warning("segment %s refused: %s", grant.segment_id, problem)
             continue
-        session.add(
-            Segment(
-                segment_id=grant.segment_id,
-                device_id=grant.device_id,
-                account_id=grant.account_id,
-                subscription_id=grant.subscription_id,
-                kind=grant.kind,
-                start=grant.start,
-                end=grant.end,
-                bytes=grant.bytes,
-                sha256=grant.sha256,
-                event_id=grant.event_id,
-                object_key=grant.object_key,
-                retention_class=grant.retention_class,
-                expires_at=grant.expires_at,
-                indexed_at=now,
-            )
-        )
-        indexed.append(grant.segment_id)
-    if indexed:
-        await session.exec(delete(UploadGrant).where(col(UploadGrant.segment_id).in_(indexed)))
-    return len(indexed)
+        row = {column: getattr(grant, column) for column in _GRANT_COLUMNS}
+        rows.append({**row, "indexed_at": now})
+    if rows:
+        # Core executemany: one statement for the batch, no ORM object per row.
+        connection = await session.connection()
+        await connection.execute(insert(_SEGMENTS), rows)
+        indexed = [row["segment_id"] for row in rows]
+        await connection.execute(delete(_GRANTS).where(_GRANTS.c.segment_id.in_(indexed)))
+    return len(rows)
 
 
 async def _verify(services: Services, grants: list[UploadGrant]) -> list[str | None]:
@@ -376,7 +370,7 @@ async def _add_events(
             )
         ).all()
     )
-    added = 0
+    rows: list[dict[str, Any]] = []
     for event in events:
         if event.device_id not in cameras:
             rejected["unknown_device"] += 1
@@ -384,14 +378,16 @@ async def _add_events(
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
-        added += 1
-        session.add(
-            CameraEvent(
-                event_id=event.event_id,
-                device_id=event.device_id,
-                type=event.type,
-                at=event.at,
-                score=event.score,
-            )
+        rows.append(
+            {
+                "event_id": event.event_id,
+                "device_id": event.device_id,
+                "type": event.type,
+                "at": event.at,
+                "score": event.score,
+            }
         )
-    return added
+    if rows:
+        connection = await session.connection()
+        await connection.execute(insert(_EVENTS), rows)
+    return len(rows)
