@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from gateway.lifecycle import Uncut
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class GroupCommit(Generic[T]):
         self._metrics = metrics
         self._max_batch = max_batch
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=max_pending)
-        self._writing: asyncio.Future[None] | None = None
+        self._writing = Uncut()
         self._in_flight = 0
         metrics.queue_depth.labels(name).set_function(self._queue.qsize)
 
@@ -73,15 +74,11 @@ class GroupCommit(Generic[T]):
         connection holding the database's write lock (SQLite)."""
         while True:
             first = await self._queue.get()
-            self._writing = asyncio.ensure_future(self._write(self._take([first])))
-            await asyncio.shield(self._writing)
-            self._writing = None
+            await self._writing.run(self._write(self._take([first])))
 
     async def settle(self) -> None:
         """Wait for the batch being written (after :meth:`run` was cancelled)."""
-        if self._writing is not None:
-            await self._writing
-            self._writing = None
+        await self._writing.settle()
 
     async def drain(self) -> None:
         """Finish the batch being written, then write what is left (shutdown)."""

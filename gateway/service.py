@@ -33,7 +33,7 @@ from gateway.config import Settings
 from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.ingest import Ingest
 from gateway.jobs import JobRunner
-from gateway.lifecycle import cancel_all
+from gateway.lifecycle import Uncut, cancel_all
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSession
 from gateway.orders import CALLBACK_JOB
@@ -69,7 +69,7 @@ class Gateway:
         self._with_mqtt = mqtt
         self._stack = AsyncExitStack()
         self._services: Services | None = None
-        self._flushing: asyncio.Future[None] | None = None
+        self._flushing = Uncut()
         self.port = settings.http_port
 
     @property
@@ -163,8 +163,7 @@ class Gateway:
             # received are not lost on shutdown.
             with contextlib.suppress(Exception):
                 await ingest.drain()
-            if self._flushing is not None:
-                await self._flushing
+            await self._flushing.settle()
             with contextlib.suppress(Exception):
                 await self._presence_flush()
 
@@ -193,9 +192,7 @@ class Gateway:
     async def _presence_flush_loop(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_FLUSH_SECONDS)
-            # Shielded: a flush cut midway by shutdown could leave SQLite's write lock held.
-            self._flushing = asyncio.ensure_future(self._presence_flush_logged())
-            await asyncio.shield(self._flushing)
+            await self._flushing.run(self._presence_flush_logged())
 
     async def _presence_flush_logged(self) -> None:
         try:
