@@ -11,7 +11,7 @@ Messages are checked one by one at the edge (:func:`parse_upload`, :func:`parse_
 :func:`parse_event`: a malformed one is counted there) and written in batches by the
 gateway's group commits (:mod:`gateway.batching`): :func:`answer_uploads` decides a batch
 of requests with a handful of queries and one commit, then answers each;
-:func:`index_batch` verifies a batch of uploaded objects concurrently and indexes them,
+:func:`index_batch` checks a batch of uploaded objects with one batch read and indexes them,
 with the batch's events, in one transaction.
 """
 
