@@ -1,12 +1,14 @@
 """Benchmark: the app's replay queries over a month of continuous video (issue 7, #4).
 
 One camera holds 30 days of 10-s continuous segments (259,200 rows) among ``--cameras``
-cameras (the others hold ``--other-segments`` rows each). Through the real HTTP API it
-measures the timeline of one day and the HLS playlist of one hour, p50/p99 over
+cameras (the others hold ``--other-segments`` rows each), and a detection every ten
+minutes. Through the real HTTP API it measures the timeline of one day (recorded ranges
+and 144 events, each with its segment) and the HLS playlist of one hour, p50/p99 over
 ``--runs`` requests each, on SQLite and on PostgreSQL (``KANJIA_TEST_POSTGRES_URL``: a
 throwaway database is created and dropped). The baseline, measured in the same run, is
-the same SQL query, bare (no HTTP, no auth, no merging, no URL signing); the ratio says
-what the service adds.
+a bare SQL read of the asked range's segment rows (no HTTP, no auth, no merging, no URL
+signing): what the playlist reads, and what the timeline read before it kept recorded
+ranges; the ratio says what the service costs against it.
 
 Run: ``.venv/bin/python -m bench.replay_queries [--db sqlite|postgresql|both]``.
 """
@@ -36,13 +38,15 @@ from devices.models import Account, AppToken, Device
 from gateway.config import load_settings
 from gateway.routes_playback import LONGEST
 from gateway.service import Gateway
-from replay.models import Segment, Subscription
+from replay.models import CameraEvent, Segment, Subscription
+from replay.ranges import extend_ranges
 from storage.db import async_url
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 DAYS = 30
 SEGMENT = timedelta(seconds=10)
 TARGET = "cam-0000"
+EVENT_EVERY = timedelta(minutes=10)
 TOKEN = "kja_" + secrets.token_urlsafe(12)  # an app token, fresh per run
 
 
@@ -169,13 +173,31 @@ async def seed(gw: Gateway, *, cameras: int, other_segments: int) -> int:
                 )
                 if len(batch) == 20_000:
                     await conn.execute(insert(table(Segment)), batch)
+                    await extend_ranges(conn, batch)  # as indexing does
                     rows += len(batch)
                     batch = []
             if batch:
                 await conn.execute(insert(table(Segment)), batch)
+                await extend_ranges(conn, batch)
                 rows += len(batch)
+        # A busy camera: a detection every EVENT_EVERY, each shown on the timeline.
+        events = int(DAYS * timedelta(days=1) / EVENT_EVERY)
+        await conn.execute(
+            insert(table(CameraEvent)),
+            [
+                {
+                    "event_id": f"ev-{i}",
+                    "device_id": TARGET,
+                    "type": "person",
+                    "at": NOW - (i + 0.5) * EVENT_EVERY,
+                    "score": 0.9,
+                }
+                for i in range(events)
+            ],
+        )
     if engine.dialect.name == "postgresql":
-        async with engine.connect() as conn:
+        # Committed: statistics gathered in a transaction that rolls back are lost too.
+        async with engine.begin() as conn:
             await conn.execute(text("ANALYZE"))
     return rows
 

@@ -37,6 +37,7 @@ from gateway.services import Services
 from gateway.wire import DeviceMessage, Malformed, topic
 from replay import recording
 from replay.models import CameraEvent, Segment, UploadGrant
+from replay.ranges import extend_ranges
 from replay.subscriptions import active_subscriptions
 
 log = logging.getLogger(__name__)
@@ -320,6 +321,7 @@ async def _index_segments(
         # Core executemany: one statement for the batch, no ORM object per row.
         connection = await session.connection()
         await connection.execute(insert(_SEGMENTS), rows)
+        await extend_ranges(connection, rows)
         indexed = [row["segment_id"] for row in rows]
         await connection.execute(delete(_GRANTS).where(_GRANTS.c.segment_id.in_(indexed)))
     return len(rows)

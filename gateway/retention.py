@@ -19,6 +19,7 @@ from sqlmodel import col, delete, select
 from gateway.services import Services
 from replay.models import Segment, UploadGrant
 from replay.playback import ReconcilePlan, reconcile_plan
+from replay.ranges import drop_expired_ranges
 from replay.recording import RECORDING_PREFIXES, recording_prefix
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,9 @@ async def sweep_expired(services: Services, *, batch: int = SWEEP_BATCH) -> int:
                 )
             ).all()
             if not rows:
+                connection = await session.connection()
+                await drop_expired_ranges(connection, now)
+                await session.commit()
                 return swept
             # Objects first: an index row without its object is reported by reconcile,
             # an object without its row would be an orphan until reconcile finds it.

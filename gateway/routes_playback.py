@@ -8,12 +8,12 @@ device of another account is 404, never 403.
 from __future__ import annotations
 
 import asyncio
-import bisect
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from aiohttp import web
 from pydantic import AwareDatetime, model_validator
+from sqlalchemy import or_
 from sqlalchemy import select as sa_select
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,6 +26,7 @@ from gateway.routes_platform import path_id
 from gateway.services import Services
 from replay import playback
 from replay.models import CameraEvent, FamilyCloudItem, Segment, Subscription
+from replay.ranges import ranges_between
 from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS, family_key
 from replay.subscriptions import active_subscription
 
@@ -118,6 +119,14 @@ class Piece(NamedTuple):
     object_key: str
 
 
+_PIECE_COLUMNS = (
+    col(Segment.segment_id),
+    col(Segment.start),
+    col(Segment.end),
+    col(Segment.event_id),
+    col(Segment.object_key),
+)
+
 #: No segment is longer than this (R1: continuous ≤ 60 s, event clips 60 s ± 2 s), so a
 #: segment overlapping ``[start, end)`` began after ``start - LONGEST``: the index on
 #: (device_id, start) then scans only the asked range, not the device's whole history.
@@ -133,13 +142,7 @@ async def _segments(
 ) -> list[Piece]:
     connection = await session.connection()
     result = await connection.execute(
-        sa_select(
-            col(Segment.segment_id),
-            col(Segment.start),
-            col(Segment.end),
-            col(Segment.event_id),
-            col(Segment.object_key),
-        )
+        sa_select(*_PIECE_COLUMNS)
         .where(
             col(Segment.device_id) == subscription.device_id,
             col(Segment.start) > start - LONGEST,
@@ -153,23 +156,94 @@ async def _segments(
     return [Piece(*row) for row in result.all()]
 
 
-def _covering(segments: list[Piece], starts: list[datetime], at: datetime) -> Piece | None:
-    """The segment recorded at ``at`` (``segments`` sorted by start)."""
-    index = bisect.bisect_right(starts, at) - 1
-    return segments[index] if index >= 0 and at < segments[index].end else None
-
-
-async def _viewing_window(
+async def _asked(
     request: web.Request, session: AsyncSession
-) -> tuple[str, RangeQuery, Subscription, list[Piece]]:
-    """The device, the asked range, its current subscription and the viewable segments."""
-    services = services_of(request)
+) -> tuple[str, RangeQuery, Subscription]:
+    """The device, the asked range and the device's current subscription (403/404 first)."""
     device_id = path_id(request, "device_id")
     query = parse_query(request, RangeQuery)
     account_id = app_token_of(request).account_id
-    current = await _watchable(services, session, account_id, device_id)
-    segments = await _segments(session, current, query.start, query.end, services.clock.now())
-    return device_id, query, current, segments
+    current = await _watchable(services_of(request), session, account_id, device_id)
+    return device_id, query, current
+
+
+#: Events whose video is looked up per statement (bound parameters: asyncpg allows 32,767).
+_EVENTS_PER_READ = 1000
+
+
+class ShownEvent(NamedTuple):
+    event_id: str
+    type: str
+    at: datetime
+    segment: Piece
+
+
+async def _shown_events(
+    session: AsyncSession, current: Subscription, query: RangeQuery, now: datetime
+) -> list[ShownEvent]:
+    """The events of the asked range that have viewable video, each with the segment that
+    shows it: the event's own clip, else the segment recorded at its instant.
+
+    Two statements, each led by an index, never a walk over the range's segments: the
+    events, each with the id of the device's last segment that started at or before it
+    (a backward index seek per event); then those segments and the events' clips by id.
+    """
+    connection = await session.connection()
+    latest = (
+        sa_select(col(Segment.segment_id))
+        .where(
+            col(Segment.device_id) == col(CameraEvent.device_id),
+            col(Segment.start) <= col(CameraEvent.at),
+            col(Segment.start) > query.start - LONGEST,
+        )
+        .order_by(col(Segment.start).desc())
+        .limit(1)
+        .correlate(CameraEvent)
+        .scalar_subquery()
+    )
+    events = (
+        await connection.execute(
+            sa_select(col(CameraEvent.event_id), col(CameraEvent.type), col(CameraEvent.at), latest)
+            .where(
+                col(CameraEvent.device_id) == current.device_id,
+                col(CameraEvent.at) >= max(query.start, current.started_at),
+                col(CameraEvent.at) < query.end,
+            )
+            .order_by(col(CameraEvent.at))
+        )
+    ).all()
+    by_id: dict[str, Piece] = {}
+    clips: dict[str, Piece] = {}
+    for first in range(0, len(events), _EVENTS_PER_READ):
+        chunk = events[first : first + _EVENTS_PER_READ]
+        found = await connection.execute(
+            sa_select(
+                *_PIECE_COLUMNS,
+                col(Segment.device_id),
+                col(Segment.subscription_id),
+                col(Segment.expires_at),
+            ).where(
+                or_(
+                    col(Segment.segment_id).in_([e[3] for e in chunk if e[3] is not None]),
+                    col(Segment.event_id).in_([e[0] for e in chunk]),
+                )
+            )
+        )
+        for *columns, device_id, subscription_id, expires_at in found:
+            piece = Piece._make(columns)
+            mine = (device_id, subscription_id) == (current.device_id, current.subscription_id)
+            if mine and expires_at > now:  # R5, R6: only what may be watched
+                by_id[piece.segment_id] = piece
+                if piece.event_id is not None:
+                    clips[piece.event_id] = piece
+    shown: list[ShownEvent] = []
+    for event_id, kind, at, latest_id in events:
+        holder = clips.get(event_id)
+        if holder is None and latest_id in by_id and at < by_id[latest_id].end:
+            holder = by_id[latest_id]
+        if holder is not None:  # an event without viewable video is not on the timeline
+            shown.append(ShownEvent(event_id, kind, at, holder))
+    return shown
 
 
 @api.route(
@@ -183,45 +257,39 @@ async def _viewing_window(
     errors=(403, 404),
 )
 async def timeline(request: web.Request) -> web.StreamResponse:
+    """Recorded ranges (clipped to the asked range and to retention) and the events that
+    have viewable video, each with the segment that shows it."""
     services = services_of(request)
+    now = services.clock.now()
     async with services.db.session() as session:
-        device_id, query, current, segments = await _viewing_window(request, session)
-        events = (
-            await session.exec(
-                select(CameraEvent)
-                .where(
-                    CameraEvent.device_id == device_id,
-                    col(CameraEvent.at) >= max(query.start, current.started_at),
-                    col(CameraEvent.at) < query.end,
-                )
-                .order_by(col(CameraEvent.at))
-            )
-        ).all()
-    ranges = playback.merge_ranges([(s.start, s.end) for s in segments])
-    clips = {s.event_id: s for s in segments if s.event_id is not None}
-    starts = [s.start for s in segments]
-    out_events = []
-    for event in events:
-        holder = clips.get(event.event_id) or _covering(segments, starts, event.at)
-        if holder is None:
-            continue  # an event without viewable video is not on the timeline
-        thumb = f"/app/v1/segments/{holder.segment_id}/thumbnail.jpg"  # relative to the API
-        out_events.append(
-            EventOut(
-                event_id=event.event_id,
-                type=event.type,
-                at=event.at,
-                segment_id=holder.segment_id,
-                thumbnail_url=thumb,
-            )
+        device_id, query, current = await _asked(request, session)
+        cutoff = playback.retention_cutoff(current.retention_days, now)  # R5
+        stored = await ranges_between(
+            await session.connection(),
+            device_id,
+            current.subscription_id,
+            max(query.start, cutoff),
+            query.end,
         )
+        events = await _shown_events(session, current, query, now)
+    ranges = playback.visible_ranges(stored, start=query.start, end=query.end, cutoff=cutoff)
     return json_out(
         TimelineOut(
             device_id=device_id,
             start=query.start,
             end=query.end,
             ranges=[RangeOut(start=a, end=b) for a, b in ranges],
-            events=out_events,
+            events=[
+                EventOut(
+                    event_id=e.event_id,
+                    type=e.type,
+                    at=e.at,
+                    segment_id=e.segment.segment_id,
+                    # relative to the API
+                    thumbnail_url=f"/app/v1/segments/{e.segment.segment_id}/thumbnail.jpg",
+                )
+                for e in events
+            ],
         )
     )
 
@@ -239,7 +307,8 @@ async def timeline(request: web.Request) -> web.StreamResponse:
 async def playlist(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     async with services.db.session() as session:
-        _, _, _, segments = await _viewing_window(request, session)
+        _, query, current = await _asked(request, session)
+        segments = await _segments(session, current, query.start, query.end, services.clock.now())
     if not segments:
         raise ApiError(404, "no_recording", "nothing recorded in that range")
     ttl = services.settings.url_ttl_seconds

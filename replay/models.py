@@ -77,7 +77,10 @@ class Segment(SQLModel, table=True):
     """An indexed recording: a continuous segment or a one-minute event clip (R1)."""
 
     __tablename__ = "segments"
-    __table_args__ = (Index("segments_by_device_time", "device_id", "start"),)
+    __table_args__ = (
+        Index("segments_by_device_time", "device_id", "start"),
+        Index("segments_by_event", "event_id"),  # an event's clip, for the timeline
+    )
 
     segment_id: str = Field(primary_key=True, max_length=80)
     device_id: str = Field(max_length=64)
@@ -94,6 +97,22 @@ class Segment(SQLModel, table=True):
     #: R5: recorded video is kept for the plan's retention after recording, then swept.
     expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
     indexed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class RecordedRange(SQLModel, table=True):
+    """Merged recorded time of one device under one subscription: what the timeline reads
+    (a few rows a day instead of 8,640 segments). Kept by ``replay.ranges`` as segments are
+    indexed and swept; it expires with its last segment (R5)."""
+
+    __tablename__ = "recorded_ranges"
+    __table_args__ = (Index("ranges_by_device_end", "device_id", "subscription_id", "end"),)
+
+    range_id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(max_length=64)
+    subscription_id: str = Field(max_length=40)
+    start: datetime = Field(sa_type=UTCDateTime)
+    end: datetime = Field(sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
 
 
 class CameraEvent(SQLModel, table=True):

@@ -16,7 +16,10 @@ No I/O: ``gateway/`` turns these answers into HTTP, ``storage/`` lists and delet
   a gap tolerance, 1 s by default) into recorded ranges; :func:`hls_playlist` writes an
   RFC 8216 VOD playlist with ``#EXT-X-DISCONTINUITY`` and a fresh
   ``#EXT-X-PROGRAM-DATE-TIME`` wherever consecutive segments do not follow each other
-  within that tolerance (a gap, or an overlap of two event clips).
+  within that tolerance (a gap, or an overlap of two event clips). The timeline does not
+  read segments: :func:`fold_ranges` keeps merged ranges per device and subscription as
+  segments are indexed, and :func:`visible_ranges` clips them to the asked window and the
+  retention cut-off.
 - **Retention (R5).** :func:`retention_cutoff` and :func:`expired` are the sweeper's and the
   read path's one cut-off: a segment expires ``retention_days`` after it ended.
 - **Reconcile.** :func:`reconcile_plan` compares a listing of the recording prefixes with
@@ -41,18 +44,22 @@ from replay.recording import parse_object_key, retention_class
 __all__ = [
     "DEFAULT_GAP_TOLERANCE_S",
     "PlaybackCode",
+    "RangeChanges",
     "ReconcilePlan",
+    "Recorded",
     "Refusal",
     "RefusedDevice",
     "SegmentLike",
     "SubscriptionLike",
     "expired",
+    "fold_ranges",
     "hls_playlist",
     "merge_ranges",
     "playback_refusal",
     "reconcile_plan",
     "retention_cutoff",
     "viewable",
+    "visible_ranges",
 ]
 
 #: Segments closer than this (seconds) count as continuous recording.
@@ -210,6 +217,13 @@ def _tolerance(gap_tolerance_s: float) -> timedelta:
     return timedelta(seconds=gap_tolerance_s)
 
 
+def _checked(start: datetime, end: datetime) -> Range:
+    start, end = _aware("start", start), _aware("end", end)
+    if end <= start:
+        raise ValueError(f"a segment must end after it starts: {start} to {end}")
+    return start, end
+
+
 def merge_ranges(
     segments: Iterable[Range], *, gap_tolerance_s: float = DEFAULT_GAP_TOLERANCE_S
 ) -> list[Range]:
@@ -218,13 +232,7 @@ def merge_ranges(
     The segments may come in any order; the ranges come out in time order.
     """
     tolerance = _tolerance(gap_tolerance_s)
-    checked: list[Range] = []
-    for start, end in segments:
-        start, end = _aware("start", start), _aware("end", end)
-        if end <= start:
-            raise ValueError(f"a segment must end after it starts: {start} to {end}")
-        checked.append((start, end))
-    checked.sort()
+    checked = sorted(_checked(start, end) for start, end in segments)
     ranges: list[Range] = []
     for start, end in checked:
         if ranges and start <= ranges[-1][1] + tolerance:
@@ -233,6 +241,102 @@ def merge_ranges(
         else:
             ranges.append((start, end))
     return ranges
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """Recorded time of one device under one subscription: a stored range (``range_id``
+    set) or new segments to fold in (``range_id`` ``None``). It expires with its last
+    segment: ``expires_at`` is the latest of its segments' (R5)."""
+
+    start: datetime
+    end: datetime
+    expires_at: datetime
+    range_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RangeChanges:
+    """What :func:`fold_ranges` changes in the stored ranges of one device/subscription."""
+
+    inserts: list[Recorded]
+    updates: list[Recorded]  # the stored ``range_id`` with its new bounds
+    deletes: list[int]
+
+
+def fold_ranges(
+    stored: Iterable[Recorded],
+    new: Iterable[Recorded],
+    *,
+    gap_tolerance_s: float = DEFAULT_GAP_TOLERANCE_S,
+) -> RangeChanges:
+    """Fold newly indexed segments into the stored ranges of one device/subscription.
+
+    The stored ranges and the new segments merge as :func:`merge_ranges` merges segments.
+    A merged range that holds no new segment is left as it is; one that holds stored
+    ranges keeps the earliest of them (updated when its bounds grow) and the others are
+    deleted (two ranges that one segment joins become one); one that holds only new
+    segments is inserted. Stored ranges may overlap (a writer that raced another): the
+    fold heals them as soon as a segment touches them.
+    """
+    tolerance = _tolerance(gap_tolerance_s)
+    items: list[Recorded] = []
+    for item in (*stored, *new):
+        start, end = _checked(item.start, item.end)
+        items.append(Recorded(start, end, _aware("expires_at", item.expires_at), item.range_id))
+    items.sort(key=lambda r: (r.start, r.end))
+    groups: list[list[Recorded]] = []
+    reach = datetime.min.replace(tzinfo=UTC)
+    for item in items:
+        if groups and item.start <= reach + tolerance:
+            groups[-1].append(item)
+            reach = max(reach, item.end)
+        else:
+            groups.append([item])
+            reach = item.end
+    changes = RangeChanges(inserts=[], updates=[], deletes=[])
+    for group in groups:
+        if all(item.range_id is not None for item in group):
+            continue  # nothing new here
+        merged = Recorded(
+            start=group[0].start,
+            end=max(item.end for item in group),
+            expires_at=max(item.expires_at for item in group),
+        )
+        kept = [item for item in group if item.range_id is not None]
+        if not kept:
+            changes.inserts.append(merged)
+            continue
+        keep, *rest = kept
+        assert keep.range_id is not None
+        if (keep.start, keep.end, keep.expires_at) != (merged.start, merged.end, merged.expires_at):
+            changes.updates.append(
+                Recorded(merged.start, merged.end, merged.expires_at, keep.range_id)
+            )
+        changes.deletes.extend(item.range_id for item in rest if item.range_id is not None)
+    return changes
+
+
+def visible_ranges(
+    stored: Iterable[Range],
+    *,
+    start: datetime,
+    end: datetime,
+    cutoff: datetime,
+    gap_tolerance_s: float = DEFAULT_GAP_TOLERANCE_S,
+) -> list[Range]:
+    """The timeline's ranges: stored ranges clipped to the asked ``[start, end)`` and to the
+    retention ``cutoff`` (R5: what ended at or before it is expired), merged again (stored
+    ranges may overlap).
+
+    Clipping at the cut-off is exact for a stored range: its segments lie at most the gap
+    tolerance apart, so every instant after the cut-off is recorded by a segment that ends
+    after it, and such a segment has not expired.
+    """
+    low = max(_aware("start", start), _aware("cutoff", cutoff))
+    high = _aware("end", end)
+    clipped = [(max(a, low), min(b, high)) for a, b in (_checked(a, b) for a, b in stored)]
+    return merge_ranges([(a, b) for a, b in clipped if a < b], gap_tolerance_s=gap_tolerance_s)
 
 
 def _program_date_time(at: datetime) -> str:

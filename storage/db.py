@@ -71,8 +71,22 @@ class Migration:
     upgrade: Callable[[Connection], None]
 
 
+def _add_recorded_ranges(conn: Connection) -> None:
+    # The step needs the service's models, which import this module: imported late.
+    from replay.models import RecordedRange, Segment
+    from replay.ranges import backfill_ranges
+
+    RecordedRange.__table__.create(conn)  # type: ignore[attr-defined]
+    for index in Segment.__table__.indexes:  # type: ignore[attr-defined]
+        if index.name == "segments_by_event":
+            index.create(conn)
+    log.info("recorded ranges built from the indexed segments: %d", backfill_ranges(conn))
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
-MIGRATIONS: tuple[Migration, ...] = ()
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
+)
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 _VERSION_TABLE = "kanjia_schema"

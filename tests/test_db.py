@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, inspect, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
 import devices.models  # noqa: F401 - registers the tables
 from devices import accounts
+from replay.models import RecordedRange, Segment
+from replay.ranges import extend_ranges
 from storage.db import SCHEMA_VERSION, Database, DatabaseError, Migration, SchemaTooNew
 
 
@@ -110,3 +112,69 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
     async with Database.open(url) as db, db.engine.connect() as conn:
         mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
     assert mode == "wal"
+
+
+def _segment(device_id: str, start: datetime, seconds: int = 10) -> dict[str, object]:
+    end = start + timedelta(seconds=seconds)
+    return {
+        "segment_id": f"{device_id}-{start:%H%M%S}",
+        "device_id": device_id,
+        "account_id": "acc",
+        "subscription_id": f"sub-{device_id}",
+        "kind": "continuous",
+        "start": start,
+        "end": end,
+        "bytes": 1,
+        "sha256": "0" * 64,
+        "event_id": None,
+        "object_key": f"rec/1d/{device_id}/{start:%H%M%S}.ts",
+        "retention_class": "1d",
+        "expires_at": end + timedelta(days=1),
+        "indexed_at": end,
+    }
+
+
+T = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+async def _ranges(db: Database) -> list[tuple[str, datetime, datetime]]:
+    async with db.engine.connect() as conn:
+        ranges = RecordedRange.__table__  # type: ignore[attr-defined]
+        rows = await conn.execute(
+            select(ranges.c.device_id, ranges.c.start, ranges.c.end).order_by(
+                ranges.c.device_id, ranges.c.start
+            )
+        )
+        return [(d, a, b) for d, a, b in rows]
+
+
+async def test_schema_2_builds_the_kept_ranges_of_the_segments_already_indexed(
+    database_url: str,
+) -> None:
+    """The step that adds the timeline's ranges fills them from a version-1 database."""
+    async with Database.open(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE recorded_ranges"))
+        await conn.execute(text("DROP INDEX segments_by_event"))
+        await conn.execute(text("UPDATE kanjia_schema SET version = 1"))
+        segments = [_segment("cam-1", T + timedelta(seconds=10 * i)) for i in (0, 1, 3)]
+        await conn.execute(insert(Segment.__table__), segments)  # type: ignore[attr-defined]
+    async with Database.open(database_url) as db:
+        assert await _ranges(db) == [
+            ("cam-1", T, T + timedelta(seconds=20)),
+            ("cam-1", T + timedelta(seconds=30), T + timedelta(seconds=40)),
+        ]
+        async with db.engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("segments"))
+    assert "segments_by_event" in {index["name"] for index in indexes}
+
+
+async def test_ranges_follow_batches_of_many_cameras(database_url: str) -> None:
+    """More cameras in one batch than one read of the ranges takes (chunked statements)."""
+    cameras = [f"cam-{i:03d}" for i in range(450)]
+    async with Database.open(database_url) as db:
+        for offset in (0, 20, 10):  # the last batch joins the first two
+            batch = [_segment(c, T + timedelta(seconds=offset)) for c in cameras]
+            async with db.engine.begin() as conn:
+                await conn.execute(insert(Segment.__table__), batch)  # type: ignore[attr-defined]
+                await extend_ranges(conn, batch)
+        assert await _ranges(db) == [(c, T, T + timedelta(seconds=30)) for c in cameras]

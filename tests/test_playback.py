@@ -12,16 +12,20 @@ import pytest
 
 from devices.broadband import AccountState
 from replay.playback import (
+    RangeChanges,
     ReconcilePlan,
+    Recorded,
     Refusal,
     RefusedDevice,
     expired,
+    fold_ranges,
     hls_playlist,
     merge_ranges,
     playback_refusal,
     reconcile_plan,
     retention_cutoff,
     viewable,
+    visible_ranges,
 )
 
 CST = timezone(timedelta(hours=8))
@@ -249,6 +253,129 @@ def test_merge_ranges(
 def test_merge_ranges_refuses(segments: list[tuple[datetime, datetime]], tolerance: float) -> None:
     with pytest.raises(ValueError):  # noqa: PT011  # each row's message differs
         merge_ranges(segments, gap_tolerance_s=tolerance)
+
+
+# --- kept ranges (the timeline) --------------------------------------------------------------
+
+
+def k(a: str, b: str, range_id: int | None = None) -> Recorded:
+    """10:``a`` to 10:``b`` (minutes:seconds), kept a day after it ends: a stored range
+    (``range_id``) or a new segment."""
+    return Recorded(t(f"10:{a}"), t(f"10:{b}"), t(f"10:{b}") + DAY, range_id)
+
+
+FOLDS = [
+    pytest.param(
+        [], [k("00:00", "00:10"), k("00:10", "00:20"), k("00:30", "00:40")],
+        RangeChanges([k("00:00", "00:20"), k("00:30", "00:40")], [], []),
+        id="first-segments-become-ranges",
+    ),
+    pytest.param(
+        [k("00:00", "00:20", 1)], [k("00:20.5", "00:30")],
+        RangeChanges([], [k("00:00", "00:30", 1)], []),
+        id="a-segment-within-the-tolerance-extends-the-range",
+    ),
+    pytest.param(
+        [k("00:00", "00:20", 1)], [k("00:21", "00:30")],
+        RangeChanges([], [k("00:00", "00:30", 1)], []),
+        id="a-gap-of-exactly-the-tolerance-joins",
+    ),
+    pytest.param(
+        [k("00:00", "00:20", 1)], [k("00:21.001", "00:30")],
+        RangeChanges([k("00:21.001", "00:30")], [], []),
+        id="a-longer-gap-starts-a-range",
+    ),
+    pytest.param(
+        [k("00:00", "00:10", 1), k("00:20", "00:30", 2), k("50:00", "50:10", 3)],
+        [k("00:10", "00:20")],
+        RangeChanges([], [k("00:00", "00:30", 1)], [2]),
+        id="a-late-segment-joins-two-ranges-into-the-earlier",
+    ),
+    pytest.param(
+        [k("00:00", "00:30", 1)], [k("00:05", "00:15")],
+        RangeChanges([], [], []),
+        id="a-segment-inside-a-range-changes-nothing",
+    ),
+    pytest.param(
+        [k("00:10", "00:30", 1)], [k("00:00", "00:10")],
+        RangeChanges([], [k("00:00", "00:30", 1)], []),
+        id="a-segment-before-a-range-moves-its-start-not-its-expiry",
+    ),
+    pytest.param(
+        [k("00:00", "00:20", 1), k("00:10", "00:40", 2)], [k("00:40", "00:50")],
+        RangeChanges([], [k("00:00", "00:50", 1)], [2]),
+        id="overlapping-stored-ranges-heal-when-touched",
+    ),
+    pytest.param(
+        [k("00:00", "00:10", 7)], [k("30:00", "30:10")],
+        RangeChanges([k("30:00", "30:10")], [], []),
+        id="an-untouched-range-is-left-alone",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stored", "new", "expected"), FOLDS)
+def test_fold_ranges(stored: list[Recorded], new: list[Recorded], expected: RangeChanges) -> None:
+    assert fold_ranges(stored, new) == expected
+
+
+def test_fold_ranges_agrees_with_merging_all_segments() -> None:
+    """Folding segments in any batches gives the ranges that merging them all at once does."""
+    segments = [
+        k("00:00", "00:10"), k("00:40", "00:50"), k("00:10.5", "00:20"),
+        k("00:25", "00:35"), k("00:20", "00:25"), k("01:00", "01:10"),
+    ]  # fmt: skip
+    stored: dict[int, Recorded] = {}
+    for first in range(0, len(segments), 2):  # three batches, out of time order
+        change = fold_ranges(stored.values(), segments[first : first + 2])
+        for gone in change.deletes:
+            del stored[gone]
+        for r in change.updates:
+            assert r.range_id is not None
+            stored[r.range_id] = r
+        for r in change.inserts:
+            rid = max(stored, default=0) + 1
+            stored[rid] = Recorded(r.start, r.end, r.expires_at, rid)
+    assert sorted((r.start, r.end) for r in stored.values()) == merge_ranges(
+        (r.start, r.end) for r in segments
+    )
+
+
+VISIBLE = [
+    pytest.param(
+        [seg("10:00:00", "10:00:30"), seg("10:00:40", "10:01:00")],
+        "10:00:10", "10:00:50", "09:00:00",
+        [seg("10:00:10", "10:00:30"), seg("10:00:40", "10:00:50")],
+        id="clipped-to-the-asked-window",
+    ),
+    pytest.param(
+        [seg("10:00:00", "10:00:30"), seg("10:00:40", "10:01:00")],
+        "09:00:00", "11:00:00", "10:00:20",
+        [seg("10:00:20", "10:00:30"), seg("10:00:40", "10:01:00")],
+        id="clipped-at-the-retention-cut-off",
+    ),
+    pytest.param(
+        [seg("10:00:00", "10:00:30")], "09:00:00", "11:00:00", "10:00:30", [],
+        id="a-range-that-ended-at-the-cut-off-is-expired",
+    ),
+    pytest.param(
+        [seg("10:00:00", "10:00:30"), seg("10:00:20", "10:00:40")],
+        "09:00:00", "11:00:00", "09:00:00",
+        [seg("10:00:00", "10:00:40")],
+        id="overlapping-stored-ranges-merge",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stored", "start", "end", "cutoff", "expected"), VISIBLE)
+def test_visible_ranges(
+    stored: list[tuple[datetime, datetime]],
+    start: str,
+    end: str,
+    cutoff: str,
+    expected: list[tuple[datetime, datetime]],
+) -> None:
+    assert visible_ranges(stored, start=t(start), end=t(end), cutoff=t(cutoff)) == expected
 
 
 # --- HLS playlist ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sqlmodel import select
 
 from devices.clock import ManualClock
 from gateway.service import Gateway
-from replay.models import Segment, UploadGrant
+from replay.models import RecordedRange, Segment, UploadGrant
 from simulators.camera import CameraSimulator
 from simulators.media import decode_first_frame
 from simulators.scene import read_timestamp
@@ -162,6 +162,69 @@ async def test_a_continuous_camera_records_and_the_family_plays_it_back(
     first = uploads[0].data
     assert first is not None
     assert read_timestamp(decode_first_frame(first)) == t0.replace(microsecond=0)
+
+
+def _ranges(body: dict[str, Any]) -> list[tuple[datetime, datetime]]:
+    return [
+        (datetime.fromisoformat(x["start"]), datetime.fromisoformat(x["end"]))
+        for x in body["ranges"]
+    ]
+
+
+async def test_the_timeline_keeps_ranges_events_and_retention_in_step(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """R5: the timeline (read from kept ranges, not segments) joins segments that arrive out
+    of order, clips to the asked window and the retention cut-off, shows each event with
+    the segment recorded at its instant, and forgets what the sweeper deleted."""
+    await home.subscribe("cam-1", "continuous-1d", "o-1")
+    cam = camera(broker, clock)
+    t0 = clock.now() - timedelta(seconds=60)
+    s = timedelta(seconds=1)
+    async with running(cam):
+        # 0-10 and 20-30 first, then 10-20 joins them; 40-50 stays apart (a 10-s gap).
+        segs = {
+            offset: await cam.upload(home.http, start=t0 + offset * s, seconds=10)
+            for offset in (0, 20, 10, 40)
+        }
+        for name, offset in (("ev-a", 5), ("ev-gap", 35), ("ev-c", 45)):
+            await cam.report_event(event_id=name, kind="person", at=t0 + offset * s, score=0.9)
+    assert all(u.ok for u in segs.values()), [u.code for u in segs.values()]
+    await home.wait_indexed(4)
+
+    async def timeline(start: datetime, end: datetime) -> dict[str, Any]:
+        r = await home.app(
+            "/app/v1/devices/cam-1/timeline", start=start.isoformat(), end=end.isoformat()
+        )
+        assert r.status == 200
+        body: dict[str, Any] = await r.json()
+        return body
+
+    async def events_indexed() -> bool:
+        return len((await timeline(t0, t0 + 60 * s))["events"]) == 2
+
+    await eventually(events_indexed)
+    body = await timeline(t0 - 60 * s, t0 + 60 * s)
+    assert _ranges(body) == [(t0, t0 + 30 * s), (t0 + 40 * s, t0 + 50 * s)]
+    assert [(e["event_id"], e["segment_id"]) for e in body["events"]] == [
+        ("ev-a", segs[0].segment_id),
+        ("ev-c", segs[40].segment_id),
+    ], "the event in the gap has no video to show"
+    body = await timeline(t0 + 15 * s, t0 + 45 * s)
+    assert _ranges(body) == [(t0 + 15 * s, t0 + 30 * s), (t0 + 40 * s, t0 + 45 * s)]
+
+    # A day after 0-10 and 10-20 ended (not 20-30): those two are swept, the range is cut.
+    await home.advance((t0 + 25 * s + timedelta(days=1) - clock.now()).total_seconds())
+    assert await home.segment_count() == 2
+    body = await timeline(t0 - 60 * s, t0 + 60 * s)
+    assert _ranges(body) == [(t0 + 25 * s, t0 + 30 * s), (t0 + 40 * s, t0 + 50 * s)]
+    assert [e["event_id"] for e in body["events"]] == ["ev-c"]
+    # Everything expired: nothing shown, and the sweeper dropped the kept ranges too.
+    await home.advance(60)
+    body = await timeline(t0 - 60 * s, t0 + 60 * s)
+    assert (body["ranges"], body["events"]) == ([], [])
+    async with home.gw.services.db.session() as session:
+        assert (await session.exec(select(RecordedRange))).all() == []
 
 
 async def test_retention_cuts_off_at_expiry_and_the_sweeper_deletes(

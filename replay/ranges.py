@@ -1,0 +1,163 @@
+"""The recorded-ranges table (:class:`~replay.models.RecordedRange`), kept with the segments.
+
+The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
+the timeline reads ranges. They stay true because every way a segment comes and goes
+passes through here in the segment's own transaction:
+
+- indexing (``gateway.recording.index_batch``) calls :func:`extend_ranges` with the rows
+  it inserted: one read of the touched ranges, then one statement each for the inserts,
+  the updates and the deletes (:func:`replay.playback.fold_ranges` decides them);
+- the retention sweeper calls :func:`drop_expired_ranges`: a range goes when its last
+  segment has expired; until then the read path clips it at the retention cut-off
+  (:func:`replay.playback.visible_ranges`);
+- the schema step that introduced the table fills it from the segments already indexed
+  (:func:`backfill_ranges`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from replay.models import RecordedRange, Segment
+from replay.playback import DEFAULT_GAP_TOLERANCE_S, Range, RangeChanges, Recorded, fold_ranges
+from storage.db import UTCDateTime
+
+__all__ = ["backfill_ranges", "drop_expired_ranges", "extend_ranges", "ranges_between"]
+
+_RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
+_SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
+_TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
+#: (device, subscription) pairs read per statement: SQLite parses ``a OR b OR ...`` into a
+#: tree as deep as the list is long, and refuses expressions deeper than 1,000.
+_PAIRS_PER_READ = 200
+
+Pair = tuple[str, str]
+
+
+async def extend_ranges(connection: AsyncConnection, segments: Iterable[Mapping[str, Any]]) -> None:
+    """Fold newly inserted segment rows (``device_id``, ``subscription_id``, ``start``,
+    ``end``, ``expires_at``) into the stored ranges, in the caller's transaction."""
+    new: dict[Pair, list[Recorded]] = defaultdict(list)
+    for row in segments:
+        new[(row["device_id"], row["subscription_id"])].append(
+            Recorded(row["start"], row["end"], row["expires_at"])
+        )
+    pairs = list(new)
+    stored: dict[Pair, list[Recorded]] = defaultdict(list)
+    for first in range(0, len(pairs), _PAIRS_PER_READ):
+        touching = [
+            and_(
+                _RANGES.c.device_id == pair[0],
+                _RANGES.c.subscription_id == pair[1],
+                _RANGES.c.end >= min(r.start for r in new[pair]) - _TOLERANCE,
+                _RANGES.c.start <= max(r.end for r in new[pair]) + _TOLERANCE,
+            )
+            for pair in pairs[first : first + _PAIRS_PER_READ]
+        ]
+        result = await connection.execute(
+            select(
+                _RANGES.c.range_id,
+                _RANGES.c.device_id,
+                _RANGES.c.subscription_id,
+                _RANGES.c.start,
+                _RANGES.c.end,
+                _RANGES.c.expires_at,
+            ).where(or_(*touching))
+        )
+        for range_id, device_id, subscription_id, start, end, expires_at in result:
+            stored[(device_id, subscription_id)].append(Recorded(start, end, expires_at, range_id))
+    await _apply(connection, {pair: fold_ranges(stored[pair], new[pair]) for pair in pairs})
+
+
+async def _apply(connection: AsyncConnection, changes: Mapping[Pair, RangeChanges]) -> None:
+    inserts = [_row(pair, r) for pair, change in changes.items() for r in change.inserts]
+    updates = [
+        {"rid": r.range_id, "new_start": r.start, "new_end": r.end, "new_expiry": r.expires_at}
+        for change in changes.values()
+        for r in change.updates
+    ]
+    deletes = [rid for change in changes.values() for rid in change.deletes]
+    if inserts:
+        await connection.execute(insert(_RANGES), inserts)
+    if updates:
+        await connection.execute(_UPDATE, updates)
+    if deletes:
+        await connection.execute(delete(_RANGES).where(_RANGES.c.range_id.in_(deletes)))
+
+
+def _row(pair: Pair, r: Recorded) -> dict[str, Any]:
+    device_id, subscription_id = pair
+    return {
+        "device_id": device_id,
+        "subscription_id": subscription_id,
+        "start": r.start,
+        "end": r.end,
+        "expires_at": r.expires_at,
+    }
+
+
+_UPDATE = (
+    update(_RANGES)
+    .where(_RANGES.c.range_id == bindparam("rid"))
+    .values(
+        start=bindparam("new_start", type_=UTCDateTime()),
+        end=bindparam("new_end", type_=UTCDateTime()),
+        expires_at=bindparam("new_expiry", type_=UTCDateTime()),
+    )
+)
+
+
+async def drop_expired_ranges(connection: AsyncConnection, now: datetime) -> int:
+    """Delete the ranges whose every segment has expired (R5); return how many."""
+    result = await connection.execute(delete(_RANGES).where(_RANGES.c.expires_at <= now))
+    return int(result.rowcount)
+
+
+async def ranges_between(
+    connection: AsyncConnection,
+    device_id: str,
+    subscription_id: str,
+    start: datetime,
+    end: datetime,
+) -> list[Range]:
+    """The stored ranges of a device/subscription that overlap ``[start, end)``, in order."""
+    result = await connection.execute(
+        select(_RANGES.c.start, _RANGES.c.end)
+        .where(
+            _RANGES.c.device_id == device_id,
+            _RANGES.c.subscription_id == subscription_id,
+            _RANGES.c.end > start,
+            _RANGES.c.start < end,
+        )
+        .order_by(_RANGES.c.start)
+    )
+    return [(a, b) for a, b in result]
+
+
+def backfill_ranges(connection: Connection) -> int:
+    """Build the ranges of every segment already indexed (the schema step that added the
+    table); one device/subscription at a time. Return how many ranges were written."""
+    pairs = connection.execute(
+        select(_SEGMENTS.c.device_id, _SEGMENTS.c.subscription_id).distinct()
+    ).all()
+    written = 0
+    for device_id, subscription_id in pairs:
+        segments = connection.execute(
+            select(_SEGMENTS.c.start, _SEGMENTS.c.end, _SEGMENTS.c.expires_at).where(
+                _SEGMENTS.c.device_id == device_id,
+                _SEGMENTS.c.subscription_id == subscription_id,
+            )
+        )
+        change = fold_ranges([], [Recorded(*row) for row in segments])
+        if change.inserts:
+            connection.execute(
+                insert(_RANGES), [_row((device_id, subscription_id), r) for r in change.inserts]
+            )
+        written += len(change.inserts)
+    return written
