@@ -105,7 +105,7 @@ class RecordedRange(SQLModel, table=True):
     indexed and swept; it expires with its last segment (R5)."""
 
     __tablename__ = "recorded_ranges"
-    __table_args__ = (Index("ranges_by_device_end", "device_id", "subscription_id", "end"),)
+    __table_args__ = (Index("ranges_by_device_end", "device_id", "end"),)
 
     range_id: int | None = Field(default=None, primary_key=True)
     device_id: str = Field(max_length=64)

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from replay.models import RecordedRange, Segment
@@ -33,9 +33,10 @@ __all__ = ["backfill_ranges", "drop_expired_ranges", "extend_ranges", "ranges_be
 _RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
 _SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
 _TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
-#: (device, subscription) pairs read per statement: SQLite parses ``a OR b OR ...`` into a
-#: tree as deep as the list is long, and refuses expressions deeper than 1,000.
-_PAIRS_PER_READ = 200
+#: Devices read per statement (bound parameters: asyncpg allows 32,767).
+_DEVICES_PER_READ = 1000
+#: A new segment older than this before the batch's newest is read on its own (above).
+_CATCH_UP = timedelta(hours=1)
 
 Pair = tuple[str, str]
 
@@ -48,31 +49,55 @@ async def extend_ranges(connection: AsyncConnection, segments: Iterable[Mapping[
         new[(row["device_id"], row["subscription_id"])].append(
             Recorded(row["start"], row["end"], row["expires_at"])
         )
-    pairs = list(new)
-    stored: dict[Pair, list[Recorded]] = defaultdict(list)
-    for first in range(0, len(pairs), _PAIRS_PER_READ):
-        touching = [
-            and_(
-                _RANGES.c.device_id == pair[0],
-                _RANGES.c.subscription_id == pair[1],
-                _RANGES.c.end >= min(r.start for r in new[pair]) - _TOLERANCE,
-                _RANGES.c.start <= max(r.end for r in new[pair]) + _TOLERANCE,
-            )
-            for pair in pairs[first : first + _PAIRS_PER_READ]
-        ]
-        result = await connection.execute(
-            select(
-                _RANGES.c.range_id,
-                _RANGES.c.device_id,
-                _RANGES.c.subscription_id,
-                _RANGES.c.start,
-                _RANGES.c.end,
-                _RANGES.c.expires_at,
-            ).where(or_(*touching))
-        )
-        for range_id, device_id, subscription_id, start, end, expires_at in result:
-            stored[(device_id, subscription_id)].append(Recorded(start, end, expires_at, range_id))
-    await _apply(connection, {pair: fold_ranges(stored[pair], new[pair]) for pair in pairs})
+    if not new:
+        return
+    # A stored range is touched when it reaches within the tolerance of a new segment.
+    low = {pair: min(r.start for r in rs) - _TOLERANCE for pair, rs in new.items()}
+    high = {pair: max(r.end for r in rs) + _TOLERANCE for pair, rs in new.items()}
+    stored: dict[Pair, dict[int, Recorded]] = defaultdict(dict)
+    for range_id, device_id, subscription_id, start, end, expires_at in await _near(
+        connection, low
+    ):
+        pair = (device_id, subscription_id)
+        if pair in new and end >= low[pair] and start <= high[pair]:
+            stored[pair][range_id] = Recorded(start, end, expires_at, range_id)
+    changes = {pair: fold_ranges(stored[pair].values(), rs) for pair, rs in new.items()}
+    await _apply(connection, changes)
+
+
+async def _near(connection: AsyncConnection, low: Mapping[Pair, datetime]) -> list[Any]:
+    """The stored ranges of the batch's devices that end at or after their pair's ``low``,
+    and some more (the caller filters; a range may come twice): in the usual batch every
+    camera sends what it just recorded, so one statement with one bound serves them all;
+    a camera catching up on older video is read on its own, so that it cannot widen
+    everyone's read."""
+    recent = max(low.values()) - _CATCH_UP
+    usual = sorted({device_id for (device_id, _), at in low.items() if at >= recent})
+    bound = min(at for at in low.values() if at >= recent)
+    reads = [
+        {"devices": usual[first : first + _DEVICES_PER_READ], "low": bound}
+        for first in range(0, len(usual), _DEVICES_PER_READ)
+    ]
+    reads += [{"devices": [pair[0]], "low": at} for pair, at in low.items() if at < recent]
+    rows: list[Any] = []
+    for parameters in reads:
+        rows.extend(await connection.execute(_READ_DEVICES, parameters))
+    return rows
+
+
+_COLUMNS = (
+    _RANGES.c.range_id,
+    _RANGES.c.device_id,
+    _RANGES.c.subscription_id,
+    _RANGES.c.start,
+    _RANGES.c.end,
+    _RANGES.c.expires_at,
+)
+#: One statement shape whatever the batch (compiled once): the index on (device, end).
+_READ_DEVICES = select(*_COLUMNS).where(
+    _RANGES.c.device_id.in_(bindparam("devices", expanding=True)),
+    _RANGES.c.end >= bindparam("low", type_=UTCDateTime()),
+)
 
 
 async def _apply(connection: AsyncConnection, changes: Mapping[Pair, RangeChanges]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, inspect, select, text
@@ -114,20 +115,23 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
     assert mode == "wal"
 
 
-def _segment(device_id: str, start: datetime, seconds: int = 10) -> dict[str, object]:
+def _segment(
+    device_id: str, start: datetime, seconds: int = 10, subscription_id: str = ""
+) -> dict[str, object]:
     end = start + timedelta(seconds=seconds)
+    subscription_id = subscription_id or f"sub-{device_id}"
     return {
-        "segment_id": f"{device_id}-{start:%H%M%S}",
+        "segment_id": f"{device_id}-{subscription_id}-{start:%H%M%S}",
         "device_id": device_id,
         "account_id": "acc",
-        "subscription_id": f"sub-{device_id}",
+        "subscription_id": subscription_id,
         "kind": "continuous",
         "start": start,
         "end": end,
         "bytes": 1,
         "sha256": "0" * 64,
         "event_id": None,
-        "object_key": f"rec/1d/{device_id}/{start:%H%M%S}.ts",
+        "object_key": f"rec/1d/{device_id}/{subscription_id}-{start:%H%M%S}.ts",
         "retention_class": "1d",
         "expires_at": end + timedelta(days=1),
         "indexed_at": end,
@@ -137,15 +141,17 @@ def _segment(device_id: str, start: datetime, seconds: int = 10) -> dict[str, ob
 T = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
 
-async def _ranges(db: Database) -> list[tuple[str, datetime, datetime]]:
+async def _ranges(db: Database, device_ids: list[str] | None = None) -> list[tuple[Any, ...]]:
+    """(device, start, end) of the kept ranges; with ``device_ids``, of those devices, with
+    the subscription after the device."""
+    ranges = RecordedRange.__table__  # type: ignore[attr-defined]
+    columns = [ranges.c.device_id, ranges.c.start, ranges.c.end]
+    query = select(*columns).order_by(*columns)
+    if device_ids is not None:
+        columns.insert(1, ranges.c.subscription_id)
+        query = select(*columns).where(ranges.c.device_id.in_(device_ids)).order_by(*columns)
     async with db.engine.connect() as conn:
-        ranges = RecordedRange.__table__  # type: ignore[attr-defined]
-        rows = await conn.execute(
-            select(ranges.c.device_id, ranges.c.start, ranges.c.end).order_by(
-                ranges.c.device_id, ranges.c.start
-            )
-        )
-        return [(d, a, b) for d, a, b in rows]
+        return [tuple(row) for row in await conn.execute(query)]
 
 
 async def test_schema_2_builds_the_kept_ranges_of_the_segments_already_indexed(
@@ -178,3 +184,23 @@ async def test_ranges_follow_batches_of_many_cameras(database_url: str) -> None:
                 await conn.execute(insert(Segment.__table__), batch)  # type: ignore[attr-defined]
                 await extend_ranges(conn, batch)
         assert await _ranges(db) == [(c, T, T + timedelta(seconds=30)) for c in cameras]
+
+        # One camera catches up on video two hours old while it also records now, under
+        # its subscription and a second one: its ranges are read twice, folded once.
+        late = T - timedelta(hours=2)
+        batch = [
+            _segment("cam-000", late),
+            _segment("cam-000", T + timedelta(seconds=30)),
+            _segment("cam-000", T + timedelta(seconds=30), subscription_id="sub-x"),
+            _segment("cam-001", T + timedelta(seconds=30)),
+        ]
+        async with db.engine.begin() as conn:
+            await conn.execute(insert(Segment.__table__), batch)  # type: ignore[attr-defined]
+            await extend_ranges(conn, batch)
+        s = timedelta(seconds=1)
+        assert await _ranges(db, ["cam-000", "cam-001"]) == [
+            ("cam-000", "sub-cam-000", late, late + 10 * s),
+            ("cam-000", "sub-cam-000", T, T + 40 * s),
+            ("cam-000", "sub-x", T + 30 * s, T + 40 * s),
+            ("cam-001", "sub-cam-001", T, T + 40 * s),
+        ]
