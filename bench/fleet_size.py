@@ -37,6 +37,7 @@ from bench.common import (
     ratio,
     row,
 )
+from gateway.lifecycle import freeze_heap
 from gateway.service import Gateway
 from simulators.fleet import DeviceSpec, FleetOptions, HouseholdSpec, run_fleet
 from tests.services import mosquitto
@@ -105,6 +106,7 @@ async def step(args: argparse.Namespace, cameras: int) -> bool:
             async with database(args.db, tmp) as url:
                 settings = bench_settings(tmp, database_url=url, mqtt_url=broker.url)
                 async with Gateway(settings=settings) as gateway:
+                    freeze_heap()  # as kanjia serve does
                     mqtt = gateway.services.mqtt
                     assert mqtt is not None
                     await asyncio.wait_for(mqtt.connected.wait(), 10)

@@ -42,6 +42,7 @@ from sqlmodel import func, select
 from bench.common import bench_settings, database, heading, ratio, row
 from devices.clock import ManualClock
 from devices.models import Account, Device, DeviceKind
+from gateway.lifecycle import freeze_heap
 from gateway.service import Gateway
 from gateway.wire import INBOUND, PREFIX
 from replay.models import CameraEvent, Segment, UploadGrant
@@ -328,6 +329,7 @@ async def run_once(
         events = sum(m.kind == "event" for m in messages)
         profiler = cProfile.Profile() if profile else None
         async with Gateway(settings=settings, clock=clock) as gateway:
+            freeze_heap()  # as kanjia serve does
             if profiler is not None:
                 profiler.enable()
             measured = await gateway_drain(gateway, len(messages), segments, events)

@@ -36,6 +36,7 @@ from sqlmodel import SQLModel
 from devices.clock import ManualClock
 from devices.models import Account, AppToken, Device
 from gateway.config import load_settings
+from gateway.lifecycle import freeze_heap
 from gateway.routes_playback import LONGEST
 from gateway.service import Gateway
 from replay.models import CameraEvent, Segment, Subscription
@@ -249,6 +250,7 @@ async def run_one(database_url: str, *, cameras: int, other: int, runs: int) -> 
         async with Gateway(settings=settings, clock=ManualClock(NOW), mqtt=False) as gw:
             t0 = time.perf_counter()
             rows = await seed(gw, cameras=cameras, other_segments=other)
+            freeze_heap()  # as kanjia serve does
             seeded = time.perf_counter() - t0
             day = (NOW - timedelta(days=1), NOW)
             hour = (NOW - timedelta(hours=2), NOW - timedelta(hours=1))

@@ -51,6 +51,7 @@ from bench.common import (
 from devices import desired
 from devices.clock import SimClock
 from devices.models import DesiredState
+from gateway.lifecycle import freeze_heap
 from gateway.service import Gateway
 from gateway.wire import topic
 from simulators.fleet import (
@@ -156,6 +157,7 @@ async def run(args: argparse.Namespace) -> None:
                     tmp, database_url=url, mqtt_url=broker.url, log_level="WARNING"
                 )
                 async with Gateway(settings=settings) as gateway:
+                    freeze_heap()  # as kanjia serve does
                     mqtt = gateway.services.mqtt
                     assert mqtt is not None
                     await asyncio.wait_for(mqtt.connected.wait(), 10)

@@ -33,7 +33,7 @@ from gateway.config import Settings
 from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.ingest import Ingest
 from gateway.jobs import JobRunner
-from gateway.lifecycle import Uncut, cancel_all
+from gateway.lifecycle import Uncut, cancel_all, freeze_heap
 from gateway.metrics import Metrics
 from gateway.mqtt import MqttSession
 from gateway.orders import CALLBACK_JOB
@@ -235,6 +235,7 @@ async def serve(settings: Settings, *, shutdown_timeout: float = 5.0) -> None:
     gateway = Gateway(settings=settings)
     await gateway.__aenter__()
     try:
+        freeze_heap()
         print(f"kanjia: serving on {gateway.url}", flush=True)
         await stop.wait()
         log.info("stopping")
