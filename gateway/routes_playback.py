@@ -200,6 +200,7 @@ async def _shown_events(
         .limit(1)
         .correlate(CameraEvent)
         .scalar_subquery()
+        .label("latest_id")
     )
     events = (
         await connection.execute(
@@ -224,8 +225,8 @@ async def _shown_events(
                 col(Segment.expires_at),
             ).where(
                 or_(
-                    col(Segment.segment_id).in_([e[3] for e in chunk if e[3] is not None]),
-                    col(Segment.event_id).in_([e[0] for e in chunk]),
+                    col(Segment.segment_id).in_([e.latest_id for e in chunk if e.latest_id]),
+                    col(Segment.event_id).in_([e.event_id for e in chunk]),
                 )
             )
         )

@@ -5,8 +5,11 @@ the timeline reads ranges. They stay true because every way a segment comes and 
 passes through here in the segment's own transaction:
 
 - indexing (``gateway.recording.index_batch``) calls :func:`extend_ranges` with the rows
-  it inserted: one read of the touched ranges, then one statement each for the inserts,
-  the updates and the deletes (:func:`replay.playback.fold_ranges` decides them);
+  it inserted: one read of the batch's cameras' recent ranges, then one statement each
+  for the inserts, the updates and the deletes (:func:`replay.playback.fold_ranges`
+  decides them). Two writers racing (gateways on a shared subscription) may leave two
+  ranges overlapping; the next segment that touches them folds them into one, and the
+  read path merges what it reads meanwhile;
 - the retention sweeper calls :func:`drop_expired_ranges`: a range goes when its last
   segment has expired; until then the read path clips it at the retention cut-off
   (:func:`replay.playback.visible_ranges`);
@@ -35,7 +38,7 @@ _SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
 _TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
 #: Devices read per statement (bound parameters: asyncpg allows 32,767).
 _DEVICES_PER_READ = 1000
-#: A new segment older than this before the batch's newest is read on its own (above).
+#: A new segment older than this before the batch's newest is read on its own (_near).
 _CATCH_UP = timedelta(hours=1)
 
 Pair = tuple[str, str]
