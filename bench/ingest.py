@@ -13,8 +13,16 @@ verified against the object store (size and SHA-256 of a ``--segment-bytes`` obj
 indexed (the upload grant becomes a ``segments`` row). Grants and objects are prepared
 beforehand, as the upload handshake would have left them.
 
+With ``--gateways N`` the gateway side is N gateway processes on one shared subscription
+(``KANJIA_MQTT_SHARED_GROUP``: the broker deals the queued messages out between their
+sessions), one database and one object store, as a scaled-out deployment runs them; the
+drain is timed from the first message any of them handled to the moment their summed
+counters show everything indexed. The processes import everything, then start their
+gateways together on a signal, so that none drains alone while another is still loading.
+``--gateways 1`` measures one gateway the same way, for the comparison.
+
 Run: ``.venv/bin/python -m bench.ingest [--messages 10000] [--db sqlite|postgresql]
-[--per-kind] [--profile FILE]``. Goal: >= 0.8 of the bare rate.
+[--per-kind] [--profile FILE] [--gateways N]``. Goal: >= 0.8 of the bare rate.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import cProfile
 import hashlib
 import json
+import multiprocessing
 import pstats
 import random
 import tempfile
@@ -32,8 +41,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 
+import aiohttp
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter
@@ -42,6 +53,7 @@ from sqlmodel import func, select
 from bench.common import bench_settings, database, heading, ratio, row
 from devices.clock import ManualClock
 from devices.models import Account, Device, DeviceKind
+from gateway.config import Settings, load_settings
 from gateway.lifecycle import freeze_heap
 from gateway.service import Gateway
 from gateway.wire import INBOUND, PREFIX
@@ -67,6 +79,7 @@ class Message:
 class Drain:
     messages: int
     seconds: float
+    shares: tuple[int, ...] = ()  # messages each gateway process handled
 
     @property
     def rate(self) -> float:
@@ -295,6 +308,83 @@ async def gateway_drain(gateway: Gateway, expected: int, segments: int, events: 
     return Drain(expected, elapsed)
 
 
+# -- several gateway processes on the shared subscription -------------------------------
+
+SHARED_GROUP = "kanjia-bench"
+_COUNTERS = ("kanjia_mqtt_messages_total", "kanjia_segments_indexed_total",
+             "kanjia_events_indexed_total")  # fmt: skip
+
+
+def _gateway_process(settings: dict[str, object], channel: Connection) -> None:
+    """A child: ready once imported, then serve from the parent's "go" until its "stop"."""
+
+    async def serve() -> None:
+        async with Gateway(settings=load_settings(environ={}, overrides=settings)) as gateway:
+            freeze_heap()  # as kanjia serve does
+            channel.send(gateway.url)
+            await asyncio.to_thread(channel.recv)  # "stop"
+
+    channel.send("ready")
+    channel.recv()  # "go"
+    asyncio.run(serve())
+
+
+def _counters(text: str) -> tuple[float, float, float]:
+    """(messages handled, segments indexed, events indexed) from a /metrics page."""
+    totals = dict.fromkeys(_COUNTERS, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    handled, indexed, stored = totals.values()
+    return handled, indexed, stored
+
+
+async def scaled_drain(
+    settings: list[Settings], expected: int, segments: int, events: int
+) -> Drain:
+    """Run one gateway process per settings; time them draining the queued messages."""
+    context = multiprocessing.get_context("spawn")
+    channels, children = [], []
+    for one in settings:
+        mine, theirs = context.Pipe()
+        child = context.Process(
+            target=_gateway_process, args=(one.model_dump(mode="json"), theirs), daemon=True
+        )
+        child.start()
+        channels.append(mine)
+        children.append(child)
+    try:
+        for channel in channels:
+            if await asyncio.to_thread(channel.recv) != "ready":
+                raise RuntimeError("a gateway process did not get ready")
+        for channel in channels:
+            channel.send("go")
+        urls = [await asyncio.to_thread(channel.recv) for channel in channels]
+        first = None
+        deadline = time.perf_counter() + 900
+        async with aiohttp.ClientSession() as http:
+            while True:
+                pages = [await (await http.get(f"{url}/metrics")).text() for url in urls]
+                now = time.perf_counter()
+                counts = [_counters(page) for page in pages]
+                handled, indexed, stored = map(sum, zip(*counts, strict=True))
+                if first is None and handled > 0:
+                    first = now
+                if handled >= expected and indexed >= segments and stored >= events:
+                    break
+                if now > deadline:
+                    raise RuntimeError(f"the gateways handled {handled:.0f} of {expected}")
+                await asyncio.sleep(POLL if first is not None else 0.001)
+        assert first is not None
+        return Drain(expected, now - first, tuple(int(c[0]) for c in counts))
+    finally:
+        for channel in channels:
+            channel.send("stop")
+        for child in children:
+            await asyncio.to_thread(child.join, 30)
+
+
 async def run_once(
     *,
     tmp: Path,
@@ -305,30 +395,41 @@ async def run_once(
     objects: dict[str, bytes],
     devices: int,
     profile: Path | None,
+    gateways: int,
 ) -> tuple[Drain, Drain, float]:
     bare = BareSubscriber(port)
     bare.register()
     async with database(db, tmp) as url:
-        settings = bench_settings(
-            tmp,
-            database_url=url,
-            object_store_url=(tmp / f"objects-{db}").as_uri(),
-            mqtt_url=f"mqtt://127.0.0.1:{port}",
-            mqtt_client_id=f"kanjia-bench-ingest-{db}",
-        )
+        settings = [
+            bench_settings(
+                tmp,
+                database_url=url,
+                object_store_url=(tmp / f"objects-{db}").as_uri(),
+                mqtt_url=f"mqtt://127.0.0.1:{port}",
+                mqtt_client_id=f"kanjia-bench-ingest-{db}-{n}",
+                mqtt_shared_group=SHARED_GROUP if gateways else "",
+                url_signing_key="bench-" + "k" * 32,  # one filesystem store, shared
+            )
+            for n in range(max(1, gateways))
+        ]
         clock = ManualClock(T0)
-        async with Gateway(settings=settings, clock=clock) as gateway:
-            mqtt = gateway.services.mqtt
-            assert mqtt is not None
-            await asyncio.wait_for(mqtt.connected.wait(), 10)
-            await provision(gateway, devices, grants, objects)
-        # Both sessions are registered and gone: the broker now queues for both.
+        for n, each in enumerate(settings):
+            async with Gateway(settings=each, clock=clock) as gateway:
+                mqtt = gateway.services.mqtt
+                assert mqtt is not None
+                await asyncio.wait_for(mqtt.connected.wait(), 10)
+                if n == 0:
+                    await provision(gateway, devices, grants, objects)
+        # Every session is registered and gone: the broker now queues for all of them.
         published = await asyncio.to_thread(publish_all, port, messages)
         baseline = await asyncio.to_thread(bare.drain, len(messages))
         segments = sum(m.kind == "segment" for m in messages)
         events = sum(m.kind == "event" for m in messages)
+        if gateways:
+            measured = await scaled_drain(settings, len(messages), segments, events)
+            return baseline, measured, len(messages) / published
         profiler = cProfile.Profile() if profile else None
-        async with Gateway(settings=settings, clock=clock) as gateway:
+        async with Gateway(settings=settings[0], clock=clock) as gateway:
             freeze_heap()  # as kanjia serve does
             if profiler is not None:
                 profiler.enable()
@@ -388,9 +489,14 @@ async def run(args: argparse.Namespace) -> None:
     mixes: list[tuple[str, dict[str, float]]] = [("mix 40/20/40", MIX)]
     if args.per_kind:
         mixes += [(f"{kind} only", {kind: 1.0}) for kind in KINDS]
+    side = (
+        f"{args.gateways} gateway process(es) on a shared subscription"
+        if args.gateways
+        else "one gateway in this process"
+    )
     heading(
         f"ingest: {args.messages} messages from {args.devices} cameras, QoS 1, "
-        f"database {args.db}, segments of {args.segment_bytes} bytes"
+        f"database {args.db}, segments of {args.segment_bytes} bytes, {side}"
     )
     for label, mix in mixes:
         messages, grants, objects = build_messages(
@@ -408,10 +514,13 @@ async def run(args: argparse.Namespace) -> None:
                     objects=objects,
                     devices=args.devices,
                     profile=args.profile if label.startswith("mix") else None,
+                    gateways=args.gateways,
                 )
         row(f"{label}: publisher (pre-load)", f"{publish_rate:,.0f} msg/s")
         row(f"{label}: bare paho subscriber", f"{baseline.rate:,.0f} msg/s")
         row(f"{label}: gateway, indexing done", f"{measured.rate:,.0f} msg/s")
+        if measured.shares:
+            row(f"{label}: messages per gateway process", " / ".join(map(str, measured.shares)))
         row(
             f"{label}: ratio gateway / bare (goal >= 0.8)",
             ratio(measured.rate, baseline.rate),
@@ -430,6 +539,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-kind", action="store_true", help="also each kind alone")
     parser.add_argument("--profile", type=Path, help="cProfile the gateway's drain (mix)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=0,
+        help="N gateway processes on a shared subscription (default: one, in this process)",
+    )
     asyncio.run(run(parser.parse_args(argv)))
 
 
