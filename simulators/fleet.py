@@ -373,6 +373,38 @@ class WorkerCounters:
         self.versions.append((device_id, version, time.monotonic()))
 
 
+class Uploads:
+    """The worker's uploads in flight, so that stopping lets them finish: an upload cut
+    after its segment notice went out would be indexed by the service but never counted
+    by the fleet, and the two tallies of the report would disagree."""
+
+    #: How long stopping waits for the uploads in flight (an answer's timeout, a PUT).
+    GRACE_S = 15.0
+
+    def __init__(self) -> None:
+        self.halted = False
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        self._count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._count -= 1
+            if not self._count:
+                self._idle.set()
+
+    async def halt(self) -> None:
+        """No new upload starts; wait (bounded) for those in flight."""
+        self.halted = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self.GRACE_S)
+
+
 def _describe(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
@@ -447,6 +479,7 @@ class FleetCamera(FleetDevice, CameraSimulator):
         *,
         pacing: Pacing,
         http: aiohttp.ClientSession,
+        uploads: Uploads,
         rogue: bool,
         horizon_s: float,
         clock: Clock,
@@ -468,6 +501,7 @@ class FleetCamera(FleetDevice, CameraSimulator):
         )
         self.pacing = pacing
         self.http = http
+        self.uploads = uploads
         self.rogue = rogue
 
     def loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
@@ -484,14 +518,20 @@ class FleetCamera(FleetDevice, CameraSimulator):
             await self.clock.sleep(left)
 
     async def _continuous(self) -> None:
+        """A segment ends every ``segment_every`` on the camera's own cadence, as a real
+        camera cuts its recording: the next one is due ``every`` after the last one was
+        due, not after its upload finished. (Sleeping after each upload let every slow
+        moment of the worker's loop gather cameras onto the same phase, until their
+        uploads came in bursts that stalled the loop for seconds.)"""
         seconds, every = self.pacing.segment_seconds, self.pacing.segment_every
         await self.go.wait()
         await self.clock.sleep(self.rng.uniform(0, every))
+        end = self.clock.now()
         while True:
+            await self._until(end)
             if self._recording() == "continuous":
-                end = self.clock.now()
                 await self._upload(end - timedelta(seconds=seconds), seconds, "continuous")
-            await self.clock.sleep(every)
+            end += timedelta(seconds=every)
 
     async def _events(self) -> None:
         await self.go.wait()
@@ -517,6 +557,14 @@ class FleetCamera(FleetDevice, CameraSimulator):
 
     async def _upload(
         self, start: datetime, seconds: float, kind: str, event_id: str | None = None
+    ) -> None:
+        if self.uploads.halted:
+            return
+        with self.uploads.one():
+            await self._upload_one(start, seconds, kind, event_id)
+
+    async def _upload_one(
+        self, start: datetime, seconds: float, kind: str, event_id: str | None
     ) -> None:
         counters = self.counters
         if self.media == "synthetic":
@@ -607,6 +655,7 @@ class DeviceWorker:
         self.devices: list[SimulatedDevice] = []
         #: Set once every device has connected (or failed to within its time).
         self.go = asyncio.Event()
+        self.uploads = Uploads()
         self._rng = random.Random(f"worker:{len(spec.devices)}")
 
     @property
@@ -645,6 +694,7 @@ class DeviceWorker:
             return FleetCamera(
                 pacing=self.spec.pacing,
                 http=http,
+                uploads=self.uploads,
                 rogue=spec.rogue,
                 horizon_s=self.spec.horizon_s * self.spec.clock_speed,
                 media=self.spec.media,
@@ -693,6 +743,7 @@ class DeviceWorker:
                     await gate.acquire()
                 self.go.set()
                 await stop.wait()
+                await self.uploads.halt()
                 await cancel_all(tasks)
 
 
