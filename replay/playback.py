@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol, TypeAlias
 
@@ -308,11 +308,8 @@ def fold_ranges(
             changes.inserts.append(merged)
             continue
         keep, *rest = kept
-        assert keep.range_id is not None
-        if (keep.start, keep.end, keep.expires_at) != (merged.start, merged.end, merged.expires_at):
-            changes.updates.append(
-                Recorded(merged.start, merged.end, merged.expires_at, keep.range_id)
-            )
+        if (updated := replace(merged, range_id=keep.range_id)) != keep:
+            changes.updates.append(updated)
         changes.deletes.extend(item.range_id for item in rest if item.range_id is not None)
     return changes
 
