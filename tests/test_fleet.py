@@ -3,18 +3,27 @@ fleet of ten households end to end against the embedded service (amqtt, SQLite, 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import itertools
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from devices.clock import SimClock
 from simulators.fleet import (
+    FleetCamera,
     FleetOptions,
     HouseholdSpec,
     Pacing,
     PlanShare,
+    Uploads,
+    WorkerCounters,
     app_verdict,
     main,
     parse_duration,
@@ -258,3 +267,50 @@ async def test_ten_households_run_end_to_end_with_no_error(tmp_path: Path, broke
     assert orders["converged"] == orders["applied"]
     assert report["app"]["requests"] > 0
     assert report["events"] > 0
+
+
+class _TimedCamera(FleetCamera):
+    """A fleet camera whose uploads only take time (three clock seconds) and are noted."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cut: list[tuple[datetime, datetime]] = []
+        self.six = asyncio.Event()
+
+    async def _upload_one(
+        self, start: datetime, seconds: float, kind: str, event_id: str | None
+    ) -> None:
+        self.cut.append((start, start + timedelta(seconds=seconds)))
+        if len(self.cut) == 6:
+            self.six.set()
+        await self.clock.sleep(3)
+
+
+async def test_a_fleet_camera_cuts_contiguous_segments_however_long_its_uploads_take() -> None:
+    """Segments are due on the camera's own cadence, not a segment after the last upload
+    ended: slow uploads neither open gaps nor let cameras drift onto one phase."""
+    clock = SimClock(datetime(2026, 12, 1, tzinfo=UTC), speed=2000)
+    go = asyncio.Event()
+    go.set()
+    async with aiohttp.ClientSession() as http:
+        camera = _TimedCamera(
+            pacing=Pacing.for_speed(speed=2000, telemetry_s=30, segment_s=10, min_real_s=0),
+            http=http,
+            uploads=Uploads(),
+            rogue=True,  # records continuously whatever it is told
+            horizon_s=120,
+            clock=clock,
+            device_id="cam-cadence",
+            counters=WorkerCounters(),
+            go=go,
+            mqtt_url="mqtt://127.0.0.1:1",
+            media="synthetic",
+        )
+        recording = asyncio.create_task(camera._continuous())
+        await asyncio.wait_for(camera.six.wait(), 10)
+        recording.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recording
+    ends = [end for _, end in camera.cut]
+    assert all(b - a == timedelta(seconds=10) for a, b in itertools.pairwise(ends))
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(camera.cut))
