@@ -447,15 +447,23 @@ class FleetDevice(SimulatedDevice):
         """Further loops of a kind of fleet device."""
         return []
 
+    async def _until(self, at: datetime) -> None:
+        left = (at - self.clock.now()).total_seconds()
+        if left > 0:
+            await self.clock.sleep(left)
+
     async def _paced_telemetry(self) -> None:
+        """Telemetry on the device's own cadence (see ``FleetCamera._continuous``)."""
         await self.go.wait()
         await self.clock.sleep(self.rng.uniform(0, self.telemetry_every))
+        due = self.clock.now()
         while True:
             client = self.client
             if client is None:
                 return
             await self.publish(client, "telemetry", self.telemetry())
-            await self.clock.sleep(self.telemetry_every)
+            due += timedelta(seconds=self.telemetry_every)
+            await self._until(due)
 
 
 class FleetRouter(FleetDevice):
@@ -511,11 +519,6 @@ class FleetCamera(FleetDevice, CameraSimulator):
 
     def _recording(self) -> str:
         return "continuous" if self.rogue else self.mode
-
-    async def _until(self, at: datetime) -> None:
-        left = (at - self.clock.now()).total_seconds()
-        if left > 0:
-            await self.clock.sleep(left)
 
     async def _continuous(self) -> None:
         """A segment ends every ``segment_every`` on the camera's own cadence, as a real
