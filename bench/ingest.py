@@ -409,6 +409,7 @@ async def run_once(
                 mqtt_client_id=f"kanjia-bench-ingest-{db}-{n}",
                 mqtt_shared_group=SHARED_GROUP if gateways else "",
                 url_signing_key="bench-" + "k" * 32,  # one filesystem store, shared
+                clock=f"manual:{T0.isoformat()}",  # the gateway processes' clock, as here
             )
             for n in range(max(1, gateways))
         ]
