@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 import devices.models  # noqa: F401 - registers the tables
 from devices import accounts
+from replay import ranges
 from replay.models import RecordedRange, Segment
 from replay.ranges import extend_ranges
 from storage.db import SCHEMA_VERSION, Database, DatabaseError, Migration, SchemaTooNew
@@ -144,12 +145,12 @@ T = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 async def _ranges(db: Database, device_ids: list[str] | None = None) -> list[tuple[Any, ...]]:
     """(device, start, end) of the kept ranges; with ``device_ids``, of those devices, with
     the subscription after the device."""
-    ranges = RecordedRange.__table__  # type: ignore[attr-defined]
-    columns = [ranges.c.device_id, ranges.c.start, ranges.c.end]
+    table = RecordedRange.__table__  # type: ignore[attr-defined]
+    columns = [table.c.device_id, table.c.start, table.c.end]
     query = select(*columns).order_by(*columns)
     if device_ids is not None:
-        columns.insert(1, ranges.c.subscription_id)
-        query = select(*columns).where(ranges.c.device_id.in_(device_ids)).order_by(*columns)
+        columns.insert(1, table.c.subscription_id)
+        query = select(*columns).where(table.c.device_id.in_(device_ids)).order_by(*columns)
     async with db.engine.connect() as conn:
         return [tuple(row) for row in await conn.execute(query)]
 
@@ -174,8 +175,11 @@ async def test_schema_2_builds_the_kept_ranges_of_the_segments_already_indexed(
     assert "segments_by_event" in {index["name"] for index in indexes}
 
 
-async def test_ranges_follow_batches_of_many_cameras(database_url: str) -> None:
+async def test_ranges_follow_batches_of_many_cameras(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """More cameras in one batch than one read of the ranges takes (chunked statements)."""
+    monkeypatch.setattr(ranges, "_DEVICES_PER_READ", 200)  # 450 cameras: three reads
     cameras = [f"cam-{i:03d}" for i in range(450)]
     async with Database.open(database_url) as db:
         for offset in (0, 20, 10):  # the last batch joins the first two
