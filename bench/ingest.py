@@ -59,6 +59,7 @@ from gateway.service import Gateway
 from gateway.wire import INBOUND, PREFIX
 from replay.models import CameraEvent, Segment, UploadGrant
 from replay.recording import SegmentKind, object_key
+from simulators.fleet import parse_metrics
 from simulators.media import synthetic_segment
 from tests.services import mosquitto
 
@@ -331,12 +332,8 @@ def _gateway_process(settings: dict[str, object], channel: Connection) -> None:
 
 def _counters(text: str) -> tuple[float, float, float]:
     """(messages handled, segments indexed, events indexed) from a /metrics page."""
-    totals = dict.fromkeys(_COUNTERS, 0.0)
-    for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in totals:
-            totals[name] += float(line.rsplit(" ", 1)[1])
-    handled, indexed, stored = totals.values()
+    metrics = parse_metrics(text)
+    handled, indexed, stored = (sum(metrics.get(name, {}).values()) for name in _COUNTERS)
     return handled, indexed, stored
 
 

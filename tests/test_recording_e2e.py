@@ -119,6 +119,13 @@ def camera(broker: Broker, clock: ManualClock, device_id: str = "cam-1") -> Came
     )
 
 
+def _ranges(body: dict[str, Any]) -> list[tuple[datetime, datetime]]:
+    return [
+        (datetime.fromisoformat(x["start"]), datetime.fromisoformat(x["end"]))
+        for x in body["ranges"]
+    ]
+
+
 async def test_a_continuous_camera_records_and_the_family_plays_it_back(
     home: Home, broker: Broker, clock: ManualClock
 ) -> None:
@@ -141,10 +148,7 @@ async def test_a_continuous_camera_records_and_the_family_plays_it_back(
     r = await home.app("/app/v1/devices/cam-1/timeline", **window)
     assert r.status == 200
     timeline = await r.json()
-    assert [
-        (datetime.fromisoformat(x["start"]), datetime.fromisoformat(x["end"]))
-        for x in timeline["ranges"]
-    ] == [(t0, t0 + timedelta(seconds=30))]
+    assert _ranges(timeline) == [(t0, t0 + timedelta(seconds=30))]
 
     r = await home.app("/app/v1/devices/cam-1/playlist.m3u8", **window)
     assert r.status == 200
@@ -162,13 +166,6 @@ async def test_a_continuous_camera_records_and_the_family_plays_it_back(
     first = uploads[0].data
     assert first is not None
     assert read_timestamp(decode_first_frame(first)) == t0.replace(microsecond=0)
-
-
-def _ranges(body: dict[str, Any]) -> list[tuple[datetime, datetime]]:
-    return [
-        (datetime.fromisoformat(x["start"]), datetime.fromisoformat(x["end"]))
-        for x in body["ranges"]
-    ]
 
 
 async def test_the_timeline_keeps_ranges_events_and_retention_in_step(
