@@ -55,8 +55,8 @@ from devices.clock import ManualClock
 from devices.models import Account, Device, DeviceKind
 from gateway.config import Settings, load_settings
 from gateway.lifecycle import freeze_heap
+from gateway.mqtt.messages import INBOUND, PREFIX
 from gateway.service import Gateway
-from gateway.wire import INBOUND, PREFIX
 from replay.models import CameraEvent, Segment, UploadGrant
 from replay.recording import SegmentKind, object_key
 from simulators.fleet import parse_metrics

@@ -36,8 +36,8 @@ from sqlmodel import SQLModel
 from devices.clock import ManualClock
 from devices.models import Account, AppToken, Device
 from gateway.config import load_settings
+from gateway.http.routes.playback import LONGEST
 from gateway.lifecycle import freeze_heap
-from gateway.routes_playback import LONGEST
 from gateway.service import Gateway
 from replay.models import CameraEvent, Segment, Subscription
 from replay.ranges import extend_ranges

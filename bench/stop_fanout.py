@@ -52,8 +52,8 @@ from devices import desired
 from devices.clock import SimClock
 from devices.models import DesiredState
 from gateway.lifecycle import freeze_heap
+from gateway.mqtt.messages import topic
 from gateway.service import Gateway
-from gateway.wire import topic
 from simulators.fleet import (
     DeviceSpec,
     HouseholdSpec,

@@ -32,12 +32,12 @@ from devices import commands as cmd
 from devices.desired import account_convergence
 from devices.models import Device
 from devices.orders import Answer
-from gateway.api import Out, error_body
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.mqtt import NotConnected
+from gateway.http.api import Out, error_body
+from gateway.mqtt.messages import DeviceMessage, Malformed, topic
+from gateway.mqtt.session import NotConnected
 from gateway.orders import execute_order
 from gateway.services import Services
-from gateway.wire import DeviceMessage, Malformed, topic
 from replay.models import FamilyCloudItem
 from replay.subscriptions import has_active_subscription
 

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import desired
-from gateway.mqtt import NotConnected
+from gateway.mqtt.messages import topic
+from gateway.mqtt.session import NotConnected
 from gateway.services import Services
-from gateway.wire import topic
 from replay.subscriptions import active_families
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.accounts import DomainError
 from devices.orders import Answer, fingerprint, record_order, replay_order
-from gateway.api import error_body
 from gateway.desired import PUBLISH_JOB
+from gateway.http.api import error_body
 from gateway.services import Services
 
 #: What an order's effect returns: its answer and the completion report it owes (or None).

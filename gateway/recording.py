@@ -33,8 +33,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.broadband import account_state
 from devices.models import Account, Device, DeviceKind
+from gateway.mqtt.messages import DeviceMessage, Malformed, topic
 from gateway.services import Services
-from gateway.wire import DeviceMessage, Malformed, topic
 from replay import recording
 from replay.models import CameraEvent, Segment, UploadGrant
 from replay.ranges import extend_ranges

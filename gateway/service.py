@@ -27,15 +27,15 @@ import replay.models  # noqa: F401
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
 from gateway import broadband, retention
-from gateway.app import create_app
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
 from gateway.desired import PUBLISH_JOB, publish_pending
-from gateway.ingest import Ingest
+from gateway.http.app import create_app
 from gateway.jobs import JobRunner
 from gateway.lifecycle import Uncut, cancel_all, freeze_heap
 from gateway.metrics import Metrics
-from gateway.mqtt import MqttSession
+from gateway.mqtt.ingest import Ingest
+from gateway.mqtt.session import MqttSession
 from gateway.orders import CALLBACK_JOB
 from gateway.services import Services
 from replay import subscriptions

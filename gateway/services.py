@@ -15,7 +15,7 @@ from devices.router_store import new_router_manager
 from gateway.config import Settings
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
-from gateway.mqtt import MqttSession
+from gateway.mqtt.session import MqttSession
 from replay.plans import PlanCatalog
 from storage.db import Database
 from storage.fsstore import FilesystemObjectStore

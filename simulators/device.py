@@ -22,7 +22,7 @@ from typing import Any
 import aiomqtt
 
 from devices.clock import Clock, WallClock
-from gateway.mqtt import broker_address
+from gateway.mqtt.session import broker_address
 
 log = logging.getLogger(__name__)
 

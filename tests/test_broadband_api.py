@@ -39,7 +39,7 @@ from devices.broadband import (
 )
 from devices.clock import ManualClock
 from devices.models import Account, CallbackReport, DesiredState, Device
-from gateway.mqtt import broker_address
+from gateway.mqtt.session import broker_address
 from gateway.service import Gateway
 from replay.models import FamilyCloudItem
 from simulators.device import SimulatedDevice

@@ -21,7 +21,7 @@ import pytest
 
 from devices.clock import ManualClock
 from devices.commands import CommandState, CommandStatus, answer, new_command, tick
-from gateway.mqtt import broker_address
+from gateway.mqtt.session import broker_address
 from simulators.device import SimulatedDevice
 from tests.conftest import StartGateway, eventually, platform_headers
 from tests.services import Broker

@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import select
 
 from devices.clock import ManualClock
-from gateway.wire import Malformed, parse
+from gateway.mqtt.messages import Malformed, parse
 from replay.models import CameraEvent
 from tests.conftest import StartGateway, eventually
 from tests.services import Broker

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway import broadband, recording, routes_router
+from gateway import broadband, recording
 from gateway.batching import GroupCommit
+from gateway.http.routes import router as routes_router
+from gateway.mqtt.messages import DeviceMessage, Malformed, StatePayload, parse
 from gateway.services import Services
-from gateway.wire import DeviceMessage, Malformed, StatePayload, parse
 
 log = logging.getLogger(__name__)
 

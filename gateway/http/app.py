@@ -10,25 +10,24 @@ from typing import Any
 from aiohttp import web
 
 from devices.accounts import DomainError, resolve_app_token
-from devices.models import AppToken
-from gateway.api import ApiError, RouteSpec, error_response, openapi_document
+from gateway.http.api import ApiError, RouteSpec, error_response, openapi_document
+from gateway.http.requests import APP_TOKEN, OPENAPI, ROUTES, SERVICES, services_of
+from gateway.http.routes import app, broadband, ops, platform, playback, router, subscriptions
 from gateway.services import Services
 from storage.objects import InvalidKey
 
 log = logging.getLogger(__name__)
 
-SERVICES = web.AppKey("services", Services)
-OPENAPI = web.AppKey("openapi", dict[str, Any])
-ROUTES = web.AppKey("routes", list[RouteSpec])
-APP_TOKEN = web.RequestKey("app_token", AppToken)
-
-
-def services_of(request: web.Request) -> Services:
-    return request.app[SERVICES]
-
-
-def app_token_of(request: web.Request) -> AppToken:
-    return request[APP_TOKEN]
+#: Every route module's routes, in the order of the OpenAPI document.
+APIS = (
+    ops.api,
+    platform.api,
+    subscriptions.api,
+    broadband.api,
+    app.api,
+    playback.api,
+    router.api,
+)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -98,29 +97,10 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 def create_app(*, services: Services) -> web.Application:
-    from gateway import (
-        routes_app,
-        routes_broadband,
-        routes_ops,
-        routes_platform,
-        routes_playback,
-        routes_router,
-        routes_subscriptions,
-    )
-
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024 * 1024)
     app[SERVICES] = services
     routes: list[RouteSpec] = []
-    apis = (
-        routes_ops.api,
-        routes_platform.api,
-        routes_subscriptions.api,
-        routes_broadband.api,
-        routes_app.api,
-        routes_playback.api,
-        routes_router.api,
-    )
-    for api in apis:
+    for api in APIS:
         api.install(app, _wrap)
         routes.extend(api.routes)
     app[ROUTES] = routes

@@ -25,11 +25,9 @@ from devices.broadband import StopType
 from devices.models import Device
 from devices.orders import Answer
 from gateway import broadband
-from gateway.api import Api, ApiError, Body, Out, error_body, json_out, parse_body
-from gateway.app import services_of
+from gateway.http.api import Api, ApiError, Body, Out, error_body, json_out, parse_body
+from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
-from gateway.routes_platform import Identifier, path_id
-from gateway.routes_subscriptions import OrderId
 from gateway.services import Services
 
 log = logging.getLogger(__name__)

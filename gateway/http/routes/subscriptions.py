@@ -10,18 +10,15 @@ from aiohttp import web
 from pydantic import AwareDatetime, Field
 
 from devices.orders import Answer
-from gateway.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
-from gateway.app import services_of
 from gateway.desired import refresh_desired
+from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
+from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
-from gateway.routes_platform import Identifier, path_id
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
 
 api = Api()
-
-OrderId = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
 
 
 def money(amount: Decimal) -> str:

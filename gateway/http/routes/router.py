@@ -61,11 +61,10 @@ from devices.router import (
     parse_wireless,
 )
 from devices.tuning import RadioTelemetry, TuneReport, score, tune
-from gateway.api import Api, ApiError, Body, ErrorDetail, Out, json_out, parse_body
-from gateway.app import app_token_of, services_of
-from gateway.routes_platform import path_id
+from gateway.http.api import Api, ApiError, Body, ErrorDetail, Out, json_out, parse_body
+from gateway.http.requests import app_token_of, path_id, services_of
+from gateway.mqtt.messages import DeviceMessage
 from gateway.services import Services
-from gateway.wire import DeviceMessage
 
 log = logging.getLogger(__name__)
 

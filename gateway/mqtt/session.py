@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from gateway.metrics import Metrics
-from gateway.wire import subscriptions
+from gateway.mqtt.messages import subscriptions
 
 log = logging.getLogger(__name__)
 

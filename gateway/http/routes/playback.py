@@ -20,9 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import accounts
 from devices.broadband import account_state
-from gateway.api import Api, ApiError, Body, Out, json_out, parse_query
-from gateway.app import app_token_of, services_of
-from gateway.routes_platform import path_id
+from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
+from gateway.http.requests import app_token_of, path_id, services_of
 from gateway.services import Services
 from replay import playback
 from replay.models import CameraEvent, FamilyCloudItem, Segment, Subscription

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from devices import accounts
-from gateway.api import Api, json_out
-from gateway.app import app_token_of, services_of
-from gateway.routes_platform import DeviceList, DeviceOut
+from gateway.http.api import Api, json_out
+from gateway.http.requests import app_token_of, services_of
+from gateway.http.routes.platform import DeviceList, DeviceOut
 
 api = Api()
 

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from typing import Annotated
 
 from aiohttp import web
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from devices import accounts
 from devices.desired import account_convergence
 from devices.models import Account, Device, DeviceKind
-from gateway.api import Api, Body, Out, json_out, parse_body
-from gateway.app import services_of
 from gateway.desired import PUBLISH_JOB, refresh_desired
+from gateway.http.api import Api, Body, Out, json_out, parse_body
+from gateway.http.requests import Identifier, path_id, services_of
 
 api = Api()
-
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
-
-
-_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-def path_id(request: web.Request, name: str) -> str:
-    """An id from the path; one that no record could have is simply not found."""
-    value = request.match_info[name]
-    if not _ID.fullmatch(value):
-        raise accounts.NotFound(f"{name} {value!r} not found")
-    return value
 
 
 class AccountIn(Body):

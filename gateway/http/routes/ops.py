@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from devices.clock import ClockNotAdjustable
 from gateway import retention
-from gateway.api import Api, ApiError, Body, Out, json_out, parse_body
-from gateway.app import OPENAPI, services_of
+from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body
+from gateway.http.requests import OPENAPI, services_of
 from storage.fsstore import FilesystemObjectStore, SignatureError
 from storage.objects import ObjectNotFound
 
@@ -144,7 +144,7 @@ async def put_object(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
-_CONSOLE = (Path(__file__).parent / "console.html").read_bytes()
+_CONSOLE = (Path(__file__).parents[1] / "console.html").read_bytes()
 
 
 @api.route(
