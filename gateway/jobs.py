@@ -12,14 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from devices.clock import Clock
 from gateway.metrics import Metrics
 
+if TYPE_CHECKING:
+    from gateway.services import Services
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A job as a module declares it: its name, its interval (clock seconds) and what it
+    runs with the process's services."""
+
+    name: str
+    interval: float
+    run: Callable[[Services], Awaitable[object]]
 
 
 @dataclass(slots=True)
@@ -42,6 +57,11 @@ class JobRunner:
         if interval <= 0:
             raise ValueError(f"job {name}: interval must be positive")
         self._jobs.append(Job(name=name, interval=interval, run=run))
+
+    def schedule(self, specs: Iterable[JobSpec], services: Services) -> None:
+        """Add every declared job, bound to ``services``."""
+        for spec in specs:
+            self.add(spec.name, spec.interval, functools.partial(spec.run, services))
 
     async def _once(self, job: Job) -> None:
         async with job.lock:
