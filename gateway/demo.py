@@ -11,7 +11,6 @@ import asyncio
 import logging
 import secrets
 import signal
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,7 +23,7 @@ from devices.models import DeviceKind
 from devices.router import RouterCredentials
 from gateway.config import Settings
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.lifecycle import cancel_all
+from gateway.lifecycle import cancel_all, free_port
 from gateway.service import Gateway
 from replay import subscriptions
 from simulators.camera import CameraSimulator
@@ -48,17 +47,10 @@ DEVICES = (
 )
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @asynccontextmanager
 async def embedded_broker(host: str = "127.0.0.1") -> AsyncIterator[str]:
     """An amqtt broker on a free port; yields its ``mqtt://`` URL."""
-    port = _free_port(host)
+    port = free_port(host)
     config: dict[str, Any] = {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},

@@ -15,10 +15,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from devices.clock import Clock
+from gateway.lifecycle import running
 from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -111,8 +113,9 @@ class JobRunner:
     async def _pace(self, interval: float) -> None:
         await asyncio.gather(self._clock.sleep(interval), asyncio.sleep(self._min_real))
 
-    async def run(self) -> None:
-        """Run every job on its interval until cancelled (one TaskGroup, named tasks)."""
-        async with asyncio.TaskGroup() as tg:
-            for job in self._jobs:
-                tg.create_task(self._loop(job), name=f"gateway[jobs].{job.name}")
+    def running(self) -> AbstractAsyncContextManager[None]:
+        """The component: every job runs on its interval for the block's lifetime (one
+        TaskGroup, a named task a job)."""
+        return running(
+            *((f"gateway[jobs].{job.name}", functools.partial(self._loop, job)) for job in self._jobs)
+        )

@@ -1,10 +1,16 @@
-"""Stopping tasks for good."""
+"""Starting and stopping a process's parts: loops as components, tasks stopped for good."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Awaitable, Iterable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+#: A named loop of a component: its task's name and the coroutine function it runs.
+Loop = tuple[str, Callable[[], Coroutine[Any, Any, object]]]
 
 
 def freeze_heap() -> None:
@@ -54,3 +60,24 @@ class Uncut:
         if self._current is not None:
             await self._current
             self._current = None
+
+
+@asynccontextmanager
+async def running(*loops: Loop) -> AsyncIterator[None]:
+    """Run the loops in one TaskGroup for the block's lifetime; leaving it cancels them
+    (:func:`cancel_all`) and waits until all have ended."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(run(), name=name) for name, run in loops]
+        try:
+            yield
+        finally:
+            await cancel_all(tasks)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the kernel says is free on ``host`` now (for ``http_port = 0``, the demo's
+    embedded broker, the tests' services)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+    return port

@@ -1,9 +1,11 @@
-"""The gateway process: database, object store, HTTP, MQTT and jobs in one TaskGroup.
+"""The gateway process: its components, entered in order on one ``AsyncExitStack``.
 
-``async with Gateway(settings=...) as gw`` starts everything (an ``AsyncExitStack`` owns
-the resources, in order) and leaving the block stops it: tasks are cancelled and
-awaited, the HTTP server closes, the store and database close. :func:`serve` runs one
-until SIGTERM or SIGINT.
+``async with Gateway(settings=...) as gw`` opens the database and the object store,
+builds the :class:`~gateway.services.Services` (immutable from then on), and enters the
+components, each an async context manager with its own TaskGroup: the HTTP server,
+presence flushing, ingest, MQTT receiving, the jobs (:data:`gateway.schedule.JOBS`).
+Leaving the block stops them in reverse order, each finishing its write in flight.
+:func:`serve` runs one until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -47,11 +49,6 @@ from storage.open import open_object_store
 
 log = logging.getLogger(__name__)
 
-#: How often coalesced presence sightings are written (real seconds).
-PRESENCE_FLUSH_SECONDS = 0.25
-#: How often (clock seconds) silent devices are looked for.
-PRESENCE_SWEEP_SECONDS = 5.0
-
 
 def signing_key(settings: Settings) -> bytes:
     if settings.url_signing_key:
@@ -69,7 +66,6 @@ class Gateway:
         self._with_mqtt = mqtt
         self._stack = AsyncExitStack()
         self._services: Services | None = None
-        self._flushing = Uncut()
         self.port = settings.http_port
 
     @property
@@ -91,130 +87,65 @@ class Gateway:
         return self
 
     async def _start(self) -> None:
-        settings, clock, stack = self.settings, self.clock, self._stack
+        """Enter every component on one stack, in order; leaving it stops them in reverse:
+        jobs, then MQTT receiving, then ingest (which drains), then presence (a last
+        flush), then HTTP, the object store and the database."""
+        settings, stack = self.settings, self._stack
+        services = await self._services_on(stack)
+        self._services = services
+        services.jobs.schedule(JOBS, services)
+        if settings.platform_callback_url:
+            sender = CallbackSender(services=services, url=settings.platform_callback_url)
+            stack.push_async_callback(sender.close)
+            services.jobs.add(CALLBACK_JOB, 1.0, sender.deliver_due)
+        await stack.enter_async_context(
+            http_server(create_app(services=services), settings.http_host, self.port)
+        )
+        ingest = Ingest(services)
+        await stack.enter_async_context(presence.flushing(services))
+        await stack.enter_async_context(ingest.running())
+        if services.mqtt is not None:
+            await stack.enter_async_context(services.mqtt.receiving(ingest.handle))
+        await stack.enter_async_context(services.jobs.running())
+        log.info("gateway listening on %s", self.url)
+
+    async def _services_on(self, stack: AsyncExitStack) -> Services:
+        """The database and object store opened on ``stack``, and the services built on them."""
+        settings, clock = self.settings, self.clock
         metrics = Metrics()
         catalog = load_plans(Path(settings.plans_file)) if settings.plans_file else DEFAULT_CATALOG
         db = await stack.enter_async_context(Database.open(settings.database_url))
         if settings.http_port == 0:
             # Presigned URLs must name the port, so choose it before the store opens.
-            self.port = self._free_port()
-        base_url = settings.public_url.rstrip("/") or self.url
+            self.port = free_port(settings.http_host)
         store = await stack.enter_async_context(
             open_object_store(
                 settings.object_store_url,
-                base_url=base_url,
+                base_url=settings.public_url.rstrip("/") or self.url,
                 signing_key=signing_key(settings),
                 clock=clock,
                 lifecycle=dict(lifecycle_rules(plan.retention_days for plan in catalog)),
             )
         )
-        jobs = JobRunner(clock=clock, metrics=metrics)
-        services = Services(
+        mqtt = None
+        if self._with_mqtt:
+            mqtt = MqttSession(
+                url=settings.mqtt_url,
+                client_id=settings.mqtt_client_id,
+                shared_group=settings.mqtt_shared_group,
+                metrics=metrics,
+            )
+        return Services(
             settings=settings,
             clock=clock,
             db=db,
             store=store,
             metrics=metrics,
             presence=PresenceTracker(timeout=timedelta(seconds=settings.presence_timeout_seconds)),
-            jobs=jobs,
+            jobs=JobRunner(clock=clock, metrics=metrics),
             catalog=catalog,
+            mqtt=mqtt,
         )
-        ingest = Ingest(services)
-        if self._with_mqtt:
-            services.mqtt = MqttSession(
-                url=settings.mqtt_url,
-                client_id=settings.mqtt_client_id,
-                shared_group=settings.mqtt_shared_group,
-                metrics=metrics,
-                on_message=ingest.handle,
-            )
-        self._services = services
-        jobs.add("presence_sweep", PRESENCE_SWEEP_SECONDS, self._presence_sweep)
-        jobs.add("subscription_purge", 3600, self._purge_subscriptions)
-        broadband.install(services)
-        jobs.add("retention_sweep", 60, lambda: retention.sweep_expired(services))
-        jobs.add("stale_grants", 600, lambda: retention.drop_stale_grants(services))
-        jobs.add("reconcile", 86400, lambda: retention.reconcile(services))
-        jobs.add(PUBLISH_JOB, 2.0, lambda: publish_pending(services))
-        jobs.add("tariff_terms", 3600, self._roll_terms)
-        if settings.platform_callback_url:
-            sender = CallbackSender(services=services, url=settings.platform_callback_url)
-            stack.push_async_callback(sender.close)
-            jobs.add(CALLBACK_JOB, 1.0, sender.deliver_due)
-
-        runner = web.AppRunner(create_app(services=services), handle_signals=False)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.http_host, self.port, reuse_address=True)
-        await site.start()
-
-        tg = await stack.enter_async_context(asyncio.TaskGroup())
-        tasks = [
-            tg.create_task(jobs.run(), name="gateway[jobs]"),
-            tg.create_task(self._presence_flush_loop(), name="gateway[presence].flush"),
-            tg.create_task(ingest.run(), name="gateway[ingest]"),
-        ]
-        if services.mqtt is not None:
-            tasks.append(tg.create_task(services.mqtt.run(), name="gateway[mqtt].rx"))
-
-        async def stop_tasks() -> None:
-            await cancel_all(tasks)
-            # Writes in flight finish; then a last flush, so data and sightings already
-            # received are not lost on shutdown.
-            with contextlib.suppress(Exception):
-                await ingest.drain()
-            await self._flushing.settle()
-            with contextlib.suppress(Exception):
-                await self._presence_flush()
-
-        stack.push_async_callback(stop_tasks)
-        log.info("gateway listening on %s", self.url)
-
-    def _free_port(self) -> int:
-        """The kernel's choice of a free port (``http_port = 0``)."""
-        with socket.socket() as sock:
-            sock.bind((self.settings.http_host, 0))
-            port: int = sock.getsockname()[1]
-        return port
-
-    async def _presence_flush(self) -> None:
-        services = self.services
-        async with services.db.session() as session:
-            result = await services.presence.flush(session)
-            await services.reported.flush(session)
-        for _ in result.went_online:
-            services.metrics.presence_changes.labels("online", "message").inc()
-        for _ in result.went_offline:
-            services.metrics.presence_changes.labels("offline", "will_or_state").inc()
-        if result.unknown:
-            services.metrics.mqtt_unknown_device.inc(len(result.unknown))
-
-    async def _presence_flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(PRESENCE_FLUSH_SECONDS)
-            await self._flushing.run(self._presence_flush_logged())
-
-    async def _presence_flush_logged(self) -> None:
-        try:
-            await self._presence_flush()
-        except Exception:
-            log.exception("presence flush failed")
-
-    async def _presence_sweep(self) -> None:
-        services = self.services
-        await self._presence_flush()
-        async with services.db.session() as session:
-            count = await services.presence.sweep(session, services.clock.now())
-        if count:
-            services.metrics.presence_changes.labels("offline", "timeout").inc(count)
-
-    async def _purge_subscriptions(self) -> None:
-        async with self.services.db.session() as session:
-            await subscriptions.purge_unsubscribed(session, self.clock.now())
-
-    async def _roll_terms(self) -> None:
-        async with self.services.db.session() as session:
-            await subscriptions.roll_terms(session, business_date(self.clock.now()))
 
     async def __aexit__(
         self,
@@ -224,6 +155,18 @@ class Gateway:
     ) -> None:
         await self._stack.__aexit__(exc_type, exc, tb)
         self._services = None
+
+
+@asynccontextmanager
+async def http_server(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
+    """The component: ``app`` served on ``host:port`` for the block's lifetime."""
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        yield
+    finally:
+        await runner.cleanup()
 
 
 async def serve(settings: Settings, *, shutdown_timeout: float = 5.0) -> None:

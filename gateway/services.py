@@ -1,11 +1,12 @@
-"""What the HTTP routes, MQTT handlers and jobs share in one gateway process."""
+"""What the HTTP routes, MQTT handlers and jobs share in one gateway process.
+
+Built once by :class:`gateway.service.Gateway` and never changed afterwards (frozen): the
+components it names are started and stopped by the gateway, in order.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.clock import Clock
 from devices.desired import ReportedVersions
@@ -21,14 +22,7 @@ from storage.db import Database
 from storage.fsstore import FilesystemObjectStore
 from storage.objects import ObjectStore
 
-FamilyCloudCheck = Callable[[AsyncSession, str], Awaitable[bool]]
-
-
-async def _always_open(session: AsyncSession, account_id: str) -> bool:
-    return True
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Services:
     settings: Settings
     clock: Clock
@@ -38,10 +32,9 @@ class Services:
     presence: PresenceTracker
     jobs: JobRunner
     catalog: PlanCatalog
+    #: The gateway's MQTT session; ``None`` in a gateway started without MQTT.
+    mqtt: MqttSession | None
     reported: ReportedVersions = field(default_factory=ReportedVersions)
-    #: R15: may the account's family cloud take saves now? (set by the broadband wiring)
-    family_cloud_open: FamilyCloudCheck = field(default=_always_open)
-    mqtt: MqttSession | None = None
     #: The gateway's pool of router SSH sessions (R13).
     router_manager: RouterManager = field(default_factory=new_router_manager)
 

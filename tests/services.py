@@ -11,12 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+from gateway.lifecycle import free_port
 
 
 def wait_for_port(port: int, *, timeout: float, process: subprocess.Popen[bytes]) -> None:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.lifecycle import free_port
 from tests.conftest import PLATFORM_TOKEN
-from tests.services import Broker, free_port
+from tests.services import Broker
 
 KANJIA = [sys.executable, "-m", "gateway.cli"]
 

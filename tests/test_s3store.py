@@ -15,10 +15,10 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 from yarl import URL
 
+from gateway.lifecycle import free_port
 from storage.objects import InvalidKey, ObjectNotFound
 from storage.s3store import S3ObjectStore, S3StoreError
 from tests.seaweed import SeaweedServer, seaweed_server
-from tests.services import free_port
 
 BUCKET = "kanjia-test"
 

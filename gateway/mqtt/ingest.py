@@ -6,18 +6,21 @@ goes on to the next message; a handler that fails is counted the same way.
 Presence and reported versions are coalesced in memory; upload requests and the
 recording data (segment notices, events) go to two group commits
 (:class:`gateway.batching.GroupCommit`), so the receive loop never waits for a
-transaction. :meth:`Ingest.run` runs both writers in one TaskGroup; at shutdown
-:meth:`Ingest.drain` writes the recording data already received. Upload requests left
+transaction. :meth:`Ingest.running` runs both writers in one TaskGroup and, at shutdown, writes the
+recording data already received. Upload requests left
 unanswered at shutdown are not drained: the camera asks again.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from gateway import broadband, recording
 from gateway.batching import GroupCommit
+from gateway.lifecycle import running
 from gateway.http.routes import router as routes_router
 from gateway.mqtt.messages import DeviceMessage, Malformed, StatePayload, parse
 from gateway.services import Services
@@ -45,17 +48,21 @@ class Ingest:
             max_pending=RECORDING_BACKLOG,
         )
 
-    async def run(self) -> None:
-        """Write the queued batches until cancelled."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.uploads.run(), name="gateway[ingest].uploads")
-            tg.create_task(self.recordings.run(), name="gateway[ingest].recordings")
-
-    async def drain(self) -> None:
-        """After :meth:`run` was cancelled: finish the batches being written and index the
-        segment notices and events already received (shutdown)."""
-        await self.uploads.settle()
-        await self.recordings.drain()
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The component: the queued batches are written while the block runs; when it
+        ends, the batches being written finish and the segment notices and events already
+        received are indexed (shutdown)."""
+        try:
+            async with running(
+                ("gateway[ingest].uploads", self.uploads.run),
+                ("gateway[ingest].recordings", self.recordings.run),
+            ):
+                yield
+        finally:
+            with contextlib.suppress(Exception):
+                await self.uploads.settle()
+                await self.recordings.drain()
 
     async def handle(self, topic: str, payload: bytes) -> None:
         metrics = self._s.metrics

@@ -13,10 +13,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from gateway.lifecycle import running
 from gateway.metrics import Metrics
 from gateway.mqtt.messages import subscriptions
 
@@ -57,19 +59,22 @@ class MqttSession:
         client_id: str,
         shared_group: str,
         metrics: Metrics,
-        on_message: OnMessage,
         backoff_max: float = 30.0,
     ) -> None:
         self._host, self._port, self._user, self._password = broker_address(url)
         self._client_id = client_id
         self._topics = subscriptions(shared_group)
         self._metrics = metrics
-        self._on_message = on_message
         self._backoff_max = backoff_max
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
 
-    async def run(self) -> None:
+    def receiving(self, on_message: OnMessage) -> AbstractAsyncContextManager[None]:
+        """The component: the session runs, handing each message to ``on_message``, for
+        the block's lifetime."""
+        return running(("gateway[mqtt].rx", lambda: self.run(on_message)))
+
+    async def run(self, on_message: OnMessage) -> None:
         """Connect, subscribe and receive until cancelled; reconnect on loss."""
         delay = 0.5
         while True:
@@ -98,7 +103,7 @@ class MqttSession:
                     )
                     delay = 0.5
                     async for message in client.messages:
-                        await self._on_message(message.topic.value, _as_bytes(message.payload))
+                        await on_message(message.topic.value, _as_bytes(message.payload))
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT session lost (%s); retrying in %.1fs", exc, delay)
             finally:
