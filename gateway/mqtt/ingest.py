@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway import broadband, recording
+from gateway import broadband, recording, router_ops
 from gateway.batching import GroupCommit
-from gateway.http.routes import router as routes_router
 from gateway.mqtt.messages import DeviceMessage, Malformed, StatePayload, parse
 from gateway.services import Services
 
@@ -78,7 +77,7 @@ class Ingest:
             presence.state(msg.device_id, online=state.online, at=now, firmware=state.firmware)
         elif msg.kind == "telemetry":
             presence.telemetry(msg.device_id, now, msg.payload)
-            await routes_router.on_telemetry(self._s, msg)
+            await router_ops.on_telemetry(self._s, msg)
         elif msg.kind == "reported":
             version = msg.payload.get("version")
             if not isinstance(version, int) or isinstance(version, bool) or version < 0:
