@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
-from aiohttp import web
 from sqlmodel import col, delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,8 +31,8 @@ from devices import commands as cmd
 from devices.desired import account_convergence
 from devices.models import Device
 from devices.orders import Answer
+from gateway.answers import Out, error_body
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.http.api import Out, error_body
 from gateway.mqtt.messages import DeviceMessage, Malformed, topic
 from gateway.mqtt.session import NotConnected
 from gateway.orders import execute_order
@@ -226,7 +225,7 @@ def _completion_report(
     }
 
 
-async def run_order(services: Services, order: BroadbandOrder) -> web.Response:
+async def run_order(services: Services, order: BroadbandOrder) -> Answer:
     """Apply one order exactly once; the answer is the view, or a 404/409 error."""
 
     async def effect(session: AsyncSession) -> tuple[Answer, dict[str, Any] | None]:
@@ -260,7 +259,7 @@ async def run_order(services: Services, order: BroadbandOrder) -> web.Response:
         report = _completion_report(order, now, view) if outcome.applied else None
         return Answer(200, body), report
 
-    response = await execute_order(
+    answer = await execute_order(
         services,
         order_id=order.order_id,
         action=f"broadband.{order.action}",
@@ -270,16 +269,7 @@ async def run_order(services: Services, order: BroadbandOrder) -> web.Response:
     )
     # Not every change comes with a report (an emergency that lapsed under a refusal).
     services.jobs.trigger(PUBLISH_JOB)
-    return response
-
-
-def response_json(response: web.Response) -> dict[str, Any]:
-    """The JSON body of an answer made by :func:`run_order`."""
-    body = response.body
-    if not isinstance(body, bytes):
-        raise TypeError("the answer has no JSON body")
-    data: dict[str, Any] = json.loads(body)
-    return data
+    return answer
 
 
 # --- jobs --------------------------------------------------------------------------------

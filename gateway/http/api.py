@@ -18,6 +18,10 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from devices.orders import Answer
+from gateway.answers import Out as Out
+from gateway.answers import error_body as error_body
+
 log = logging.getLogger(__name__)
 
 Auth = Literal["none", "platform", "app"]
@@ -35,27 +39,19 @@ class ApiError(Exception):
         self.rule = rule
 
 
-def error_body(code: str, message: str, rule: str | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if rule:
-        error["rule"] = rule
-    return {"error": error}
-
-
 def error_response(status: int, code: str, message: str, rule: str | None = None) -> web.Response:
     return web.json_response(error_body(code, message, rule), status=status)
+
+
+def answer_out(answer: Answer) -> web.Response:
+    """An order's answer (:func:`gateway.orders.execute_order`) as sent."""
+    return web.json_response(answer.body, status=answer.status)
 
 
 class Body(BaseModel):
     """Base of request bodies: unknown fields are refused (a typo never passes silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Out(BaseModel):
-    """Base of response bodies."""
-
-    model_config = ConfigDict(frozen=True)
 
 
 class ErrorDetail(Out):

@@ -25,7 +25,16 @@ from devices.broadband import StopType
 from devices.models import Device
 from devices.orders import Answer
 from gateway import broadband
-from gateway.http.api import Api, ApiError, Body, Out, error_body, json_out, parse_body
+from gateway.http.api import (
+    Api,
+    ApiError,
+    Body,
+    Out,
+    answer_out,
+    error_body,
+    json_out,
+    parse_body,
+)
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
@@ -115,7 +124,7 @@ def _order_route(action: broadband.Action, summary: str) -> None:
         services = services_of(request)
         account_id = path_id(request, "account_id")
         body = parse_body(await request.read(), model)
-        return await broadband.run_order(services, _order(action, account_id, body))
+        return answer_out(await broadband.run_order(services, _order(action, account_id, body)))
 
     handler.__name__ = f"broadband_{action.replace('-', '_')}"
     api.route(
@@ -178,8 +187,8 @@ async def _one(services: Services, index: int, raw: Any) -> BatchResultOut:
         issued_at=item.issued_at,
     )
     try:
-        response = await broadband.run_order(services, order)
-        status, body = response.status, broadband.response_json(response)
+        answer = await broadband.run_order(services, order)
+        status, body = answer.status, answer.body
     except accounts.DomainError as exc:
         status, body = exc.status, error_body(exc.code, exc.message, exc.rule)
     except Exception:
@@ -325,7 +334,7 @@ async def create_command(request: web.Request) -> web.StreamResponse:
         row = await broadband.create_command(services, session, wanted)
         return Answer(201, _dump(CommandOut.of(row))), None
 
-    response = await execute_order(
+    answer = await execute_order(
         services,
         order_id=body.order_id,
         action="device.command",
@@ -334,7 +343,7 @@ async def create_command(request: web.Request) -> web.StreamResponse:
         effect=effect,
     )
     kick()
-    return response
+    return answer_out(answer)
 
 
 @api.route(
