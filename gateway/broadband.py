@@ -1,4 +1,4 @@
-"""Broadband orders against the stored state, their jobs, and device commands (R8–R12, R15).
+"""Broadband orders against the stored state, and their jobs (R8–R12, R15).
 
 - :func:`run_order` applies one platform order (stop, resume, teardown, emergency
   resume) exactly once through :func:`gateway.orders.execute_order`: in one transaction it
@@ -7,15 +7,13 @@
   desired documents of all the account's devices when that changed (R8 cameras, R12
   routers), and stores the answer with its completion report (报竣) when applied. The
   publish job then hands the new documents to the broker, retained.
-- Jobs (Clock-driven, :func:`install`): the end of emergency resumes (R11), the family
-  cloud's closure and deletion after long stops (R15), and device commands (send, retry,
-  time out).
-- :func:`on_rpc_result` settles a command from the device's ``rpc/res``.
+- Jobs (Clock-driven, :func:`install`): the end of emergency resumes (R11), and the family
+  cloud's closure and deletion after long stops (R15); device commands are
+  :mod:`gateway.commands`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,14 +25,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from devices import accounts
 from devices import broadband as bb
 from devices import broadband_store as store
-from devices import commands as cmd
 from devices.desired import account_convergence
 from devices.models import Device
 from devices.orders import Answer
+from gateway import commands
 from gateway.answers import Out, error_body
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.mqtt.messages import DeviceMessage, Malformed, topic
-from gateway.mqtt.session import NotConnected
 from gateway.orders import execute_order
 from gateway.services import Services
 from replay.models import FamilyCloudItem
@@ -49,9 +45,8 @@ TYPED_ACTIONS: frozenset[str] = frozenset({"stop", "resume"})
 
 EXPIRY_JOB = "broadband_emergency_expiry"
 FAMILY_CLOUD_JOB = "broadband_family_cloud"
-COMMANDS_JOB = "device_commands"
 
-#: How many accounts or commands one job turn takes at most.
+#: How many accounts one job turn takes at most.
 JOB_BATCH = 500
 #: Keys deleted per object-store call (the S3 DeleteObjects limit).
 DELETE_CHUNK = 1000
@@ -360,132 +355,13 @@ async def run_family_cloud(services: Services) -> int:
         after = batch[-1]
 
 
-def rpc_request(row: cmd.DeviceCommand) -> bytes:
-    """The ``rpc/req`` payload: ``{"id", "method", "params", "deadline"}``."""
-    return json.dumps(
-        {
-            "id": row.command_id,
-            "method": row.method,
-            "params": row.params,
-            "deadline": row.deadline.isoformat(),
-        }
-    ).encode()
-
-
-async def run_commands(services: Services) -> int:
-    """Send queued commands to online devices; retry or time out unanswered ones."""
-    now = services.clock.now()
-    mqtt = services.mqtt
-    connected = mqtt is not None and mqtt.connected.is_set()
-    async with services.db.session() as session:
-        due = await cmd.due_commands(session, now, JOB_BATCH)
-    sent = 0
-    for row, online in due:
-        step = cmd.tick(cmd.state_of(row), now=now, reachable=online and connected)
-        if step.send:
-            assert mqtt is not None
-            try:
-                await mqtt.publish(topic(row.device_id, "rpc/req"), rpc_request(row), qos=1)
-            except NotConnected:
-                log.info("MQTT down: commands wait for the next turn")
-                break
-            sent += 1
-        if step.state != cmd.state_of(row):
-            async with services.db.session() as session:
-                await cmd.compare_and_set(session, row, step.state, now)
-                await session.commit()
-    return sent
-
-
 def install(services: Services) -> None:
     """Add the clock-driven jobs of broadband orders to ``services.jobs``."""
     services.jobs.add(EXPIRY_JOB, 60, lambda: expire_emergencies(services))
     services.jobs.add(FAMILY_CLOUD_JOB, 3600, lambda: run_family_cloud(services))
-    services.jobs.add(COMMANDS_JOB, 1.0, lambda: run_commands(services))
+    services.jobs.add(commands.COMMANDS_JOB, 1.0, lambda: commands.run_commands(services))
 
     async def family_cloud_open(session: AsyncSession, account_id: str) -> bool:
         return await store.family_cloud_open(session, account_id, services.clock.now())
 
     services.family_cloud_open = family_cloud_open
-
-
-# --- device commands ----------------------------------------------------------------------
-
-
-def _device_error(raw: object) -> dict[str, Any]:
-    if isinstance(raw, dict) and isinstance(raw.get("message"), str):
-        return dict(raw)
-    if isinstance(raw, str) and raw:
-        return {"message": raw}
-    return {"message": "the device reported a failure", "detail": raw}
-
-
-async def on_rpc_result(services: Services, msg: DeviceMessage) -> None:
-    """An ``rpc/res`` from a device: settle its command."""
-    command_id = msg.payload.get("id")
-    ok = msg.payload.get("ok")
-    if not isinstance(command_id, str) or not command_id:
-        raise Malformed(msg.kind, "'id' must be a non-empty string")
-    if not isinstance(ok, bool):
-        raise Malformed(msg.kind, "'ok' must be true or false")
-    now = services.clock.now()
-    for _ in range(3):
-        async with services.db.session() as session:
-            row = await session.get(cmd.DeviceCommand, command_id, populate_existing=True)
-            if row is None or row.device_id != msg.device_id:
-                # Another device cannot settle this one's command; an unknown id is noise.
-                log.warning("rpc/res from %s for unknown command %s", msg.device_id, command_id)
-                return
-            before = cmd.state_of(row)
-            after = cmd.answer(
-                before,
-                ok=ok,
-                result=msg.payload.get("result"),
-                error=None if ok else _device_error(msg.payload.get("error")),
-            )
-            if after == before:
-                return  # finished already: a late or repeated answer changes nothing
-            if await cmd.compare_and_set(session, row, after, now):
-                await session.commit()
-                return
-        # The job changed the command meanwhile (a retry went out): read it again.
-    log.warning("rpc/res for %s could not be recorded", command_id)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommandRequest:
-    device_id: str
-    method: str
-    params: dict[str, Any]
-    deadline_seconds: float
-    max_attempts: int
-    order_id: str | None = None
-
-
-async def create_command(
-    services: Services, session: AsyncSession, request: CommandRequest
-) -> cmd.DeviceCommand:
-    """Stage a queued command for an existing device (404 otherwise)."""
-    device = await session.get(Device, request.device_id)
-    if device is None:
-        raise accounts.NotFound(f"device {request.device_id} not found")
-    now = services.clock.now()
-    state = cmd.new_command(
-        now=now, deadline_seconds=request.deadline_seconds, max_attempts=request.max_attempts
-    )
-    row = cmd.DeviceCommand(
-        command_id=cmd.new_command_id(),
-        device_id=device.device_id,
-        account_id=device.account_id,
-        order_id=request.order_id,
-        method=request.method,
-        params=request.params,
-        status=state.status.value,
-        max_attempts=state.max_attempts,
-        attempt_timeout_ms=0,
-        deadline=state.deadline,
-        created_at=now,
-    )
-    cmd.record_state(row, state, now)
-    session.add(row)
-    return row

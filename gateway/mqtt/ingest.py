@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from gateway import broadband, recording, router_ops
+from gateway import commands, recording, router_ops
 from gateway.batching import GroupCommit
 from gateway.mqtt.messages import DeviceMessage, Malformed, StatePayload, parse
 from gateway.services import Services
@@ -97,6 +97,6 @@ class Ingest:
             await self.recordings.submit(recording.parse_event(msg))
         elif msg.kind == "rpc/res":
             presence.seen(msg.device_id, now)
-            await broadband.on_rpc_result(self._s, msg)
+            await commands.on_rpc_result(self._s, msg)
         else:
             presence.seen(msg.device_id, now)

@@ -5,29 +5,23 @@ Each order answers 200 with the account's broadband view (``applied: false`` and
 409 with the rule's refusal (``active_subscriptions`` R9, ``torn_down`` R9,
 ``emergency_not_allowed`` R11), or 404 for an unknown account. A repeated ``order_id``
 returns the first answer. The batch route applies up to 1,000 orders, each on its own
-(one bad order does not fail the others), and answers per order, in order. Device
-commands (``rpc/req``) are enqueued and listed here too.
+(one bad order does not fail the others), and answers per order, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
 from devices import accounts
-from devices import commands as cmd
 from devices.broadband import StopType
-from devices.models import Device
-from devices.orders import Answer
 from gateway import broadband
 from gateway.http.api import (
     Api,
-    ApiError,
     Body,
     Out,
     answer_out,
@@ -36,7 +30,6 @@ from gateway.http.api import (
     parse_body,
 )
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
-from gateway.orders import execute_order
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -250,116 +243,3 @@ async def broadband_batch(request: web.Request) -> web.StreamResponse:
         for indexes in _groups(batch.orders):
             tg.create_task(run_group(indexes), name=f"broadband[batch].{indexes[0]}")
     return json_out(BatchOut(results=[r for r in results if r is not None]))
-
-
-# --- device commands ----------------------------------------------------------------------
-
-
-class CommandIn(Body):
-    order_id: str | None = Field(
-        default=None, min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$"
-    )
-    method: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    params: dict[str, Any] = Field(default_factory=dict)
-    deadline_seconds: float = Field(default=60.0, gt=0, le=cmd.MAX_DEADLINE_SECONDS)
-    max_attempts: int = Field(default=3, ge=1, le=cmd.MAX_ATTEMPTS_LIMIT)
-
-
-class CommandOut(Out):
-    command_id: str
-    device_id: str
-    order_id: str | None = None
-    method: str
-    params: dict[str, Any]
-    status: cmd.CommandStatus
-    attempts: int
-    max_attempts: int
-    deadline: datetime
-    created_at: datetime
-    sent_at: datetime | None = None
-    finished_at: datetime | None = None
-    result: Any = None
-    error: dict[str, Any] | None = None
-
-    @classmethod
-    def of(cls, row: cmd.DeviceCommand) -> CommandOut:
-        return cls.model_validate(row, from_attributes=True)
-
-
-class CommandList(Out):
-    device_id: str
-    commands: list[CommandOut]
-
-
-def _dump(model: Out) -> dict[str, Any]:
-    data: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
-    return data
-
-
-@api.route(
-    "POST",
-    "/platform/v1/devices/{device_id}/commands",
-    auth="platform",
-    tag="commands",
-    summary="Send an imperative command (rpc/req): queued, sent, retried, timed out",
-    body=CommandIn,
-    response=CommandOut,
-    status=201,
-    errors=(404, 409),
-)
-async def create_command(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    device_id = path_id(request, "device_id")
-    body = parse_body(await request.read(), CommandIn)
-    wanted = broadband.CommandRequest(
-        device_id=device_id,
-        method=body.method,
-        params=body.params,
-        deadline_seconds=body.deadline_seconds,
-        max_attempts=body.max_attempts,
-        order_id=body.order_id,
-    )
-
-    def kick() -> None:
-        services.jobs.trigger(broadband.COMMANDS_JOB)
-
-    if body.order_id is None:
-        async with services.db.session() as session:
-            row = await broadband.create_command(services, session, wanted)
-            await session.commit()
-        kick()
-        return json_out(CommandOut.of(row), 201)
-
-    async def effect(session: Any) -> tuple[Answer, dict[str, Any] | None]:
-        row = await broadband.create_command(services, session, wanted)
-        return Answer(201, _dump(CommandOut.of(row))), None
-
-    answer = await execute_order(
-        services,
-        order_id=body.order_id,
-        action="device.command",
-        target=device_id,
-        request_body=body.model_dump(mode="json", exclude={"order_id"}),
-        effect=effect,
-    )
-    kick()
-    return answer_out(answer)
-
-
-@api.route(
-    "GET",
-    "/platform/v1/devices/{device_id}/commands",
-    auth="platform",
-    tag="commands",
-    summary="The device's commands, newest first",
-    response=CommandList,
-    errors=(404,),
-)
-async def list_commands(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    device_id = path_id(request, "device_id")
-    async with services.db.session() as session:
-        if await session.get(Device, device_id) is None:
-            raise ApiError(404, "not_found", f"device {device_id} not found")
-        rows = await cmd.device_commands(session, device_id)
-    return json_out(CommandList(device_id=device_id, commands=[CommandOut.of(r) for r in rows]))
