@@ -6,7 +6,8 @@
   (always, applied or not), keeps ``Account.broadband_state`` in step, recomputes the
   desired documents of all the account's devices when that changed (R8 cameras, R12
   routers), and stores the answer with its completion report (报竣) when applied. The
-  publish job then hands the new documents to the broker, retained.
+  publish job then hands the new documents to the broker, retained. :func:`run_batch`
+  applies many, each on its own.
 - Jobs (Clock-driven, :func:`install`): the end of emergency resumes (R11), and the family
   cloud's closure and deletion after long stops (R15); device commands are
   :mod:`gateway.commands`.
@@ -14,7 +15,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
@@ -46,6 +49,8 @@ TYPED_ACTIONS: frozenset[str] = frozenset({"stop", "resume"})
 EXPIRY_JOB = "broadband_emergency_expiry"
 FAMILY_CLOUD_JOB = "broadband_family_cloud"
 
+#: Groups of a batch worked on at once (see :func:`_groups`); SQLite serialises writes.
+BATCH_CONCURRENCY = {"postgresql": 4}
 #: How many accounts one job turn takes at most.
 JOB_BATCH = 500
 #: Keys deleted per object-store call (the S3 DeleteObjects limit).
@@ -265,6 +270,62 @@ async def run_order(services: Services, order: BroadbandOrder) -> Answer:
     # Not every change comes with a report (an emergency that lapsed under a refusal).
     services.jobs.trigger(PUBLISH_JOB)
     return answer
+
+
+# --- batches -----------------------------------------------------------------------------
+
+
+async def _settled(services: Services, order: BroadbandOrder) -> Answer:
+    """:func:`run_order`, a failure answered too: one bad order does not fail a batch."""
+    try:
+        return await run_order(services, order)
+    except accounts.DomainError as exc:
+        return Answer(exc.status, error_body(exc.code, exc.message, exc.rule))
+    except Exception:
+        log.exception("batch order %s failed", order.order_id)
+        return Answer(500, error_body("internal", "internal error"))
+
+
+def _groups(orders: Sequence[BroadbandOrder]) -> list[list[int]]:
+    """Orders that must run one after the other, in batch order: those of one account,
+    and those sharing an ``order_id`` (the first in the batch is the one applied)."""
+    parent = list(range(len(orders)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for index, order in enumerate(orders):
+        for key in (("account_id", order.account_id), ("order_id", order.order_id)):
+            seen = first.setdefault(key, index)
+            parent[root(index)] = root(seen)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(orders)):
+        groups.setdefault(root(index), []).append(index)
+    return list(groups.values())
+
+
+async def run_batch(services: Services, orders: Sequence[BroadbandOrder]) -> list[Answer]:
+    """Apply each order on its own (:func:`run_order`); the answers, in order.
+
+    Groups that share no account and no ``order_id`` run side by side
+    (:data:`BATCH_CONCURRENCY`), each group's orders one after the other.
+    """
+    answers: list[Answer | None] = [None] * len(orders)
+    limit = asyncio.Semaphore(BATCH_CONCURRENCY.get(services.db.dialect, 1))
+
+    async def run_group(indexes: list[int]) -> None:
+        async with limit:
+            for index in indexes:
+                answers[index] = await _settled(services, orders[index])
+
+    async with asyncio.TaskGroup() as tg:
+        for indexes in _groups(orders):
+            tg.create_task(run_group(indexes), name=f"broadband[batch].{indexes[0]}")
+    return [a for a in answers if a is not None]
 
 
 # --- jobs --------------------------------------------------------------------------------

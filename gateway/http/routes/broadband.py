@@ -10,15 +10,13 @@ returns the first answer. The batch route applies up to 1,000 orders, each on it
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
-from devices import accounts
 from devices.broadband import StopType
+from devices.orders import Answer
 from gateway import broadband
 from gateway.http.api import (
     Api,
@@ -30,16 +28,11 @@ from gateway.http.api import (
     parse_body,
 )
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
-from gateway.services import Services
-
-log = logging.getLogger(__name__)
 
 api = Api()
 
 #: Most orders one batch may carry.
 MAX_BATCH = 1000
-#: Groups of a batch worked on at once (see :func:`_groups`); SQLite serialises writes.
-BATCH_CONCURRENCY = {"postgresql": 4}
 
 
 class TypedOrderIn(Body):
@@ -98,13 +91,13 @@ class BatchOut(Out):
 
 
 def _order(
-    action: broadband.Action, account_id: str, body: TypedOrderIn | OrderIn
+    action: broadband.Action, account_id: str, body: TypedOrderIn | OrderIn | BatchOrderIn
 ) -> broadband.BroadbandOrder:
     return broadband.BroadbandOrder(
         action=action,
         account_id=account_id,
         order_id=body.order_id,
-        stop_type=body.stop_type if isinstance(body, TypedOrderIn) else None,
+        stop_type=None if isinstance(body, OrderIn) else body.stop_type,
         issued_at=body.issued_at,
     )
 
@@ -162,61 +155,32 @@ def _invalid(exc: ValidationError) -> dict[str, Any]:
     return error_body("invalid_body", "; ".join(parts))
 
 
-async def _one(services: Services, index: int, raw: Any) -> BatchResultOut:
-    ids = raw if isinstance(raw, dict) else {}
-    order_id = ids.get("order_id") if isinstance(ids.get("order_id"), str) else None
-    account_id = ids.get("account_id") if isinstance(ids.get("account_id"), str) else None
+def _batch_order(raw: Any) -> broadband.BroadbandOrder | dict[str, Any]:
+    """One order of a batch, or the error body that refuses it (400)."""
     try:
         item = BatchOrderIn.model_validate(raw)
     except ValidationError as exc:
-        return BatchResultOut(
-            index=index, order_id=order_id, account_id=account_id, status=400, body=_invalid(exc)
-        )
-    order = broadband.BroadbandOrder(
-        action=item.action,
-        account_id=item.account_id,
-        order_id=item.order_id,
-        stop_type=item.stop_type,
-        issued_at=item.issued_at,
-    )
-    try:
-        answer = await broadband.run_order(services, order)
-        status, body = answer.status, answer.body
-    except accounts.DomainError as exc:
-        status, body = exc.status, error_body(exc.code, exc.message, exc.rule)
-    except Exception:
-        log.exception("batch order %s failed", item.order_id)
-        status, body = 500, error_body("internal", "internal error")
+        return _invalid(exc)
+    return _order(item.action, item.account_id, item)
+
+
+def _refused(index: int, raw: Any, body: dict[str, Any]) -> BatchResultOut:
+    ids = raw if isinstance(raw, dict) else {}
+    order_id = ids.get("order_id") if isinstance(ids.get("order_id"), str) else None
+    account_id = ids.get("account_id") if isinstance(ids.get("account_id"), str) else None
     return BatchResultOut(
-        index=index, order_id=item.order_id, account_id=item.account_id, status=status, body=body
+        index=index, order_id=order_id, account_id=account_id, status=400, body=body
     )
 
 
-def _groups(orders: list[Any]) -> list[list[int]]:
-    """Orders that must run one after the other, in batch order: those of one account,
-    and those sharing an ``order_id`` (the first in the batch is the one applied)."""
-    parent = list(range(len(orders)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[tuple[str, str], int] = {}
-    for index, raw in enumerate(orders):
-        if not isinstance(raw, dict):
-            continue
-        for name in ("account_id", "order_id"):
-            value = raw.get(name)
-            if not isinstance(value, str):
-                continue
-            seen = first.setdefault((name, value), index)
-            parent[root(index)] = root(seen)
-    groups: dict[int, list[int]] = {}
-    for index in range(len(orders)):
-        groups.setdefault(root(index), []).append(index)
-    return list(groups.values())
+def _answered(index: int, order: broadband.BroadbandOrder, answer: Answer) -> BatchResultOut:
+    return BatchResultOut(
+        index=index,
+        order_id=order.order_id,
+        account_id=order.account_id,
+        status=answer.status,
+        body=answer.body,
+    )
 
 
 @api.route(
@@ -231,15 +195,13 @@ def _groups(orders: list[Any]) -> list[list[int]]:
 async def broadband_batch(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     batch = parse_body(await request.read(), BatchIn)
-    results: list[BatchResultOut | None] = [None] * len(batch.orders)
-    limit = asyncio.Semaphore(BATCH_CONCURRENCY.get(services.db.dialect, 1))
-
-    async def run_group(indexes: list[int]) -> None:
-        async with limit:
-            for index in indexes:
-                results[index] = await _one(services, index, batch.orders[index])
-
-    async with asyncio.TaskGroup() as tg:
-        for indexes in _groups(batch.orders):
-            tg.create_task(run_group(indexes), name=f"broadband[batch].{indexes[0]}")
-    return json_out(BatchOut(results=[r for r in results if r is not None]))
+    parsed = [_batch_order(raw) for raw in batch.orders]
+    orders = [item for item in parsed if isinstance(item, broadband.BroadbandOrder)]
+    answers = iter(await broadband.run_batch(services, orders))
+    results = [
+        _answered(index, item, next(answers))
+        if isinstance(item, broadband.BroadbandOrder)
+        else _refused(index, batch.orders[index], item)
+        for index, item in enumerate(parsed)
+    ]
+    return json_out(BatchOut(results=results))
