@@ -8,8 +8,8 @@
   routers), and stores the answer with its completion report (报竣) when applied. The
   publish job then hands the new documents to the broker, retained. :func:`run_batch`
   applies many, each on its own.
-- Jobs (Clock-driven, :func:`install`): the end of emergency resumes (R11), and the family
-  cloud's closure and deletion after long stops (R15); device commands are
+- Jobs (Clock-driven, :data:`JOBS`): the end of emergency resumes (R11), and the family
+  cloud's closure and deletion after long stops (R15); device commands have theirs in
   :mod:`gateway.commands`.
 """
 
@@ -31,9 +31,9 @@ from devices import broadband_store as store
 from devices.desired import account_convergence
 from devices.models import Device
 from devices.orders import Answer
-from gateway import commands
 from gateway.answers import Out, error_body
 from gateway.desired import PUBLISH_JOB, refresh_desired
+from gateway.jobs import JobSpec
 from gateway.orders import execute_order
 from gateway.services import Services
 from replay.models import FamilyCloudItem
@@ -416,11 +416,19 @@ async def run_family_cloud(services: Services) -> int:
         after = batch[-1]
 
 
-def install(services: Services) -> None:
-    """Add the clock-driven jobs of broadband orders to ``services.jobs``."""
-    services.jobs.add(EXPIRY_JOB, 60, lambda: expire_emergencies(services))
-    services.jobs.add(FAMILY_CLOUD_JOB, 3600, lambda: run_family_cloud(services))
-    services.jobs.add(commands.COMMANDS_JOB, 1.0, lambda: commands.run_commands(services))
+#: The clock-driven jobs of broadband orders.
+JOBS: tuple[JobSpec, ...] = (
+    JobSpec(EXPIRY_JOB, 60, expire_emergencies),
+    JobSpec(FAMILY_CLOUD_JOB, 3600, run_family_cloud),
+)
+
+
+def wire_family_cloud_check(services: Services) -> None:
+    """R15: saves to the family cloud ask the stored broadband state whether it is open.
+
+    Transitional: goes, with its call in :mod:`gateway.service`, once the save path
+    calls :func:`devices.broadband_store.family_cloud_open` itself.
+    """
 
     async def family_cloud_open(session: AsyncSession, account_id: str) -> bool:
         return await store.family_cloud_open(session, account_id, services.clock.now())

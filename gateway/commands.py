@@ -3,7 +3,7 @@
 - :func:`create_command` queues a command for a device; :func:`order_command` does it
   exactly once under the platform's ``order_id`` (:func:`gateway.orders.execute_order`),
   whose stored answer is the command as :class:`CommandOut`.
-- The job (:func:`run_commands`, Clock-driven) sends queued commands to online devices and retries
+- The job (:data:`JOBS`, Clock-driven) sends queued commands to online devices and retries
   or times out unanswered ones; creating a command wakes it.
 - :func:`on_rpc_result` settles a command from the device's ``rpc/res``.
 """
@@ -23,6 +23,7 @@ from devices import commands as cmd
 from devices.models import Device
 from devices.orders import Answer
 from gateway.answers import Out
+from gateway.jobs import JobSpec
 from gateway.mqtt.messages import DeviceMessage, Malformed, topic
 from gateway.mqtt.session import NotConnected
 from gateway.orders import execute_order
@@ -183,6 +184,10 @@ async def run_commands(services: Services) -> int:
                 await cmd.compare_and_set(session, row, step.state, now)
                 await session.commit()
     return sent
+
+
+#: The clock-driven job of device commands.
+JOBS: tuple[JobSpec, ...] = (JobSpec(COMMANDS_JOB, 1.0, run_commands),)
 
 
 # --- answers from devices -----------------------------------------------------------------

@@ -26,7 +26,7 @@ import devices.models  # noqa: F401 - registers the tables
 import replay.models  # noqa: F401
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
-from gateway import broadband, retention
+from gateway import broadband, commands, retention
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
 from gateway.desired import PUBLISH_JOB, publish_pending
@@ -131,7 +131,8 @@ class Gateway:
         self._services = services
         jobs.add("presence_sweep", PRESENCE_SWEEP_SECONDS, self._presence_sweep)
         jobs.add("subscription_purge", 3600, self._purge_subscriptions)
-        broadband.install(services)
+        jobs.schedule(broadband.JOBS + commands.JOBS, services)
+        broadband.wire_family_cloud_check(services)
         jobs.add("retention_sweep", 60, lambda: retention.sweep_expired(services))
         jobs.add("stale_grants", 600, lambda: retention.drop_stale_grants(services))
         jobs.add("reconcile", 86400, lambda: retention.reconcile(services))
