@@ -56,7 +56,6 @@ log = logging.getLogger(__name__)
 TELEMETRY_TIMEOUT_SECONDS: Final = 60.0
 
 ChangeName = Literal["ssid", "passphrase", "channels", "band_steering", "reboot"]
-ChangeStatus = Literal["succeeded", "failed", "timed_out", "skipped"]
 
 
 async def on_telemetry(services: Services, msg: DeviceMessage) -> None:
@@ -239,25 +238,21 @@ async def router_view(
 
 
 @dataclass(frozen=True, slots=True)
-class ChangeResult:
+class Applied:
+    """One operation run on the router, recorded as the device command ``command_id``."""
+
     change: ChangeName
-    status: ChangeStatus
-    code: str | None = None
-    message: str | None = None
-    command_id: str | None = None
+    result: CommandResult
+    command_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """Per-change results, in the order applied (then those skipped)."""
+    """The operations run, in order; a failure stops the rest, which are ``skipped``."""
 
     device_id: str
-    results: tuple[ChangeResult, ...]
-
-    @property
-    def failed(self) -> ChangeResult | None:
-        """The change that failed or timed out (the rest were skipped); None when none did."""
-        return next((r for r in self.results if r.status in ("failed", "timed_out")), None)
+    applied: tuple[Applied, ...]
+    skipped: tuple[ChangeName, ...] = ()
 
 
 @dataclass(slots=True)
@@ -271,15 +266,6 @@ class _Done:
     started_at: datetime
     finished_at: datetime
     output: Any = None
-
-    def outcome(self, command_id: str) -> ChangeResult:
-        r = self.result
-        status: ChangeStatus = (
-            "succeeded" if r.ok else "timed_out" if r.code == "timed_out" else "failed"
-        )
-        return ChangeResult(
-            change=self.change, status=status, code=r.code, message=r.error, command_id=command_id
-        )
 
 
 async def _record(services: Services, target: RouterTarget, done: Sequence[_Done]) -> list[str]:
@@ -355,9 +341,11 @@ async def change_wifi(services: Services, device_id: str, wanted: WifiChange) ->
             if not result.ok:
                 break
     ids = await _record(services, target, done)
-    results = [d.outcome(i) for d, i in zip(done, ids, strict=True)]
-    results += [ChangeResult(change=change, status="skipped") for change, _, _ in plan[len(done) :]]
-    return Changes(device_id=device_id, results=tuple(results))
+    return Changes(
+        device_id=device_id,
+        applied=tuple(Applied(d.change, d.result, i) for d, i in zip(done, ids, strict=True)),
+        skipped=tuple(change for change, _, _ in plan[len(done) :]),
+    )
 
 
 async def reboot(services: Services, device_id: str) -> Changes:
@@ -367,7 +355,7 @@ async def reboot(services: Services, device_id: str) -> Changes:
         result = await services.router_manager.reboot(creds)
         done = _Done("reboot", "router.reboot", {}, result, started, services.clock.now())
     (command_id,) = await _record(services, target, [done])
-    return Changes(device_id=device_id, results=(done.outcome(command_id),))
+    return Changes(device_id=device_id, applied=(Applied(done.change, result, command_id),))
 
 
 # --- tuning -------------------------------------------------------------------------------

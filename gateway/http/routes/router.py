@@ -39,11 +39,12 @@ from devices.tuning import RadioTelemetry, score
 from gateway import router_ops
 from gateway.http.api import Api, ApiError, Body, ErrorDetail, Out, json_out, parse_body
 from gateway.http.requests import app_token_of, path_id, services_of
-from gateway.router_ops import TELEMETRY_TIMEOUT_SECONDS, ChangeName, ChangeStatus
+from gateway.router_ops import TELEMETRY_TIMEOUT_SECONDS, ChangeName
 from gateway.telemetry_hub import TelemetryTimeout
 
 api = Api()
 
+ChangeStatus = Literal["succeeded", "failed", "timed_out", "skipped"]
 RadioName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,32}$")]
 
 
@@ -71,16 +72,7 @@ class AccessOut(Out):
 
     @classmethod
     def of(cls, access: router_store.RouterAccess) -> AccessOut:
-        return cls(
-            device_id=access.device_id,
-            host=access.host,
-            port=access.port,
-            username=access.username,
-            host_key=access.host_key,
-            fingerprint=access.fingerprint,
-            provisioned_at=access.provisioned_at,
-            updated_at=access.updated_at,
-        )
+        return cls.model_validate(access, from_attributes=True)
 
 
 class WifiIn(Body):
@@ -201,7 +193,7 @@ class RouterOut(Out):
             last_seen=device.last_seen,
             suspended=view.suspended,
             provisioned=view.provisioned,
-            ssh=SshOut(ok=view.ssh.ok, code=view.ssh.code, message=view.ssh.message),
+            ssh=SshOut.model_validate(view.ssh, from_attributes=True),
             board=None if board is None else BoardOut.model_validate(board, from_attributes=True),
             radios=[
                 RadioOut.model_validate(r, from_attributes=True)
@@ -319,9 +311,24 @@ def failure_status(code: str) -> int:
     return 502
 
 
+def _change_out(applied: router_ops.Applied) -> ChangeOut:
+    r = applied.result
+    status: ChangeStatus = (
+        "succeeded" if r.ok else "timed_out" if r.code == "timed_out" else "failed"
+    )
+    return ChangeOut(
+        change=applied.change,
+        status=status,
+        code=r.code,
+        message=r.error,
+        command_id=applied.command_id,
+    )
+
+
 def _changes_answer(changes: router_ops.Changes) -> web.Response:
-    results = [ChangeOut.model_validate(r, from_attributes=True) for r in changes.results]
-    failed = changes.failed
+    results = [_change_out(a) for a in changes.applied]
+    results += [ChangeOut(change=change, status="skipped") for change in changes.skipped]
+    failed = next((r for r in results if r.status in ("failed", "timed_out")), None)
     if failed is None:
         return json_out(ChangesOut(device_id=changes.device_id, ok=True, results=results))
     code = failed.code or "failed"
