@@ -171,6 +171,62 @@ class Api:
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
+def _parameters(spec: RouteSpec) -> list[dict[str, Any]]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(spec.path)
+    ]
+    if spec.query is not None:
+        qschema = spec.query.model_json_schema()
+        required = set(qschema.get("required", []))
+        for name, prop in qschema.get("properties", {}).items():
+            params.append(
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+            )
+    return params
+
+
+def _operation(
+    spec: RouteSpec,
+    ref: Callable[[type[BaseModel]], dict[str, Any]],
+    error_ref: dict[str, Any],
+) -> dict[str, Any]:
+    """One route's operation object; ``ref`` names a model's schema."""
+    op: dict[str, Any] = {
+        "summary": spec.summary,
+        "operationId": f"{spec.method.lower()}_{spec.handler.__name__}",
+        "tags": [spec.tag],
+    }
+    params = _parameters(spec)
+    if params:
+        op["parameters"] = params
+    if spec.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref(spec.body)}},
+        }
+    ok: dict[str, Any] = {"description": "success"}
+    if spec.response is not None:
+        ok["content"] = {spec.content_type: {"schema": ref(spec.response)}}
+    elif spec.content_type != "application/json":
+        ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {str(spec.status): ok}
+    codes = set(spec.errors)
+    if spec.body is not None or spec.query is not None:
+        codes.add(400)
+    if spec.auth != "none":
+        codes.add(401)
+    for code in sorted(codes):
+        responses[str(code)] = {
+            "description": "error",
+            "content": {"application/json": {"schema": error_ref}},
+        }
+    op["responses"] = responses
+    if spec.auth != "none":
+        op["security"] = [{spec.auth: []}]
+    return op
+
+
 def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> dict[str, Any]:
     """An OpenAPI 3.1 document of the declared routes."""
     schemas: dict[str, Any] = {}
@@ -186,49 +242,7 @@ def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> di
     paths: dict[str, dict[str, Any]] = {}
     for spec in routes:
         path = _PATH_PARAM.sub(r"{\1}", spec.path)
-        op: dict[str, Any] = {
-            "summary": spec.summary,
-            "operationId": f"{spec.method.lower()}_{spec.handler.__name__}",
-            "tags": [spec.tag],
-        }
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PATH_PARAM.findall(spec.path)
-        ]
-        if spec.query is not None:
-            qschema = spec.query.model_json_schema()
-            required = set(qschema.get("required", []))
-            for name, prop in qschema.get("properties", {}).items():
-                params.append(
-                    {"name": name, "in": "query", "required": name in required, "schema": prop}
-                )
-        if params:
-            op["parameters"] = params
-        if spec.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": ref(spec.body)}},
-            }
-        ok: dict[str, Any] = {"description": "success"}
-        if spec.response is not None:
-            ok["content"] = {spec.content_type: {"schema": ref(spec.response)}}
-        elif spec.content_type != "application/json":
-            ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
-        responses: dict[str, Any] = {str(spec.status): ok}
-        codes = set(spec.errors)
-        if spec.body is not None or spec.query is not None:
-            codes.add(400)
-        if spec.auth != "none":
-            codes.add(401)
-        for code in sorted(codes):
-            responses[str(code)] = {
-                "description": "error",
-                "content": {"application/json": {"schema": error_ref}},
-            }
-        op["responses"] = responses
-        if spec.auth != "none":
-            op["security"] = [{spec.auth: []}]
-        paths.setdefault(path, {})[spec.method.lower()] = op
+        paths.setdefault(path, {})[spec.method.lower()] = _operation(spec, ref, error_ref)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
