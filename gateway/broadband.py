@@ -1,4 +1,4 @@
-"""Broadband orders against the stored state, their jobs, and device commands (R8–R12, R15).
+"""Broadband orders against the stored state, and their jobs (R8–R12, R15).
 
 - :func:`run_order` applies one platform order (stop, resume, teardown, emergency
   resume) exactly once through :func:`gateway.orders.execute_order`: in one transaction it
@@ -6,36 +6,34 @@
   (always, applied or not), keeps ``Account.broadband_state`` in step, recomputes the
   desired documents of all the account's devices when that changed (R8 cameras, R12
   routers), and stores the answer with its completion report (报竣) when applied. The
-  publish job then hands the new documents to the broker, retained.
-- Jobs (Clock-driven, :func:`install`): the end of emergency resumes (R11), the family
-  cloud's closure and deletion after long stops (R15), and device commands (send, retry,
-  time out).
-- :func:`on_rpc_result` settles a command from the device's ``rpc/res``.
+  publish job then hands the new documents to the broker, retained. :func:`run_batch`
+  applies many, each on its own.
+- Jobs (Clock-driven, :data:`JOBS`): the end of emergency resumes (R11), and the family
+  cloud's closure and deletion after long stops (R15); device commands have theirs in
+  :mod:`gateway.commands`.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
-from aiohttp import web
 from sqlmodel import col, delete
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import accounts
 from devices import broadband as bb
 from devices import broadband_store as store
-from devices import commands as cmd
 from devices.desired import account_convergence
 from devices.models import Device
 from devices.orders import Answer
+from gateway.answers import Out, error_body
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.http.api import Out, error_body
-from gateway.mqtt.messages import DeviceMessage, Malformed, topic
-from gateway.mqtt.session import NotConnected
+from gateway.jobs import JobSpec
 from gateway.orders import execute_order
 from gateway.services import Services
 from replay.models import FamilyCloudItem
@@ -50,9 +48,10 @@ TYPED_ACTIONS: frozenset[str] = frozenset({"stop", "resume"})
 
 EXPIRY_JOB = "broadband_emergency_expiry"
 FAMILY_CLOUD_JOB = "broadband_family_cloud"
-COMMANDS_JOB = "device_commands"
 
-#: How many accounts or commands one job turn takes at most.
+#: Groups of a batch worked on at once (see :func:`_groups`); SQLite serialises writes.
+BATCH_CONCURRENCY = {"postgresql": 4}
+#: How many accounts one job turn takes at most.
 JOB_BATCH = 500
 #: Keys deleted per object-store call (the S3 DeleteObjects limit).
 DELETE_CHUNK = 1000
@@ -226,7 +225,7 @@ def _completion_report(
     }
 
 
-async def run_order(services: Services, order: BroadbandOrder) -> web.Response:
+async def run_order(services: Services, order: BroadbandOrder) -> Answer:
     """Apply one order exactly once; the answer is the view, or a 404/409 error."""
 
     async def effect(session: AsyncSession) -> tuple[Answer, dict[str, Any] | None]:
@@ -260,7 +259,7 @@ async def run_order(services: Services, order: BroadbandOrder) -> web.Response:
         report = _completion_report(order, now, view) if outcome.applied else None
         return Answer(200, body), report
 
-    response = await execute_order(
+    answer = await execute_order(
         services,
         order_id=order.order_id,
         action=f"broadband.{order.action}",
@@ -270,16 +269,63 @@ async def run_order(services: Services, order: BroadbandOrder) -> web.Response:
     )
     # Not every change comes with a report (an emergency that lapsed under a refusal).
     services.jobs.trigger(PUBLISH_JOB)
-    return response
+    return answer
 
 
-def response_json(response: web.Response) -> dict[str, Any]:
-    """The JSON body of an answer made by :func:`run_order`."""
-    body = response.body
-    if not isinstance(body, bytes):
-        raise TypeError("the answer has no JSON body")
-    data: dict[str, Any] = json.loads(body)
-    return data
+# --- batches -----------------------------------------------------------------------------
+
+
+async def _settled(services: Services, order: BroadbandOrder) -> Answer:
+    """:func:`run_order`, a failure answered too: one bad order does not fail a batch."""
+    try:
+        return await run_order(services, order)
+    except accounts.DomainError as exc:
+        return Answer(exc.status, error_body(exc.code, exc.message, exc.rule))
+    except Exception:
+        log.exception("batch order %s failed", order.order_id)
+        return Answer(500, error_body("internal", "internal error"))
+
+
+def _groups(orders: Sequence[BroadbandOrder]) -> list[list[int]]:
+    """Orders that must run one after the other, in batch order: those of one account,
+    and those sharing an ``order_id`` (the first in the batch is the one applied)."""
+    parent = list(range(len(orders)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for index, order in enumerate(orders):
+        for key in (("account_id", order.account_id), ("order_id", order.order_id)):
+            seen = first.setdefault(key, index)
+            parent[root(index)] = root(seen)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(orders)):
+        groups.setdefault(root(index), []).append(index)
+    return list(groups.values())
+
+
+async def run_batch(services: Services, orders: Sequence[BroadbandOrder]) -> list[Answer]:
+    """Apply each order on its own (:func:`run_order`); the answers, in order.
+
+    Groups that share no account and no ``order_id`` run side by side
+    (:data:`BATCH_CONCURRENCY`), each group's orders one after the other.
+    """
+    answers: list[Answer | None] = [None] * len(orders)
+    limit = asyncio.Semaphore(BATCH_CONCURRENCY.get(services.db.dialect, 1))
+
+    async def run_group(indexes: list[int]) -> None:
+        async with limit:
+            for index in indexes:
+                answers[index] = await _settled(services, orders[index])
+
+    async with asyncio.TaskGroup() as tg:
+        for indexes in _groups(orders):
+            tg.create_task(run_group(indexes), name=f"broadband[batch].{indexes[0]}")
+    return [a for a in answers if a is not None]
 
 
 # --- jobs --------------------------------------------------------------------------------
@@ -370,132 +416,8 @@ async def run_family_cloud(services: Services) -> int:
         after = batch[-1]
 
 
-def rpc_request(row: cmd.DeviceCommand) -> bytes:
-    """The ``rpc/req`` payload: ``{"id", "method", "params", "deadline"}``."""
-    return json.dumps(
-        {
-            "id": row.command_id,
-            "method": row.method,
-            "params": row.params,
-            "deadline": row.deadline.isoformat(),
-        }
-    ).encode()
-
-
-async def run_commands(services: Services) -> int:
-    """Send queued commands to online devices; retry or time out unanswered ones."""
-    now = services.clock.now()
-    mqtt = services.mqtt
-    connected = mqtt is not None and mqtt.connected.is_set()
-    async with services.db.session() as session:
-        due = await cmd.due_commands(session, now, JOB_BATCH)
-    sent = 0
-    for row, online in due:
-        step = cmd.tick(cmd.state_of(row), now=now, reachable=online and connected)
-        if step.send:
-            assert mqtt is not None
-            try:
-                await mqtt.publish(topic(row.device_id, "rpc/req"), rpc_request(row), qos=1)
-            except NotConnected:
-                log.info("MQTT down: commands wait for the next turn")
-                break
-            sent += 1
-        if step.state != cmd.state_of(row):
-            async with services.db.session() as session:
-                await cmd.compare_and_set(session, row, step.state, now)
-                await session.commit()
-    return sent
-
-
-def install(services: Services) -> None:
-    """Add the clock-driven jobs of broadband orders to ``services.jobs``."""
-    services.jobs.add(EXPIRY_JOB, 60, lambda: expire_emergencies(services))
-    services.jobs.add(FAMILY_CLOUD_JOB, 3600, lambda: run_family_cloud(services))
-    services.jobs.add(COMMANDS_JOB, 1.0, lambda: run_commands(services))
-
-    async def family_cloud_open(session: AsyncSession, account_id: str) -> bool:
-        return await store.family_cloud_open(session, account_id, services.clock.now())
-
-    services.family_cloud_open = family_cloud_open
-
-
-# --- device commands ----------------------------------------------------------------------
-
-
-def _device_error(raw: object) -> dict[str, Any]:
-    if isinstance(raw, dict) and isinstance(raw.get("message"), str):
-        return dict(raw)
-    if isinstance(raw, str) and raw:
-        return {"message": raw}
-    return {"message": "the device reported a failure", "detail": raw}
-
-
-async def on_rpc_result(services: Services, msg: DeviceMessage) -> None:
-    """An ``rpc/res`` from a device: settle its command."""
-    command_id = msg.payload.get("id")
-    ok = msg.payload.get("ok")
-    if not isinstance(command_id, str) or not command_id:
-        raise Malformed(msg.kind, "'id' must be a non-empty string")
-    if not isinstance(ok, bool):
-        raise Malformed(msg.kind, "'ok' must be true or false")
-    now = services.clock.now()
-    for _ in range(3):
-        async with services.db.session() as session:
-            row = await session.get(cmd.DeviceCommand, command_id, populate_existing=True)
-            if row is None or row.device_id != msg.device_id:
-                # Another device cannot settle this one's command; an unknown id is noise.
-                log.warning("rpc/res from %s for unknown command %s", msg.device_id, command_id)
-                return
-            before = cmd.state_of(row)
-            after = cmd.answer(
-                before,
-                ok=ok,
-                result=msg.payload.get("result"),
-                error=None if ok else _device_error(msg.payload.get("error")),
-            )
-            if after == before:
-                return  # finished already: a late or repeated answer changes nothing
-            if await cmd.compare_and_set(session, row, after, now):
-                await session.commit()
-                return
-        # The job changed the command meanwhile (a retry went out): read it again.
-    log.warning("rpc/res for %s could not be recorded", command_id)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CommandRequest:
-    device_id: str
-    method: str
-    params: dict[str, Any]
-    deadline_seconds: float
-    max_attempts: int
-    order_id: str | None = None
-
-
-async def create_command(
-    services: Services, session: AsyncSession, request: CommandRequest
-) -> cmd.DeviceCommand:
-    """Stage a queued command for an existing device (404 otherwise)."""
-    device = await session.get(Device, request.device_id)
-    if device is None:
-        raise accounts.NotFound(f"device {request.device_id} not found")
-    now = services.clock.now()
-    state = cmd.new_command(
-        now=now, deadline_seconds=request.deadline_seconds, max_attempts=request.max_attempts
-    )
-    row = cmd.DeviceCommand(
-        command_id=cmd.new_command_id(),
-        device_id=device.device_id,
-        account_id=device.account_id,
-        order_id=request.order_id,
-        method=request.method,
-        params=request.params,
-        status=state.status.value,
-        max_attempts=state.max_attempts,
-        attempt_timeout_ms=0,
-        deadline=state.deadline,
-        created_at=now,
-    )
-    cmd.record_state(row, state, now)
-    session.add(row)
-    return row
+#: The clock-driven jobs of broadband orders.
+JOBS: tuple[JobSpec, ...] = (
+    JobSpec(EXPIRY_JOB, 60, expire_emergencies),
+    JobSpec(FAMILY_CLOUD_JOB, 3600, run_family_cloud),
+)

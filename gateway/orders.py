@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.accounts import DomainError
 from devices.orders import Answer, fingerprint, record_order, replay_order
+from gateway.answers import error_body
 from gateway.desired import PUBLISH_JOB
-from gateway.http.api import error_body
 from gateway.services import Services
 
 #: What an order's effect returns: its answer and the completion report it owes (or None).
@@ -37,14 +36,14 @@ async def execute_order(
     target: str,
     request_body: dict[str, Any],
     effect: Effect,
-) -> web.Response:
+) -> Answer:
     print_ = fingerprint(action, target, request_body)
     now = services.clock.now()
     for _ in range(2):
         async with services.db.session() as session:
             stored = await replay_order(session, order_id, print_)
             if stored is not None:
-                return web.json_response(stored.body, status=stored.status)
+                return stored
             report: dict[str, Any] | None
             try:
                 answer, report = await effect(session)
@@ -71,5 +70,5 @@ async def execute_order(
             services.jobs.trigger(PUBLISH_JOB)
             if services.settings.platform_callback_url:
                 services.jobs.trigger(CALLBACK_JOB)
-        return web.json_response(answer.body, status=answer.status)
+        return answer
     raise RuntimeError(f"order {order_id} could not be recorded")

@@ -11,13 +11,12 @@ Leaving the block stops them in reverse order, each finishing its write in fligh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
 import signal
-import socket
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -28,20 +27,18 @@ import devices.models  # noqa: F401 - registers the tables
 import replay.models  # noqa: F401
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
-from gateway import broadband, retention
+from gateway import presence
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
-from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.http.app import create_app
 from gateway.jobs import JobRunner
-from gateway.lifecycle import Uncut, cancel_all, freeze_heap
+from gateway.lifecycle import free_port, freeze_heap
 from gateway.metrics import Metrics
 from gateway.mqtt.ingest import Ingest
 from gateway.mqtt.session import MqttSession
 from gateway.orders import CALLBACK_JOB
+from gateway.schedule import JOBS
 from gateway.services import Services
-from replay import subscriptions
-from replay.billing import business_date
 from replay.plans import DEFAULT_CATALOG, load_plans
 from replay.recording import lifecycle_rules
 from storage.db import Database

@@ -17,10 +17,12 @@ from gateway.config import Settings
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession
+from gateway.telemetry_hub import RouterHub
 from replay.plans import PlanCatalog
 from storage.db import Database
 from storage.fsstore import FilesystemObjectStore
 from storage.objects import ObjectStore
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Services:
@@ -37,6 +39,7 @@ class Services:
     reported: ReportedVersions = field(default_factory=ReportedVersions)
     #: The gateway's pool of router SSH sessions (R13).
     router_manager: RouterManager = field(default_factory=new_router_manager)
+    router_hub: RouterHub = field(default_factory=RouterHub)
 
     @property
     def fs_store(self) -> FilesystemObjectStore | None:

@@ -23,8 +23,9 @@ from devices.models import Account
 from devices.router import RouterManager
 from devices.router_store import RouterAccess, credentials
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.http.routes.router import failure_status, parse_radios
+from gateway.http.routes.router import failure_status
 from gateway.service import Gateway
+from gateway.telemetry_hub import parse_radios
 from simulators.radio import Client, Home, NeighbourNetwork
 from simulators.router import SUSPENDED_MESSAGE, RouterSimulator
 from simulators.router_device import RouterDevice

@@ -18,6 +18,10 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from devices.orders import Answer
+from gateway.answers import Out as Out
+from gateway.answers import error_body as error_body
+
 log = logging.getLogger(__name__)
 
 Auth = Literal["none", "platform", "app"]
@@ -35,27 +39,19 @@ class ApiError(Exception):
         self.rule = rule
 
 
-def error_body(code: str, message: str, rule: str | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if rule:
-        error["rule"] = rule
-    return {"error": error}
-
-
 def error_response(status: int, code: str, message: str, rule: str | None = None) -> web.Response:
     return web.json_response(error_body(code, message, rule), status=status)
+
+
+def answer_out(answer: Answer) -> web.Response:
+    """An order's answer (:func:`gateway.orders.execute_order`) as sent."""
+    return web.json_response(answer.body, status=answer.status)
 
 
 class Body(BaseModel):
     """Base of request bodies: unknown fields are refused (a typo never passes silently)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Out(BaseModel):
-    """Base of response bodies."""
-
-    model_config = ConfigDict(frozen=True)
 
 
 class ErrorDetail(Out):
@@ -175,6 +171,62 @@ class Api:
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
+def _parameters(spec: RouteSpec) -> list[dict[str, Any]]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(spec.path)
+    ]
+    if spec.query is not None:
+        qschema = spec.query.model_json_schema()
+        required = set(qschema.get("required", []))
+        for name, prop in qschema.get("properties", {}).items():
+            params.append(
+                {"name": name, "in": "query", "required": name in required, "schema": prop}
+            )
+    return params
+
+
+def _operation(
+    spec: RouteSpec,
+    ref: Callable[[type[BaseModel]], dict[str, Any]],
+    error_ref: dict[str, Any],
+) -> dict[str, Any]:
+    """One route's operation object; ``ref`` names a model's schema."""
+    op: dict[str, Any] = {
+        "summary": spec.summary,
+        "operationId": f"{spec.method.lower()}_{spec.handler.__name__}",
+        "tags": [spec.tag],
+    }
+    params = _parameters(spec)
+    if params:
+        op["parameters"] = params
+    if spec.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": ref(spec.body)}},
+        }
+    ok: dict[str, Any] = {"description": "success"}
+    if spec.response is not None:
+        ok["content"] = {spec.content_type: {"schema": ref(spec.response)}}
+    elif spec.content_type != "application/json":
+        ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {str(spec.status): ok}
+    codes = set(spec.errors)
+    if spec.body is not None or spec.query is not None:
+        codes.add(400)
+    if spec.auth != "none":
+        codes.add(401)
+    for code in sorted(codes):
+        responses[str(code)] = {
+            "description": "error",
+            "content": {"application/json": {"schema": error_ref}},
+        }
+    op["responses"] = responses
+    if spec.auth != "none":
+        op["security"] = [{spec.auth: []}]
+    return op
+
+
 def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> dict[str, Any]:
     """An OpenAPI 3.1 document of the declared routes."""
     schemas: dict[str, Any] = {}
@@ -190,49 +242,7 @@ def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> di
     paths: dict[str, dict[str, Any]] = {}
     for spec in routes:
         path = _PATH_PARAM.sub(r"{\1}", spec.path)
-        op: dict[str, Any] = {
-            "summary": spec.summary,
-            "operationId": f"{spec.method.lower()}_{spec.handler.__name__}",
-            "tags": [spec.tag],
-        }
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PATH_PARAM.findall(spec.path)
-        ]
-        if spec.query is not None:
-            qschema = spec.query.model_json_schema()
-            required = set(qschema.get("required", []))
-            for name, prop in qschema.get("properties", {}).items():
-                params.append(
-                    {"name": name, "in": "query", "required": name in required, "schema": prop}
-                )
-        if params:
-            op["parameters"] = params
-        if spec.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": ref(spec.body)}},
-            }
-        ok: dict[str, Any] = {"description": "success"}
-        if spec.response is not None:
-            ok["content"] = {spec.content_type: {"schema": ref(spec.response)}}
-        elif spec.content_type != "application/json":
-            ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
-        responses: dict[str, Any] = {str(spec.status): ok}
-        codes = set(spec.errors)
-        if spec.body is not None or spec.query is not None:
-            codes.add(400)
-        if spec.auth != "none":
-            codes.add(401)
-        for code in sorted(codes):
-            responses[str(code)] = {
-                "description": "error",
-                "content": {"application/json": {"schema": error_ref}},
-            }
-        op["responses"] = responses
-        if spec.auth != "none":
-            op["security"] = [{spec.auth: []}]
-        paths.setdefault(path, {})[spec.method.lower()] = op
+        paths.setdefault(path, {})[spec.method.lower()] = _operation(spec, ref, error_ref)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

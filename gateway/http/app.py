@@ -12,7 +12,16 @@ from aiohttp import web
 from devices.accounts import DomainError, resolve_app_token
 from gateway.http.api import ApiError, RouteSpec, error_response, openapi_document
 from gateway.http.requests import APP_TOKEN, OPENAPI, ROUTES, SERVICES, services_of
-from gateway.http.routes import app, broadband, ops, platform, playback, router, subscriptions
+from gateway.http.routes import (
+    app,
+    broadband,
+    commands,
+    ops,
+    platform,
+    playback,
+    router,
+    subscriptions,
+)
 from gateway.services import Services
 from storage.objects import InvalidKey
 
@@ -24,6 +33,7 @@ APIS = (
     platform.api,
     subscriptions.api,
     broadband.api,
+    commands.api,
     app.api,
     playback.api,
     router.api,

@@ -18,10 +18,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from gateway import broadband, recording
+from gateway import commands, recording, router_ops
 from gateway.batching import GroupCommit
 from gateway.lifecycle import running
-from gateway.http.routes import router as routes_router
 from gateway.mqtt.messages import DeviceMessage, Malformed, StatePayload, parse
 from gateway.services import Services
 
@@ -85,7 +84,7 @@ class Ingest:
             presence.state(msg.device_id, online=state.online, at=now, firmware=state.firmware)
         elif msg.kind == "telemetry":
             presence.telemetry(msg.device_id, now, msg.payload)
-            await routes_router.on_telemetry(self._s, msg)
+            await router_ops.on_telemetry(self._s, msg)
         elif msg.kind == "reported":
             version = msg.payload.get("version")
             if not isinstance(version, int) or isinstance(version, bool) or version < 0:
@@ -105,6 +104,6 @@ class Ingest:
             await self.recordings.submit(recording.parse_event(msg))
         elif msg.kind == "rpc/res":
             presence.seen(msg.device_id, now)
-            await broadband.on_rpc_result(self._s, msg)
+            await commands.on_rpc_result(self._s, msg)
         else:
             presence.seen(msg.device_id, now)

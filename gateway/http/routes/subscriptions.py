@@ -11,7 +11,16 @@ from pydantic import AwareDatetime, Field
 
 from devices.orders import Answer
 from gateway.desired import refresh_desired
-from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
+from gateway.http.api import (
+    Api,
+    ApiError,
+    Body,
+    Out,
+    answer_out,
+    json_out,
+    parse_body,
+    parse_query,
+)
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from replay import subscriptions as subs
@@ -193,7 +202,7 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
         report = completion_report(body.order_id, "subscribe", services.clock.now(), out)
         return Answer(201, _dump(out)), report
 
-    return await execute_order(
+    answer = await execute_order(
         services,
         order_id=body.order_id,
         action="subscribe",
@@ -201,6 +210,7 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
     )
+    return answer_out(answer)
 
 
 @api.route(
@@ -235,7 +245,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
         report = completion_report(body.order_id, "unsubscribe", services.clock.now(), out)
         return Answer(200, _dump(out)), report
 
-    return await execute_order(
+    answer = await execute_order(
         services,
         order_id=body.order_id,
         action="unsubscribe",
@@ -243,6 +253,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
     )
+    return answer_out(answer)
 
 
 @api.route(
