@@ -51,7 +51,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from devices.clock import OPERATOR_TZ, operator_date
+from devices.clock import OPERATOR_TZ, aware_utc, operator_date
 
 __all__ = [
     "ARREARS_TYPES",
@@ -128,12 +128,6 @@ _RULE = re.compile(r"R\d+")
 _K = TypeVar("_K", bound=str)
 
 
-def _utc(at: datetime, name: str) -> datetime:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"{name} must carry a timezone offset")
-    return at.astimezone(UTC)
-
-
 def _check_star_level(star_level: int) -> None:
     if not 0 <= star_level <= 7:
         raise ValueError(f"star_level must be from 0 to 7, not {star_level}")
@@ -203,7 +197,7 @@ class BroadbandState:
     def __post_init__(self) -> None:
         stops = _FrozenTimes(
             {
-                StopType(kind): _utc(at, f"the start of the {kind} stop")
+                StopType(kind): aware_utc(at, f"the start of the {kind} stop")
                 for kind, at in self.stopped_since.items()
             }
         )
@@ -213,7 +207,7 @@ class BroadbandState:
         for key, at in self.last_issued.items():
             if key not in keys:
                 raise ValueError(f"last_issued has an unknown key {key!r}")
-            issued[key] = _utc(at, f"last_issued[{key!r}]")
+            issued[key] = aware_utc(at, f"last_issued[{key!r}]")
         object.__setattr__(self, "last_issued", _FrozenTimes(issued))
         suspended = frozenset(StopType(kind) for kind in self.emergency_suspended)
         object.__setattr__(self, "emergency_suspended", suspended)
@@ -223,7 +217,7 @@ class BroadbandState:
             raise ValueError("an emergency resume suspends only stops that are recorded")
         if self.emergency_until is not None:
             object.__setattr__(
-                self, "emergency_until", _utc(self.emergency_until, "emergency_until")
+                self, "emergency_until", aware_utc(self.emergency_until, "emergency_until")
             )
         if (self.emergency_until is None) != (not suspended):
             raise ValueError("emergency_until is set exactly when stops are suspended")
@@ -233,7 +227,9 @@ class BroadbandState:
         if month is not None and not _MONTH.fullmatch(month):
             raise ValueError(f"last_emergency_month must be 'YYYY-MM', not {month!r}")
         if self.inactive_since is not None:
-            object.__setattr__(self, "inactive_since", _utc(self.inactive_since, "inactive_since"))
+            object.__setattr__(
+                self, "inactive_since", aware_utc(self.inactive_since, "inactive_since")
+            )
         if (self.inactive_since is None) != (self.state == "active"):
             raise ValueError("inactive_since is set exactly when the account is not active")
 
@@ -259,7 +255,7 @@ class _Order:
     issued_at: datetime
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "issued_at", _utc(self.issued_at, "issued_at"))
+        object.__setattr__(self, "issued_at", aware_utc(self.issued_at, "issued_at"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -378,7 +374,7 @@ def expire(state: BroadbandState, now: datetime) -> BroadbandState:
     The arrears stops it suspended are in force again from ``emergency_until``; those
     resumed meanwhile were already removed. Before the end, the state is returned as is.
     """
-    now = _utc(now, "now")
+    now = aware_utc(now, "now")
     until = state.emergency_until
     if until is None or now < until:
         return state
@@ -550,7 +546,7 @@ def family_cloud_status(state: BroadbandState, now: datetime) -> FamilyCloudStat
     Months are Asia/Shanghai calendar months from ``inactive_since``, the day clamped to
     the month's end; an emergency resume that has run out by ``now`` is taken as ended.
     """
-    now = _utc(now, "now")
+    now = aware_utc(now, "now")
     since = expire(state, now).inactive_since  # an emergency resume that has ended counts
     if since is None:
         return "open"

@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
+from devices.clock import aware_utc
 from replay.recording import parse_object_key, retention_class
 
 __all__ = [
@@ -69,12 +70,6 @@ PlaybackCode: TypeAlias = Literal[
     "unsubscribed", "not_entitled", "broadband_inactive", "previous_subscription", "expired"
 ]
 Range: TypeAlias = tuple[datetime, datetime]
-
-
-def _aware(name: str, value: object) -> datetime:
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise ValueError(f"{name} must be a datetime with a timezone offset, not {value!r}")
-    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,7 +165,7 @@ def viewable(
     Checked in this order: the subscription (R5 unsubscribed, R6 an earlier subscription),
     broadband (R8), expiry (R5 retention).
     """
-    now = _aware("now", now)
+    now = aware_utc(now, "now")
     if current_subscription is None or not _active(current_subscription):
         return Refusal(
             status=403,
@@ -190,12 +185,13 @@ def viewable(
         )
     if broadband_state != "active":
         return _broadband_refusal(broadband_state)
-    if expired(segment.expires_at, now):
+    expires_at = aware_utc(segment.expires_at, "expires_at")
+    if expired(expires_at, now):
         return Refusal(
             status=404,
             code="expired",
             rule="R5",
-            message=f"this video expired at {_aware('expires_at', segment.expires_at).isoformat()}",
+            message=f"this video expired at {expires_at.isoformat()}",
         )
     return True
 
@@ -203,12 +199,12 @@ def viewable(
 def retention_cutoff(retention_days: int, now: datetime) -> datetime:
     """Segments that ended at or before this instant are expired (R5)."""
     retention_class(retention_days)  # a positive whole number of days
-    return _aware("now", now) - timedelta(days=retention_days)
+    return aware_utc(now, "now") - timedelta(days=retention_days)
 
 
 def expired(expires_at: datetime, now: datetime) -> bool:
     """Whether a segment expiring at ``expires_at`` is gone at ``now`` (from that instant on)."""
-    return _aware("now", now) >= _aware("expires_at", expires_at)
+    return aware_utc(now, "now") >= aware_utc(expires_at, "expires_at")
 
 
 def _tolerance(gap_tolerance_s: float) -> timedelta:
@@ -218,7 +214,7 @@ def _tolerance(gap_tolerance_s: float) -> timedelta:
 
 
 def _checked(start: datetime, end: datetime) -> Range:
-    start, end = _aware("start", start), _aware("end", end)
+    start, end = aware_utc(start, "start"), aware_utc(end, "end")
     if end <= start:
         raise ValueError(f"a segment must end after it starts: {start} to {end}")
     return start, end
@@ -283,7 +279,7 @@ def fold_ranges(
     items: list[Recorded] = []
     for item in (*stored, *new):
         start, end = _checked(item.start, item.end)
-        items.append(Recorded(start, end, _aware("expires_at", item.expires_at), item.range_id))
+        items.append(Recorded(start, end, aware_utc(item.expires_at, "expires_at"), item.range_id))
     items.sort(key=lambda r: (r.start, r.end))
     groups: list[list[Recorded]] = []
     reach = datetime.min.replace(tzinfo=UTC)
@@ -330,8 +326,8 @@ def visible_ranges(
     tolerance apart, so every instant after the cut-off is recorded by a segment that ends
     after it, and such a segment has not expired.
     """
-    low = max(_aware("start", start), _aware("cutoff", cutoff))
-    high = _aware("end", end)
+    low = max(aware_utc(start, "start"), aware_utc(cutoff, "cutoff"))
+    high = aware_utc(end, "end")
     clipped = [(max(a, low), min(b, high)) for a, b in (_checked(a, b) for a, b in stored)]
     return merge_ranges([(a, b) for a, b in clipped if a < b], gap_tolerance_s=gap_tolerance_s)
 
@@ -364,7 +360,7 @@ def hls_playlist(
             or not 0 < duration < math.inf
         ):
             raise ValueError(f"a segment duration must be positive seconds, not {duration!r}")
-        items.append((_aware("start", start), url, float(duration)))
+        items.append((aware_utc(start, "start"), url, float(duration)))
     if not items:
         raise ValueError("a playlist needs at least one segment")
     items.sort(key=lambda item: item[0])
@@ -442,7 +438,7 @@ def reconcile_plan(
     landed, so it is then either listed or young enough for the grace period. The listing
     must cover every recording prefix the index uses, or its rows are reported missing.
     """
-    now = _aware("now", now)
+    now = aware_utc(now, "now")
     if not grace_s >= 0:
         raise ValueError(f"grace_s must not be negative, not {grace_s!r}")
     if not 0 < max_fraction <= 1:
@@ -459,7 +455,7 @@ def reconcile_plan(
             foreign.append(key)
             continue
         per_device[parsed.device_id] += 1
-        if key not in indexed_keys and _aware("modified", modified) < settled:
+        if key not in indexed_keys and aware_utc(modified, "modified") < settled:
             orphans[parsed.device_id].append((key, size))
     delete: list[str] = []
     delete_bytes = 0

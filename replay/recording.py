@@ -53,6 +53,7 @@ from enum import StrEnum
 from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
+from devices.clock import aware_utc
 from replay.plans import Family
 
 __all__ = [
@@ -136,14 +137,6 @@ RecordingMode: TypeAlias = Literal["off", "continuous", "event"]
 RefusalCode: TypeAlias = Literal["not_entitled", "suspended", "in_future", "too_old"]
 
 
-def _aware(name: str, value: object) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, not {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must carry a timezone offset")
-    return value.astimezone(UTC)
-
-
 _DEVICE_ID_ERROR = "1 to 64 of A-Z a-z 0-9 . _ : - not starting with a dot"
 _SAFE_ID_ERROR = "1 to 80 of A-Z a-z 0-9 . _ -"
 
@@ -178,10 +171,10 @@ class UploadRequest:
         if not isinstance(self.kind, SegmentKind):
             raise InvalidUpload(f"kind must be a SegmentKind, not {self.kind!r}", field="kind")
         for name in ("start", "end"):
-            value = getattr(self, name)
-            if not isinstance(value, datetime) or value.utcoffset() is None:
-                raise InvalidUpload(f"{name} must be a datetime with an offset", field=name)
-            object.__setattr__(self, name, value.astimezone(UTC))
+            try:
+                object.__setattr__(self, name, aware_utc(getattr(self, name), name))
+            except (TypeError, ValueError) as exc:
+                raise InvalidUpload(str(exc), field=name) from exc
         if self.end <= self.start:
             raise InvalidUpload(
                 f"end {self.end.isoformat()} is not after start {self.start.isoformat()}",
@@ -305,7 +298,7 @@ class Entitlement:
             raise TypeError(f"family must be a Family, not {self.family!r}")
         retention_class(self.retention_days)  # checks it is a positive whole number
         if self.started_at is not None:
-            object.__setattr__(self, "started_at", _aware("started_at", self.started_at))
+            object.__setattr__(self, "started_at", aware_utc(self.started_at, "started_at"))
 
 
 class SubscriptionLike(Protocol):
@@ -386,7 +379,7 @@ def lifecycle_rules(retention_days: Iterable[int]) -> tuple[tuple[str, int], ...
 def expiry(end: datetime, retention_days: int) -> datetime:
     """When a segment that ended at ``end`` expires (R5: ``retention_days`` after recording)."""
     retention_class(retention_days)
-    return _aware("end", end) + timedelta(days=retention_days)
+    return aware_utc(end, "end") + timedelta(days=retention_days)
 
 
 def decide_upload(
@@ -398,7 +391,7 @@ def decide_upload(
     max_skew_s: float = 30,
 ) -> Decision:
     """Accept or refuse one upload; the order of the checks is the module docstring's."""
-    now = _aware("now", now)
+    now = aware_utc(now, "now")
     if max_skew_s < 0:
         raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
     if entitlement is None:
@@ -467,7 +460,7 @@ def desired_recording_mode(family: Family | None, broadband_active: bool) -> Rec
 
 
 def _stamp(start: datetime) -> str:
-    at = _aware("start", start)
+    at = aware_utc(start, "start")
     return f"{at:%Y/%m/%d}/{at:%H%M%S}"
 
 
