@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from devices.errors import DomainError
+
 #: The operator's zone: month boundaries and "natural days" are taken here (RULES.md).
 OPERATOR_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -43,8 +45,10 @@ class Clock(Protocol):
         ...
 
 
-class ClockNotAdjustable(RuntimeError):
+class ClockNotAdjustable(DomainError, RuntimeError):
     """The wall clock cannot be moved."""
+
+    code = "clock_not_adjustable"
 
 
 def aware_utc(at: object, name: str) -> datetime:

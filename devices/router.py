@@ -40,6 +40,8 @@ from typing import Any, Final, Literal, TypeAlias
 
 import asyncssh
 
+from devices.errors import DomainError
+
 __all__ = [
     "ALLOWED_CHANNELS",
     "MASK",
@@ -95,12 +97,16 @@ def band_of_channel(channel: int) -> Band:
 # --- errors -------------------------------------------------------------------------------
 
 
-class RouterError(Exception):
-    """Root of the errors raised by router management."""
+class RouterError(DomainError):
+    """Root of the errors raised by router management: faults, never refusals."""
+
+    code = "router_error"
 
 
 class RouterOutputError(RouterError):
     """The router answered with output that does not parse."""
+
+    code = "router_output"
 
     def __init__(self, what: str, line: str) -> None:
         super().__init__(f"unexpected {what} output from the router: {line!r}")
@@ -112,9 +118,7 @@ class ProvisioningError(RouterError):
     """Recording a router's host key failed; ``code`` says why (as in :class:`CommandResult`)."""
 
     def __init__(self, code: ResultCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 # --- values -------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from devices import broadband as bb
 from devices import broadband_store as store
 from devices import commands as cmd
 from devices.desired import account_convergence
+from devices.errors import NotFound
 from devices.models import Device
 from devices.orders import Answer
 from gateway.desired import PUBLISH_JOB, refresh_desired
@@ -478,7 +479,7 @@ async def create_command(
     """Stage a queued command for an existing device (404 otherwise)."""
     device = await session.get(Device, request.device_id)
     if device is None:
-        raise accounts.NotFound(f"device {request.device_id} not found")
+        raise NotFound("device", request.device_id)
     now = services.clock.now()
     state = cmd.new_command(
         now=now, deadline_seconds=request.deadline_seconds, max_attempts=request.max_attempts

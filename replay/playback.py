@@ -9,9 +9,10 @@ No I/O: ``gateway/`` turns these answers into HTTP, ``storage/`` lists and delet
   (``now < expires_at``: the read path applies the cut-off itself, however late the
   sweeper runs). :func:`viewable` answers ``True`` or a :class:`Refusal` (which is falsy).
 - **Device-level refusals for the app.** :func:`playback_refusal`: ``unsubscribed`` (R5),
-  ``not_entitled`` (R1, never a plan), ``broadband_inactive`` (R8), all 403. The
+  ``not_entitled`` (R1, never a plan), ``broadband_inactive`` (R8), all forbidden. The
   subscription is judged before broadband: resuming broadband would not help a device
-  without a plan.
+  without a plan. :meth:`Refusal.error` is the refusal to raise: video past its retention
+  is gone, any other refusal forbidden (the gateway picks the statuses).
 - **Timeline and HLS.** :func:`merge_ranges` merges segments that touch or overlap (within
   a gap tolerance, 1 s by default) into recorded ranges; :func:`hls_playlist` writes an
   RFC 8216 VOD playlist with ``#EXT-X-DISCONTINUITY`` and a fresh
@@ -40,6 +41,7 @@ from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
 from devices.clock import aware_utc
+from devices.errors import DomainError, Forbidden, Gone
 from replay.recording import parse_object_key, retention_class
 
 __all__ = [
@@ -74,18 +76,22 @@ Range: TypeAlias = tuple[datetime, datetime]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Refusal:
-    """Why playback is refused: the HTTP ``status``, the wire ``code``, the rule, a sentence.
+    """Why playback is refused: the wire ``code``, the rule, a sentence.
 
     A refusal is falsy, so ``if viewable(...)`` reads naturally.
     """
 
-    status: int
     code: PlaybackCode
     rule: str
     message: str
 
     def __bool__(self) -> bool:
         return False
+
+    def error(self) -> DomainError:
+        """The refusal to raise: expired video is gone (R5), any other refusal forbidden."""
+        kind = Gone if self.code == "expired" else Forbidden
+        return kind(self.message, code=self.code, rule=self.rule)
 
 
 class SubscriptionLike(Protocol):
@@ -112,7 +118,6 @@ def _active(subscription: SubscriptionLike | None) -> bool:
 
 def _broadband_refusal(broadband_state: AccountState) -> Refusal:
     return Refusal(
-        status=403,
         code="broadband_inactive",
         rule="R8",
         message=f"the broadband account is {broadband_state}: no video is served",
@@ -136,14 +141,12 @@ def playback_refusal(
         return None
     if last_subscription_status == "unsubscribed":
         return Refusal(
-            status=403,
             code="unsubscribed",
             rule="R5",
             message="the device's cloud replay was unsubscribed: its video cannot be viewed",
         )
     if last_subscription_status is None:
         return Refusal(
-            status=403,
             code="not_entitled",
             rule="R1",
             message="the device has no cloud-replay plan",
@@ -168,14 +171,12 @@ def viewable(
     now = aware_utc(now, "now")
     if current_subscription is None or not _active(current_subscription):
         return Refusal(
-            status=403,
             code="unsubscribed",
             rule="R5",
             message="the subscription this video was recorded under is no longer active",
         )
     if segment.subscription_id != current_subscription.subscription_id:
         return Refusal(
-            status=403,
             code="previous_subscription",
             rule="R6",
             message=(
@@ -188,7 +189,6 @@ def viewable(
     expires_at = aware_utc(segment.expires_at, "expires_at")
     if expired(expires_at, now):
         return Refusal(
-            status=404,
             code="expired",
             rule="R5",
             message=f"this video expired at {expires_at.isoformat()}",

@@ -54,6 +54,7 @@ from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
 from devices.clock import aware_utc
+from devices.errors import DomainError, Invalid
 from replay.plans import Family
 
 __all__ = [
@@ -108,11 +109,13 @@ _KEY = re.compile(
 )
 
 
-class RecordingError(Exception):
+class RecordingError(DomainError):
     """Root of the errors of recording decisions."""
 
+    code = "recording_error"
 
-class InvalidUpload(RecordingError, ValueError):
+
+class InvalidUpload(RecordingError, Invalid, ValueError):
     """A malformed upload request; ``field`` names the culprit when there is one.
 
     A ``ValueError`` too: :class:`UploadRequest`'s constructor raises it for bad arguments.

@@ -19,13 +19,13 @@ from typing import Any
 from aiohttp import web
 from pydantic import AwareDatetime, Field, ValidationError, model_validator
 
-from devices import accounts
 from devices import commands as cmd
 from devices.broadband import StopType
 from devices.models import Device
 from devices.orders import Answer
 from gateway import broadband
 from gateway.http.api import Api, ApiError, Body, Out, error_body, json_out, parse_body
+from gateway.http.errors import REFUSALS, http_status
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
@@ -180,8 +180,8 @@ async def _one(services: Services, index: int, raw: Any) -> BatchResultOut:
     try:
         response = await broadband.run_order(services, order)
         status, body = response.status, broadband.response_json(response)
-    except accounts.DomainError as exc:
-        status, body = exc.status, error_body(exc.code, exc.message, exc.rule)
+    except REFUSALS as exc:
+        status, body = http_status(exc), error_body(exc.code, exc.message, exc.rule)
     except Exception:
         log.exception("batch order %s failed", item.order_id)
         status, body = 500, error_body("internal", "internal error")

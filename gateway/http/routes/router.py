@@ -47,7 +47,7 @@ from aiohttp import web
 from pydantic import Field, StringConstraints, model_validator
 
 from devices import router_store
-from devices.accounts import NotFound
+from devices.errors import NotFound
 from devices.models import Account, Device
 from devices.router import (
     BoardInfo,
@@ -654,7 +654,7 @@ async def app_router(request: web.Request) -> web.StreamResponse:
     device_id = path_id(request, "device_id")
     target = await _target(services, device_id, change=False)
     if target.account.account_id != token.account_id:
-        raise NotFound(f"router {device_id} not found")  # 404, never 403
+        raise NotFound("router", device_id)  # 404, never 403
     return json_out(await router_view(services, target, for_app=True))
 
 
