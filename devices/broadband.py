@@ -530,14 +530,14 @@ def apply(
     return Outcome(state=expire(new, now), applied=True)
 
 
-def managed_networking_suspended(state: BroadbandState) -> bool:
+def managed_networking_suspended(state: AccountState) -> bool:
     """R12: the operator's managed networking is suspended while the account is not active."""
-    return state.state != "active"
+    return state != "active"
 
 
-def replay_suspended(state: BroadbandState) -> bool:
+def replay_suspended(state: AccountState) -> bool:
     """R8: no recording accepted and no video served while the account is not active."""
-    return state.state != "active"
+    return state != "active"
 
 
 def family_cloud_status(state: BroadbandState, now: datetime) -> FamilyCloudStatus:
