@@ -41,7 +41,8 @@ from devices.commands import (
 )
 from devices.errors import Conflict, NotFound
 from devices.models import Account, Device, DeviceKind
-from devices.router import MASK, CommandResult, ResultCode, RouterCredentials, RouterManager
+from devices.router import CommandResult, ResultCode, RouterCredentials, RouterManager
+from devices.uci import MASK
 from storage.db import UTCDateTime
 
 __all__ = [

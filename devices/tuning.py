@@ -34,12 +34,10 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any, Final, Literal
 
-from devices.router import (
+from devices.router import CommandResult, RouterCredentials, RouterManager
+from devices.uci import (
     ALLOWED_CHANNELS,
     Band,
-    CommandResult,
-    RouterCredentials,
-    RouterManager,
     RouterOutputError,
     band_of_channel,
     parse_wireless,

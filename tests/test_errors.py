@@ -15,9 +15,10 @@ from devices.broadband_store import BroadbandStoreError, CorruptState
 from devices.clock import ClockNotAdjustable
 from devices.errors import Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
 from devices.orders import OrderIdReused
-from devices.router import ProvisioningError, RouterError, RouterOutputError
+from devices.router import ProvisioningError
 from devices.router_store import BroadbandInactive as RouterBroadbandInactive
 from devices.router_store import NotProvisioned
+from devices.uci import InvalidSetting, RouterError, RouterOutputError
 from gateway.http.errors import STATUSES, http_status
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
@@ -50,6 +51,7 @@ EXPECTED: dict[type[DomainError], int] = {
     UnknownPlanRequested: 400,  # R1
     InvalidTime: 400,
     InvalidUpload: 400,
+    InvalidSetting: 400,
     DomainError: 500,
     ClockNotAdjustable: 500,
     RouterError: 500,

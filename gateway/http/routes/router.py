@@ -49,18 +49,9 @@ from pydantic import Field, StringConstraints, model_validator
 from devices import router_store
 from devices.errors import NotFound
 from devices.models import Account, Device
-from devices.router import (
-    BoardInfo,
-    CommandResult,
-    ProvisioningError,
-    RouterCredentials,
-    RouterManager,
-    RouterOutputError,
-    WirelessConfig,
-    parse_board,
-    parse_wireless,
-)
+from devices.router import CommandResult, ProvisioningError, RouterCredentials, RouterManager
 from devices.tuning import RadioTelemetry, TuneReport, score, tune
+from devices.uci import BoardInfo, RouterOutputError, WirelessConfig, parse_board, parse_wireless
 from gateway.http.api import Api, ApiError, Body, ErrorDetail, Out, json_out, parse_body
 from gateway.http.requests import app_token_of, path_id, services_of
 from gateway.mqtt.messages import DeviceMessage
