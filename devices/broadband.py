@@ -440,6 +440,77 @@ def _emergency_refusal(state: BroadbandState, at: datetime, star_level: int) -> 
     )
 
 
+def _stop(current: BroadbandState, order: Stop, issued: Mapping[str, datetime]) -> Outcome:
+    if order.stop_type in current.stops:
+        return _not_applied(replace(current, last_issued=issued), "already_stopped")
+    stops = _FrozenTimes({**current.stopped_since, order.stop_type: order.issued_at})
+    new = _transition(current, order.issued_at, stopped_since=stops, last_issued=issued)
+    return Outcome(state=new, applied=True)
+
+
+def _resume(current: BroadbandState, order: Resume, issued: Mapping[str, datetime]) -> Outcome:
+    if order.stop_type not in current.stops:
+        return _not_applied(replace(current, last_issued=issued), "not_stopped")
+    stops = _FrozenTimes(
+        {kind: since for kind, since in current.stopped_since.items() if kind != order.stop_type}
+    )
+    suspended = current.emergency_suspended - {order.stop_type}
+    new = _transition(
+        current,
+        order.issued_at,
+        stopped_since=stops,
+        emergency_suspended=suspended,
+        emergency_until=current.emergency_until if suspended else None,
+        last_issued=issued,
+    )
+    return Outcome(state=new, applied=True)
+
+
+def _teardown(
+    current: BroadbandState, order: Teardown, issued: Mapping[str, datetime], subscribed: bool
+) -> Outcome:
+    if subscribed:
+        return _refused(
+            current,
+            Refusal(
+                code="active_subscriptions",
+                message="a cloud-replay product is active on this account; "
+                "unsubscribe it before the teardown",
+                rule="R9",
+            ),
+        )
+    new = _transition(
+        current,
+        order.issued_at,
+        torn_down=True,
+        emergency_until=None,
+        emergency_suspended=frozenset(),
+        last_issued=issued,
+    )
+    return Outcome(state=new, applied=True)
+
+
+def _emergency(
+    current: BroadbandState,
+    order: EmergencyResume,
+    issued: Mapping[str, datetime],
+    star_level: int,
+) -> Outcome:
+    at = order.issued_at
+    refusal = _emergency_refusal(current, at, star_level)
+    if refusal is not None:
+        return _refused(current, refusal)
+    new = _transition(
+        current,
+        at,
+        emergency_until=at + timedelta(days=EMERGENCY_DAYS),
+        emergency_suspended=current.emergency_suspended | current.in_force,
+        last_emergency_month=_month_key(at),
+        last_issued=issued,
+    )
+    return Outcome(state=new, applied=True)
+
+
 def apply(
     state: BroadbandState,
     order: Order,
@@ -455,7 +526,6 @@ def apply(
     """
     _check_star_level(star_level)
     current = expire(state, now)
-    at = order.issued_at
     if current.torn_down:
         return _refused(
             current,
@@ -467,67 +537,20 @@ def apply(
         )
     key = _issue_key(order)
     last = current.last_issued.get(key)
-    if last is not None and at < last:
+    if last is not None and order.issued_at < last:
         return _not_applied(current, "stale")
-
+    issued = _issued(current, key, order.issued_at)
     if isinstance(order, Stop):
-        issued = _issued(current, key, at)
-        if order.stop_type in current.stops:
-            return _not_applied(replace(current, last_issued=issued), "already_stopped")
-        stops = _FrozenTimes({**current.stopped_since, order.stop_type: at})
-        new = _transition(current, at, stopped_since=stops, last_issued=issued)
+        outcome = _stop(current, order, issued)
     elif isinstance(order, Resume):
-        issued = _issued(current, key, at)
-        if order.stop_type not in current.stops:
-            return _not_applied(replace(current, last_issued=issued), "not_stopped")
-        stops = _FrozenTimes(
-            {
-                kind: since
-                for kind, since in current.stopped_since.items()
-                if kind != order.stop_type
-            }
-        )
-        suspended = current.emergency_suspended - {order.stop_type}
-        new = _transition(
-            current,
-            at,
-            stopped_since=stops,
-            emergency_suspended=suspended,
-            emergency_until=current.emergency_until if suspended else None,
-            last_issued=issued,
-        )
+        outcome = _resume(current, order, issued)
     elif isinstance(order, Teardown):
-        if has_active_subscription:
-            return _refused(
-                current,
-                Refusal(
-                    code="active_subscriptions",
-                    message="a cloud-replay product is active on this account; "
-                    "unsubscribe it before the teardown",
-                    rule="R9",
-                ),
-            )
-        new = _transition(
-            current,
-            at,
-            torn_down=True,
-            emergency_until=None,
-            emergency_suspended=frozenset(),
-            last_issued=_issued(current, key, at),
-        )
+        outcome = _teardown(current, order, issued, has_active_subscription)
     else:
-        refusal = _emergency_refusal(current, at, star_level)
-        if refusal is not None:
-            return _refused(current, refusal)
-        new = _transition(
-            current,
-            at,
-            emergency_until=at + timedelta(days=EMERGENCY_DAYS),
-            emergency_suspended=current.emergency_suspended | current.in_force,
-            last_emergency_month=_month_key(at),
-            last_issued=_issued(current, key, at),
-        )
-    return Outcome(state=expire(new, now), applied=True)
+        outcome = _emergency(current, order, issued, star_level)
+    if not outcome.applied:
+        return outcome
+    return Outcome(state=expire(outcome.state, now), applied=True)
 
 
 def managed_networking_suspended(state: AccountState) -> bool:

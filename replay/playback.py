@@ -418,6 +418,24 @@ class ReconcilePlan:
     foreign: tuple[str, ...]
 
 
+def _guard(
+    device_id: str, found: list[tuple[str, int]], total: int, max_fraction: float
+) -> RefusedDevice | None:
+    """The guard's refusal when a device's orphans are more than ``max_fraction`` of its
+    ``total`` listed objects: a lost index must not become lost video."""
+    if len(found) <= max_fraction * total:
+        return None
+    return RefusedDevice(
+        device_id=device_id,
+        orphans=tuple(sorted(key for key, _ in found)),
+        objects=total,
+        reason=(
+            f"{len(found)} of the device's {total} objects have no index row, "
+            f"more than {max_fraction:.0%}: pass allow_mass_delete to delete them"
+        ),
+    )
+
+
 def reconcile_plan(
     objects: Iterable[tuple[str, int, datetime]],
     indexed_keys: Set[str],
@@ -462,19 +480,9 @@ def reconcile_plan(
     refused: list[RefusedDevice] = []
     for device_id in sorted(orphans):
         found = orphans[device_id]
-        total = per_device[device_id]
-        if len(found) > max_fraction * total and not allow_mass_delete:
-            refused.append(
-                RefusedDevice(
-                    device_id=device_id,
-                    orphans=tuple(sorted(key for key, _ in found)),
-                    objects=total,
-                    reason=(
-                        f"{len(found)} of the device's {total} objects have no index row, "
-                        f"more than {max_fraction:.0%}: pass allow_mass_delete to delete them"
-                    ),
-                )
-            )
+        guard = _guard(device_id, found, per_device[device_id], max_fraction)
+        if guard is not None and not allow_mass_delete:
+            refused.append(guard)
             continue
         delete.extend(key for key, _ in found)
         delete_bytes += sum(size for _, size in found)

@@ -385,18 +385,9 @@ def expiry(end: datetime, retention_days: int) -> datetime:
     return aware_utc(end, "end") + timedelta(days=retention_days)
 
 
-def decide_upload(
-    request: UploadRequest,
-    *,
-    entitlement: Entitlement | None,
-    broadband_state: AccountState,
-    now: datetime,
-    max_skew_s: float = 30,
-) -> Decision:
-    """Accept or refuse one upload; the order of the checks is the module docstring's."""
-    now = aware_utc(now, "now")
-    if max_skew_s < 0:
-        raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
+def _entitled(request: UploadRequest, entitlement: Entitlement | None) -> Entitlement | Refuse:
+    """The entitlement that covers the upload, or ``not_entitled``: no subscription or the
+    wrong family (R1), or video that ended before the subscription began (R6)."""
     if entitlement is None:
         return Refuse(
             code="not_entitled",
@@ -418,6 +409,24 @@ def decide_upload(
                 f"{entitlement.subscription_id} began at {entitlement.started_at.isoformat()}"
             ),
         )
+    return entitlement
+
+
+def decide_upload(
+    request: UploadRequest,
+    *,
+    entitlement: Entitlement | None,
+    broadband_state: AccountState,
+    now: datetime,
+    max_skew_s: float = 30,
+) -> Decision:
+    """Accept or refuse one upload; the order of the checks is the module docstring's."""
+    now = aware_utc(now, "now")
+    if max_skew_s < 0:
+        raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
+    entitled = _entitled(request, entitlement)
+    if isinstance(entitled, Refuse):
+        return entitled
     if broadband_state != "active":
         return Refuse(
             code="suspended",
@@ -434,20 +443,20 @@ def decide_upload(
                 f"after the service's {now.isoformat()}"
             ),
         )
-    expires_at = expiry(request.end, entitlement.retention_days)
+    expires_at = expiry(request.end, entitled.retention_days)
     if expires_at <= now:
         return Refuse(
             code="too_old",
             rule="R5",
             message=(
                 f"the segment ended at {request.end.isoformat()}, more than "
-                f"{entitlement.retention_days} days ago: it would be born expired"
+                f"{entitled.retention_days} days ago: it would be born expired"
             ),
         )
     return Accept(
-        retention_class=retention_class(entitlement.retention_days),
+        retention_class=retention_class(entitled.retention_days),
         expires_at=expires_at,
-        subscription_id=entitlement.subscription_id,
+        subscription_id=entitled.subscription_id,
     )
 
 
