@@ -35,7 +35,6 @@ from storage.db import UTCDateTime
 
 __all__ = [
     "BroadbandRecord",
-    "BroadbandStoreError",
     "CorruptState",
     "FamilyCloudAction",
     "LastOrder",
@@ -60,14 +59,9 @@ _DELETE_PREFILTER = timedelta(days=180)
 FamilyCloudAction: TypeAlias = Literal["close", "delete"]
 
 
-class BroadbandStoreError(DomainError):
-    """Root of this module's errors: faults of stored states, never refusals."""
-
-    code = "broadband_store_error"
-
-
-class CorruptState(BroadbandStoreError):
-    """A stored state that does not decode (hand-edited or from a newer version)."""
+class CorruptState(DomainError):
+    """A stored state that does not decode (hand-edited or from a newer version): a fault,
+    not a refusal."""
 
     code = "corrupt_state"
 

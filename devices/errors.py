@@ -59,8 +59,7 @@ class NotFound(DomainError):
     code = "not_found"
 
     def __init__(self, what: str, ident: str, *, on: str | None = None) -> None:
-        where = f" on {on}" if on else ""
-        super().__init__(f"{what} {ident} not found{where}")
+        super().__init__(f"{what} {ident} not found" + (f" on {on}" if on else ""))
         self.what = what
         self.ident = ident
         self.on = on

@@ -39,12 +39,12 @@ from typing import Any, Literal, TypeAlias
 
 import asyncssh
 
+from devices.errors import DomainError
 from devices.uci import (
     BandSteeringChange,
     ChannelsChange,
     InvalidSetting,
     PassphraseChange,
-    RouterError,
     RouterOutputError,
     SsidChange,
     WirelessChange,
@@ -72,8 +72,11 @@ ResultCode: TypeAlias = Literal[
 # --- errors -------------------------------------------------------------------------------
 
 
-class ProvisioningError(RouterError):
-    """Recording a router's host key failed; ``code`` says why (as in :class:`CommandResult`)."""
+class ProvisioningError(DomainError):
+    """Recording a router's host key failed; ``code`` says why (as in :class:`CommandResult`).
+
+    A fault of the router or the way to it, not a refusal by the rules.
+    """
 
     def __init__(self, code: ResultCode, message: str) -> None:
         super().__init__(message, code=code)

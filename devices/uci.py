@@ -39,7 +39,6 @@ __all__ = [
     "InvalidSetting",
     "PassphraseChange",
     "RadioConfig",
-    "RouterError",
     "RouterOutputError",
     "Setting",
     "SsidChange",
@@ -90,14 +89,8 @@ def _band_or_none(channel: int) -> Band | None:
 # --- errors -------------------------------------------------------------------------------
 
 
-class RouterError(DomainError):
-    """Root of the faults of router management (never refusals)."""
-
-    code = "router_error"
-
-
-class RouterOutputError(RouterError):
-    """The router answered with output that does not parse."""
+class RouterOutputError(DomainError):
+    """The router answered with output that does not parse (a fault, not a refusal)."""
 
     code = "router_output"
 

@@ -54,7 +54,7 @@ from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
 from devices.clock import aware_utc
-from devices.errors import DomainError, Invalid
+from devices.errors import Invalid
 from replay.plans import Family
 
 __all__ = [
@@ -68,7 +68,6 @@ __all__ = [
     "Decision",
     "Entitlement",
     "InvalidUpload",
-    "RecordingError",
     "RecordingKey",
     "RecordingMode",
     "RefusalCode",
@@ -109,13 +108,7 @@ _KEY = re.compile(
 )
 
 
-class RecordingError(DomainError):
-    """Root of the errors of recording decisions."""
-
-    code = "recording_error"
-
-
-class InvalidUpload(RecordingError, Invalid, ValueError):
+class InvalidUpload(Invalid, ValueError):
     """A malformed upload request; ``field`` names the culprit when there is one.
 
     A ``ValueError`` too: :class:`UploadRequest`'s constructor raises it for bad arguments.

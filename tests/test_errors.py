@@ -11,18 +11,18 @@ import pytest
 import devices
 import replay
 from devices.accounts import DeviceBoundElsewhere, KindMismatch
-from devices.broadband_store import BroadbandStoreError, CorruptState
+from devices.broadband_store import CorruptState
 from devices.clock import ClockNotAdjustable
 from devices.errors import Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
 from devices.orders import OrderIdReused
 from devices.router import ProvisioningError
 from devices.router_store import BroadbandInactive as RouterBroadbandInactive
 from devices.router_store import NotProvisioned
-from devices.uci import InvalidSetting, RouterError, RouterOutputError
+from devices.uci import InvalidSetting, RouterOutputError
 from gateway.http.errors import STATUSES, http_status
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
-from replay.recording import InvalidUpload, RecordingError
+from replay.recording import InvalidUpload
 from replay.subscriptions import (
     AlreadySubscribed,
     InvalidTime,
@@ -54,15 +54,12 @@ EXPECTED: dict[type[DomainError], int] = {
     InvalidSetting: 400,
     DomainError: 500,
     ClockNotAdjustable: 500,
-    RouterError: 500,
     RouterOutputError: 500,
     ProvisioningError: 500,
-    BroadbandStoreError: 500,
     CorruptState: 500,
     PlansError: 500,
     UnknownPlan: 500,
     PlansFileError: 500,
-    RecordingError: 500,
 }
 
 
