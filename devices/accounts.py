@@ -10,29 +10,8 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from devices.errors import Conflict, NotFound
 from devices.models import Account, AppToken, Device, DeviceKind
-
-
-class DomainError(Exception):
-    """Root of refusals by domain rules; ``code`` is stable, ``rule`` cites RULES.md."""
-
-    code = "domain_error"
-    status = 400
-    rule: str | None = None
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(DomainError):
-    code = "not_found"
-    status = 404
-
-
-class Conflict(DomainError):
-    code = "conflict"
-    status = 409
 
 
 class DeviceBoundElsewhere(Conflict):
@@ -45,6 +24,12 @@ class DeviceBoundElsewhere(Conflict):
 
 class KindMismatch(Conflict):
     code = "device_kind_mismatch"
+
+    def __init__(self, device_id: str, kind: str, asked: str) -> None:
+        super().__init__(f"device {device_id} is a {kind}, not a {asked}")
+        self.device_id = device_id
+        self.kind = kind
+        self.asked = asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +73,7 @@ async def upsert_account(
 async def get_account(session: AsyncSession, account_id: str) -> Account:
     account = await session.get(Account, account_id)
     if account is None:
-        raise NotFound(f"account {account_id} not found")
+        raise NotFound("account", account_id)
     return account
 
 
@@ -114,7 +99,7 @@ async def bind_device(
         if device.account_id != account_id:
             raise DeviceBoundElsewhere(device_id)
         if device.kind != kind:
-            raise KindMismatch(f"device {device_id} is a {device.kind}, not a {kind}")
+            raise KindMismatch(device_id, device.kind, kind)
         if name is not None and device.name != name:
             device.name = name
             session.add(device)
@@ -134,10 +119,11 @@ async def list_devices(session: AsyncSession, account_id: str) -> list[Device]:
 
 
 async def device_of_account(session: AsyncSession, account_id: str, device_id: str) -> Device:
-    """The device if it belongs to ``account_id``; otherwise 404, never 403 (no probing)."""
+    """The device if it belongs to ``account_id``; otherwise not found, never forbidden
+    (no probing)."""
     device = await session.get(Device, device_id)
     if device is None or device.account_id != account_id:
-        raise NotFound(f"device {device_id} not found")
+        raise NotFound("device", device_id)
     return device
 
 

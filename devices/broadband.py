@@ -51,7 +51,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, TypeAlias, TypeVar
 
-from devices.clock import OPERATOR_TZ, operator_date
+from devices.clock import OPERATOR_TZ, aware_utc, operator_date
 
 __all__ = [
     "ARREARS_TYPES",
@@ -128,12 +128,6 @@ _RULE = re.compile(r"R\d+")
 _K = TypeVar("_K", bound=str)
 
 
-def _utc(at: datetime, name: str) -> datetime:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"{name} must carry a timezone offset")
-    return at.astimezone(UTC)
-
-
 def _check_star_level(star_level: int) -> None:
     if not 0 <= star_level <= 7:
         raise ValueError(f"star_level must be from 0 to 7, not {star_level}")
@@ -203,7 +197,7 @@ class BroadbandState:
     def __post_init__(self) -> None:
         stops = _FrozenTimes(
             {
-                StopType(kind): _utc(at, f"the start of the {kind} stop")
+                StopType(kind): aware_utc(at, f"the start of the {kind} stop")
                 for kind, at in self.stopped_since.items()
             }
         )
@@ -213,7 +207,7 @@ class BroadbandState:
         for key, at in self.last_issued.items():
             if key not in keys:
                 raise ValueError(f"last_issued has an unknown key {key!r}")
-            issued[key] = _utc(at, f"last_issued[{key!r}]")
+            issued[key] = aware_utc(at, f"last_issued[{key!r}]")
         object.__setattr__(self, "last_issued", _FrozenTimes(issued))
         suspended = frozenset(StopType(kind) for kind in self.emergency_suspended)
         object.__setattr__(self, "emergency_suspended", suspended)
@@ -223,7 +217,7 @@ class BroadbandState:
             raise ValueError("an emergency resume suspends only stops that are recorded")
         if self.emergency_until is not None:
             object.__setattr__(
-                self, "emergency_until", _utc(self.emergency_until, "emergency_until")
+                self, "emergency_until", aware_utc(self.emergency_until, "emergency_until")
             )
         if (self.emergency_until is None) != (not suspended):
             raise ValueError("emergency_until is set exactly when stops are suspended")
@@ -233,7 +227,9 @@ class BroadbandState:
         if month is not None and not _MONTH.fullmatch(month):
             raise ValueError(f"last_emergency_month must be 'YYYY-MM', not {month!r}")
         if self.inactive_since is not None:
-            object.__setattr__(self, "inactive_since", _utc(self.inactive_since, "inactive_since"))
+            object.__setattr__(
+                self, "inactive_since", aware_utc(self.inactive_since, "inactive_since")
+            )
         if (self.inactive_since is None) != (self.state == "active"):
             raise ValueError("inactive_since is set exactly when the account is not active")
 
@@ -259,7 +255,7 @@ class _Order:
     issued_at: datetime
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "issued_at", _utc(self.issued_at, "issued_at"))
+        object.__setattr__(self, "issued_at", aware_utc(self.issued_at, "issued_at"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -378,7 +374,7 @@ def expire(state: BroadbandState, now: datetime) -> BroadbandState:
     The arrears stops it suspended are in force again from ``emergency_until``; those
     resumed meanwhile were already removed. Before the end, the state is returned as is.
     """
-    now = _utc(now, "now")
+    now = aware_utc(now, "now")
     until = state.emergency_until
     if until is None or now < until:
         return state
@@ -444,6 +440,77 @@ def _emergency_refusal(state: BroadbandState, at: datetime, star_level: int) -> 
     )
 
 
+def _stop(current: BroadbandState, order: Stop, issued: Mapping[str, datetime]) -> Outcome:
+    if order.stop_type in current.stops:
+        return _not_applied(replace(current, last_issued=issued), "already_stopped")
+    stops = _FrozenTimes({**current.stopped_since, order.stop_type: order.issued_at})
+    new = _transition(current, order.issued_at, stopped_since=stops, last_issued=issued)
+    return Outcome(state=new, applied=True)
+
+
+def _resume(current: BroadbandState, order: Resume, issued: Mapping[str, datetime]) -> Outcome:
+    if order.stop_type not in current.stops:
+        return _not_applied(replace(current, last_issued=issued), "not_stopped")
+    stops = _FrozenTimes(
+        {kind: since for kind, since in current.stopped_since.items() if kind != order.stop_type}
+    )
+    suspended = current.emergency_suspended - {order.stop_type}
+    new = _transition(
+        current,
+        order.issued_at,
+        stopped_since=stops,
+        emergency_suspended=suspended,
+        emergency_until=current.emergency_until if suspended else None,
+        last_issued=issued,
+    )
+    return Outcome(state=new, applied=True)
+
+
+def _teardown(
+    current: BroadbandState, order: Teardown, issued: Mapping[str, datetime], subscribed: bool
+) -> Outcome:
+    if subscribed:
+        return _refused(
+            current,
+            Refusal(
+                code="active_subscriptions",
+                message="a cloud-replay product is active on this account; "
+                "unsubscribe it before the teardown",
+                rule="R9",
+            ),
+        )
+    new = _transition(
+        current,
+        order.issued_at,
+        torn_down=True,
+        emergency_until=None,
+        emergency_suspended=frozenset(),
+        last_issued=issued,
+    )
+    return Outcome(state=new, applied=True)
+
+
+def _emergency(
+    current: BroadbandState,
+    order: EmergencyResume,
+    issued: Mapping[str, datetime],
+    star_level: int,
+) -> Outcome:
+    at = order.issued_at
+    refusal = _emergency_refusal(current, at, star_level)
+    if refusal is not None:
+        return _refused(current, refusal)
+    new = _transition(
+        current,
+        at,
+        emergency_until=at + timedelta(days=EMERGENCY_DAYS),
+        emergency_suspended=current.emergency_suspended | current.in_force,
+        last_emergency_month=_month_key(at),
+        last_issued=issued,
+    )
+    return Outcome(state=new, applied=True)
+
+
 def apply(
     state: BroadbandState,
     order: Order,
@@ -459,7 +526,6 @@ def apply(
     """
     _check_star_level(star_level)
     current = expire(state, now)
-    at = order.issued_at
     if current.torn_down:
         return _refused(
             current,
@@ -471,77 +537,30 @@ def apply(
         )
     key = _issue_key(order)
     last = current.last_issued.get(key)
-    if last is not None and at < last:
+    if last is not None and order.issued_at < last:
         return _not_applied(current, "stale")
-
+    issued = _issued(current, key, order.issued_at)
     if isinstance(order, Stop):
-        issued = _issued(current, key, at)
-        if order.stop_type in current.stops:
-            return _not_applied(replace(current, last_issued=issued), "already_stopped")
-        stops = _FrozenTimes({**current.stopped_since, order.stop_type: at})
-        new = _transition(current, at, stopped_since=stops, last_issued=issued)
+        outcome = _stop(current, order, issued)
     elif isinstance(order, Resume):
-        issued = _issued(current, key, at)
-        if order.stop_type not in current.stops:
-            return _not_applied(replace(current, last_issued=issued), "not_stopped")
-        stops = _FrozenTimes(
-            {
-                kind: since
-                for kind, since in current.stopped_since.items()
-                if kind != order.stop_type
-            }
-        )
-        suspended = current.emergency_suspended - {order.stop_type}
-        new = _transition(
-            current,
-            at,
-            stopped_since=stops,
-            emergency_suspended=suspended,
-            emergency_until=current.emergency_until if suspended else None,
-            last_issued=issued,
-        )
+        outcome = _resume(current, order, issued)
     elif isinstance(order, Teardown):
-        if has_active_subscription:
-            return _refused(
-                current,
-                Refusal(
-                    code="active_subscriptions",
-                    message="a cloud-replay product is active on this account; "
-                    "unsubscribe it before the teardown",
-                    rule="R9",
-                ),
-            )
-        new = _transition(
-            current,
-            at,
-            torn_down=True,
-            emergency_until=None,
-            emergency_suspended=frozenset(),
-            last_issued=_issued(current, key, at),
-        )
+        outcome = _teardown(current, order, issued, has_active_subscription)
     else:
-        refusal = _emergency_refusal(current, at, star_level)
-        if refusal is not None:
-            return _refused(current, refusal)
-        new = _transition(
-            current,
-            at,
-            emergency_until=at + timedelta(days=EMERGENCY_DAYS),
-            emergency_suspended=current.emergency_suspended | current.in_force,
-            last_emergency_month=_month_key(at),
-            last_issued=_issued(current, key, at),
-        )
-    return Outcome(state=expire(new, now), applied=True)
+        outcome = _emergency(current, order, issued, star_level)
+    if not outcome.applied:
+        return outcome
+    return Outcome(state=expire(outcome.state, now), applied=True)
 
 
-def managed_networking_suspended(state: BroadbandState) -> bool:
+def managed_networking_suspended(state: AccountState) -> bool:
     """R12: the operator's managed networking is suspended while the account is not active."""
-    return state.state != "active"
+    return state != "active"
 
 
-def replay_suspended(state: BroadbandState) -> bool:
+def replay_suspended(state: AccountState) -> bool:
     """R8: no recording accepted and no video served while the account is not active."""
-    return state.state != "active"
+    return state != "active"
 
 
 def family_cloud_status(state: BroadbandState, now: datetime) -> FamilyCloudStatus:
@@ -550,7 +569,7 @@ def family_cloud_status(state: BroadbandState, now: datetime) -> FamilyCloudStat
     Months are Asia/Shanghai calendar months from ``inactive_since``, the day clamped to
     the month's end; an emergency resume that has run out by ``now`` is taken as ended.
     """
-    now = _utc(now, "now")
+    now = aware_utc(now, "now")
     since = expire(state, now).inactive_since  # an emergency resume that has ended counts
     if since is None:
         return "open"

@@ -28,14 +28,13 @@ from sqlalchemy import JSON, Column, update
 from sqlmodel import Field, SQLModel, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices.accounts import NotFound
 from devices.broadband import BroadbandState, FamilyCloudStatus, StopType, family_cloud_status
+from devices.errors import DomainError, NotFound
 from devices.models import Account
 from storage.db import UTCDateTime
 
 __all__ = [
     "BroadbandRecord",
-    "BroadbandStoreError",
     "CorruptState",
     "FamilyCloudAction",
     "LastOrder",
@@ -60,12 +59,11 @@ _DELETE_PREFILTER = timedelta(days=180)
 FamilyCloudAction: TypeAlias = Literal["close", "delete"]
 
 
-class BroadbandStoreError(Exception):
-    """Root of this module's errors."""
+class CorruptState(DomainError):
+    """A stored state that does not decode (hand-edited or from a newer version): a fault,
+    not a refusal."""
 
-
-class CorruptState(BroadbandStoreError):
-    """A stored state that does not decode (hand-edited or from a newer version)."""
+    code = "corrupt_state"
 
     def __init__(self, account_id: str, reason: str) -> None:
         super().__init__(f"the broadband state of account {account_id} is unreadable: {reason}")
@@ -150,17 +148,18 @@ class Locked:
 
 
 async def lock(session: AsyncSession, account_id: str, now: datetime) -> Locked:
-    """Lock the account against other orders until the transaction ends; 404 if unknown."""
+    """Lock the account against other orders until the transaction ends (:class:`NotFound`
+    if unknown)."""
     result = await session.exec(
         update(Account)
         .where(col(Account.account_id) == account_id)
         .values(broadband_state=Account.broadband_state)
     )
     if result.rowcount == 0:
-        raise NotFound(f"account {account_id} not found")
+        raise NotFound("account", account_id)
     account = await session.get(Account, account_id, populate_existing=True)
     if account is None:  # pragma: no cover - the UPDATE just found it
-        raise NotFound(f"account {account_id} not found")
+        raise NotFound("account", account_id)
     record = await load_record(session, account_id)
     if record is None:
         record = BroadbandRecord(

@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from devices.errors import DomainError
+
 #: The operator's zone: month boundaries and "natural days" are taken here (RULES.md).
 OPERATOR_TZ = ZoneInfo("Asia/Shanghai")
 
@@ -43,13 +45,22 @@ class Clock(Protocol):
         ...
 
 
-class ClockNotAdjustable(RuntimeError):
+class ClockNotAdjustable(DomainError, RuntimeError):
     """The wall clock cannot be moved."""
 
+    code = "clock_not_adjustable"
 
-def _aware_utc(at: datetime) -> datetime:
-    if at.tzinfo is None:
-        raise ValueError("clock times must carry a timezone offset")
+
+def aware_utc(at: object, name: str) -> datetime:
+    """``at`` in UTC, or an error naming ``name``: every rule takes instants this way.
+
+    A naive time is refused (``ValueError``: "now must carry a timezone offset"), never
+    guessed to be UTC or local; something other than a datetime is a ``TypeError``.
+    """
+    if not isinstance(at, datetime):
+        raise TypeError(f"{name} must be a datetime, not {at!r}")
+    if at.utcoffset() is None:
+        raise ValueError(f"{name} must carry a timezone offset")
     return at.astimezone(UTC)
 
 
@@ -90,14 +101,14 @@ class ManualClock:
     adjustable = True
 
     def __init__(self, start: datetime) -> None:
-        self._now = _aware_utc(start)
+        self._now = aware_utc(start, "clock times")
         self._waiters = _Waiters()
 
     def now(self) -> datetime:
         return self._now
 
     def set(self, at: datetime) -> None:
-        at = _aware_utc(at)
+        at = aware_utc(at, "clock times")
         if at < self._now:
             raise ValueError("a manual clock never goes back")
         self._now = at
@@ -126,7 +137,7 @@ class SimClock:
     def __init__(self, start: datetime, speed: float) -> None:
         if speed <= 0:
             raise ValueError("clock speed must be positive")
-        self._start = _aware_utc(start)
+        self._start = aware_utc(start, "clock times")
         self._speed = speed
         self._t0 = time.monotonic()
         self._offset = 0.0
@@ -173,4 +184,4 @@ def parse_clock(spec: str) -> Clock:
 
 def operator_date(at: datetime) -> datetime:
     """``at`` seen in the operator's zone (for month ends and natural days)."""
-    return _aware_utc(at).astimezone(OPERATOR_TZ)
+    return aware_utc(at, "clock times").astimezone(OPERATOR_TZ)

@@ -35,6 +35,7 @@ from sqlalchemy import JSON, Column, update
 from sqlmodel import Field, SQLModel, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from devices.clock import aware_utc
 from devices.models import Device
 from storage.db import UTCDateTime
 
@@ -73,11 +74,6 @@ class CommandStatus(StrEnum):
 TERMINAL = frozenset({CommandStatus.SUCCEEDED, CommandStatus.FAILED, CommandStatus.TIMED_OUT})
 
 
-def _aware(at: datetime, name: str) -> None:
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError(f"{name} must carry a timezone offset")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CommandState:
     """Where one command stands.
@@ -99,7 +95,7 @@ class CommandState:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", CommandStatus(self.status))
-        _aware(self.deadline, "deadline")
+        aware_utc(self.deadline, "deadline")
         if not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise ValueError(f"max_attempts must be from 1 to {MAX_ATTEMPTS_LIMIT}")
         if not 0 <= self.attempts <= self.max_attempts:
@@ -110,7 +106,7 @@ class CommandState:
         if terminal != (self.check_at is None):
             raise ValueError("check_at is set exactly while the command is not finished")
         if self.check_at is not None:
-            _aware(self.check_at, "check_at")
+            aware_utc(self.check_at, "check_at")
         if self.status == CommandStatus.SENT and self.attempts == 0:
             raise ValueError("a sent command has at least one attempt")
         if self.error is not None and "message" not in self.error:
@@ -123,7 +119,7 @@ class CommandState:
 
 def new_command(*, now: datetime, deadline_seconds: float, max_attempts: int = 3) -> CommandState:
     """A queued command; each attempt gets an equal share of the deadline."""
-    _aware(now, "now")
+    aware_utc(now, "now")
     if not 0 < deadline_seconds <= MAX_DEADLINE_SECONDS:
         raise ValueError(f"deadline_seconds must be above 0 and at most {MAX_DEADLINE_SECONDS}")
     if not 1 <= max_attempts <= MAX_ATTEMPTS_LIMIT:
@@ -163,7 +159,7 @@ def tick(state: CommandState, *, now: datetime, reachable: bool) -> Tick:
     broker took the request: a request the broker refused leaves the old state, to be
     tried at the next tick.
     """
-    _aware(now, "now")
+    aware_utc(now, "now")
     if state.finished:
         return Tick(state=state, send=False)
     if now >= state.deadline:

@@ -1,39 +1,25 @@
 """Desired state: what each device should be doing, versioned, converging by retain.
 
-The document is derived, never edited by hand: :func:`desired_document` computes it from
-the device's kind, its account's broadband state (R8, R12) and, for cameras, the family
-of the active cloud-replay product (R1). :func:`refresh` recomputes the documents of some
-devices and bumps the version of each one that changed; the gateway then publishes
-those retained on ``kj/v1/dev/{id}/desired``.
+The document is derived, never edited by hand: :mod:`replay.desired` composes it from the
+rules (R1, R8, R12), since it reads both domains. This module keeps the documents:
+:func:`refresh` recomputes those of some devices with the compose function it is given
+and bumps the version of each one that changed; the gateway then publishes them retained
+on ``kj/v1/dev/{id}/desired``, and devices report back the version they applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices.models import Account, DesiredState, Device, DeviceKind
+from devices.models import Account, DesiredState, Device
 
-
-def desired_document(
-    *, kind: str, broadband_state: str, replay_family: str | None
-) -> dict[str, Any]:
-    """The desired document (without its version) of one device.
-
-    Cameras record ``continuous`` or ``event`` per their product (R1), ``off`` without
-    one or while the account is not active (R8). Routers' managed networking is
-    suspended while the account is not active (R12).
-    """
-    suspended = broadband_state != "active"
-    document: dict[str, Any] = {"service": {"suspended": suspended}}
-    if kind == DeviceKind.CAMERA:
-        mode = "off" if suspended or replay_family is None else replay_family
-        document["recording"] = {"mode": mode}
-    return document
+#: What a device should be doing (the document without its version), from it and its account.
+Compose: TypeAlias = Callable[[Device, Account], dict[str, Any]]
 
 
 def payload(state: DesiredState) -> dict[str, Any]:
@@ -45,17 +31,12 @@ async def refresh(
     device_ids: Iterable[str],
     *,
     now: datetime,
-    replay_families: dict[str, str] | None = None,
+    compose: Compose,
 ) -> list[DesiredState]:
-    """Recompute the devices' documents; return those whose version moved (not committed).
-
-    ``replay_families`` maps camera ids to the family of their active product; a camera
-    absent from it has none. The caller looks them up (``replay`` builds on ``devices``).
-    """
+    """Recompute the devices' documents; return those whose version moved (not committed)."""
     ids = sorted(set(device_ids))
     if not ids:
         return []
-    families = replay_families or {}
     rows = await session.exec(
         select(Device, Account)
         .join(Account, col(Account.account_id) == col(Device.account_id))
@@ -69,11 +50,7 @@ async def refresh(
     }
     changed = []
     for device, account in rows.all():
-        document = desired_document(
-            kind=device.kind,
-            broadband_state=account.broadband_state,
-            replay_family=families.get(device.device_id),
-        )
+        document = compose(device, account)
         state = existing.get(device.device_id)
         if state is None:
             state = DesiredState(device_id=device.device_id, account_id=device.account_id)

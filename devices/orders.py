@@ -19,7 +19,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices.accounts import Conflict
+from devices.errors import Conflict
 from devices.models import CallbackReport, PlatformOrder
 
 

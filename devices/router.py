@@ -3,7 +3,8 @@
 The operator's whole-home WiFi routers (a main router and mesh satellites) run OpenWrt;
 Kanjia manages the main router with the commands an engineer would type: ``uci show
 wireless``, ``uci set``, ``uci commit``, ``wifi reload``, ``ubus call system board``,
-``iwinfo <radio> info|scan``, ``reboot``.
+``iwinfo <radio> info|scan``, ``reboot``. What those commands print, and which settings a
+change types, is decided in :mod:`devices.uci` (pure); this module runs them over SSH.
 
 Choices made here:
 
@@ -30,91 +31,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import re
 import shlex
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import asyncssh
 
+from devices.errors import DomainError
+from devices.uci import (
+    BandSteeringChange,
+    ChannelsChange,
+    InvalidSetting,
+    PassphraseChange,
+    RouterOutputError,
+    SsidChange,
+    WirelessChange,
+    WirelessConfig,
+    change_commands,
+    parse_wireless,
+    redact,
+)
+
 __all__ = [
-    "ALLOWED_CHANNELS",
-    "MASK",
-    "Band",
-    "BoardInfo",
     "CommandResult",
-    "InterfaceConfig",
     "ProvisioningError",
-    "RadioConfig",
     "ResultCode",
     "RouterCredentials",
-    "RouterError",
     "RouterManager",
-    "RouterOutputError",
     "RouterSession",
-    "WirelessConfig",
-    "band_of_channel",
-    "parse_board",
-    "parse_uci_show",
-    "parse_wireless",
 ]
 
 log = logging.getLogger(__name__)
 
-Band: TypeAlias = Literal["2g", "5g"]
 ResultCode: TypeAlias = Literal[
     "ok", "failed", "timed_out", "auth_failed", "host_key_changed", "invalid"
 ]
 
-#: Channels the service may set, per band (R13): on 2.4 GHz only the three that do not
-#: overlap; on 5 GHz the 20 MHz channels without DFS radar detection.
-ALLOWED_CHANNELS: Final[Mapping[Band, tuple[int, ...]]] = {
-    "2g": (1, 6, 11),
-    "5g": (36, 40, 44, 48, 149, 153, 157, 161),
-}
-
-#: What a secret is replaced with wherever it would be shown.
-MASK: Final = "***"
-
-_KEY_LINE = re.compile(r"^(\S+\.key=).*$", re.MULTILINE)
-_SECTION = re.compile(r"[A-Za-z0-9_]+")
-
-
-def band_of_channel(channel: int) -> Band:
-    """The band a WiFi channel number belongs to (1–14: 2.4 GHz, 32–177: 5 GHz)."""
-    if 1 <= channel <= 14:
-        return "2g"
-    if 32 <= channel <= 177:
-        return "5g"
-    raise ValueError(f"channel {channel} is neither a 2.4 GHz nor a 5 GHz channel")
-
-
 # --- errors -------------------------------------------------------------------------------
 
 
-class RouterError(Exception):
-    """Root of the errors raised by router management."""
+class ProvisioningError(DomainError):
+    """Recording a router's host key failed; ``code`` says why (as in :class:`CommandResult`).
 
-
-class RouterOutputError(RouterError):
-    """The router answered with output that does not parse."""
-
-    def __init__(self, what: str, line: str) -> None:
-        super().__init__(f"unexpected {what} output from the router: {line!r}")
-        self.what = what
-        self.line = line
-
-
-class ProvisioningError(RouterError):
-    """Recording a router's host key failed; ``code`` says why (as in :class:`CommandResult`)."""
+    A fault of the router or the way to it, not a refusal by the rules.
+    """
 
     def __init__(self, code: ResultCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 # --- values -------------------------------------------------------------------------------
@@ -177,187 +142,6 @@ class CommandResult:
         return cls(ok=False, output=output, error=error, code=code, exit_status=exit_status)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RadioConfig:
-    """A ``wifi-device`` section; ``channel`` is None for ``auto``."""
-
-    name: str
-    band: Band
-    channel: int | None
-    htmode: str = ""
-    disabled: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InterfaceConfig:
-    """A ``wifi-iface`` section; the key itself is never kept, only whether one is set."""
-
-    name: str
-    device: str
-    ssid: str
-    encryption: str
-    mode: str = "ap"
-    has_key: bool = False
-    bss_transition: bool = False
-    ieee80211k: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WirelessConfig:
-    radios: tuple[RadioConfig, ...]
-    interfaces: tuple[InterfaceConfig, ...]
-
-    def radio(self, name: str) -> RadioConfig | None:
-        return next((r for r in self.radios if r.name == name), None)
-
-    def interfaces_of(self, radio: str | None) -> tuple[InterfaceConfig, ...]:
-        """The AP interfaces of ``radio`` (None: of every radio)."""
-        return tuple(i for i in self.interfaces if i.mode == "ap" and radio in (None, i.device))
-
-    @property
-    def band_steering(self) -> bool:
-        """Steering needs one SSID on every AP and 802.11k/v on each of them."""
-        aps = self.interfaces_of(None)
-        return (
-            bool(aps)
-            and len({i.ssid for i in aps}) == 1
-            and all(i.bss_transition and i.ieee80211k for i in aps)
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BoardInfo:
-    """``ubus call system board``, the fields the service shows."""
-
-    hostname: str
-    model: str
-    board_name: str
-    release: str
-    kernel: str
-
-
-# --- parsing OpenWrt output ---------------------------------------------------------------
-
-
-def _unquote_uci(raw: str) -> str:
-    """A ``uci show`` value: single-quoted words, ``'\\''`` for a quote inside."""
-    try:
-        words = shlex.split(raw, posix=True)
-    except ValueError as exc:
-        raise RouterOutputError("uci show", raw) from exc
-    return " ".join(words)
-
-
-def parse_uci_show(text: str) -> dict[str, str]:
-    """``uci show`` lines into ``{"wireless.radio0.channel": "6", "wireless.radio0": ...}``."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        key, sep, raw = line.partition("=")
-        if not sep or not key or " " in key:
-            raise RouterOutputError("uci show", line)
-        values[key] = _unquote_uci(raw)
-    return values
-
-
-def parse_wireless(text: str) -> WirelessConfig:
-    """The output of ``uci show wireless`` as radios and interfaces."""
-    values = parse_uci_show(text)
-    sections = [
-        (key.split(".")[1], kind)
-        for key, kind in values.items()
-        if key.count(".") == 1 and key.startswith("wireless.")
-    ]
-
-    def opt(section: str, name: str, default: str = "") -> str:
-        return values.get(f"wireless.{section}.{name}", default)
-
-    radios: list[RadioConfig] = []
-    interfaces: list[InterfaceConfig] = []
-    for section, kind in sections:
-        if kind == "wifi-device":
-            band = opt(section, "band")
-            if band not in ("2g", "5g"):
-                raise RouterOutputError("uci show", f"wireless.{section}.band='{band}'")
-            channel_raw = opt(section, "channel", "auto")
-            try:
-                channel = None if channel_raw == "auto" else int(channel_raw)
-            except ValueError as exc:
-                raise RouterOutputError(
-                    "uci show", f"wireless.{section}.channel='{channel_raw}'"
-                ) from exc
-            radios.append(
-                RadioConfig(
-                    name=section,
-                    band="2g" if band == "2g" else "5g",
-                    channel=channel,
-                    htmode=opt(section, "htmode"),
-                    disabled=opt(section, "disabled", "0") == "1",
-                )
-            )
-        elif kind == "wifi-iface":
-            interfaces.append(
-                InterfaceConfig(
-                    name=section,
-                    device=opt(section, "device"),
-                    ssid=opt(section, "ssid"),
-                    encryption=opt(section, "encryption", "none"),
-                    mode=opt(section, "mode", "ap"),
-                    has_key=bool(opt(section, "key")),
-                    bss_transition=opt(section, "bss_transition", "0") == "1",
-                    ieee80211k=opt(section, "ieee80211k", "0") == "1",
-                )
-            )
-    return WirelessConfig(radios=tuple(radios), interfaces=tuple(interfaces))
-
-
-def parse_board(text: str) -> BoardInfo:
-    """The JSON printed by ``ubus call system board``."""
-    try:
-        data: Any = json.loads(text)
-        release = data.get("release") or {}
-        return BoardInfo(
-            hostname=str(data["hostname"]),
-            model=str(data["model"]),
-            board_name=str(data.get("board_name", "")),
-            release=str(release.get("description", "")),
-            kernel=str(data.get("kernel", "")),
-        )
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise RouterOutputError("ubus call system board", text[:200]) from exc
-
-
-# --- redaction ----------------------------------------------------------------------------
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    """Mask each secret (raw or shell-quoted) and every ``key`` option of ``uci show``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(shlex.quote(secret), MASK).replace(secret, MASK)
-    return _KEY_LINE.sub(lambda m: f"{m.group(1)}'{MASK}'", text)
-
-
-def _validate_ssid(ssid: str) -> str | None:
-    if not 1 <= len(ssid.encode()) <= 32:
-        return "an SSID must be 1 to 32 bytes long"
-    if any(ord(c) < 32 or ord(c) == 127 for c in ssid):
-        return "an SSID must not contain control characters"
-    return None
-
-
-def _validate_passphrase(passphrase: str) -> str | None:
-    """WPA: 8–63 printable ASCII characters, or 64 hexadecimal digits (never echoed)."""
-    if len(passphrase) == 64 and all(c in "0123456789abcdefABCDEF" for c in passphrase):
-        return None
-    if not 8 <= len(passphrase) <= 63:
-        return "a WiFi passphrase must be 8 to 63 characters long (or 64 hex digits)"
-    if any(not 32 <= ord(c) <= 126 for c in passphrase):
-        return "a WiFi passphrase must be printable ASCII"
-    return None
-
-
 # --- sessions -----------------------------------------------------------------------------
 
 
@@ -398,7 +182,7 @@ class RouterSession:
 
     async def run(self, command: str, *, secrets: Sequence[str] = ()) -> CommandResult:
         """Run one shell command; a non-zero exit status is a ``failed`` result."""
-        shown = _redact(command, secrets)
+        shown = redact(command, secrets)
         conn = await self._connection()
         if isinstance(conn, CommandResult):
             return conn
@@ -415,12 +199,12 @@ class RouterSession:
             return self._broken
         except (OSError, asyncssh.Error) as exc:
             self._broken = CommandResult.failure(
-                "failed", f"{self._creds.target}: `{shown}` failed: {_redact(str(exc), secrets)}"
+                "failed", f"{self._creds.target}: `{shown}` failed: {redact(str(exc), secrets)}"
             )
             log.warning("router %s", self._broken.error)
             return self._broken
-        stdout = _redact(_text(completed.stdout), secrets)
-        stderr = _redact(_text(completed.stderr), secrets)
+        stdout = redact(_text(completed.stdout), secrets)
+        stderr = redact(_text(completed.stderr), secrets)
         status = completed.exit_status
         if status == 0:
             log.debug("router %s: `%s` ok", self._creds.target, shown)
@@ -467,7 +251,9 @@ class RouterSession:
         """``iwinfo <radio> scan``: the neighbouring networks that radio hears."""
         return await self.run(f"iwinfo {shlex.quote(radio)} scan")
 
-    async def _config(self) -> WirelessConfig | CommandResult:
+    async def wireless_config(self) -> WirelessConfig | CommandResult:
+        """The parsed ``uci show wireless``, or the failed result (output that does not
+        parse is a ``failed`` result)."""
         result = await self.read_wireless()
         if not result.ok:
             return result
@@ -478,43 +264,28 @@ class RouterSession:
 
     # -- changes: uci set ..., uci commit wireless, wifi reload --
 
-    async def _apply(
-        self, settings: Sequence[tuple[str, str]], *, secrets: Sequence[str] = ()
-    ) -> CommandResult:
-        commands = [f"uci set wireless.{key}={shlex.quote(value)}" for key, value in settings]
-        commands += ["uci commit wireless", "wifi reload"]
-        return await self.run_all(commands, secrets=secrets)
+    async def change(self, change: WirelessChange, *, secrets: Sequence[str] = ()) -> CommandResult:
+        """Apply one change with one commit and one reload; ``invalid`` when the request
+        or the router's configuration refuses it (a request invalid in itself opens no
+        connection)."""
+        try:
+            change.check()
+            config = await self.wireless_config()
+            if isinstance(config, CommandResult):
+                return config
+            settings = change.settings(config)
+        except InvalidSetting as exc:
+            return CommandResult.failure("invalid", exc.message)
+        return await self.run_all(change_commands(settings), secrets=secrets)
 
     async def set_ssid(self, ssid: str, *, radio: str | None = None) -> CommandResult:
         """Set the SSID of the AP interfaces of ``radio`` (None: of every radio)."""
-        problem = _validate_ssid(ssid)
-        if problem is not None:
-            return CommandResult.failure("invalid", problem)
-        config = await self._config()
-        if isinstance(config, CommandResult):
-            return config
-        aps = config.interfaces_of(radio)
-        if not aps:
-            return CommandResult.failure("invalid", f"no access point interface on {radio}")
-        return await self._apply([(f"{i.name}.ssid", ssid) for i in aps])
+        return await self.change(SsidChange(ssid=ssid, radio=radio))
 
     async def set_passphrase(self, passphrase: str, *, radio: str | None = None) -> CommandResult:
         """Set the WPA passphrase; it is masked in every log record, error and output."""
-        problem = _validate_passphrase(passphrase)
-        if problem is not None:
-            return CommandResult.failure("invalid", problem)
-        config = await self._config()
-        if isinstance(config, CommandResult):
-            return config
-        aps = config.interfaces_of(radio)
-        if not aps:
-            return CommandResult.failure("invalid", f"no access point interface on {radio}")
-        settings: list[tuple[str, str]] = []
-        for i in aps:
-            if i.encryption == "none":
-                settings.append((f"{i.name}.encryption", "psk2"))
-            settings.append((f"{i.name}.key", passphrase))
-        return await self._apply(settings, secrets=[passphrase])
+        change = PassphraseChange(passphrase=passphrase, radio=radio)
+        return await self.change(change, secrets=[passphrase])
 
     async def set_channel(self, radio: str, channel: int | Literal["auto"]) -> CommandResult:
         return await self.set_channels({radio: channel})
@@ -522,59 +293,13 @@ class RouterSession:
     async def set_channels(
         self, channels: Mapping[str, int | Literal["auto"]], *, restore: bool = False
     ) -> CommandResult:
-        """Set channels of several radios with one commit and one reload.
-
-        Each channel must be one of its band's :data:`ALLOWED_CHANNELS` (or ``auto``);
-        ``restore`` (a tuning rollback) accepts any channel of the band, since it puts
-        back what the router ran before.
-        """
-        if not channels:
-            return CommandResult.failure("invalid", "no channel to set")
-        for name in channels:
-            if not _SECTION.fullmatch(name):
-                return CommandResult.failure("invalid", f"{name!r} is not a radio name")
-        config = await self._config()
-        if isinstance(config, CommandResult):
-            return config
-        settings: list[tuple[str, str]] = []
-        for name, channel in channels.items():
-            radio = config.radio(name)
-            if radio is None:
-                return CommandResult.failure("invalid", f"the router has no radio {name}")
-            allowed = ALLOWED_CHANNELS[radio.band]
-            acceptable = (
-                channel == "auto"
-                or channel in allowed
-                or (restore and _band_or_none(channel) == radio.band)
-            )
-            if not acceptable:
-                listed = ", ".join(map(str, allowed))
-                return CommandResult.failure(
-                    "invalid",
-                    f"channel {channel} is not allowed on {name} ({radio.band}); allowed: {listed}",
-                )
-            settings.append((f"{name}.channel", str(channel)))
-        return await self._apply(settings)
+        """Set channels of several radios with one commit and one reload (see
+        :class:`~devices.uci.ChannelsChange`)."""
+        return await self.change(ChannelsChange(channels=channels, restore=restore))
 
     async def set_band_steering(self, enabled: bool) -> CommandResult:
-        """Band steering: 802.11k/v on every AP interface (clients are steered by BSS
-        transition). Steering only works with one SSID on both bands; it is refused
-        (``invalid``) while the SSIDs differ."""
-        config = await self._config()
-        if isinstance(config, CommandResult):
-            return config
-        aps = config.interfaces_of(None)
-        if not aps:
-            return CommandResult.failure("invalid", "no access point interface")
-        if enabled and len({i.ssid for i in aps}) > 1:
-            return CommandResult.failure(
-                "invalid", "band steering needs the same SSID on every band; set it first"
-            )
-        flag = "1" if enabled else "0"
-        settings = [
-            (f"{i.name}.{opt}", flag) for i in aps for opt in ("bss_transition", "ieee80211k")
-        ]
-        return await self._apply(settings)
+        """Band steering on every AP interface (see :class:`~devices.uci.BandSteeringChange`)."""
+        return await self.change(BandSteeringChange(enabled=enabled))
 
     async def reboot(self) -> CommandResult:
         return await self.run("reboot")
@@ -584,13 +309,6 @@ class _ConnectFailure(Exception):
     def __init__(self, result: CommandResult) -> None:
         super().__init__(result.error)
         self.result = result
-
-
-def _band_or_none(channel: int) -> Band | None:
-    try:
-        return band_of_channel(channel)
-    except ValueError:
-        return None
 
 
 def _text(data: str | bytes | None) -> str:

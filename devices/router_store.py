@@ -30,7 +30,6 @@ import asyncssh
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices.accounts import Conflict, NotFound
 from devices.commands import (
     CommandStatus,
     DeviceCommand,
@@ -40,8 +39,10 @@ from devices.commands import (
     record_state,
     tick,
 )
+from devices.errors import Conflict, NotFound
 from devices.models import Account, Device, DeviceKind
-from devices.router import MASK, CommandResult, ResultCode, RouterCredentials, RouterManager
+from devices.router import CommandResult, ResultCode, RouterCredentials, RouterManager
+from devices.uci import MASK
 from storage.db import UTCDateTime
 
 __all__ = [
@@ -154,10 +155,10 @@ async def router_of(session: AsyncSession, device_id: str) -> tuple[Device, Acco
     """A bound router and its account; anything else (unknown, a camera) is not found."""
     device = await session.get(Device, device_id)
     if device is None or device.kind != DeviceKind.ROUTER:
-        raise NotFound(f"router {device_id} not found")
+        raise NotFound("router", device_id)
     account = await session.get(Account, device.account_id)
     if account is None:
-        raise NotFound(f"router {device_id} not found")
+        raise NotFound("router", device_id)
     return device, account
 
 

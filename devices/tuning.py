@@ -30,19 +30,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import fmean
 from typing import Any, Final, Literal
 
-from devices.router import (
+from devices.router import CommandResult, RouterCredentials, RouterManager, RouterSession
+from devices.uci import (
     ALLOWED_CHANNELS,
     Band,
-    CommandResult,
-    RouterCredentials,
-    RouterManager,
     RouterOutputError,
     band_of_channel,
-    parse_wireless,
 )
 
 __all__ = [
@@ -258,6 +255,37 @@ class TuneReport:
         return {r: s for r in radios if (s := radio_score(telemetry, r)) is not None}
 
 
+async def _plan(
+    session: RouterSession, before: Sequence[RadioTelemetry]
+) -> dict[str, ChannelChange] | CommandResult:
+    """The radios to move, each to its best channel (one scan per enabled radio), or the
+    failed result."""
+    config = await session.wireless_config()
+    if isinstance(config, CommandResult):
+        return config
+    plan: dict[str, ChannelChange] = {}
+    for radio in config.radios:
+        if radio.disabled:
+            continue
+        scanned = await session.scan(radio.name)
+        if not scanned.ok:
+            return scanned
+        try:
+            neighbours = parse_scan(scanned.output)
+        except RouterOutputError as exc:
+            return CommandResult.failure("failed", str(exc))
+        best = choose_channel(radio.band, neighbours, radio.channel)
+        if best != radio.channel:
+            plan[radio.name] = ChannelChange(
+                radio=radio.name,
+                band=radio.band,
+                from_channel=radio.channel,
+                to_channel=best,
+                score_before=radio_score(before, radio.name),
+            )
+    return plan
+
+
 async def tune(
     manager: RouterManager, creds: RouterCredentials, read_telemetry: ReadTelemetry
 ) -> TuneReport:
@@ -268,58 +296,17 @@ async def tune(
     telemetry again and puts back any radio whose score got worse.
     """
     before = tuple(await read_telemetry())
-
-    def failed(result: CommandResult, changes: Sequence[ChannelChange] = ()) -> TuneReport:
-        return TuneReport(
-            before=before, after=before, changes=tuple(changes), rolled_back=(), failure=result
-        )
-
-    plan: dict[str, ChannelChange] = {}
     async with manager.session(creds) as session:
-        shown = await session.read_wireless()
-        if not shown.ok:
-            return failed(shown)
-        try:
-            config = parse_wireless(shown.output)
-        except RouterOutputError as exc:
-            return failed(CommandResult.failure("failed", str(exc)))
-        for radio in config.radios:
-            if radio.disabled:
-                continue
-            scanned = await session.scan(radio.name)
-            if not scanned.ok:
-                return failed(scanned)
-            try:
-                neighbours = parse_scan(scanned.output)
-            except RouterOutputError as exc:
-                return failed(CommandResult.failure("failed", str(exc)))
-            best = choose_channel(radio.band, neighbours, radio.channel)
-            if best != radio.channel:
-                plan[radio.name] = ChannelChange(
-                    radio=radio.name,
-                    band=radio.band,
-                    from_channel=radio.channel,
-                    to_channel=best,
-                    score_before=radio_score(before, radio.name),
-                )
+        plan = await _plan(session, before)
+    if isinstance(plan, CommandResult):
+        return TuneReport(before=before, after=before, changes=(), rolled_back=(), failure=plan)
     if not plan:
         return TuneReport(before=before, after=before, changes=(), rolled_back=())
-
     applied = await manager.set_channels(creds, {r: c.to_channel for r, c in plan.items()})
     if not applied.ok:
-        return failed(applied)
+        return TuneReport(before=before, after=before, changes=(), rolled_back=(), failure=applied)
     measured = tuple(await read_telemetry())
-    changes = tuple(
-        ChannelChange(
-            radio=c.radio,
-            band=c.band,
-            from_channel=c.from_channel,
-            to_channel=c.to_channel,
-            score_before=c.score_before,
-            score_after=radio_score(measured, c.radio),
-        )
-        for c in plan.values()
-    )
+    changes = tuple(replace(c, score_after=radio_score(measured, c.radio)) for c in plan.values())
     worse = tuple(
         c.radio
         for c in changes
@@ -329,10 +316,11 @@ async def tune(
     )
     if not worse:
         return TuneReport(before=before, after=measured, changes=changes, rolled_back=())
-    restore: dict[str, int | Literal["auto"]] = {}
-    for c in changes:
-        if c.radio in worse:
-            restore[c.radio] = "auto" if c.from_channel is None else c.from_channel
+    restore: dict[str, int | Literal["auto"]] = {
+        c.radio: "auto" if c.from_channel is None else c.from_channel
+        for c in changes
+        if c.radio in worse
+    }
     undone = await manager.set_channels(creds, restore, restore=True)
     if not undone.ok:
         return TuneReport(

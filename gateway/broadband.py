@@ -33,6 +33,7 @@ from devices.models import Device
 from devices.orders import Answer
 from gateway.answers import Out, error_body
 from gateway.desired import PUBLISH_JOB, refresh_desired
+from gateway.errors import REFUSALS, http_status
 from gateway.jobs import JobSpec
 from gateway.orders import execute_order
 from gateway.services import Services
@@ -279,8 +280,8 @@ async def _settled(services: Services, order: BroadbandOrder) -> Answer:
     """:func:`run_order`, a failure answered too: one bad order does not fail a batch."""
     try:
         return await run_order(services, order)
-    except accounts.DomainError as exc:
-        return Answer(exc.status, error_body(exc.code, exc.message, exc.rule))
+    except REFUSALS as exc:
+        return Answer(http_status(exc), error_body(exc.code, exc.message, exc.rule))
     except Exception:
         log.exception("batch order %s failed", order.order_id)
         return Answer(500, error_body("internal", "internal error"))

@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices import accounts
 from devices import commands as cmd
+from devices.errors import NotFound
 from devices.models import Device
 from devices.orders import Answer
 from gateway.answers import Out
@@ -85,7 +85,7 @@ async def _stage(
     """Stage a queued command for an existing device (404 otherwise)."""
     device = await session.get(Device, request.device_id)
     if device is None:
-        raise accounts.NotFound(f"device {request.device_id} not found")
+        raise NotFound("device", request.device_id)
     now = services.clock.now()
     state = cmd.new_command(
         now=now, deadline_seconds=request.deadline_seconds, max_attempts=request.max_attempts
@@ -142,7 +142,7 @@ async def list_commands(services: Services, device_id: str) -> list[cmd.DeviceCo
     """The device's commands, newest first (404 for an unknown device)."""
     async with services.db.session() as session:
         if await session.get(Device, device_id) is None:
-            raise accounts.NotFound(f"device {device_id} not found")
+            raise NotFound("device", device_id)
         return await cmd.device_commands(session, device_id)
 
 

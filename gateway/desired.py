@@ -20,7 +20,7 @@ from devices import desired
 from gateway.mqtt.messages import topic
 from gateway.mqtt.session import NotConnected
 from gateway.services import Services
-from replay.subscriptions import active_families
+from replay import desired as composed
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,7 @@ async def refresh_desired(
     services: Services, session: AsyncSession, device_ids: Iterable[str]
 ) -> int:
     """Recompute the devices' desired documents in ``session``; return how many changed."""
-    ids = list(device_ids)
-    families = await active_families(session, ids)
-    changed = await desired.refresh(
-        session, ids, now=services.clock.now(), replay_families=families
-    )
+    changed = await composed.refresh(session, device_ids, now=services.clock.now())
     return len(changed)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices.accounts import DomainError
 from devices.orders import Answer, fingerprint, record_order, replay_order
 from gateway.answers import error_body
 from gateway.desired import PUBLISH_JOB
+from gateway.errors import REFUSALS, http_status
 from gateway.services import Services
 
 #: What an order's effect returns: its answer and the completion report it owes (or None).
@@ -47,9 +47,9 @@ async def execute_order(
             report: dict[str, Any] | None
             try:
                 answer, report = await effect(session)
-            except DomainError as exc:
+            except REFUSALS as exc:
                 await session.rollback()
-                answer = Answer(exc.status, error_body(exc.code, exc.message, exc.rule))
+                answer = Answer(http_status(exc), error_body(exc.code, exc.message, exc.rule))
                 report = None
             record_order(
                 session,

@@ -32,20 +32,11 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from devices import router_store
-from devices.accounts import DomainError, NotFound
+from devices.errors import Invalid, NotFound
 from devices.models import Account, Device
-from devices.router import (
-    BoardInfo,
-    CommandResult,
-    RouterCredentials,
-    RouterManager,
-    RouterOutputError,
-    RouterSession,
-    WirelessConfig,
-    parse_board,
-    parse_wireless,
-)
+from devices.router import CommandResult, RouterCredentials, RouterManager, RouterSession
 from devices.tuning import RadioTelemetry, TuneReport, tune
+from devices.uci import BoardInfo, RouterOutputError, WirelessConfig, parse_board, parse_wireless
 from gateway.mqtt.messages import DeviceMessage
 from gateway.services import Services
 from gateway.telemetry_hub import TelemetryTimeout, parse_radios
@@ -94,11 +85,10 @@ async def _changeable(services: Services, device_id: str) -> tuple[RouterTarget,
 # --- access -------------------------------------------------------------------------------
 
 
-class InvalidAccess(DomainError):
+class InvalidAccess(Invalid):
     """The access given cannot be used (e.g. an empty host)."""
 
     code = "invalid_body"
-    status = 400
 
 
 async def provision_access(
@@ -211,7 +201,7 @@ async def router_view(
     """
     target = await find_router(services, device_id)
     if for_account is not None and target.account.account_id != for_account:
-        raise NotFound(f"router {device_id} not found")
+        raise NotFound("router", device_id)
     if target.creds is None:
         ssh = SshStatus(
             ok=False, code="not_provisioned", message="the router's SSH access is not provisioned"

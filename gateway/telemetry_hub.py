@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from devices.accounts import Conflict
+from devices.errors import Conflict
 from devices.tuning import RadioTelemetry
 
 log = logging.getLogger(__name__)

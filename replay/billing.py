@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import NamedTuple
 
-from devices.clock import OPERATOR_TZ
+from devices.clock import OPERATOR_TZ, aware_utc
 
 __all__ = [
     "CENT",
@@ -63,9 +63,7 @@ _MONTH_TEXT = re.compile(r"(\d{4})-(\d{2})")
 
 def business_date(at: datetime) -> date:
     """The Asia/Shanghai calendar date of an aware instant (month ends and natural days)."""
-    if at.tzinfo is None or at.utcoffset() is None:
-        raise ValueError("a business instant must carry a timezone offset")
-    return at.astimezone(OPERATOR_TZ).date()
+    return aware_utc(at, "a business instant").astimezone(OPERATOR_TZ).date()
 
 
 def _check_date(name: str, value: object) -> None:
@@ -282,8 +280,6 @@ def purge_due(ended_at: datetime) -> datetime:
 
     The day is clamped to the month's end (31 August → 28/29 February); returned in UTC.
     """
-    if ended_at.tzinfo is None or ended_at.utcoffset() is None:
-        raise ValueError("ended_at must carry a timezone offset")
-    local = ended_at.astimezone(OPERATOR_TZ)
+    local = aware_utc(ended_at, "ended_at").astimezone(OPERATOR_TZ)
     day = add_months(local.date(), PURGE_AFTER_MONTHS)
     return local.replace(year=day.year, month=day.month, day=day.day).astimezone(UTC)

@@ -28,6 +28,8 @@ from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 
+from devices.errors import DomainError
+
 __all__ = [
     "DEFAULT_CATALOG",
     "DEFAULT_PLANS",
@@ -47,12 +49,16 @@ _ENTRY_KEYS = ("id", "family", "retention_days", "monthly_fee")
 _FEE_TEXT = re.compile(r"-?\d+(\.\d+)?")
 
 
-class PlansError(Exception):
+class PlansError(DomainError):
     """Root of the errors of the plan catalog."""
+
+    code = "plans_error"
 
 
 class UnknownPlan(PlansError):
     """No plan with this id is in the catalog."""
+
+    code = "unknown_plan"
 
     def __init__(self, plan_id: str, *, known: tuple[str, ...]) -> None:
         super().__init__(f"unknown plan {plan_id!r}; the catalog has {', '.join(known)}")
@@ -62,6 +68,8 @@ class UnknownPlan(PlansError):
 
 class PlansFileError(PlansError):
     """A plans file that cannot be used; ``index`` and ``plan_id`` locate the bad entry."""
+
+    code = "plans_file"
 
     def __init__(
         self,

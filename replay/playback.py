@@ -9,9 +9,10 @@ No I/O: ``gateway/`` turns these answers into HTTP, ``storage/`` lists and delet
   (``now < expires_at``: the read path applies the cut-off itself, however late the
   sweeper runs). :func:`viewable` answers ``True`` or a :class:`Refusal` (which is falsy).
 - **Device-level refusals for the app.** :func:`playback_refusal`: ``unsubscribed`` (R5),
-  ``not_entitled`` (R1, never a plan), ``broadband_inactive`` (R8), all 403. The
+  ``not_entitled`` (R1, never a plan), ``broadband_inactive`` (R8), all forbidden. The
   subscription is judged before broadband: resuming broadband would not help a device
-  without a plan.
+  without a plan. :meth:`Refusal.error` is the refusal to raise: video past its retention
+  is gone, any other refusal forbidden (the gateway picks the statuses).
 - **Timeline and HLS.** :func:`merge_ranges` merges segments that touch or overlap (within
   a gap tolerance, 1 s by default) into recorded ranges; :func:`hls_playlist` writes an
   RFC 8216 VOD playlist with ``#EXT-X-DISCONTINUITY`` and a fresh
@@ -39,6 +40,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
+from devices.clock import aware_utc
+from devices.errors import DomainError, Forbidden, Gone
 from replay.recording import parse_object_key, retention_class
 
 __all__ = [
@@ -71,26 +74,24 @@ PlaybackCode: TypeAlias = Literal[
 Range: TypeAlias = tuple[datetime, datetime]
 
 
-def _aware(name: str, value: object) -> datetime:
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise ValueError(f"{name} must be a datetime with a timezone offset, not {value!r}")
-    return value.astimezone(UTC)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Refusal:
-    """Why playback is refused: the HTTP ``status``, the wire ``code``, the rule, a sentence.
+    """Why playback is refused: the wire ``code``, the rule, a sentence.
 
     A refusal is falsy, so ``if viewable(...)`` reads naturally.
     """
 
-    status: int
     code: PlaybackCode
     rule: str
     message: str
 
     def __bool__(self) -> bool:
         return False
+
+    def error(self) -> DomainError:
+        """The refusal to raise: expired video is gone (R5), any other refusal forbidden."""
+        kind = Gone if self.code == "expired" else Forbidden
+        return kind(self.message, code=self.code, rule=self.rule)
 
 
 class SubscriptionLike(Protocol):
@@ -117,7 +118,6 @@ def _active(subscription: SubscriptionLike | None) -> bool:
 
 def _broadband_refusal(broadband_state: AccountState) -> Refusal:
     return Refusal(
-        status=403,
         code="broadband_inactive",
         rule="R8",
         message=f"the broadband account is {broadband_state}: no video is served",
@@ -141,14 +141,12 @@ def playback_refusal(
         return None
     if last_subscription_status == "unsubscribed":
         return Refusal(
-            status=403,
             code="unsubscribed",
             rule="R5",
             message="the device's cloud replay was unsubscribed: its video cannot be viewed",
         )
     if last_subscription_status is None:
         return Refusal(
-            status=403,
             code="not_entitled",
             rule="R1",
             message="the device has no cloud-replay plan",
@@ -170,17 +168,15 @@ def viewable(
     Checked in this order: the subscription (R5 unsubscribed, R6 an earlier subscription),
     broadband (R8), expiry (R5 retention).
     """
-    now = _aware("now", now)
+    now = aware_utc(now, "now")
     if current_subscription is None or not _active(current_subscription):
         return Refusal(
-            status=403,
             code="unsubscribed",
             rule="R5",
             message="the subscription this video was recorded under is no longer active",
         )
     if segment.subscription_id != current_subscription.subscription_id:
         return Refusal(
-            status=403,
             code="previous_subscription",
             rule="R6",
             message=(
@@ -190,12 +186,12 @@ def viewable(
         )
     if broadband_state != "active":
         return _broadband_refusal(broadband_state)
-    if expired(segment.expires_at, now):
+    expires_at = aware_utc(segment.expires_at, "expires_at")
+    if expired(expires_at, now):
         return Refusal(
-            status=404,
             code="expired",
             rule="R5",
-            message=f"this video expired at {_aware('expires_at', segment.expires_at).isoformat()}",
+            message=f"this video expired at {expires_at.isoformat()}",
         )
     return True
 
@@ -203,12 +199,12 @@ def viewable(
 def retention_cutoff(retention_days: int, now: datetime) -> datetime:
     """Segments that ended at or before this instant are expired (R5)."""
     retention_class(retention_days)  # a positive whole number of days
-    return _aware("now", now) - timedelta(days=retention_days)
+    return aware_utc(now, "now") - timedelta(days=retention_days)
 
 
 def expired(expires_at: datetime, now: datetime) -> bool:
     """Whether a segment expiring at ``expires_at`` is gone at ``now`` (from that instant on)."""
-    return _aware("now", now) >= _aware("expires_at", expires_at)
+    return aware_utc(now, "now") >= aware_utc(expires_at, "expires_at")
 
 
 def _tolerance(gap_tolerance_s: float) -> timedelta:
@@ -218,7 +214,7 @@ def _tolerance(gap_tolerance_s: float) -> timedelta:
 
 
 def _checked(start: datetime, end: datetime) -> Range:
-    start, end = _aware("start", start), _aware("end", end)
+    start, end = aware_utc(start, "start"), aware_utc(end, "end")
     if end <= start:
         raise ValueError(f"a segment must end after it starts: {start} to {end}")
     return start, end
@@ -283,7 +279,7 @@ def fold_ranges(
     items: list[Recorded] = []
     for item in (*stored, *new):
         start, end = _checked(item.start, item.end)
-        items.append(Recorded(start, end, _aware("expires_at", item.expires_at), item.range_id))
+        items.append(Recorded(start, end, aware_utc(item.expires_at, "expires_at"), item.range_id))
     items.sort(key=lambda r: (r.start, r.end))
     groups: list[list[Recorded]] = []
     reach = datetime.min.replace(tzinfo=UTC)
@@ -330,8 +326,8 @@ def visible_ranges(
     tolerance apart, so every instant after the cut-off is recorded by a segment that ends
     after it, and such a segment has not expired.
     """
-    low = max(_aware("start", start), _aware("cutoff", cutoff))
-    high = _aware("end", end)
+    low = max(aware_utc(start, "start"), aware_utc(cutoff, "cutoff"))
+    high = aware_utc(end, "end")
     clipped = [(max(a, low), min(b, high)) for a, b in (_checked(a, b) for a, b in stored)]
     return merge_ranges([(a, b) for a, b in clipped if a < b], gap_tolerance_s=gap_tolerance_s)
 
@@ -364,7 +360,7 @@ def hls_playlist(
             or not 0 < duration < math.inf
         ):
             raise ValueError(f"a segment duration must be positive seconds, not {duration!r}")
-        items.append((_aware("start", start), url, float(duration)))
+        items.append((aware_utc(start, "start"), url, float(duration)))
     if not items:
         raise ValueError("a playlist needs at least one segment")
     items.sort(key=lambda item: item[0])
@@ -422,6 +418,24 @@ class ReconcilePlan:
     foreign: tuple[str, ...]
 
 
+def _guard(
+    device_id: str, found: list[tuple[str, int]], total: int, max_fraction: float
+) -> RefusedDevice | None:
+    """The guard's refusal when a device's orphans are more than ``max_fraction`` of its
+    ``total`` listed objects: a lost index must not become lost video."""
+    if len(found) <= max_fraction * total:
+        return None
+    return RefusedDevice(
+        device_id=device_id,
+        orphans=tuple(sorted(key for key, _ in found)),
+        objects=total,
+        reason=(
+            f"{len(found)} of the device's {total} objects have no index row, "
+            f"more than {max_fraction:.0%}: pass allow_mass_delete to delete them"
+        ),
+    )
+
+
 def reconcile_plan(
     objects: Iterable[tuple[str, int, datetime]],
     indexed_keys: Set[str],
@@ -442,7 +456,7 @@ def reconcile_plan(
     landed, so it is then either listed or young enough for the grace period. The listing
     must cover every recording prefix the index uses, or its rows are reported missing.
     """
-    now = _aware("now", now)
+    now = aware_utc(now, "now")
     if not grace_s >= 0:
         raise ValueError(f"grace_s must not be negative, not {grace_s!r}")
     if not 0 < max_fraction <= 1:
@@ -459,26 +473,16 @@ def reconcile_plan(
             foreign.append(key)
             continue
         per_device[parsed.device_id] += 1
-        if key not in indexed_keys and _aware("modified", modified) < settled:
+        if key not in indexed_keys and aware_utc(modified, "modified") < settled:
             orphans[parsed.device_id].append((key, size))
     delete: list[str] = []
     delete_bytes = 0
     refused: list[RefusedDevice] = []
     for device_id in sorted(orphans):
         found = orphans[device_id]
-        total = per_device[device_id]
-        if len(found) > max_fraction * total and not allow_mass_delete:
-            refused.append(
-                RefusedDevice(
-                    device_id=device_id,
-                    orphans=tuple(sorted(key for key, _ in found)),
-                    objects=total,
-                    reason=(
-                        f"{len(found)} of the device's {total} objects have no index row, "
-                        f"more than {max_fraction:.0%}: pass allow_mass_delete to delete them"
-                    ),
-                )
-            )
+        guard = _guard(device_id, found, per_device[device_id], max_fraction)
+        if guard is not None and not allow_mass_delete:
+            refused.append(guard)
             continue
         delete.extend(key for key, _ in found)
         delete_bytes += sum(size for _, size in found)

@@ -53,6 +53,8 @@ from enum import StrEnum
 from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
+from devices.clock import aware_utc
+from devices.errors import Invalid
 from replay.plans import Family
 
 __all__ = [
@@ -66,7 +68,6 @@ __all__ = [
     "Decision",
     "Entitlement",
     "InvalidUpload",
-    "RecordingError",
     "RecordingKey",
     "RecordingMode",
     "RefusalCode",
@@ -107,11 +108,7 @@ _KEY = re.compile(
 )
 
 
-class RecordingError(Exception):
-    """Root of the errors of recording decisions."""
-
-
-class InvalidUpload(RecordingError, ValueError):
+class InvalidUpload(Invalid, ValueError):
     """A malformed upload request; ``field`` names the culprit when there is one.
 
     A ``ValueError`` too: :class:`UploadRequest`'s constructor raises it for bad arguments.
@@ -134,14 +131,6 @@ class SegmentKind(StrEnum):
 
 RecordingMode: TypeAlias = Literal["off", "continuous", "event"]
 RefusalCode: TypeAlias = Literal["not_entitled", "suspended", "in_future", "too_old"]
-
-
-def _aware(name: str, value: object) -> datetime:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, not {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must carry a timezone offset")
-    return value.astimezone(UTC)
 
 
 _DEVICE_ID_ERROR = "1 to 64 of A-Z a-z 0-9 . _ : - not starting with a dot"
@@ -178,10 +167,10 @@ class UploadRequest:
         if not isinstance(self.kind, SegmentKind):
             raise InvalidUpload(f"kind must be a SegmentKind, not {self.kind!r}", field="kind")
         for name in ("start", "end"):
-            value = getattr(self, name)
-            if not isinstance(value, datetime) or value.utcoffset() is None:
-                raise InvalidUpload(f"{name} must be a datetime with an offset", field=name)
-            object.__setattr__(self, name, value.astimezone(UTC))
+            try:
+                object.__setattr__(self, name, aware_utc(getattr(self, name), name))
+            except (TypeError, ValueError) as exc:
+                raise InvalidUpload(str(exc), field=name) from exc
         if self.end <= self.start:
             raise InvalidUpload(
                 f"end {self.end.isoformat()} is not after start {self.start.isoformat()}",
@@ -305,7 +294,7 @@ class Entitlement:
             raise TypeError(f"family must be a Family, not {self.family!r}")
         retention_class(self.retention_days)  # checks it is a positive whole number
         if self.started_at is not None:
-            object.__setattr__(self, "started_at", _aware("started_at", self.started_at))
+            object.__setattr__(self, "started_at", aware_utc(self.started_at, "started_at"))
 
 
 class SubscriptionLike(Protocol):
@@ -386,21 +375,12 @@ def lifecycle_rules(retention_days: Iterable[int]) -> tuple[tuple[str, int], ...
 def expiry(end: datetime, retention_days: int) -> datetime:
     """When a segment that ended at ``end`` expires (R5: ``retention_days`` after recording)."""
     retention_class(retention_days)
-    return _aware("end", end) + timedelta(days=retention_days)
+    return aware_utc(end, "end") + timedelta(days=retention_days)
 
 
-def decide_upload(
-    request: UploadRequest,
-    *,
-    entitlement: Entitlement | None,
-    broadband_state: AccountState,
-    now: datetime,
-    max_skew_s: float = 30,
-) -> Decision:
-    """Accept or refuse one upload; the order of the checks is the module docstring's."""
-    now = _aware("now", now)
-    if max_skew_s < 0:
-        raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
+def _entitled(request: UploadRequest, entitlement: Entitlement | None) -> Entitlement | Refuse:
+    """The entitlement that covers the upload, or ``not_entitled``: no subscription or the
+    wrong family (R1), or video that ended before the subscription began (R6)."""
     if entitlement is None:
         return Refuse(
             code="not_entitled",
@@ -422,6 +402,24 @@ def decide_upload(
                 f"{entitlement.subscription_id} began at {entitlement.started_at.isoformat()}"
             ),
         )
+    return entitlement
+
+
+def decide_upload(
+    request: UploadRequest,
+    *,
+    entitlement: Entitlement | None,
+    broadband_state: AccountState,
+    now: datetime,
+    max_skew_s: float = 30,
+) -> Decision:
+    """Accept or refuse one upload; the order of the checks is the module docstring's."""
+    now = aware_utc(now, "now")
+    if max_skew_s < 0:
+        raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
+    entitled = _entitled(request, entitlement)
+    if isinstance(entitled, Refuse):
+        return entitled
     if broadband_state != "active":
         return Refuse(
             code="suspended",
@@ -438,20 +436,20 @@ def decide_upload(
                 f"after the service's {now.isoformat()}"
             ),
         )
-    expires_at = expiry(request.end, entitlement.retention_days)
+    expires_at = expiry(request.end, entitled.retention_days)
     if expires_at <= now:
         return Refuse(
             code="too_old",
             rule="R5",
             message=(
                 f"the segment ended at {request.end.isoformat()}, more than "
-                f"{entitlement.retention_days} days ago: it would be born expired"
+                f"{entitled.retention_days} days ago: it would be born expired"
             ),
         )
     return Accept(
-        retention_class=retention_class(entitlement.retention_days),
+        retention_class=retention_class(entitled.retention_days),
         expires_at=expires_at,
-        subscription_id=entitlement.subscription_id,
+        subscription_id=entitled.subscription_id,
     )
 
 
@@ -467,7 +465,7 @@ def desired_recording_mode(family: Family | None, broadband_active: bool) -> Rec
 
 
 def _stamp(start: datetime) -> str:
-    at = _aware("start", start)
+    at = aware_utc(start, "start")
     return f"{at:%Y/%m/%d}/{at:%H%M%S}"
 
 

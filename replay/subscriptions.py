@@ -24,7 +24,8 @@ from decimal import Decimal
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices.accounts import Conflict, DomainError, NotFound, get_account
+from devices.accounts import get_account
+from devices.errors import Conflict, Forbidden, Invalid, NotFound
 from devices.models import Device, DeviceKind
 from replay.billing import (
     Charge,
@@ -44,36 +45,56 @@ UNSUBSCRIBED = "unsubscribed"
 CHANNELS = ("physical", "electronic")
 
 
-class NotAccountOwner(DomainError):
+class NotAccountOwner(Forbidden):
     code = "not_account_owner"
-    status = 403
     rule = "R7"
+
+    def __init__(self, orderer_id: str) -> None:
+        super().__init__("only the broadband account's owner may order cloud replay")
+        self.orderer_id = orderer_id
 
 
 class AlreadySubscribed(Conflict):
     code = "already_subscribed"
     rule = "R2"
 
+    def __init__(self, device_id: str, *, held: str, asked: str) -> None:
+        product = "the same product" if held == asked else held
+        super().__init__(f"camera {device_id} already holds {product}; unsubscribe first")
+        self.device_id = device_id
+        self.held = held
+        self.asked = asked
+
 
 class BroadbandInactive(Conflict):
     code = "broadband_inactive"
     rule = "R8"
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"the broadband account is {state}")
+        self.state = state
 
 
 class NotActive(Conflict):
     code = "not_active"
     rule = "R5"
 
+    def __init__(self, subscription_id: str) -> None:
+        super().__init__(f"subscription {subscription_id} is not active")
+        self.subscription_id = subscription_id
 
-class UnknownPlanRequested(DomainError):
+
+class UnknownPlanRequested(Invalid):
     code = "unknown_plan"
-    status = 400
     rule = "R1"
 
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(f"unknown plan {plan_id!r}")
+        self.plan_id = plan_id
 
-class InvalidTime(DomainError):
+
+class InvalidTime(Invalid):
     code = "invalid_time"
-    status = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,23 +160,22 @@ async def subscribe(
 ) -> Ordered:
     """Stage a new subscription in ``session`` (the caller commits) or raise a refusal."""
     if channel not in CHANNELS:
-        raise DomainError(f"channel must be one of {', '.join(CHANNELS)}")
+        raise Invalid(f"channel must be one of {', '.join(CHANNELS)}")
     try:
         plan = catalog.get(plan_id)
     except UnknownPlan as exc:
-        raise UnknownPlanRequested(f"unknown plan {plan_id!r}") from exc
+        raise UnknownPlanRequested(plan_id) from exc
     account = await get_account(session, account_id)
     if orderer_id != account.owner_id:
-        raise NotAccountOwner("only the broadband account's owner may order cloud replay")
+        raise NotAccountOwner(orderer_id)
     device = await session.get(Device, device_id)
     if device is None or device.account_id != account_id or device.kind != DeviceKind.CAMERA:
-        raise NotFound(f"camera {device_id} not found on account {account_id}")
+        raise NotFound("camera", device_id, on=f"account {account_id}")
     if account.broadband_state != "active":
-        raise BroadbandInactive(f"the broadband account is {account.broadband_state}")
+        raise BroadbandInactive(account.broadband_state)
     current = await active_subscription(session, device_id)
     if current is not None:
-        same = "the same product" if current.plan_id == plan_id else f"{current.plan_id}"
-        raise AlreadySubscribed(f"camera {device_id} already holds {same}; unsubscribe first")
+        raise AlreadySubscribed(device_id, held=current.plan_id, asked=plan_id)
     start = business_date(ordered_at)
     term = current_term(start, start)
     subscription = Subscription(
@@ -182,7 +202,7 @@ async def subscribe(
 async def get_subscription(session: AsyncSession, subscription_id: str) -> Subscription:
     subscription = await session.get(Subscription, subscription_id)
     if subscription is None:
-        raise NotFound(f"subscription {subscription_id} not found")
+        raise NotFound("subscription", subscription_id)
     return subscription
 
 
@@ -192,7 +212,7 @@ async def unsubscribe(
     """Stage the unsubscription (R5): immediate, charged by day, purged in six months."""
     subscription = await get_subscription(session, subscription_id)
     if subscription.status != ACTIVE:
-        raise NotActive(f"subscription {subscription_id} is not active")
+        raise NotActive(subscription_id)
     if at < subscription.started_at:
         raise InvalidTime("the unsubscription is earlier than the order")
     end = business_date(at)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Final
 
-from devices.router import Band, band_of_channel
 from devices.tuning import RadioTelemetry, overlap
+from devices.uci import Band, band_of_channel
 
 __all__ = [
     "MAIN",

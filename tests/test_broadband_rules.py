@@ -603,8 +603,8 @@ def test_R12_R8_suspension_follows_broadband(
     state = final(orders) if orders else BroadbandState()
     if job_at is not None:
         state = expire(state, t(job_at))
-    assert managed_networking_suspended(state) is suspended
-    assert replay_suspended(state) is suspended
+    assert managed_networking_suspended(state.state) is suspended
+    assert replay_suspended(state.state) is suspended
 
 
 # --- R15: family cloud after long stops ---------------------------------------------------

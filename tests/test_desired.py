@@ -7,8 +7,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devices.broadband import AccountState
 from devices.clock import ManualClock
-from devices.desired import desired_document
+from replay.desired import desired_document
+from replay.plans import Family
 from simulators.device import SimulatedDevice
 from tests.conftest import StartGateway, eventually, platform_headers
 from tests.services import Broker
@@ -22,28 +24,38 @@ from tests.test_presence import running, setup_account
         (
             "camera",
             "active",
-            "continuous",
+            Family.CONTINUOUS,
             {"service": {"suspended": False}, "recording": {"mode": "continuous"}},
         ),
         (
             "camera",
             "active",
-            "event",
+            Family.EVENT,
             {"service": {"suspended": False}, "recording": {"mode": "event"}},
         ),
         pytest.param(
             "camera",
             "stopped",
-            "continuous",
+            Family.CONTINUOUS,
             {"service": {"suspended": True}, "recording": {"mode": "off"}},
             id="R8",
         ),
+        pytest.param(
+            "camera",
+            "torn_down",
+            Family.EVENT,
+            {"service": {"suspended": True}, "recording": {"mode": "off"}},
+            id="R8-torn-down",
+        ),
         pytest.param("router", "stopped", None, {"service": {"suspended": True}}, id="R12"),
+        pytest.param(
+            "router", "torn_down", None, {"service": {"suspended": True}}, id="R12-torn-down"
+        ),
         ("router", "active", None, {"service": {"suspended": False}}),
     ],
 )
 def test_desired_document(
-    kind: str, broadband: str, family: str | None, expected: dict[str, Any]
+    kind: str, broadband: AccountState, family: Family | None, expected: dict[str, Any]
 ) -> None:
     assert desired_document(kind=kind, broadband_state=broadband, replay_family=family) == expected
 

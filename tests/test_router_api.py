@@ -20,7 +20,6 @@ import pytest
 
 from devices.clock import ManualClock
 from devices.models import Account
-from devices.router import RouterManager
 from devices.router_store import RouterAccess, credentials
 from gateway.desired import PUBLISH_JOB, refresh_desired
 from gateway.http.routes.router import failure_status
@@ -346,9 +345,9 @@ async def test_timeout_refused_login_and_silent_telemetry_are_failed_results(
     broker: Broker, start_gateway: StartGateway, clock: ManualClock
 ) -> None:
     async with house(broker, start_gateway, clock, home=BUSY_HOME, telemetry_interval=None) as h:
-        h.gw.services.router_manager = RouterManager(
-            max_sessions=4, connect_timeout=3.0, command_timeout=0.3
-        )
+        # Short timeouts on the gateway's own pool (the services are fixed once built).
+        manager = h.gw.services.router_manager
+        manager.connect_timeout, manager.command_timeout = 3.0, 0.3
         assert (await h.provision()).status == 200
 
         h.sim.command_delay = 1.0

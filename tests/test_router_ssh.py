@@ -8,15 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from devices.router import (
-    CommandResult,
-    ProvisioningError,
-    RouterCredentials,
-    RouterManager,
-    parse_board,
-    parse_wireless,
-)
+from devices.router import CommandResult, ProvisioningError, RouterCredentials, RouterManager
 from devices.tuning import parse_scan
+from devices.uci import parse_board, parse_wireless
 from simulators.radio import Home, NeighbourNetwork
 from simulators.router import SUSPENDED_MESSAGE, ConnectionGauge, RouterSimulator
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from devices.router import Band, RouterCredentials, RouterManager, RouterOutputError
+from devices.router import RouterCredentials, RouterManager
 from devices.tuning import (
     Neighbour,
     RadioTelemetry,
@@ -18,6 +18,7 @@ from devices.tuning import (
     score,
     tune,
 )
+from devices.uci import Band, RouterOutputError
 from simulators.radio import Client, Home, NeighbourNetwork, RadioModel
 from simulators.router import RouterSimulator
 

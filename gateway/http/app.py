@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from devices.accounts import DomainError, resolve_app_token
+from devices.accounts import resolve_app_token
+from gateway.errors import REFUSALS, http_status
 from gateway.http.api import ApiError, RouteSpec, error_response, openapi_document
 from gateway.http.requests import APP_TOKEN, OPENAPI, ROUTES, SERVICES, services_of
 from gateway.http.routes import (
@@ -87,8 +88,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         response: web.StreamResponse = await handler(request)
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message, exc.rule)
-    except DomainError as exc:
-        response = error_response(exc.status, exc.code, exc.message, exc.rule)
+    except REFUSALS as exc:
+        response = error_response(http_status(exc), exc.code, exc.message, exc.rule)
     except InvalidKey as exc:
         response = error_response(400, "invalid_key", str(exc))
     except web.HTTPException as exc:

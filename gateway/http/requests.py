@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field, StringConstraints
 
-from devices import accounts
+from devices.errors import NotFound
 from devices.models import AppToken
 from gateway.http.api import RouteSpec
 from gateway.services import Services
@@ -42,5 +42,5 @@ def path_id(request: web.Request, name: str) -> str:
     """An id from the path; one that no record could have is simply not found."""
     value = request.match_info[name]
     if not _ID.fullmatch(value):
-        raise accounts.NotFound(f"{name} {value!r} not found")
+        raise NotFound(name, repr(value))
     return value

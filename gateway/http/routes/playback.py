@@ -103,7 +103,7 @@ async def _watchable(
     ).first()
     refusal = playback.playback_refusal(current, latest, account_state(account.broadband_state))
     if refusal is not None:
-        raise ApiError(refusal.status, refusal.code, refusal.message, rule=refusal.rule)
+        raise refusal.error()
     assert current is not None
     return current
 
@@ -336,7 +336,7 @@ async def _viewable_segment(
         segment, current_subscription=current, broadband_state="active", now=services.clock.now()
     )
     if verdict is not True:
-        raise ApiError(verdict.status, verdict.code, verdict.message, rule=verdict.rule)
+        raise verdict.error()
     return segment
 
 
