@@ -62,11 +62,11 @@ import aiomqtt
 
 from devices.broadband import StopType
 from devices.clock import Clock, SimClock
-from gateway.lifecycle import cancel_all
 from simulators.camera import CLIP_SECONDS, PRE_ROLL_SECONDS, CameraSimulator, Media
 from simulators.device import SimulatedDevice
 from simulators.media import encode_segment, synthetic_segment
 from simulators.scene import Scene, script_actors
+from simulators.tasks import cancel_all
 
 log = logging.getLogger(__name__)
 
