@@ -10,10 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import (
-    Mapping,
-    Sequence,
-)
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any

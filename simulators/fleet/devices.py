@@ -8,10 +8,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import (
-    Coroutine,
-    Iterator,
-)
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any

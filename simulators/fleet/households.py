@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import (
-    Sequence,
-)
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import (
-    Mapping,
-    Sequence,
-)
+from collections.abc import Mapping, Sequence
 
 
 def percentile(values: Sequence[float], q: float) -> float:

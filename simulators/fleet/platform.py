@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import (
-    Iterable,
-)
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp

@@ -10,11 +10,7 @@ import random
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import (
-    Callable,
-    Coroutine,
-    Sequence,
-)
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta

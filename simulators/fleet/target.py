@@ -8,9 +8,7 @@ import asyncio
 import math
 import secrets
 import time
-from collections.abc import (
-    AsyncIterator,
-)
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
