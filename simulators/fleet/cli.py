@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import shutil
@@ -84,29 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Flags named otherwise than the option they set (the others are named alike).
+_OPTION_OF_FLAG = {"segment_bytes": "synthetic_bytes"}
+
+
 def options_from(args: argparse.Namespace) -> FleetOptions:
-    return FleetOptions(
-        households=args.households,
-        clock_speed=args.clock_speed,
-        duration=args.duration,
-        media=args.media,
-        plans=args.plans,
-        stop_rate=args.stop_rate,
-        app_rate=args.app_rate,
-        seed=args.seed,
-        rogue_share=args.rogue_share,
-        telemetry_seconds=args.telemetry_seconds,
-        segment_seconds=args.segment_seconds,
-        synthetic_bytes=args.segment_bytes,
-        min_real_interval=args.min_real_interval,
-        workers=args.workers,
-        connect_concurrency=args.connect_concurrency,
-        start=args.start,
-        prefix=args.prefix,
-        service_url=args.service_url,
-        platform_token=args.platform_token,
-        mqtt_url=args.mqtt_url,
-    )
+    """The options that the flags set (``--report`` and ``--keep`` are not options)."""
+    names = {field.name for field in dataclasses.fields(FleetOptions)}
+    given = {_OPTION_OF_FLAG.get(flag, flag): value for flag, value in vars(args).items()}
+    return FleetOptions(**{name: value for name, value in given.items() if name in names})
 
 
 def summary_lines(report: Mapping[str, Any]) -> list[str]:

@@ -20,7 +20,6 @@ from devices.clock import Clock
 from simulators.camera import CLIP_SECONDS, PRE_ROLL_SECONDS, CameraSimulator
 from simulators.device import SimulatedDevice
 from simulators.fleet.options import Pacing
-from simulators.media import encode_segment, synthetic_segment
 from simulators.scene import Scene, script_actors
 
 log = logging.getLogger(__name__)
@@ -215,13 +214,6 @@ class FleetCamera(FleetDevice, CameraSimulator):
             await self._until(clip_start + timedelta(seconds=CLIP_SECONDS))
             await self._upload(clip_start, CLIP_SECONDS, "event", event_id)
 
-    def _media(self, start: datetime, seconds: float) -> bytes:
-        if self.media == "synthetic":
-            return synthetic_segment(self.synthetic_bytes, f"{self.device_id}:{start}")
-        return encode_segment(
-            self.scene, start, seconds, width=self.scene.width, height=self.scene.height
-        )
-
     async def _upload(
         self, start: datetime, seconds: float, kind: str, event_id: str | None = None
     ) -> None:
@@ -235,9 +227,9 @@ class FleetCamera(FleetDevice, CameraSimulator):
     ) -> None:
         counters = self.counters
         if self.media == "synthetic":
-            data = self._media(start, seconds)
+            data = self.media_for(start, seconds)
         else:
-            data = await asyncio.to_thread(self._media, start, seconds)
+            data = await asyncio.to_thread(self.media_for, start, seconds)
         began = time.monotonic()
         try:
             outcome = await self.upload(
