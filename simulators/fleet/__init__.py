@@ -23,13 +23,20 @@ Progress goes to stderr as a refreshing status line; the final report is JSON
 Errors are what should never happen: device or upload failures, unexpected HTTP answers,
 orders whose devices did not converge, and the gateway's own failure counters.
 Refusals (``not_entitled``, ``suspended``...) are the rules at work and are only counted.
+
+The modules: ``options`` and ``households`` (pure: what to run), ``devices`` and
+``workers`` (the devices, in worker processes), ``target`` (the service under test; the
+only module of ``simulators`` that embeds the gateway), ``platform``, ``orders`` and
+``app`` (the platform's and the families' calls), ``progress``, ``metrics`` and
+``report`` (what is counted and told), ``run`` (one run), ``cli`` (the command).
 """
 
+from simulators.fleet.app import app_verdict
 from simulators.fleet.cli import main
 from simulators.fleet.devices import FleetCamera, FleetDevice, FleetRouter, Uploads, WorkerCounters
 from simulators.fleet.errors import FleetError, ProvisioningError
 from simulators.fleet.households import DeviceSpec, HouseholdSpec, Role, plan_fleet
-from simulators.fleet.metrics import gateway_failures, parse_metrics, percentile
+from simulators.fleet.metrics import parse_metrics, percentile
 from simulators.fleet.options import (
     DEFAULT_PLANS,
     DEFAULT_START,
@@ -40,7 +47,7 @@ from simulators.fleet.options import (
     parse_duration,
     parse_plan_mix,
 )
-from simulators.fleet.run import app_verdict, run_fleet
+from simulators.fleet.run import run_fleet
 from simulators.fleet.workers import WorkerHandle, WorkerSpec
 
 __all__ = [
@@ -63,7 +70,6 @@ __all__ = [
     "WorkerHandle",
     "WorkerSpec",
     "app_verdict",
-    "gateway_failures",
     "main",
     "parse_duration",
     "parse_metrics",

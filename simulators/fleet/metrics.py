@@ -19,6 +19,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def percentile_ms(seconds: Sequence[float], q: float) -> float:
+    """The ``q`` percentile of durations in seconds, as milliseconds to one decimal."""
+    return round(percentile(seconds, q) * 1000, 1)
+
+
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
@@ -36,6 +41,7 @@ def parse_metrics(text: str) -> dict[str, dict[str, float]]:
 
 
 def metric_total(metrics: Mapping[str, Mapping[str, float]], name: str, where: str = "") -> float:
+    """The sum of the samples of ``name`` whose labels contain ``where``."""
     return sum(v for labels, v in metrics.get(name, {}).items() if where in labels)
 
 
@@ -49,9 +55,10 @@ GATEWAY_FAILURES = (
 )
 
 
-def gateway_failures(
+def failures_between(
     before: Mapping[str, Mapping[str, float]], after: Mapping[str, Mapping[str, float]]
 ) -> dict[str, int]:
+    """The failure counters of the gateway that moved from ``before`` to ``after``."""
     out = {}
     for name, where in GATEWAY_FAILURES:
         delta = metric_total(after, name, where) - metric_total(before, name, where)

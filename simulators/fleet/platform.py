@@ -17,7 +17,7 @@ from simulators.fleet.target import Target
 class Platform:
     """The platform's and the app's HTTP calls."""
 
-    def __init__(self, http: aiohttp.ClientSession, target: Target) -> None:
+    def __init__(self, *, http: aiohttp.ClientSession, target: Target) -> None:
         self.http = http
         self.url = target.http_url
         self.headers = {"Authorization": f"Bearer {target.platform_token}"}

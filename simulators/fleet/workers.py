@@ -10,6 +10,7 @@ import random
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ class WorkerSpec:
     """Everything a worker process needs (sent as JSON on its stdin)."""
 
     mqtt_url: str
+    #: The parent's clock: its time (ISO) at its monotonic ``clock_mono``, and its speed.
     clock_start: str
     clock_speed: float
     clock_mono: float
@@ -46,8 +48,10 @@ class WorkerSpec:
     media: Media
     synthetic_bytes: int
     pacing: Pacing
+    #: Real seconds that the cameras' scripted events must cover.
     horizon_s: float
     connect_concurrency: int
+    #: Real seconds between two snapshots.
     report_every: float
     log_file: str | None = None
 
@@ -250,24 +254,30 @@ class WorkerHandle:
 
     async def start(self) -> None:
         if self.inline:
-            worker = DeviceWorker(spec=self.spec, clock=self._clock)
-            self._inline = worker
+            self._start_inline()
+        else:
+            await self._start_process()
 
-            async def run_inline() -> None:
-                await worker.run(self._stop)
-                self._take(worker.snapshot(final=True))
-                self._final.set()
+    def _start_inline(self) -> None:
+        worker = DeviceWorker(spec=self.spec, clock=self._clock)
+        self._inline = worker
 
-            async def report_inline() -> None:
-                while True:
-                    await asyncio.sleep(self.spec.report_every)
-                    self._take(worker.snapshot())
+        async def run_inline() -> None:
+            await worker.run(self._stop)
+            self._take(worker.snapshot(final=True))
+            self._final.set()
 
-            self._tasks = [
-                asyncio.create_task(run_inline(), name="fleet[inline].run"),
-                asyncio.create_task(report_inline(), name="fleet[inline].report"),
-            ]
-            return
+        async def report_inline() -> None:
+            while True:
+                await asyncio.sleep(self.spec.report_every)
+                self._take(worker.snapshot())
+
+        self._tasks = [
+            asyncio.create_task(run_inline(), name="fleet[inline].run"),
+            asyncio.create_task(report_inline(), name="fleet[inline].report"),
+        ]
+
+    async def _start_process(self) -> None:
         # The child's stderr goes to its log file (the status line owns this terminal).
         with _log_sink(self.spec.log_file) as stderr:
             self._process = await asyncio.create_subprocess_exec(
@@ -316,3 +326,54 @@ class WorkerHandle:
             process.kill()
             await process.wait()
         await cancel_all(self._tasks)
+
+
+class WorkerPool:
+    """The workers of a run, and the fleet's totals from their latest snapshots."""
+
+    def __init__(self, *, on_version: Callable[[str, int, float], None]) -> None:
+        self.handles: list[WorkerHandle] = []
+        #: The upload latencies (seconds) the workers have reported so far.
+        self.upload_latency: list[float] = []
+        #: Called with each device id, the version it applied and when (monotonic).
+        self._on_version = on_version
+
+    async def start(self, spec: WorkerSpec, *, clock: Clock, inline: bool) -> None:
+        handle = WorkerHandle(spec, clock=clock, inline=inline)
+        handle.on_snapshot = self._take
+        self.handles.append(handle)
+        await handle.start()
+
+    def _take(self, snap: dict[str, Any]) -> None:
+        for device_id, version, at in snap.get("versions", []):
+            self._on_version(device_id, int(version), float(at))
+        self.upload_latency.extend(snap.get("latencies", []))
+
+    async def stop(self) -> None:
+        for handle in self.handles:
+            await handle.stop()
+
+    def totals(self) -> dict[str, Any]:
+        snaps = [handle.latest for handle in self.handles]
+        refusals: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        published_by: Counter[str] = Counter()
+        for snap in snaps:
+            published_by.update(snap.get("published_by", {}))
+            refusals.update(snap.get("refusals", {}))
+            errors.update(snap.get("errors", {}))
+
+        def total(key: str) -> int:
+            return sum(int(snap.get(key, 0)) for snap in snaps)
+
+        return {
+            "connected": total("connected"),
+            "devices": total("devices"),
+            "published": total("published"),
+            "uploads": total("uploads"),
+            "upload_bytes": total("upload_bytes"),
+            "events": total("events"),
+            "published_by": published_by,
+            "refusals": refusals,
+            "errors": errors,
+        }
