@@ -18,15 +18,26 @@ import logging
 import random
 from collections.abc import Coroutine, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
 from devices.clock import Clock, WallClock
-from gateway.mqtt.session import broker_address
 
 log = logging.getLogger(__name__)
 
 TOPIC_PREFIX = "kj/v1/dev/"
+
+
+def broker_client(url: str, **options: Any) -> aiomqtt.Client:
+    """A client of the broker at ``mqtt://[user:password@]host[:port]`` (port 1883)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"no host in MQTT URL {url!r}")
+    username, password = (unquote(p) if p else None for p in (parts.username, parts.password))
+    return aiomqtt.Client(
+        parts.hostname, parts.port or 1883, username=username, password=password, **options
+    )
 
 
 class SimulatedDevice:
@@ -91,13 +102,9 @@ class SimulatedDevice:
 
     async def run(self) -> None:
         """Connect, announce, send telemetry and follow ``desired`` until cancelled."""
-        host, port, user, password = broker_address(self.mqtt_url)
         will = aiomqtt.Will(self.topic("state"), json.dumps({"online": False}), qos=1, retain=True)
-        async with aiomqtt.Client(
-            host,
-            port,
-            username=user,
-            password=password,
+        async with broker_client(
+            self.mqtt_url,
             identifier=f"dev-{self.device_id}",
             will=will,
             keepalive=20,
@@ -166,8 +173,7 @@ class SimulatedDevice:
 
     async def say_offline(self) -> None:
         """A graceful goodbye: publish the retained offline state (then disconnect)."""
-        host, port, user, password = broker_address(self.mqtt_url)
-        async with aiomqtt.Client(host, port, username=user, password=password) as client:
+        async with broker_client(self.mqtt_url) as client:
             await client.publish(
                 self.topic("state"), json.dumps({"online": False}), qos=1, retain=True
             )

@@ -1,0 +1,72 @@
+"""The fleet's make-up (pure): households of cameras, routers and satellites."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from simulators.fleet.options import PlanShare
+
+Role = Literal["camera", "router", "satellite"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSpec:
+    device_id: str
+    role: Role
+    plan: str | None = None
+    rogue: bool = False
+
+    @property
+    def kind(self) -> Literal["camera", "router"]:
+        return "camera" if self.role == "camera" else "router"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HouseholdSpec:
+    account_id: str
+    owner_id: str
+    star_level: int
+    devices: tuple[DeviceSpec, ...]
+
+    @property
+    def cameras(self) -> tuple[DeviceSpec, ...]:
+        return tuple(d for d in self.devices if d.role == "camera")
+
+
+def plan_fleet(
+    *,
+    households: int,
+    plans: Sequence[PlanShare],
+    seed: int,
+    prefix: str,
+    rogue_share: float = 0.0,
+) -> tuple[HouseholdSpec, ...]:
+    """The households of a run: the same arguments always give the same fleet."""
+    rng = random.Random(f"fleet:{seed}")
+    choices = [share.plan for share in plans]
+    weights = [share.weight for share in plans]
+    fleet = []
+    for n in range(1, households + 1):
+        home = f"{prefix}-h{n:05d}"
+        devices: list[DeviceSpec] = []
+        for c in range(1, rng.randint(1, 3) + 1):
+            plan = rng.choices(choices, weights)[0]
+            rogue = rng.random() < rogue_share
+            devices.append(
+                DeviceSpec(device_id=f"{home}-cam{c}", role="camera", plan=plan, rogue=rogue)
+            )
+        devices.append(DeviceSpec(device_id=f"{home}-rt", role="router"))
+        for s in range(1, rng.randint(0, 2) + 1):
+            devices.append(DeviceSpec(device_id=f"{home}-sat{s}", role="satellite"))
+        fleet.append(
+            HouseholdSpec(
+                account_id=home,
+                owner_id=f"{home}-owner",
+                star_level=rng.randint(1, 7),
+                devices=tuple(devices),
+            )
+        )
+    return tuple(fleet)

@@ -1,0 +1,75 @@
+"""The platform's HTTP calls to the service under test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import aiohttp
+
+from simulators.fleet.errors import ProvisioningError
+from simulators.fleet.households import HouseholdSpec
+from simulators.fleet.metrics import parse_metrics
+from simulators.fleet.target import Target
+
+
+class Platform:
+    """The platform's and the app's HTTP calls."""
+
+    def __init__(self, *, http: aiohttp.ClientSession, target: Target) -> None:
+        self.http = http
+        self.url = target.http_url
+        self.headers = {"Authorization": f"Bearer {target.platform_token}"}
+
+    async def call(
+        self, method: str, path: str, body: Any = None, ok: Iterable[int] = (200, 201)
+    ) -> Any:
+        async with self.http.request(
+            method, f"{self.url}{path}", json=body, headers=self.headers
+        ) as response:
+            text = await response.text()
+            if response.status not in tuple(ok):
+                raise ProvisioningError(f"{method} {path}", response.status, text)
+            return json.loads(text) if text else None
+
+    async def provision(self, home: HouseholdSpec, prefix: str) -> str:
+        """The account, its devices, their plans; returns an app token for the family."""
+        await self.call(
+            "PUT",
+            f"/platform/v1/accounts/{home.account_id}",
+            {"owner_id": home.owner_id, "star_level": home.star_level, "name": "simulated"},
+        )
+        for device in home.devices:
+            await self.call(
+                "POST",
+                f"/platform/v1/accounts/{home.account_id}/devices",
+                {"device_id": device.device_id, "kind": device.kind, "name": device.role},
+            )
+        for camera in home.cameras:
+            if camera.plan is not None:
+                await self.call(
+                    "POST",
+                    "/platform/v1/subscriptions",
+                    {
+                        "order_id": f"{prefix}-sub-{camera.device_id}",
+                        "account_id": home.account_id,
+                        "device_id": camera.device_id,
+                        "plan": camera.plan,
+                        "orderer_id": home.owner_id,
+                        "channel": "electronic",
+                    },
+                )
+        token = await self.call(
+            "POST", "/platform/v1/app-tokens", {"account_id": home.account_id, "user_id": "family"}
+        )
+        return str(token["token"])
+
+    async def has_broadband_routes(self) -> bool:
+        document = await self.call("GET", "/openapi.json")
+        paths = document.get("paths", {}) if isinstance(document, dict) else {}
+        return "/platform/v1/broadband/{account_id}/stop" in paths
+
+    async def metrics(self) -> dict[str, dict[str, float]]:
+        async with self.http.get(f"{self.url}/metrics") as response:
+            return parse_metrics(await response.text())
