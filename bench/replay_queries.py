@@ -39,8 +39,8 @@ from gateway.config import load_settings
 from gateway.http.routes.playback import LONGEST
 from gateway.lifecycle import freeze_heap
 from gateway.service import Gateway
+from replay.index_store import extend_ranges
 from replay.models import CameraEvent, Segment, Subscription
-from replay.ranges import extend_ranges
 from storage.db import async_url
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -36,8 +36,8 @@ from devices.models import Account, Device, DeviceKind
 from gateway.mqtt.messages import DeviceMessage, Malformed, topic
 from gateway.services import Services
 from replay import recording
+from replay.index_store import extend_ranges
 from replay.models import CameraEvent, Segment, UploadGrant
-from replay.ranges import extend_ranges
 from replay.subscriptions import active_subscriptions
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from sqlmodel import col, delete, select
 
 from gateway.services import Services
+from replay.index_store import drop_expired_ranges
 from replay.models import Segment, UploadGrant
 from replay.playback import ReconcilePlan, reconcile_plan
-from replay.ranges import drop_expired_ranges
 from replay.recording import RECORDING_PREFIXES, recording_prefix
 
 log = logging.getLogger(__name__)

@@ -73,8 +73,8 @@ class Migration:
 
 def _add_recorded_ranges(conn: Connection) -> None:
     # The step needs the service's models, which import this module: imported late.
+    from replay.index_store import backfill_ranges
     from replay.models import RecordedRange, Segment
-    from replay.ranges import backfill_ranges
 
     RecordedRange.__table__.create(conn)  # type: ignore[attr-defined]
     for index in Segment.__table__.indexes:  # type: ignore[attr-defined]

@@ -11,9 +11,9 @@ from sqlalchemy.engine import Connection
 
 import devices.models  # noqa: F401 - registers the tables
 from devices import accounts
-from replay import ranges
+from replay import index_store
+from replay.index_store import extend_ranges
 from replay.models import RecordedRange, Segment
-from replay.ranges import extend_ranges
 from storage.db import SCHEMA_VERSION, Database, DatabaseError, Migration, SchemaTooNew
 
 
@@ -179,7 +179,7 @@ async def test_ranges_follow_batches_of_many_cameras(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More cameras in one batch than one read of the ranges takes (chunked statements)."""
-    monkeypatch.setattr(ranges, "_DEVICES_PER_READ", 200)  # 450 cameras: three reads
+    monkeypatch.setattr(index_store, "_DEVICES_PER_READ", 200)  # 450 cameras: three reads
     cameras = [f"cam-{i:03d}" for i in range(450)]
     async with Database.open(database_url) as db:
         for offset in (0, 20, 10):  # the last batch joins the first two

@@ -24,8 +24,8 @@ from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
 from gateway.http.requests import app_token_of, path_id, services_of
 from gateway.services import Services
 from replay import playback
+from replay.index_store import ranges_between
 from replay.models import CameraEvent, FamilyCloudItem, Segment, Subscription
-from replay.ranges import ranges_between
 from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS, family_key
 from replay.subscriptions import active_subscription
 

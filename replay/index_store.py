@@ -1,5 +1,7 @@
-"""The recorded-ranges table (:class:`~replay.models.RecordedRange`), kept with the segments.
+"""The recording index's statements: one home for the SQL on the segments, upload grants,
+camera events and recorded ranges tables (:mod:`replay.models`).
 
+The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
 The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
 the timeline reads ranges. They stay true because every way a segment comes and goes
 passes through here in the segment's own transaction:
