@@ -22,21 +22,39 @@ passes through here in the segment's own transaction:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from replay.models import RecordedRange, Segment
+from replay.models import CameraEvent, RecordedRange, Segment, UploadGrant
 from replay.playback import DEFAULT_GAP_TOLERANCE_S, Range, RangeChanges, Recorded, fold_ranges
 from storage.db import UTCDateTime
 
-__all__ = ["backfill_ranges", "drop_expired_ranges", "extend_ranges", "ranges_between"]
+__all__ = [
+    "add_events",
+    "add_grant",
+    "add_segments",
+    "backfill_ranges",
+    "drop_expired_ranges",
+    "extend_ranges",
+    "grants_by_id",
+    "index_granted",
+    "indexed_ids",
+    "ranges_between",
+]
 
 _RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
 _SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
+_GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
+_EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
+#: What a segment row copies from its upload grant.
+_GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
 _TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
 #: Devices read per statement (bound parameters: asyncpg allows 32,767).
 _DEVICES_PER_READ = 1000
@@ -44,6 +62,82 @@ _DEVICES_PER_READ = 1000
 _CATCH_UP = timedelta(hours=1)
 
 Pair = tuple[str, str]
+
+
+# Upload grants and indexing -------------------------------------------------------------
+
+
+async def grants_by_id(session: AsyncSession, segment_ids: Iterable[str]) -> dict[str, UploadGrant]:
+    """The upload grants of these segments, by segment id."""
+    result = await session.exec(
+        select(UploadGrant).where(col(UploadGrant.segment_id).in_(list(segment_ids)))
+    )
+    return {grant.segment_id: grant for grant in result.all()}
+
+
+def add_grant(session: AsyncSession, grant: UploadGrant) -> None:
+    """Record an upload the service allowed; written by the session's commit."""
+    session.add(grant)
+
+
+async def indexed_ids(session: AsyncSession, segment_ids: Iterable[str]) -> set[str]:
+    """Which of these segments are indexed already."""
+    result = await session.exec(
+        select(Segment.segment_id).where(col(Segment.segment_id).in_(list(segment_ids)))
+    )
+    return set(result.all())
+
+
+async def index_granted(session: AsyncSession, grants: Sequence[UploadGrant], now: datetime) -> int:
+    """Index the segments of these grants (their objects checked by the caller) and settle
+    the grants, in the caller's transaction; return how many were indexed."""
+    if not grants:
+        return 0
+    rows = [
+        {**{column: getattr(grant, column) for column in _GRANT_COLUMNS}, "indexed_at": now}
+        for grant in grants
+    ]
+    await add_segments(session, rows)
+    connection = await session.connection()
+    indexed = [row["segment_id"] for row in rows]
+    await connection.execute(delete(_GRANTS).where(_GRANTS.c.segment_id.in_(indexed)))
+    return len(rows)
+
+
+async def add_segments(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert segment rows (every column of :class:`~replay.models.Segment`) and fold them
+    into the ranges, in the caller's transaction."""
+    # Core executemany: one statement for the batch, no ORM object per row.
+    connection = await session.connection()
+    await connection.execute(insert(_SEGMENTS), rows)
+    await extend_ranges(connection, rows)
+
+
+async def add_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Add the camera events (``event_id``, ``device_id``, ``type``, ``at``, ``score``) that
+    are not stored yet, each once, in the caller's transaction; return how many."""
+    if not rows:
+        return 0
+    ids = list({row["event_id"] for row in rows})
+    seen = set(
+        (
+            await session.exec(
+                select(CameraEvent.event_id).where(col(CameraEvent.event_id).in_(ids))
+            )
+        ).all()
+    )
+    new: list[Mapping[str, Any]] = []
+    for row in rows:
+        if row["event_id"] not in seen:
+            seen.add(row["event_id"])
+            new.append(row)
+    if new:
+        connection = await session.connection()
+        await connection.execute(insert(_EVENTS), new)
+    return len(new)
+
+
+# Recorded ranges -----------------------------------------------------------------------
 
 
 async def extend_ranges(connection: AsyncConnection, segments: Iterable[Mapping[str, Any]]) -> None:
@@ -99,7 +193,7 @@ _COLUMNS = (
     _RANGES.c.expires_at,
 )
 #: One statement shape whatever the batch (compiled once): the index on (device, end).
-_READ_DEVICES = select(*_COLUMNS).where(
+_READ_DEVICES = sa_select(*_COLUMNS).where(
     _RANGES.c.device_id.in_(bindparam("devices", expanding=True)),
     _RANGES.c.end >= bindparam("low", type_=UTCDateTime()),
 )
@@ -158,7 +252,7 @@ async def ranges_between(
 ) -> list[Range]:
     """The stored ranges of a device/subscription that overlap ``[start, end)``, in order."""
     result = await connection.execute(
-        select(_RANGES.c.start, _RANGES.c.end)
+        sa_select(_RANGES.c.start, _RANGES.c.end)
         .where(
             _RANGES.c.device_id == device_id,
             _RANGES.c.subscription_id == subscription_id,
@@ -174,12 +268,12 @@ def backfill_ranges(connection: Connection) -> int:
     """Build the ranges of every segment already indexed (the schema step that added the
     table); one device/subscription at a time. Return how many ranges were written."""
     pairs = connection.execute(
-        select(_SEGMENTS.c.device_id, _SEGMENTS.c.subscription_id).distinct()
+        sa_select(_SEGMENTS.c.device_id, _SEGMENTS.c.subscription_id).distinct()
     ).all()
     written = 0
     for device_id, subscription_id in pairs:
         segments = connection.execute(
-            select(_SEGMENTS.c.start, _SEGMENTS.c.end, _SEGMENTS.c.expires_at).where(
+            sa_select(_SEGMENTS.c.start, _SEGMENTS.c.end, _SEGMENTS.c.expires_at).where(
                 _SEGMENTS.c.device_id == device_id,
                 _SEGMENTS.c.subscription_id == subscription_id,
             )
