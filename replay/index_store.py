@@ -41,12 +41,17 @@ __all__ = [
     "add_grant",
     "add_segments",
     "backfill_ranges",
+    "delete_grants_before",
+    "delete_segments",
     "drop_expired_ranges",
+    "expired_segments",
     "extend_ranges",
     "grants_by_id",
     "index_granted",
     "indexed_ids",
+    "owned_object_keys",
     "ranges_between",
+    "retention_classes",
 ]
 
 _RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
@@ -237,12 +242,6 @@ _UPDATE = (
 )
 
 
-async def drop_expired_ranges(connection: AsyncConnection, now: datetime) -> int:
-    """Delete the ranges whose every segment has expired (R5); return how many."""
-    result = await connection.execute(delete(_RANGES).where(_RANGES.c.expires_at <= now))
-    return int(result.rowcount)
-
-
 async def ranges_between(
     connection: AsyncConnection,
     device_id: str,
@@ -262,6 +261,58 @@ async def ranges_between(
         .order_by(_RANGES.c.start)
     )
     return [(a, b) for a, b in result]
+
+
+# Retention -------------------------------------------------------------------------------
+
+
+async def expired_segments(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """The id and object key of at most ``limit`` segments expired at ``now`` (R5)."""
+    result = await session.exec(
+        select(Segment.segment_id, Segment.object_key)
+        .where(col(Segment.expires_at) <= now)
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def delete_segments(session: AsyncSession, segment_ids: Sequence[str]) -> None:
+    """Delete these segments' index rows (their objects are the caller's)."""
+    await session.exec(delete(Segment).where(col(Segment.segment_id).in_(segment_ids)))
+
+
+async def drop_expired_ranges(session: AsyncSession, now: datetime) -> int:
+    """Delete the ranges whose every segment has expired (R5); return how many."""
+    connection = await session.connection()
+    result = await connection.execute(delete(_RANGES).where(_RANGES.c.expires_at <= now))
+    return int(result.rowcount)
+
+
+async def owned_object_keys(session: AsyncSession, among: Sequence[str] | None = None) -> set[str]:
+    """The object keys an indexed segment or a pending upload grant owns; with ``among``,
+    only those of these keys."""
+    segments = select(Segment.object_key)
+    grants = select(UploadGrant.object_key)
+    if among is not None:
+        segments = segments.where(col(Segment.object_key).in_(among))
+        grants = grants.where(col(UploadGrant.object_key).in_(among))
+    return set((await session.exec(segments)).all()) | set((await session.exec(grants)).all())
+
+
+async def retention_classes(session: AsyncSession) -> set[str]:
+    """The retention classes (``7d``...) of the indexed segments."""
+    return set((await session.exec(select(Segment.retention_class).distinct())).all())
+
+
+async def delete_grants_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Forget the upload grants given before ``cutoff``; return how many."""
+    result = await session.exec(delete(UploadGrant).where(col(UploadGrant.granted_at) < cutoff))
+    return int(result.rowcount)
+
+
+# Schema step ---------------------------------------------------------------------------
 
 
 def backfill_ranges(connection: Connection) -> int:
