@@ -6,8 +6,8 @@ The timeline of a day of continuous video is 8,640 segments but a handful of ran
 the timeline reads ranges. They stay true because every way a segment comes and goes
 passes through here in the segment's own transaction:
 
-- indexing (``gateway.recording.index_batch``) calls :func:`extend_ranges` with the rows
-  it inserted: one read of the batch's cameras' recent ranges, then one statement each
+- indexing (``gateway.recording.index_batch``, through :func:`add_segments`) folds the
+  rows it inserted: one read of the batch's cameras' recent ranges, then one statement each
   for the inserts, the updates and the deletes (:func:`replay.playback.fold_ranges`
   decides them). Two writers racing (gateways on a shared subscription) may leave two
   ranges overlapping; the next segment that touches them folds them into one, and the
@@ -24,19 +24,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, update
+from sqlalchemy import Connection, Table, bindparam, delete, insert, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from replay.models import CameraEvent, RecordedRange, Segment, UploadGrant
+from replay.models import CameraEvent, RecordedRange, Segment, Subscription, UploadGrant
 from replay.playback import DEFAULT_GAP_TOLERANCE_S, Range, RangeChanges, Recorded, fold_ranges
+from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS
 from storage.db import UTCDateTime
 
 __all__ = [
+    "LONGEST",
+    "Piece",
+    "ShownEvent",
     "add_events",
     "add_grant",
     "add_segments",
@@ -45,13 +49,15 @@ __all__ = [
     "delete_segments",
     "drop_expired_ranges",
     "expired_segments",
-    "extend_ranges",
     "grants_by_id",
     "index_granted",
     "indexed_ids",
     "owned_object_keys",
     "ranges_between",
     "retention_classes",
+    "segment",
+    "segments_between",
+    "shown_events",
 ]
 
 _RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
@@ -115,7 +121,7 @@ async def add_segments(session: AsyncSession, rows: Sequence[Mapping[str, Any]])
     # Core executemany: one statement for the batch, no ORM object per row.
     connection = await session.connection()
     await connection.execute(insert(_SEGMENTS), rows)
-    await extend_ranges(connection, rows)
+    await _extend_ranges(connection, rows)
 
 
 async def add_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> int:
@@ -145,7 +151,9 @@ async def add_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -
 # Recorded ranges -----------------------------------------------------------------------
 
 
-async def extend_ranges(connection: AsyncConnection, segments: Iterable[Mapping[str, Any]]) -> None:
+async def _extend_ranges(
+    connection: AsyncConnection, segments: Iterable[Mapping[str, Any]]
+) -> None:
     """Fold newly inserted segment rows (``device_id``, ``subscription_id``, ``start``,
     ``end``, ``expires_at``) into the stored ranges, in the caller's transaction."""
     new: dict[Pair, list[Recorded]] = defaultdict(list)
@@ -242,14 +250,18 @@ _UPDATE = (
 )
 
 
+# Reads for playback ----------------------------------------------------------------------
+
+
 async def ranges_between(
-    connection: AsyncConnection,
+    session: AsyncSession,
     device_id: str,
     subscription_id: str,
     start: datetime,
     end: datetime,
 ) -> list[Range]:
     """The stored ranges of a device/subscription that overlap ``[start, end)``, in order."""
+    connection = await session.connection()
     result = await connection.execute(
         sa_select(_RANGES.c.start, _RANGES.c.end)
         .where(
@@ -261,6 +273,175 @@ async def ranges_between(
         .order_by(_RANGES.c.start)
     )
     return [(a, b) for a, b in result]
+
+
+class Piece(NamedTuple):
+    """The columns playback needs of an indexed segment (no ORM objects on this path)."""
+
+    segment_id: str
+    start: datetime
+    end: datetime
+    event_id: str | None
+    object_key: str
+
+
+_PIECE_COLUMNS = (
+    col(Segment.segment_id),
+    col(Segment.start),
+    col(Segment.end),
+    col(Segment.event_id),
+    col(Segment.object_key),
+)
+
+#: No segment is longer than this (R1: continuous ≤ 60 s, event clips 60 s ± 2 s), so a
+#: segment overlapping ``[start, end)`` began after ``start - LONGEST``: the index on
+#: (device_id, start) then scans only the asked range, not the device's whole history.
+LONGEST = timedelta(seconds=MAX_CONTINUOUS_SECONDS + EVENT_CLIP_TOLERANCE_S)
+
+
+async def segments_between(
+    session: AsyncSession,
+    subscription: Subscription,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> list[Piece]:
+    """The segments of the device recorded under ``subscription`` that overlap
+    ``[start, end)`` and have not expired at ``now``, in order."""
+    connection = await session.connection()
+    result = await connection.execute(
+        sa_select(*_PIECE_COLUMNS)
+        .where(
+            col(Segment.device_id) == subscription.device_id,
+            col(Segment.start) > start - LONGEST,
+            col(Segment.start) < end,
+            col(Segment.end) > start,
+            col(Segment.subscription_id) == subscription.subscription_id,
+            col(Segment.expires_at) > now,  # the read path enforces the cut-off itself
+        )
+        .order_by(col(Segment.start))
+    )
+    return [Piece(*row) for row in result.all()]
+
+
+async def segment(session: AsyncSession, segment_id: str) -> Segment | None:
+    """One indexed segment, or ``None``."""
+    return await session.get(Segment, segment_id)
+
+
+class _Event(NamedTuple):
+    """An event with the id of the device's last segment that started at or before it."""
+
+    event_id: str
+    type: str
+    at: datetime
+    latest_id: str | None
+
+
+#: Events whose video is looked up per statement (bound parameters: asyncpg allows 32,767).
+_EVENTS_PER_READ = 1000
+
+
+class ShownEvent(NamedTuple):
+    event_id: str
+    type: str
+    at: datetime
+    segment: Piece
+
+
+async def shown_events(
+    session: AsyncSession,
+    subscription: Subscription,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> list[ShownEvent]:
+    """The events of ``[start, end)`` that have viewable video, each with the segment that
+    shows it: the event's own clip, else the segment recorded at its instant.
+
+    Two statements, each led by an index, never a walk over the range's segments: the
+    events, each with the id of the device's last segment that started at or before it
+    (a backward index seek per event); then those segments and the events' clips by id.
+    """
+    connection = await session.connection()
+    events = await _events_with_latest(connection, subscription, start, end)
+    by_id, clips = await _watchable_pieces(connection, subscription, events, now)
+    shown: list[ShownEvent] = []
+    for event_id, kind, at, latest_id in events:
+        holder = clips.get(event_id)
+        if holder is None and latest_id in by_id and at < by_id[latest_id].end:
+            holder = by_id[latest_id]
+        if holder is not None:  # an event without viewable video is not on the timeline
+            shown.append(ShownEvent(event_id, kind, at, holder))
+    return shown
+
+
+async def _events_with_latest(
+    connection: AsyncConnection, subscription: Subscription, start: datetime, end: datetime
+) -> Sequence[_Event]:
+    """The events (id, type, instant, ``latest_id``) of the subscription's time in
+    ``[start, end)``, each with the device's last segment that started at or before it."""
+    latest = (
+        sa_select(col(Segment.segment_id))
+        .where(
+            col(Segment.device_id) == col(CameraEvent.device_id),
+            col(Segment.start) <= col(CameraEvent.at),
+            col(Segment.start) > start - LONGEST,
+        )
+        .order_by(col(Segment.start).desc())
+        .limit(1)
+        .correlate(CameraEvent)
+        .scalar_subquery()
+        .label("latest_id")
+    )
+    result = await connection.execute(
+        sa_select(col(CameraEvent.event_id), col(CameraEvent.type), col(CameraEvent.at), latest)
+        .where(
+            col(CameraEvent.device_id) == subscription.device_id,
+            col(CameraEvent.at) >= max(start, subscription.started_at),
+            col(CameraEvent.at) < end,
+        )
+        .order_by(col(CameraEvent.at))
+    )
+    return [_Event(*row) for row in result.all()]
+
+
+async def _watchable_pieces(
+    connection: AsyncConnection,
+    subscription: Subscription,
+    events: Sequence[_Event],
+    now: datetime,
+) -> tuple[dict[str, Piece], dict[str, Piece]]:
+    """The events' candidate segments that may be watched (R5, R6): by segment id, and the
+    events' own clips by event id."""
+    by_id: dict[str, Piece] = {}
+    clips: dict[str, Piece] = {}
+    for first in range(0, len(events), _EVENTS_PER_READ):
+        chunk = events[first : first + _EVENTS_PER_READ]
+        found = await connection.execute(
+            sa_select(
+                *_PIECE_COLUMNS,
+                col(Segment.device_id),
+                col(Segment.subscription_id),
+                col(Segment.expires_at),
+            ).where(
+                or_(
+                    col(Segment.segment_id).in_([e.latest_id for e in chunk if e.latest_id]),
+                    col(Segment.event_id).in_([e.event_id for e in chunk]),
+                )
+            )
+        )
+        for *columns, device_id, subscription_id, expires_at in found:
+            piece = Piece._make(columns)
+            mine = (device_id, subscription_id) == (
+                subscription.device_id,
+                subscription.subscription_id,
+            )
+            if mine and expires_at > now:  # R5, R6: only what may be watched
+                by_id[piece.segment_id] = piece
+                if piece.event_id is not None:
+                    clips[piece.event_id] = piece
+    return by_id, clips
 
 
 # Retention -------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from sqlalchemy.engine import Connection
 import devices.models  # noqa: F401 - registers the tables
 from devices import accounts
 from replay import index_store
-from replay.index_store import extend_ranges
 from replay.models import RecordedRange, Segment
 from storage.db import SCHEMA_VERSION, Database, DatabaseError, Migration, SchemaTooNew
 
@@ -184,9 +183,9 @@ async def test_ranges_follow_batches_of_many_cameras(
     async with Database.open(database_url) as db:
         for offset in (0, 20, 10):  # the last batch joins the first two
             batch = [_segment(c, T + timedelta(seconds=offset)) for c in cameras]
-            async with db.engine.begin() as conn:
-                await conn.execute(insert(Segment.__table__), batch)  # type: ignore[attr-defined]
-                await extend_ranges(conn, batch)
+            async with db.session() as session:
+                await index_store.add_segments(session, batch)
+                await session.commit()
         assert await _ranges(db) == [(c, T, T + timedelta(seconds=30)) for c in cameras]
 
         # One camera catches up on video two hours old while it also records now, under
@@ -198,9 +197,9 @@ async def test_ranges_follow_batches_of_many_cameras(
             _segment("cam-000", T + timedelta(seconds=30), subscription_id="sub-x"),
             _segment("cam-001", T + timedelta(seconds=30)),
         ]
-        async with db.engine.begin() as conn:
-            await conn.execute(insert(Segment.__table__), batch)  # type: ignore[attr-defined]
-            await extend_ranges(conn, batch)
+        async with db.session() as session:
+            await index_store.add_segments(session, batch)
+            await session.commit()
         s = timedelta(seconds=1)
         assert await _ranges(db, ["cam-000", "cam-001"]) == [
             ("cam-000", "sub-cam-000", late, late + 10 * s),

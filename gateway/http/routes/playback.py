@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from aiohttp import web
 from pydantic import AwareDatetime, model_validator
-from sqlalchemy import or_
-from sqlalchemy import select as sa_select
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -23,10 +20,9 @@ from devices.broadband import account_state
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
 from gateway.http.requests import app_token_of, path_id, services_of
 from gateway.services import Services
-from replay import playback
-from replay.index_store import ranges_between
-from replay.models import CameraEvent, FamilyCloudItem, Segment, Subscription
-from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS, family_key
+from replay import index_store, playback
+from replay.models import FamilyCloudItem, Segment, Subscription
+from replay.recording import family_key
 from replay.subscriptions import active_subscription
 
 api = Api()
@@ -108,53 +104,6 @@ async def _watchable(
     return current
 
 
-class Piece(NamedTuple):
-    """The columns playback needs of an indexed segment (no ORM objects on this path)."""
-
-    segment_id: str
-    start: datetime
-    end: datetime
-    event_id: str | None
-    object_key: str
-
-
-_PIECE_COLUMNS = (
-    col(Segment.segment_id),
-    col(Segment.start),
-    col(Segment.end),
-    col(Segment.event_id),
-    col(Segment.object_key),
-)
-
-#: No segment is longer than this (R1: continuous ≤ 60 s, event clips 60 s ± 2 s), so a
-#: segment overlapping ``[start, end)`` began after ``start - LONGEST``: the index on
-#: (device_id, start) then scans only the asked range, not the device's whole history.
-LONGEST = timedelta(seconds=MAX_CONTINUOUS_SECONDS + EVENT_CLIP_TOLERANCE_S)
-
-
-async def _segments(
-    session: AsyncSession,
-    subscription: Subscription,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-) -> list[Piece]:
-    connection = await session.connection()
-    result = await connection.execute(
-        sa_select(*_PIECE_COLUMNS)
-        .where(
-            col(Segment.device_id) == subscription.device_id,
-            col(Segment.start) > start - LONGEST,
-            col(Segment.start) < end,
-            col(Segment.end) > start,
-            col(Segment.subscription_id) == subscription.subscription_id,
-            col(Segment.expires_at) > now,  # the read path enforces the cut-off itself
-        )
-        .order_by(col(Segment.start))
-    )
-    return [Piece(*row) for row in result.all()]
-
-
 async def _asked(
     request: web.Request, session: AsyncSession
 ) -> tuple[str, RangeQuery, Subscription]:
@@ -164,86 +113,6 @@ async def _asked(
     account_id = app_token_of(request).account_id
     current = await _watchable(services_of(request), session, account_id, device_id)
     return device_id, query, current
-
-
-#: Events whose video is looked up per statement (bound parameters: asyncpg allows 32,767).
-_EVENTS_PER_READ = 1000
-
-
-class ShownEvent(NamedTuple):
-    event_id: str
-    type: str
-    at: datetime
-    segment: Piece
-
-
-async def _shown_events(
-    session: AsyncSession, current: Subscription, query: RangeQuery, now: datetime
-) -> list[ShownEvent]:
-    """The events of the asked range that have viewable video, each with the segment that
-    shows it: the event's own clip, else the segment recorded at its instant.
-
-    Two statements, each led by an index, never a walk over the range's segments: the
-    events, each with the id of the device's last segment that started at or before it
-    (a backward index seek per event); then those segments and the events' clips by id.
-    """
-    connection = await session.connection()
-    latest = (
-        sa_select(col(Segment.segment_id))
-        .where(
-            col(Segment.device_id) == col(CameraEvent.device_id),
-            col(Segment.start) <= col(CameraEvent.at),
-            col(Segment.start) > query.start - LONGEST,
-        )
-        .order_by(col(Segment.start).desc())
-        .limit(1)
-        .correlate(CameraEvent)
-        .scalar_subquery()
-        .label("latest_id")
-    )
-    events = (
-        await connection.execute(
-            sa_select(col(CameraEvent.event_id), col(CameraEvent.type), col(CameraEvent.at), latest)
-            .where(
-                col(CameraEvent.device_id) == current.device_id,
-                col(CameraEvent.at) >= max(query.start, current.started_at),
-                col(CameraEvent.at) < query.end,
-            )
-            .order_by(col(CameraEvent.at))
-        )
-    ).all()
-    by_id: dict[str, Piece] = {}
-    clips: dict[str, Piece] = {}
-    for first in range(0, len(events), _EVENTS_PER_READ):
-        chunk = events[first : first + _EVENTS_PER_READ]
-        found = await connection.execute(
-            sa_select(
-                *_PIECE_COLUMNS,
-                col(Segment.device_id),
-                col(Segment.subscription_id),
-                col(Segment.expires_at),
-            ).where(
-                or_(
-                    col(Segment.segment_id).in_([e.latest_id for e in chunk if e.latest_id]),
-                    col(Segment.event_id).in_([e.event_id for e in chunk]),
-                )
-            )
-        )
-        for *columns, device_id, subscription_id, expires_at in found:
-            piece = Piece._make(columns)
-            mine = (device_id, subscription_id) == (current.device_id, current.subscription_id)
-            if mine and expires_at > now:  # R5, R6: only what may be watched
-                by_id[piece.segment_id] = piece
-                if piece.event_id is not None:
-                    clips[piece.event_id] = piece
-    shown: list[ShownEvent] = []
-    for event_id, kind, at, latest_id in events:
-        holder = clips.get(event_id)
-        if holder is None and latest_id in by_id and at < by_id[latest_id].end:
-            holder = by_id[latest_id]
-        if holder is not None:  # an event without viewable video is not on the timeline
-            shown.append(ShownEvent(event_id, kind, at, holder))
-    return shown
 
 
 @api.route(
@@ -264,14 +133,14 @@ async def timeline(request: web.Request) -> web.StreamResponse:
     async with services.db.session() as session:
         device_id, query, current = await _asked(request, session)
         cutoff = playback.retention_cutoff(current.retention_days, now)  # R5
-        stored = await ranges_between(
-            await session.connection(),
+        stored = await index_store.ranges_between(
+            session,
             device_id,
             current.subscription_id,
             max(query.start, cutoff),
             query.end,
         )
-        events = await _shown_events(session, current, query, now)
+        events = await index_store.shown_events(session, current, query.start, query.end, now)
     ranges = playback.visible_ranges(stored, start=query.start, end=query.end, cutoff=cutoff)
     return json_out(
         TimelineOut(
@@ -308,7 +177,9 @@ async def playlist(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     async with services.db.session() as session:
         _, query, current = await _asked(request, session)
-        segments = await _segments(session, current, query.start, query.end, services.clock.now())
+        segments = await index_store.segments_between(
+            session, current, query.start, query.end, services.clock.now()
+        )
     if not segments:
         raise ApiError(404, "no_recording", "nothing recorded in that range")
     ttl = services.settings.url_ttl_seconds
@@ -328,7 +199,7 @@ async def playlist(request: web.Request) -> web.StreamResponse:
 async def _viewable_segment(
     services: Services, session: AsyncSession, account_id: str, segment_id: str
 ) -> Segment:
-    segment = await session.get(Segment, segment_id)
+    segment = await index_store.segment(session, segment_id)
     if segment is None or segment.account_id != account_id:
         raise ApiError(404, "not_found", f"segment {segment_id} not found")
     current = await _watchable(services, session, account_id, segment.device_id)
