@@ -22,8 +22,6 @@ from types import TracebackType
 
 from aiohttp import web
 
-import devices.models  # noqa: F401 - registers the tables
-import replay.models  # noqa: F401
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
 from gateway import broadband, retention
@@ -40,9 +38,9 @@ from gateway.orders import CALLBACK_JOB
 from gateway.services import Services
 from replay import subscriptions
 from replay.billing import business_date
+from replay.migrations import open_database
 from replay.plans import DEFAULT_CATALOG, load_plans
 from replay.recording import lifecycle_rules
-from storage.db import Database
 from storage.open import open_object_store
 
 log = logging.getLogger(__name__)
@@ -94,7 +92,7 @@ class Gateway:
         settings, clock, stack = self.settings, self.clock, self._stack
         metrics = Metrics()
         catalog = load_plans(Path(settings.plans_file)) if settings.plans_file else DEFAULT_CATALOG
-        db = await stack.enter_async_context(Database.open(settings.database_url))
+        db = await stack.enter_async_context(open_database(settings.database_url))
         if settings.http_port == 0:
             # Presigned URLs must name the port, so choose it before the store opens.
             self.port = self._free_port()
