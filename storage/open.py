@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from devices.clock import Clock
 from storage.fsstore import FilesystemObjectStore
 from storage.objects import ObjectStore
+
+
+class Clock(Protocol):
+    """What the stores read of the service's clock (``devices.clock.Clock`` fits)."""
+
+    def now(self) -> datetime: ...
 
 
 @asynccontextmanager
@@ -30,7 +37,7 @@ async def open_object_store(
             root=Path(unquote(parts.path)),
             base_url=base_url,
             signing_key=signing_key,
-            clock=clock,
+            now=clock.now,
         )
         try:
             yield store
