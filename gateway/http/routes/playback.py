@@ -318,14 +318,11 @@ async def save_segment(request: web.Request) -> web.StreamResponse:
 
 
 def _thumbnail(data: bytes) -> bytes:
-    import cv2
+    # Imported on first use, in the worker thread: PyAV and OpenCV take a good part of a
+    # second to import, which every gateway's start (or the event loop) would wait for.
+    from replay.media import first_frame_jpeg
 
-    from simulators.media import decode_first_frame
-
-    ok, jpeg = cv2.imencode(".jpg", decode_first_frame(data))
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return bytes(jpeg.tobytes())
+    return first_frame_jpeg(data)
 
 
 @api.route(
