@@ -15,7 +15,7 @@ from pydantic import AwareDatetime, model_validator
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices import accounts
+from devices import accounts, broadband_store
 from devices.broadband import account_state
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
 from gateway.http.requests import app_token_of, path_id, services_of
@@ -260,7 +260,9 @@ async def save_segment(request: web.Request) -> web.StreamResponse:
         s = await _viewable_segment(
             services, session, token.account_id, path_id(request, "segment_id")
         )
-        if not await services.family_cloud_open(session, token.account_id):
+        if not await broadband_store.family_cloud_open(
+            session, token.account_id, services.clock.now()
+        ):
             raise ApiError(
                 409,
                 "family_cloud_closed",
