@@ -12,7 +12,17 @@ from aiohttp import web
 from devices.accounts import DomainError, resolve_app_token
 from gateway.http.api import ApiError, RouteSpec, error_response, openapi_document
 from gateway.http.requests import APP_TOKEN, OPENAPI, ROUTES, SERVICES, services_of
-from gateway.http.routes import app, broadband, ops, platform, playback, router, subscriptions
+from gateway.http.routes import (
+    app,
+    broadband,
+    family_cloud,
+    ops,
+    platform,
+    playback,
+    router,
+    subscriptions,
+    thumbnails,
+)
 from gateway.services import Services
 from storage.objects import InvalidKey
 
@@ -26,6 +36,8 @@ APIS = (
     broadband.api,
     app.api,
     playback.api,
+    family_cloud.api,
+    thumbnails.api,
     router.api,
 )
 

@@ -1,5 +1,5 @@
 """What every route module shares: the application keys, the request's services and app
-token, and the shapes of ids taken from paths and bodies.
+token, the shapes of ids taken from paths and bodies, and what the family may watch.
 
 Route modules import this module, never :mod:`gateway.http.app`, which imports them.
 """
@@ -7,15 +7,22 @@ Route modules import this module, never :mod:`gateway.http.app`, which imports t
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field, StringConstraints
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import accounts
+from devices.broadband import account_state
 from devices.models import AppToken
-from gateway.http.api import RouteSpec
+from gateway.http.api import ApiError, RouteSpec
 from gateway.services import Services
+from replay import index_store, playback
+from replay.models import Segment, Subscription
+from replay.subscriptions import active_subscription
 
 SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
@@ -44,3 +51,40 @@ def path_id(request: web.Request, name: str) -> str:
     if not _ID.fullmatch(value):
         raise accounts.NotFound(f"{name} {value!r} not found")
     return value
+
+
+async def watchable(session: AsyncSession, account_id: str, device_id: str) -> Subscription:
+    """The device's current subscription if the family may watch it now; else 403/404."""
+    await accounts.device_of_account(session, account_id, device_id)
+    account = await accounts.get_account(session, account_id)
+    current = await active_subscription(session, device_id)
+    latest = (
+        await session.exec(
+            select(Subscription.status)
+            .where(Subscription.device_id == device_id)
+            .order_by(col(Subscription.started_at).desc())
+            .limit(1)
+        )
+    ).first()
+    refusal = playback.playback_refusal(current, latest, account_state(account.broadband_state))
+    if refusal is not None:
+        raise ApiError(refusal.status, refusal.code, refusal.message, rule=refusal.rule)
+    assert current is not None
+    return current
+
+
+async def viewable_segment(
+    session: AsyncSession, account_id: str, segment_id: str, now: datetime
+) -> Segment:
+    """A segment of the account that the family may watch at ``now`` (R5, R6, R8); else
+    403/404."""
+    segment = await index_store.segment(session, segment_id)
+    if segment is None or segment.account_id != account_id:
+        raise ApiError(404, "not_found", f"segment {segment_id} not found")
+    current = await watchable(session, account_id, segment.device_id)
+    verdict = playback.viewable(
+        segment, current_subscription=current, broadband_state="active", now=now
+    )
+    if verdict is not True:
+        raise ApiError(verdict.status, verdict.code, verdict.message, rule=verdict.rule)
+    return segment

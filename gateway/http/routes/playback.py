@@ -1,4 +1,4 @@
-"""Companion-app playback: timeline, HLS playlist, segment URLs, family-cloud saves.
+"""Companion-app playback: timeline, HLS playlist and segment URLs.
 
 Only what the family may watch is shown: segments recorded under the device's current
 subscription (R5, R6), younger than their retention, while broadband is active (R8). A
@@ -7,23 +7,22 @@ device of another account is 404, never 403.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
 
 from aiohttp import web
 from pydantic import AwareDatetime, model_validator
-from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices import accounts, broadband_store
-from devices.broadband import account_state
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
-from gateway.http.requests import app_token_of, path_id, services_of
-from gateway.services import Services
+from gateway.http.requests import (
+    app_token_of,
+    path_id,
+    services_of,
+    viewable_segment,
+    watchable,
+)
 from replay import index_store, playback
-from replay.models import FamilyCloudItem, Segment, Subscription
-from replay.recording import family_key
-from replay.subscriptions import active_subscription
+from replay.models import Subscription
 
 api = Api()
 
@@ -74,36 +73,6 @@ class SegmentUrlOut(Out):
     expires_in: int
 
 
-class SavedOut(Out):
-    item_id: int
-    segment_id: str
-    bytes: int
-    used_bytes: int
-    quota_bytes: int
-
-
-async def _watchable(
-    services: Services, session: AsyncSession, account_id: str, device_id: str
-) -> Subscription:
-    """The device's current subscription if the family may watch it now; else 403/404."""
-    await accounts.device_of_account(session, account_id, device_id)
-    account = await accounts.get_account(session, account_id)
-    current = await active_subscription(session, device_id)
-    latest = (
-        await session.exec(
-            select(Subscription.status)
-            .where(Subscription.device_id == device_id)
-            .order_by(col(Subscription.started_at).desc())
-            .limit(1)
-        )
-    ).first()
-    refusal = playback.playback_refusal(current, latest, account_state(account.broadband_state))
-    if refusal is not None:
-        raise ApiError(refusal.status, refusal.code, refusal.message, rule=refusal.rule)
-    assert current is not None
-    return current
-
-
 async def _asked(
     request: web.Request, session: AsyncSession
 ) -> tuple[str, RangeQuery, Subscription]:
@@ -111,7 +80,7 @@ async def _asked(
     device_id = path_id(request, "device_id")
     query = parse_query(request, RangeQuery)
     account_id = app_token_of(request).account_id
-    current = await _watchable(services_of(request), session, account_id, device_id)
+    current = await watchable(session, account_id, device_id)
     return device_id, query, current
 
 
@@ -196,21 +165,6 @@ async def playlist(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _viewable_segment(
-    services: Services, session: AsyncSession, account_id: str, segment_id: str
-) -> Segment:
-    segment = await index_store.segment(session, segment_id)
-    if segment is None or segment.account_id != account_id:
-        raise ApiError(404, "not_found", f"segment {segment_id} not found")
-    current = await _watchable(services, session, account_id, segment.device_id)
-    verdict = playback.viewable(
-        segment, current_subscription=current, broadband_state="active", now=services.clock.now()
-    )
-    if verdict is not True:
-        raise ApiError(verdict.status, verdict.code, verdict.message, rule=verdict.rule)
-    return segment
-
-
 @api.route(
     "GET",
     "/app/v1/segments/{segment_id}",
@@ -224,8 +178,8 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     token = app_token_of(request)
     async with services.db.session() as session:
-        s = await _viewable_segment(
-            services, session, token.account_id, path_id(request, "segment_id")
+        s = await viewable_segment(
+            session, token.account_id, path_id(request, "segment_id"), services.clock.now()
         )
     ttl = services.settings.url_ttl_seconds
     url = await services.store.presign_get(s.object_key, expires_in=ttl)
@@ -240,112 +194,3 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
             expires_in=ttl,
         )
     )
-
-
-@api.route(
-    "POST",
-    "/app/v1/segments/{segment_id}/save",
-    auth="app",
-    tag="app",
-    summary="Save a clip to the family cloud (R14)",
-    response=SavedOut,
-    status=201,
-    errors=(403, 404, 409),
-)
-async def save_segment(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    token = app_token_of(request)
-    quota = services.settings.family_cloud_quota_bytes
-    async with services.db.session() as session:
-        s = await _viewable_segment(
-            services, session, token.account_id, path_id(request, "segment_id")
-        )
-        if not await broadband_store.family_cloud_open(
-            session, token.account_id, services.clock.now()
-        ):
-            raise ApiError(
-                409,
-                "family_cloud_closed",
-                "the family cloud is closed after a long stop",
-                rule="R15",
-            )
-        used = (
-            await session.exec(
-                select(func.coalesce(func.sum(FamilyCloudItem.bytes), 0)).where(
-                    FamilyCloudItem.account_id == token.account_id
-                )
-            )
-        ).one()
-        key = family_key(token.account_id, s.segment_id, s.start)
-        existing = (
-            await session.exec(select(FamilyCloudItem).where(FamilyCloudItem.object_key == key))
-        ).first()
-        if existing is not None:
-            assert existing.item_id is not None
-            return json_out(
-                SavedOut(
-                    item_id=existing.item_id,
-                    segment_id=s.segment_id,
-                    bytes=existing.bytes,
-                    used_bytes=int(used),
-                    quota_bytes=quota,
-                )
-            )
-        if int(used) + s.bytes > quota:
-            raise ApiError(
-                409, "quota_exceeded", f"the family cloud holds {used} of {quota} bytes", rule="R14"
-            )
-        await services.store.copy(s.object_key, key)
-        item = FamilyCloudItem(
-            account_id=token.account_id,
-            segment_id=s.segment_id,
-            device_id=s.device_id,
-            object_key=key,
-            bytes=s.bytes,
-            saved_at=services.clock.now(),
-        )
-        session.add(item)
-        await session.commit()
-        assert item.item_id is not None
-    return json_out(
-        SavedOut(
-            item_id=item.item_id,
-            segment_id=s.segment_id,
-            bytes=s.bytes,
-            used_bytes=int(used) + s.bytes,
-            quota_bytes=quota,
-        ),
-        201,
-    )
-
-
-def _thumbnail(data: bytes) -> bytes:
-    # Imported on first use, in the worker thread: PyAV and OpenCV take a good part of a
-    # second to import, which every gateway's start (or the event loop) would wait for.
-    from replay.media import first_frame_jpeg
-
-    return first_frame_jpeg(data)
-
-
-@api.route(
-    "GET",
-    "/app/v1/segments/{segment_id}/thumbnail.jpg",
-    auth="app",
-    tag="app",
-    summary="The first frame of a segment as JPEG",
-    content_type="image/jpeg",
-    errors=(403, 404, 422),
-)
-async def thumbnail(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    token = app_token_of(request)
-    async with services.db.session() as session:
-        s = await _viewable_segment(
-            services, session, token.account_id, path_id(request, "segment_id")
-        )
-    data = await services.store.get(s.object_key)
-    try:
-        jpeg = await asyncio.to_thread(_thumbnail, data)
-    except Exception as exc:
-        raise ApiError(422, "not_decodable", "the segment has no decodable video") from exc
-    return web.Response(body=jpeg, content_type="image/jpeg")
