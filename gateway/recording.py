@@ -183,9 +183,8 @@ async def _decide(
             continue
         grant = grants.get(request.segment_id)
         if grant is None:
-            grant = _grant(request, decision, device.device_id, account.account_id, now)
+            grant = index_store.add_grant(session, request, decision, account.account_id, now)
             grants[grant.segment_id] = grant
-            index_store.add_grant(session, grant)
         elif grant.device_id != device.device_id:
             in_use = _reply(
                 ask.req_id,
@@ -198,33 +197,6 @@ async def _decide(
             continue
         granted.append((ask, grant))
     return answers, granted
-
-
-def _grant(
-    request: recording.UploadRequest,
-    decision: recording.Accept,
-    device_id: str,
-    account_id: str,
-    now: datetime,
-) -> UploadGrant:
-    return UploadGrant(
-        segment_id=request.segment_id,
-        device_id=device_id,
-        account_id=account_id,
-        subscription_id=decision.subscription_id,
-        kind=request.kind.value,
-        start=request.start,
-        end=request.end,
-        bytes=request.bytes,
-        sha256=request.sha256,
-        event_id=request.event_id,
-        object_key=recording.object_key(
-            decision.retention_class, device_id, request.start, request.segment_id, request.kind
-        ),
-        retention_class=decision.retention_class,
-        expires_at=decision.expires_at,
-        granted_at=now,
-    )
 
 
 def parse_segment(msg: DeviceMessage) -> recording.UploadRequest:

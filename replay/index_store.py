@@ -34,7 +34,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from replay.models import CameraEvent, RecordedRange, Segment, Subscription, UploadGrant
 from replay.playback import DEFAULT_GAP_TOLERANCE_S, Range, RangeChanges, Recorded, fold_ranges
-from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS
+from replay.recording import (
+    EVENT_CLIP_TOLERANCE_S,
+    MAX_CONTINUOUS_SECONDS,
+    Accept,
+    UploadRequest,
+    object_key,
+)
 from storage.db import UTCDateTime
 
 __all__ = [
@@ -64,6 +70,8 @@ _RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
 _SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
 _GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
+#: What an upload grant copies from the request it answers.
+_REQUEST_FIELDS = ("segment_id", "device_id", "start", "end", "bytes", "sha256", "event_id")
 #: What a segment row copies from its upload grant.
 _GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
 _TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
@@ -86,9 +94,33 @@ async def grants_by_id(session: AsyncSession, segment_ids: Iterable[str]) -> dic
     return {grant.segment_id: grant for grant in result.all()}
 
 
-def add_grant(session: AsyncSession, grant: UploadGrant) -> None:
-    """Record an upload the service allowed; written by the session's commit."""
+def add_grant(
+    session: AsyncSession,
+    request: UploadRequest,
+    accepted: Accept,
+    account_id: str,
+    now: datetime,
+) -> UploadGrant:
+    """Record the upload the service allowed (``upload/res`` ok), which the ``segment``
+    notice settles; written by the session's commit."""
+    grant = UploadGrant(
+        **{name: getattr(request, name) for name in _REQUEST_FIELDS},
+        account_id=account_id,
+        subscription_id=accepted.subscription_id,
+        kind=request.kind.value,
+        object_key=object_key(
+            accepted.retention_class,
+            request.device_id,
+            request.start,
+            request.segment_id,
+            request.kind,
+        ),
+        retention_class=accepted.retention_class,
+        expires_at=accepted.expires_at,
+        granted_at=now,
+    )
     session.add(grant)
+    return grant
 
 
 async def indexed_ids(session: AsyncSession, segment_ids: Iterable[str]) -> set[str]:
