@@ -7,7 +7,6 @@ Route modules import this module, never :mod:`gateway.http.app`, which imports t
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -73,15 +72,16 @@ async def watchable(session: AsyncSession, account_id: str, device_id: str) -> S
     return current
 
 
-async def viewable_segment(
-    session: AsyncSession, account_id: str, segment_id: str, now: datetime
-) -> Segment:
-    """A segment of the account that the family may watch at ``now`` (R5, R6, R8); else
-    403/404."""
+async def viewable_segment(request: web.Request, session: AsyncSession) -> Segment:
+    """The segment the path names, if the requesting family may watch it now (R5, R6, R8);
+    else 403/404."""
+    account_id = app_token_of(request).account_id
+    segment_id = path_id(request, "segment_id")
     segment = await index_store.segment(session, segment_id)
     if segment is None or segment.account_id != account_id:
         raise ApiError(404, "not_found", f"segment {segment_id} not found")
     current = await watchable(session, account_id, segment.device_id)
+    now = services_of(request).clock.now()
     verdict = playback.viewable(
         segment, current_subscription=current, broadband_state="active", now=now
     )

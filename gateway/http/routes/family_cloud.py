@@ -13,7 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import broadband_store
 from gateway.http.api import Api, ApiError, Out, json_out
-from gateway.http.requests import app_token_of, path_id, services_of, viewable_segment
+from gateway.http.requests import app_token_of, services_of, viewable_segment
 from replay.models import FamilyCloudItem
 from replay.recording import family_key
 
@@ -58,58 +58,48 @@ async def _saved(session: AsyncSession, object_key: str) -> FamilyCloudItem | No
 )
 async def save_segment(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    token = app_token_of(request)
+    account_id = app_token_of(request).account_id
     quota = services.settings.family_cloud_quota_bytes
     async with services.db.session() as session:
-        s = await viewable_segment(
-            session, token.account_id, path_id(request, "segment_id"), services.clock.now()
-        )
-        if not await broadband_store.family_cloud_open(
-            session, token.account_id, services.clock.now()
-        ):
+        s = await viewable_segment(request, session)
+        if not await broadband_store.family_cloud_open(session, account_id, services.clock.now()):
             raise ApiError(
                 409,
                 "family_cloud_closed",
                 "the family cloud is closed after a long stop",
                 rule="R15",
             )
-        used = await _used_bytes(session, token.account_id)
-        key = family_key(token.account_id, s.segment_id, s.start)
-        existing = await _saved(session, key)
-        if existing is not None:
-            assert existing.item_id is not None
-            return json_out(
-                SavedOut(
-                    item_id=existing.item_id,
-                    segment_id=s.segment_id,
-                    bytes=existing.bytes,
-                    used_bytes=used,
-                    quota_bytes=quota,
+        used = await _used_bytes(session, account_id)
+        key = family_key(account_id, s.segment_id, s.start)
+        item = await _saved(session, key)
+        status = 200  # saved before: the same item again
+        if item is None:
+            if used + s.bytes > quota:
+                raise ApiError(
+                    409,
+                    "quota_exceeded",
+                    f"the family cloud holds {used} of {quota} bytes",
+                    rule="R14",
                 )
+            await services.store.copy(s.object_key, key)
+            item = FamilyCloudItem(
+                account_id=account_id,
+                segment_id=s.segment_id,
+                device_id=s.device_id,
+                object_key=key,
+                bytes=s.bytes,
+                saved_at=services.clock.now(),
             )
-        if used + s.bytes > quota:
-            raise ApiError(
-                409, "quota_exceeded", f"the family cloud holds {used} of {quota} bytes", rule="R14"
-            )
-        await services.store.copy(s.object_key, key)
-        item = FamilyCloudItem(
-            account_id=token.account_id,
-            segment_id=s.segment_id,
-            device_id=s.device_id,
-            object_key=key,
-            bytes=s.bytes,
-            saved_at=services.clock.now(),
-        )
-        session.add(item)
-        await session.commit()
-        assert item.item_id is not None
-    return json_out(
-        SavedOut(
-            item_id=item.item_id,
-            segment_id=s.segment_id,
-            bytes=s.bytes,
-            used_bytes=used + s.bytes,
-            quota_bytes=quota,
-        ),
-        201,
+            session.add(item)
+            await session.commit()
+            used += s.bytes
+            status = 201
+    assert item.item_id is not None
+    saved = SavedOut(
+        item_id=item.item_id,
+        segment_id=s.segment_id,
+        bytes=item.bytes,
+        used_bytes=used,
+        quota_bytes=quota,
     )
+    return json_out(saved, status)

@@ -176,11 +176,8 @@ async def playlist(request: web.Request) -> web.StreamResponse:
 )
 async def segment_url(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    token = app_token_of(request)
     async with services.db.session() as session:
-        s = await viewable_segment(
-            session, token.account_id, path_id(request, "segment_id"), services.clock.now()
-        )
+        s = await viewable_segment(request, session)
     ttl = services.settings.url_ttl_seconds
     url = await services.store.presign_get(s.object_key, expires_in=ttl)
     return json_out(

@@ -11,7 +11,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.http.api import Api, ApiError
-from gateway.http.requests import app_token_of, path_id, services_of, viewable_segment
+from gateway.http.requests import services_of, viewable_segment
 
 api = Api()
 
@@ -35,11 +35,8 @@ def _thumbnail(data: bytes) -> bytes:
 )
 async def thumbnail(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    token = app_token_of(request)
     async with services.db.session() as session:
-        s = await viewable_segment(
-            session, token.account_id, path_id(request, "segment_id"), services.clock.now()
-        )
+        s = await viewable_segment(request, session)
     data = await services.store.get(s.object_key)
     try:
         jpeg = await asyncio.to_thread(_thumbnail, data)
