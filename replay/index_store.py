@@ -1,17 +1,28 @@
-"""The recording index's statements: one home for the SQL on the segments, upload grants,
-camera events and recorded ranges tables (:mod:`replay.models`).
+"""The recording index's statements: the one home of the SQL on the segments, upload
+grants, camera events and recorded ranges tables (:mod:`replay.models`).
+
+Its callers keep the orchestration (object store, metrics, MQTT answers) and name what
+they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`grants_by_id`,
+:func:`add_grant`, :func:`indexed_ids`, :func:`index_granted`, :func:`add_events`), the
+app's playback routes (:func:`ranges_between`, :func:`shown_events`,
+:func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
+:func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
+:func:`owned_object_keys`, :func:`retention_classes`, :func:`delete_grants_before`), the
+schema step that added the ranges (:func:`backfill_ranges`) and the benchmarks, which
+seed through :func:`add_segments` and :func:`add_events` as indexing does. The write
+path was tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per
+row, and its ranges are read with one statement shape.
 
 The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
 The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
 the timeline reads ranges. They stay true because every way a segment comes and goes
 passes through here in the segment's own transaction:
 
-- indexing (``gateway.recording.index_batch``, through :func:`add_segments`) folds the
-  rows it inserted: one read of the batch's cameras' recent ranges, then one statement each
-  for the inserts, the updates and the deletes (:func:`replay.playback.fold_ranges`
-  decides them). Two writers racing (gateways on a shared subscription) may leave two
-  ranges overlapping; the next segment that touches them folds them into one, and the
-  read path merges what it reads meanwhile;
+- indexing (:func:`add_segments`) folds the rows it inserted: one read of the batch's
+  cameras' recent ranges, then one statement each for the inserts, the updates and the
+  deletes (:func:`replay.playback.fold_ranges` decides them). Two writers racing (gateways
+  on a shared subscription) may leave two ranges overlapping; the next segment that
+  touches them folds them into one, and the read path merges what it reads meanwhile;
 - the retention sweeper calls :func:`drop_expired_ranges`: a range goes when its last
   segment has expired; until then the read path clips it at the retention cut-off
   (:func:`replay.playback.visible_ranges`);
