@@ -444,10 +444,10 @@ async def run_once(
 async def batching_what_if(db: str, rows: int) -> tuple[float, float]:
     """Rows per second inserting camera events as the gateway does (a session and a
     commit each, after the device lookup), and the same rows 100 to a transaction."""
-    from storage.db import Database
+    from replay.migrations import open_database
 
     with tempfile.TemporaryDirectory(prefix="kanjia-bench-whatif-") as tmp_name:
-        async with database(db, Path(tmp_name)) as url, Database.open(url) as data:
+        async with database(db, Path(tmp_name)) as url, open_database(url) as data:
             async with data.session() as session:
                 session.add(
                     Account(

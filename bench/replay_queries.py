@@ -36,11 +36,11 @@ from sqlmodel import SQLModel
 from devices.clock import ManualClock
 from devices.models import Account, AppToken, Device
 from gateway.config import load_settings
-from gateway.http.routes.playback import LONGEST
 from gateway.lifecycle import freeze_heap
 from gateway.service import Gateway
-from replay.models import CameraEvent, Segment, Subscription
-from replay.ranges import extend_ranges
+from replay import index_store
+from replay.index_store import LONGEST
+from replay.models import Subscription
 from storage.db import async_url
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -82,8 +82,9 @@ async def seed(gw: Gateway, *, cameras: int, other_segments: int) -> int:
 
     started = NOW - timedelta(days=DAYS + 1)
     sha = "0" * 64
-    engine = gw.services.db.engine
-    async with engine.begin() as conn:
+    db = gw.services.db
+    async with db.session() as session:
+        conn = await session.connection()
         await conn.execute(
             insert(table(Account)),
             [
@@ -173,18 +174,16 @@ async def seed(gw: Gateway, *, cameras: int, other_segments: int) -> int:
                     }
                 )
                 if len(batch) == 20_000:
-                    await conn.execute(insert(table(Segment)), batch)
-                    await extend_ranges(conn, batch)  # as indexing does
+                    await index_store.add_segments(session, batch)  # as indexing does
                     rows += len(batch)
                     batch = []
             if batch:
-                await conn.execute(insert(table(Segment)), batch)
-                await extend_ranges(conn, batch)
+                await index_store.add_segments(session, batch)
                 rows += len(batch)
         # A busy camera: a detection every EVENT_EVERY, each shown on the timeline.
         events = int(DAYS * timedelta(days=1) / EVENT_EVERY)
-        await conn.execute(
-            insert(table(CameraEvent)),
+        await index_store.add_events(
+            session,
             [
                 {
                     "event_id": f"ev-{i}",
@@ -196,9 +195,10 @@ async def seed(gw: Gateway, *, cameras: int, other_segments: int) -> int:
                 for i in range(events)
             ],
         )
-    if engine.dialect.name == "postgresql":
+        await session.commit()
+    if db.dialect == "postgresql":
         # Committed: statistics gathered in a transaction that rolls back are lost too.
-        async with engine.begin() as conn:
+        async with db.engine.begin() as conn:
             await conn.execute(text("ANALYZE"))
     return rows
 

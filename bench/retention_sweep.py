@@ -20,14 +20,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
-
-from bench.replay_queries import table
 from devices.clock import ManualClock
 from gateway.config import load_settings
 from gateway.retention import sweep_expired
 from gateway.service import Gateway
-from replay.models import Segment
+from replay import index_store
 from storage.objects import ObjectStore
 from tests.seaweed import seaweed_server
 
@@ -75,10 +72,10 @@ async def amain(args: argparse.Namespace) -> None:
                 flush=True,
             )
             expired = NOW - timedelta(days=1)
-            async with gw.services.db.engine.begin() as conn:
+            async with gw.services.db.session() as session:
                 for i in range(0, len(swept_keys), 20_000):
-                    await conn.execute(
-                        insert(table(Segment)),
+                    await index_store.add_segments(  # as indexing does
+                        session,
                         [
                             {
                                 "segment_id": f"s{i + j}",
@@ -86,7 +83,7 @@ async def amain(args: argparse.Namespace) -> None:
                                 "account_id": "acc",
                                 "subscription_id": "sub",
                                 "kind": "continuous",
-                                "start": expired,
+                                "start": expired - timedelta(seconds=10),
                                 "end": expired,
                                 "bytes": len(PAYLOAD),
                                 "sha256": "0" * 64,
@@ -99,6 +96,7 @@ async def amain(args: argparse.Namespace) -> None:
                             for j, key in enumerate(swept_keys[i : i + 20_000])
                         ],
                     )
+                await session.commit()
             started = time.perf_counter()
             swept = await sweep_expired(gw.services)
             sweep_s = time.perf_counter() - started

@@ -117,5 +117,8 @@ class JobRunner:
         """The component: every job runs on its interval for the block's lifetime (one
         TaskGroup, a named task a job)."""
         return running(
-            *((f"gateway[jobs].{job.name}", functools.partial(self._loop, job)) for job in self._jobs)
+            *(
+                (f"gateway[jobs].{job.name}", functools.partial(self._loop, job))
+                for job in self._jobs
+            )
         )

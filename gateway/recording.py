@@ -27,17 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert
-from sqlmodel import col, delete, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.broadband import account_state
 from devices.models import Account, Device, DeviceKind
 from gateway.mqtt.messages import DeviceMessage, Malformed, topic
 from gateway.services import Services
-from replay import recording
-from replay.models import CameraEvent, Segment, UploadGrant
-from replay.ranges import extend_ranges
+from replay import index_store, recording
+from replay.models import UploadGrant
 from replay.subscriptions import active_subscriptions
 
 log = logging.getLogger(__name__)
@@ -65,12 +63,6 @@ class EventNotice:
     at: datetime
     score: float
 
-
-_SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
-_GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
-_EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
-#: What a segment row copies from its upload grant.
-_GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
 
 #: What the recording group commit indexes: segment notices and camera events.
 RecordingItem = recording.UploadRequest | EventNotice
@@ -133,86 +125,10 @@ async def _cameras(
 
 async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     """Decide a batch of upload requests, record the grants in one commit, answer each."""
-    now = services.clock.now()
-    answers: list[tuple[str, bytes]] = []
-    granted: list[tuple[UploadAsk, UploadGrant]] = []
     # Counted once the batch went through: a failed batch is handled again item by item.
     decisions: Counter[str] = Counter()
     async with services.db.session() as session:
-        cameras = await _cameras(session, {ask.request.device_id for ask in asks})
-        subscriptions = await active_subscriptions(session, cameras)
-        segment_ids = list({ask.request.segment_id for ask in asks})
-        grants = {
-            grant.segment_id: grant
-            for grant in (
-                await session.exec(
-                    select(UploadGrant).where(col(UploadGrant.segment_id).in_(segment_ids))
-                )
-            ).all()
-        }
-        for ask in asks:
-            request = ask.request
-            answer = topic(request.device_id, "upload/res")
-            found = cameras.get(request.device_id)
-            if found is None:
-                decisions["unknown_device"] += 1
-                continue
-            device, account = found
-            decision = recording.decide_upload(
-                request,
-                entitlement=recording.entitlement_of(subscriptions.get(device.device_id)),
-                broadband_state=account_state(account.broadband_state),
-                now=now,
-            )
-            if isinstance(decision, recording.Refuse):
-                decisions[decision.code] += 1
-                refusal = _reply(
-                    ask.req_id,
-                    request.segment_id,
-                    ok=False,
-                    code=decision.code,
-                    rule=decision.rule,
-                    message=decision.message,
-                )
-                answers.append((answer, refusal))
-                continue
-            grant = grants.get(request.segment_id)
-            if grant is None:
-                grant = UploadGrant(
-                    segment_id=request.segment_id,
-                    device_id=device.device_id,
-                    account_id=account.account_id,
-                    subscription_id=decision.subscription_id,
-                    kind=request.kind.value,
-                    start=request.start,
-                    end=request.end,
-                    bytes=request.bytes,
-                    sha256=request.sha256,
-                    event_id=request.event_id,
-                    object_key=recording.object_key(
-                        decision.retention_class,
-                        device.device_id,
-                        request.start,
-                        request.segment_id,
-                        request.kind,
-                    ),
-                    retention_class=decision.retention_class,
-                    expires_at=decision.expires_at,
-                    granted_at=now,
-                )
-                grants[grant.segment_id] = grant
-                session.add(grant)
-            elif grant.device_id != device.device_id:
-                in_use = _reply(
-                    ask.req_id,
-                    request.segment_id,
-                    ok=False,
-                    code="invalid_upload",
-                    message="segment_id already in use",
-                )
-                answers.append((answer, in_use))
-                continue
-            granted.append((ask, grant))
+        answers, granted = await _decide(session, asks, services.clock.now(), decisions)
         await session.commit()
     ttl = services.settings.url_ttl_seconds
     for ask, grant in granted:
@@ -227,6 +143,60 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     services.metrics.mqtt_unknown_device.inc(decisions.pop("unknown_device", 0))
     for decision_code, count in decisions.items():
         services.metrics.upload_decisions.labels(decision_code).inc(count)
+
+
+async def _decide(
+    session: AsyncSession, asks: Sequence[UploadAsk], now: datetime, decisions: Counter[str]
+) -> tuple[list[tuple[str, bytes]], list[tuple[UploadAsk, UploadGrant]]]:
+    """The refusals to send, and the grants (new ones added to ``session``) to answer with
+    an upload URL once committed; refusals and unknown devices counted in ``decisions``."""
+    cameras = await _cameras(session, {ask.request.device_id for ask in asks})
+    subscriptions = await active_subscriptions(session, cameras)
+    grants = await index_store.grants_by_id(session, {ask.request.segment_id for ask in asks})
+    answers: list[tuple[str, bytes]] = []
+    granted: list[tuple[UploadAsk, UploadGrant]] = []
+    for ask in asks:
+        request = ask.request
+        answer = topic(request.device_id, "upload/res")
+        found = cameras.get(request.device_id)
+        if found is None:
+            decisions["unknown_device"] += 1
+            continue
+        device, account = found
+        decision = recording.decide_upload(
+            request,
+            entitlement=recording.entitlement_of(subscriptions.get(device.device_id)),
+            broadband_state=account_state(account.broadband_state),
+            now=now,
+        )
+        if isinstance(decision, recording.Refuse):
+            decisions[decision.code] += 1
+            refusal = _reply(
+                ask.req_id,
+                request.segment_id,
+                ok=False,
+                code=decision.code,
+                rule=decision.rule,
+                message=decision.message,
+            )
+            answers.append((answer, refusal))
+            continue
+        grant = grants.get(request.segment_id)
+        if grant is None:
+            grant = index_store.add_grant(session, request, decision, account.account_id, now)
+            grants[grant.segment_id] = grant
+        elif grant.device_id != device.device_id:
+            in_use = _reply(
+                ask.req_id,
+                request.segment_id,
+                ok=False,
+                code="invalid_upload",
+                message="segment_id already in use",
+            )
+            answers.append((answer, in_use))
+            continue
+        granted.append((ask, grant))
+    return answers, granted
 
 
 def parse_segment(msg: DeviceMessage) -> recording.UploadRequest:
@@ -283,18 +253,9 @@ async def _index_segments(
 ) -> int:
     if not notices:
         return 0
-    ids = list({notice.segment_id for notice in notices})
-    done = set(
-        (
-            await session.exec(select(Segment.segment_id).where(col(Segment.segment_id).in_(ids)))
-        ).all()
-    )
-    grants = {
-        grant.segment_id: grant
-        for grant in (
-            await session.exec(select(UploadGrant).where(col(UploadGrant.segment_id).in_(ids)))
-        ).all()
-    }
+    ids = {notice.segment_id for notice in notices}
+    done = await index_store.indexed_ids(session, ids)
+    grants = await index_store.grants_by_id(session, ids)
     todo: dict[str, UploadGrant] = {}
     for notice in notices:
         if notice.segment_id in done or notice.segment_id in todo:
@@ -308,23 +269,14 @@ async def _index_segments(
             continue
         todo[grant.segment_id] = grant
     problems = await _verify(services, list(todo.values()))
-    now = services.clock.now()
-    rows: list[dict[str, Any]] = []
+    checked: list[UploadGrant] = []
     for grant, problem in zip(todo.values(), problems, strict=True):
         if problem is not None:
             rejected[problem] += 1
             log.warning("segment %s refused: %s", grant.segment_id, problem)
             continue
-        row = {column: getattr(grant, column) for column in _GRANT_COLUMNS}
-        rows.append({**row, "indexed_at": now})
-    if rows:
-        # Core executemany: one statement for the batch, no ORM object per row.
-        connection = await session.connection()
-        await connection.execute(insert(_SEGMENTS), rows)
-        await extend_ranges(connection, rows)
-        indexed = [row["segment_id"] for row in rows]
-        await connection.execute(delete(_GRANTS).where(_GRANTS.c.segment_id.in_(indexed)))
-    return len(rows)
+        checked.append(grant)
+    return await index_store.index_granted(session, checked, services.clock.now())
 
 
 async def _verify(services: Services, grants: list[UploadGrant]) -> list[str | None]:
@@ -364,22 +316,11 @@ async def _add_events(
     if not events:
         return 0
     cameras = await _cameras(session, {event.device_id for event in events})
-    ids = list({event.event_id for event in events})
-    seen = set(
-        (
-            await session.exec(
-                select(CameraEvent.event_id).where(col(CameraEvent.event_id).in_(ids))
-            )
-        ).all()
-    )
     rows: list[dict[str, Any]] = []
     for event in events:
         if event.device_id not in cameras:
             rejected["unknown_device"] += 1
             continue
-        if event.event_id in seen:
-            continue
-        seen.add(event.event_id)
         rows.append(
             {
                 "event_id": event.event_id,
@@ -389,7 +330,4 @@ async def _add_events(
                 "score": event.score,
             }
         )
-    if rows:
-        connection = await session.connection()
-        await connection.execute(insert(_EVENTS), rows)
-    return len(rows)
+    return await index_store.add_events(session, rows)

@@ -14,12 +14,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlmodel import col, delete, select
-
 from gateway.services import Services
-from replay.models import Segment, UploadGrant
+from replay import index_store
 from replay.playback import ReconcilePlan, reconcile_plan
-from replay.ranges import drop_expired_ranges
 from replay.recording import RECORDING_PREFIXES, recording_prefix
 
 log = logging.getLogger(__name__)
@@ -36,24 +33,15 @@ async def sweep_expired(services: Services, *, batch: int = SWEEP_BATCH) -> int:
     swept = 0
     while True:
         async with services.db.session() as session:
-            rows = (
-                await session.exec(
-                    select(Segment.segment_id, Segment.object_key)
-                    .where(col(Segment.expires_at) <= now)
-                    .limit(batch)
-                )
-            ).all()
+            rows = await index_store.expired_segments(session, now, batch)
             if not rows:
-                connection = await session.connection()
-                await drop_expired_ranges(connection, now)
+                await index_store.drop_expired_ranges(session, now)
                 await session.commit()
                 return swept
             # Objects first: an index row without its object is reported by reconcile,
             # an object without its row would be an orphan until reconcile finds it.
             await services.store.delete_many([key for _, key in rows])
-            await session.exec(
-                delete(Segment).where(col(Segment.segment_id).in_([sid for sid, _ in rows]))
-            )
+            await index_store.delete_segments(session, [sid for sid, _ in rows])
             await session.commit()
         swept += len(rows)
         services.metrics.segments_swept.inc(len(rows))
@@ -69,9 +57,8 @@ async def reconcile(services: Services, *, allow_mass_delete: bool = False) -> R
     # Known keys are read before listing: an upload in flight is owned by its grant, and
     # a grant becomes a segment row in one transaction, so no live object looks orphaned.
     async with services.db.session() as session:
-        known = set((await session.exec(select(Segment.object_key))).all())
-        known |= set((await session.exec(select(UploadGrant.object_key))).all())
-        classes = set((await session.exec(select(Segment.retention_class).distinct())).all())
+        known = await index_store.owned_object_keys(session)
+        classes = await index_store.retention_classes(session)
     prefixes = set(RECORDING_PREFIXES) | {
         recording_prefix(int(c.rstrip("d"))) for c in classes if c.rstrip("d").isdigit()
     }
@@ -91,21 +78,7 @@ async def reconcile(services: Services, *, allow_mass_delete: bool = False) -> R
         # An upload granted after the keys were read may have landed before the listing:
         # look again, and spare every key that is owned now.
         async with services.db.session() as session:
-            owned = set(
-                (
-                    await session.exec(
-                        select(Segment.object_key).where(col(Segment.object_key).in_(doomed))
-                    )
-                ).all()
-            ) | set(
-                (
-                    await session.exec(
-                        select(UploadGrant.object_key).where(
-                            col(UploadGrant.object_key).in_(doomed)
-                        )
-                    )
-                ).all()
-            )
+            owned = await index_store.owned_object_keys(session, among=doomed)
         doomed = [key for key in doomed if key not in owned]
         for i in range(0, len(doomed), 1000):
             await services.store.delete_many(doomed[i : i + 1000])
@@ -127,6 +100,6 @@ async def drop_stale_grants(services: Services) -> int:
         services.clock.now() - timedelta(seconds=services.settings.url_ttl_seconds) - GRANT_GRACE
     )
     async with services.db.session() as session:
-        result = await session.exec(delete(UploadGrant).where(col(UploadGrant.granted_at) < cutoff))
+        dropped = await index_store.delete_grants_before(session, cutoff)
         await session.commit()
-    return int(result.rowcount)
+    return dropped

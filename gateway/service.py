@@ -23,8 +23,6 @@ from types import TracebackType
 
 from aiohttp import web
 
-import devices.models  # noqa: F401 - registers the tables
-import replay.models  # noqa: F401
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
 from gateway import presence
@@ -39,9 +37,9 @@ from gateway.mqtt.session import MqttSession
 from gateway.orders import CALLBACK_JOB
 from gateway.schedule import JOBS
 from gateway.services import Services
+from replay.migrations import open_database
 from replay.plans import DEFAULT_CATALOG, load_plans
 from replay.recording import lifecycle_rules
-from storage.db import Database
 from storage.open import open_object_store
 
 log = logging.getLogger(__name__)
@@ -111,7 +109,7 @@ class Gateway:
         settings, clock = self.settings, self.clock
         metrics = Metrics()
         catalog = load_plans(Path(settings.plans_file)) if settings.plans_file else DEFAULT_CATALOG
-        db = await stack.enter_async_context(Database.open(settings.database_url))
+        db = await stack.enter_async_context(open_database(settings.database_url))
         if settings.http_port == 0:
             # Presigned URLs must name the port, so choose it before the store opens.
             self.port = free_port(settings.http_host)
@@ -120,7 +118,7 @@ class Gateway:
                 settings.object_store_url,
                 base_url=settings.public_url.rstrip("/") or self.url,
                 signing_key=signing_key(settings),
-                clock=clock,
+                now=clock.now,
                 lifecycle=dict(lifecycle_rules(plan.retention_days for plan in catalog)),
             )
         )

@@ -101,8 +101,8 @@ class Segment(SQLModel, table=True):
 
 class RecordedRange(SQLModel, table=True):
     """Merged recorded time of one device under one subscription: what the timeline reads
-    (a few rows a day instead of 8,640 segments). Kept by ``replay.ranges`` as segments are
-    indexed and swept; it expires with its last segment (R5)."""
+    (a few rows a day instead of 8,640 segments). Kept by ``replay.index_store`` as segments
+    are indexed and swept; it expires with its last segment (R5)."""
 
     __tablename__ = "recorded_ranges"
     __table_args__ = (Index("ranges_by_device_end", "device_id", "end"),)

@@ -7,8 +7,8 @@
   are the segment's wall time on the 90 kHz MPEG-TS clock (modulo 2^33, the PTS field's
   width), so consecutive segments of one camera continue each other's timestamps and an
   HLS player needs a discontinuity tag only where the recording really has a gap.
-* :func:`decode_frames` / :func:`decode_first_frame` read a segment back to BGR frames;
-  :func:`read_timestamp` (from ``simulators.scene``) reads the burned-in time strip.
+* :func:`read_timestamp` (from ``simulators.scene``) reads the burned-in time strip of a
+  frame read back with ``replay.media`` (the service's own decoding, for thumbnails).
 * :class:`MotionDetector` is the camera's own detection: MOG2 background subtraction on
   the frames, the timestamp stamps masked out, the largest moving blob classified by its
   shape and place (door zone, tall, small and low), votes gathered over an episode of
@@ -47,14 +47,11 @@ from simulators.scene import (
 )
 
 __all__ = [
-    "DecodeError",
     "DetectedEvent",
     "EncodeError",
     "EventType",
     "MediaError",
     "MotionDetector",
-    "decode_first_frame",
-    "decode_frames",
     "encode_segment",
     "evaluate",
     "read_timestamp",
@@ -81,15 +78,6 @@ class EncodeError(MediaError):
     def __init__(self, start: datetime, reason: str) -> None:
         super().__init__(f"Could not encode the segment starting {start.isoformat()}: {reason}")
         self.start = start
-        self.reason = reason
-
-
-class DecodeError(MediaError):
-    """The bytes are not a decodable H.264 stream."""
-
-    def __init__(self, size: int, reason: str) -> None:
-        super().__init__(f"Could not decode a segment of {size} bytes: {reason}")
-        self.size = size
         self.reason = reason
 
 
@@ -145,30 +133,6 @@ def encode_segment(
     except av.FFmpegError as exc:
         raise EncodeError(start, str(exc)) from exc
     return out.getvalue()
-
-
-def decode_frames(data: bytes, *, limit: int | None = None) -> list[Frame]:
-    """The BGR frames of a segment's first video stream, at most ``limit`` of them."""
-    frames: list[Frame] = []
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.video:
-                raise DecodeError(len(data), "no video stream")
-            for frame in container.decode(container.streams.video[0]):
-                frames.append(frame.to_ndarray(format="bgr24").astype(np.uint8, copy=False))
-                if limit is not None and len(frames) >= limit:
-                    break
-    except av.FFmpegError as exc:
-        raise DecodeError(len(data), str(exc)) from exc
-    return frames
-
-
-def decode_first_frame(data: bytes) -> Frame:
-    """The first decodable frame of a segment, as a BGR array."""
-    frames = decode_frames(data, limit=1)
-    if not frames:
-        raise DecodeError(len(data), "no frame could be decoded")
-    return frames[0]
 
 
 def synthetic_segment(size: int, seed: int | str) -> bytes:

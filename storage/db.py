@@ -4,10 +4,11 @@ One URL chooses the dialect: ``sqlite:///path`` (WAL journal, foreign keys, busy
 or ``postgresql://...`` (asyncpg). Sessions are SQLAlchemy ``AsyncSession`` objects from
 SQLModel, one per unit of work, never shared between tasks.
 
-Schema versions: a fresh database gets every table of the current code and is stamped
-with :data:`SCHEMA_VERSION`; a database stamped with an older version is upgraded by the
-pending :class:`Migration` steps in order, each in its own transaction, never dropped.
-A database newer than the code is refused rather than guessed at.
+Schema versions: the caller hands :meth:`Database.open` its tables (a ``MetaData``) and its
+:class:`Migration` steps (the service's are ``replay.migrations``). A fresh database gets
+every table and is stamped with the latest version; a database stamped with an older
+version is upgraded by the pending steps in order, each in its own transaction, never
+dropped. A database newer than the code is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, event, inspect, text
+from sqlalchemy import Connection, DateTime, MetaData, event, inspect, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 log = logging.getLogger(__name__)
@@ -71,23 +71,10 @@ class Migration:
     upgrade: Callable[[Connection], None]
 
 
-def _add_recorded_ranges(conn: Connection) -> None:
-    # The step needs the service's models, which import this module: imported late.
-    from replay.models import RecordedRange, Segment
-    from replay.ranges import backfill_ranges
+def schema_version(migrations: Sequence[Migration]) -> int:
+    """The version ``migrations`` bring a database to: 1 (the first tables) without steps."""
+    return max((step.version for step in migrations), default=1)
 
-    RecordedRange.__table__.create(conn)  # type: ignore[attr-defined]
-    for index in Segment.__table__.indexes:  # type: ignore[attr-defined]
-        if index.name == "segments_by_event":
-            index.create(conn)
-    log.info("recorded ranges built from the indexed segments: %d", backfill_ranges(conn))
-
-
-#: Schema steps after version 1 (the first release's tables), in order.
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
-)
-SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 _VERSION_TABLE = "kanjia_schema"
 
@@ -128,7 +115,7 @@ def _stamp(conn: Connection, version: int) -> None:
 
 
 def migrate(
-    conn: Connection, *, metadata: Any, migrations: Sequence[Migration], latest: int
+    conn: Connection, *, metadata: MetaData, migrations: Sequence[Migration], latest: int
 ) -> tuple[int | None, int]:
     """Bring the schema on ``conn`` to ``latest``; return (version found, version now)."""
     if conn.dialect.name == "postgresql":
@@ -159,7 +146,8 @@ def migrate(
 
 
 class Database:
-    """The engine and its sessions; ``async with Database.open(url) as db``."""
+    """The engine and its sessions;
+    ``async with Database.open(url, metadata=..., migrations=...) as db``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -174,10 +162,12 @@ class Database:
         cls,
         url: str,
         *,
-        metadata: Any = None,
-        migrations: Sequence[Migration] = MIGRATIONS,
+        metadata: MetaData,
+        migrations: Sequence[Migration],
         latest: int | None = None,
     ) -> AsyncIterator[Database]:
+        """Open the engine and bring the schema to ``latest`` (by default the last step's
+        version): ``metadata`` has every table, ``migrations`` the steps after version 1."""
         parsed = make_url(url)
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
@@ -192,11 +182,10 @@ class Database:
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:
-            target = SQLModel.metadata if metadata is None else metadata
-            version = SCHEMA_VERSION if latest is None else latest
+            version = schema_version(migrations) if latest is None else latest
             async with engine.begin() as conn:
                 found, now = await conn.run_sync(
-                    lambda c: migrate(c, metadata=target, migrations=migrations, latest=version)
+                    lambda c: migrate(c, metadata=metadata, migrations=migrations, latest=version)
                 )
             log.info("database %s: schema %s -> %d", engine.dialect.name, found, now)
             yield cls(engine)

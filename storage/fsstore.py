@@ -5,8 +5,9 @@ resolved path must stay inside ``root``, so no key can reach outside it. Writes 
 temporary file that is renamed into place, so a reader never sees half an object.
 
 Presigned URLs point at the gateway's own HTTP (``{base_url}/objects/{key}``) and carry
-``expires`` (Unix seconds on the injected clock) and ``sig``, an HMAC-SHA256 over the
-method, key and expiry; :meth:`verify` checks them in constant time.
+``expires`` (Unix seconds on the service's clock, read through the injected ``now``) and
+``sig``, an HMAC-SHA256 over the method, key and expiry; :meth:`verify` checks them in
+constant time.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ import hmac
 import os
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from devices.clock import Clock
 from storage.objects import (
     InvalidKey,
     ObjectInfo,
@@ -43,14 +43,16 @@ class SignatureError(ObjectStoreError):
 
 
 class FilesystemObjectStore:
-    def __init__(self, *, root: Path, base_url: str, signing_key: bytes, clock: Clock) -> None:
+    def __init__(
+        self, *, root: Path, base_url: str, signing_key: bytes, now: Callable[[], datetime]
+    ) -> None:
         if not signing_key:
             raise ValueError("signing_key must not be empty")
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.base_url = base_url.rstrip("/")
         self._key = signing_key
-        self._clock = clock
+        self._now = now
 
     # -- paths -------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -183,7 +185,7 @@ class FilesystemObjectStore:
         validate_key(key)
         if expires_in <= 0:
             raise ValueError("expires_in must be positive")
-        expires = int(self._clock.now().timestamp()) + expires_in
+        expires = int(self._now().timestamp()) + expires_in
         query = urlencode({"expires": expires, "sig": self._signature(method, key, expires)})
         return f"{self.base_url}/objects/{quote(key)}?{query}"
 
@@ -207,7 +209,7 @@ class FilesystemObjectStore:
         expected = self._signature(method, key, expiry)
         if not hmac.compare_digest(expected, sig):
             raise SignatureError("signature does not match")
-        if self._clock.now().timestamp() > expiry:
+        if self._now().timestamp() > expiry:
             raise SignatureError("URL expired")
 
     async def close(self) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from devices.clock import Clock
 from storage.fsstore import FilesystemObjectStore
 from storage.objects import ObjectStore
 
@@ -18,10 +18,13 @@ async def open_object_store(
     *,
     base_url: str,
     signing_key: bytes,
-    clock: Clock,
+    now: Callable[[], datetime],
     lifecycle: Mapping[str, int] | None = None,
 ) -> AsyncIterator[ObjectStore]:
-    """The store; on S3, ``lifecycle`` (prefix → days) backs the sweeper up with expiry rules."""
+    """The store; on S3, ``lifecycle`` (prefix → days) backs the sweeper up with expiry rules.
+
+    ``now`` is the service's clock (presigned URLs of the filesystem store expire by it).
+    """
     parts = urlsplit(url)
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
@@ -30,7 +33,7 @@ async def open_object_store(
             root=Path(unquote(parts.path)),
             base_url=base_url,
             signing_key=signing_key,
-            clock=clock,
+            now=now,
         )
         try:
             yield store

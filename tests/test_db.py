@@ -9,27 +9,27 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, inspect, select, text
 from sqlalchemy.engine import Connection
 
-import devices.models  # noqa: F401 - registers the tables
 from devices import accounts
-from replay import ranges
+from replay import index_store
+from replay.migrations import SCHEMA_VERSION, open_database
 from replay.models import RecordedRange, Segment
-from replay.ranges import extend_ranges
-from storage.db import SCHEMA_VERSION, Database, DatabaseError, Migration, SchemaTooNew
+from storage.db import Database, DatabaseError, Migration, SchemaTooNew
 
 
 async def test_a_fresh_database_gets_every_table_and_the_current_version(
     database_url: str,
 ) -> None:
-    async with Database.open(database_url) as db, db.engine.connect() as conn:
+    async with open_database(database_url) as db, db.engine.connect() as conn:
         names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
         version = (await conn.execute(text("SELECT version FROM kanjia_schema"))).scalar()
     assert {"accounts", "devices", "app_tokens", "kanjia_schema"} <= names
+    assert {"segments", "device_commands", "broadband_states", "router_access"} <= names
     assert version == SCHEMA_VERSION
 
 
 async def test_data_survives_a_restart_and_datetimes_stay_aware_utc(database_url: str) -> None:
     at = datetime(2026, 11, 30, 16, 30, tzinfo=UTC)
-    async with Database.open(database_url) as db, db.session() as s:
+    async with open_database(database_url) as db, db.session() as s:
         await accounts.upsert_account(
             s,
             account_id="a1",
@@ -38,7 +38,7 @@ async def test_data_survives_a_restart_and_datetimes_stay_aware_utc(database_url
             name=None,
             now=at.astimezone(timezone(timedelta(hours=8))),
         )
-    async with Database.open(database_url) as db, db.session() as s:
+    async with open_database(database_url) as db, db.session() as s:
         account = await accounts.get_account(s, "a1")
     assert account.created_at == at
     assert account.created_at.tzinfo is not None
@@ -89,10 +89,10 @@ async def test_an_older_schema_is_upgraded_not_dropped(database_url: str) -> Non
 
 
 async def test_a_newer_schema_is_refused(database_url: str) -> None:
-    async with Database.open(database_url) as db, db.engine.begin() as conn:
+    async with open_database(database_url) as db, db.engine.begin() as conn:
         await conn.execute(text("UPDATE kanjia_schema SET version = 999"))
     with pytest.raises(SchemaTooNew) as caught:
-        async with Database.open(database_url):
+        async with open_database(database_url):
             pass
     assert caught.value.found == 999
 
@@ -105,13 +105,13 @@ async def test_a_database_of_something_else_is_refused(database_url: str) -> Non
         await conn.exec_driver_sql("DROP TABLE kanjia_schema")
         await conn.exec_driver_sql("CREATE TABLE other_app (id INTEGER)")
     with pytest.raises(DatabaseError, match="not a Kanjia database"):
-        async with Database.open(database_url):
+        async with open_database(database_url):
             pass
 
 
 async def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
     url = f"sqlite:///{tmp_path}/wal.db"
-    async with Database.open(url) as db, db.engine.connect() as conn:
+    async with open_database(url) as db, db.engine.connect() as conn:
         mode = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
     assert mode == "wal"
 
@@ -159,13 +159,13 @@ async def test_schema_2_builds_the_kept_ranges_of_the_segments_already_indexed(
     database_url: str,
 ) -> None:
     """The step that adds the timeline's ranges fills them from a version-1 database."""
-    async with Database.open(database_url) as db, db.engine.begin() as conn:
+    async with open_database(database_url) as db, db.engine.begin() as conn:
         await conn.execute(text("DROP TABLE recorded_ranges"))
         await conn.execute(text("DROP INDEX segments_by_event"))
         await conn.execute(text("UPDATE kanjia_schema SET version = 1"))
         segments = [_segment("cam-1", T + timedelta(seconds=10 * i)) for i in (0, 1, 3)]
         await conn.execute(insert(Segment.__table__), segments)  # type: ignore[attr-defined]
-    async with Database.open(database_url) as db:
+    async with open_database(database_url) as db:
         assert await _ranges(db) == [
             ("cam-1", T, T + timedelta(seconds=20)),
             ("cam-1", T + timedelta(seconds=30), T + timedelta(seconds=40)),
@@ -179,14 +179,14 @@ async def test_ranges_follow_batches_of_many_cameras(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More cameras in one batch than one read of the ranges takes (chunked statements)."""
-    monkeypatch.setattr(ranges, "_DEVICES_PER_READ", 200)  # 450 cameras: three reads
+    monkeypatch.setattr(index_store, "_DEVICES_PER_READ", 200)  # 450 cameras: three reads
     cameras = [f"cam-{i:03d}" for i in range(450)]
-    async with Database.open(database_url) as db:
+    async with open_database(database_url) as db:
         for offset in (0, 20, 10):  # the last batch joins the first two
             batch = [_segment(c, T + timedelta(seconds=offset)) for c in cameras]
-            async with db.engine.begin() as conn:
-                await conn.execute(insert(Segment.__table__), batch)  # type: ignore[attr-defined]
-                await extend_ranges(conn, batch)
+            async with db.session() as session:
+                await index_store.add_segments(session, batch)
+                await session.commit()
         assert await _ranges(db) == [(c, T, T + timedelta(seconds=30)) for c in cameras]
 
         # One camera catches up on video two hours old while it also records now, under
@@ -198,9 +198,9 @@ async def test_ranges_follow_batches_of_many_cameras(
             _segment("cam-000", T + timedelta(seconds=30), subscription_id="sub-x"),
             _segment("cam-001", T + timedelta(seconds=30)),
         ]
-        async with db.engine.begin() as conn:
-            await conn.execute(insert(Segment.__table__), batch)  # type: ignore[attr-defined]
-            await extend_ranges(conn, batch)
+        async with db.session() as session:
+            await index_store.add_segments(session, batch)
+            await session.commit()
         s = timedelta(seconds=1)
         assert await _ranges(db, ["cam-000", "cam-001"]) == [
             ("cam-000", "sub-cam-000", late, late + 10 * s),

@@ -18,7 +18,7 @@ from tests.conftest import T0, StartGateway
 @pytest.fixture
 def store(tmp_path: Path) -> FilesystemObjectStore:
     return FilesystemObjectStore(
-        root=tmp_path / "objects", base_url="http://x", signing_key=b"k", clock=ManualClock(T0)
+        root=tmp_path / "objects", base_url="http://x", signing_key=b"k", now=ManualClock(T0).now
     )
 
 

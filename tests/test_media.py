@@ -7,17 +7,16 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import av
+import cv2
 import numpy as np
 import pytest
 
+from replay.media import DecodeError, decode_first_frame, decode_frames, first_frame_jpeg
 from simulators.media import (
     H264_ENCODER,
-    DecodeError,
     DetectedEvent,
     EventType,
     MotionDetector,
-    decode_first_frame,
-    decode_frames,
     encode_segment,
     evaluate,
     synthetic_segment,
@@ -97,6 +96,15 @@ def test_consecutive_segments_decode_alone_and_continue_each_others_clock() -> N
 def test_encode_refuses_a_size_other_than_the_scenes() -> None:
     with pytest.raises(ValueError, match="scene's width and height"):
         encode_segment(Scene(), T0, 1.0, width=640, height=360)
+
+
+def test_the_thumbnail_is_the_first_frame_as_jpeg() -> None:
+    data = encode_segment(Scene(seed=1), T0, 1.0, fps=10, width=320, height=180)
+    jpeg = first_frame_jpeg(data)
+    assert jpeg[:2] == b"\xff\xd8"  # JPEG start of image
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    assert image.shape == decode_first_frame(data).shape == (180, 320, 3)
 
 
 def test_garbage_bytes_are_a_decode_error() -> None:

@@ -21,9 +21,9 @@ from sqlmodel import select
 
 from devices.clock import ManualClock
 from gateway.service import Gateway
+from replay.media import decode_first_frame
 from replay.models import RecordedRange, Segment, UploadGrant
 from simulators.camera import CameraSimulator
-from simulators.media import decode_first_frame
 from simulators.scene import read_timestamp
 from tests.conftest import StartGateway, eventually, platform_headers
 from tests.services import Broker

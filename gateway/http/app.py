@@ -17,11 +17,13 @@ from gateway.http.routes import (
     app,
     broadband,
     commands,
+    family_cloud,
     ops,
     platform,
     playback,
     router,
     subscriptions,
+    thumbnails,
 )
 from gateway.services import Services
 from storage.objects import InvalidKey
@@ -37,6 +39,8 @@ APIS = (
     commands.api,
     app.api,
     playback.api,
+    family_cloud.api,
+    thumbnails.api,
     router.api,
 )
 

@@ -1,5 +1,5 @@
 """What every route module shares: the application keys, the request's services and app
-token, and the shapes of ids taken from paths and bodies.
+token, the shapes of ids taken from paths and bodies, and what the family may watch.
 
 Route modules import this module, never :mod:`gateway.http.app`, which imports them.
 """
@@ -11,11 +11,18 @@ from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field, StringConstraints
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from devices import accounts
+from devices.broadband import account_state
 from devices.errors import NotFound
 from devices.models import AppToken
 from gateway.http.api import RouteSpec
 from gateway.services import Services
+from replay import index_store, playback
+from replay.models import Segment, Subscription
+from replay.subscriptions import active_subscription
 
 SERVICES = web.AppKey("services", Services)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
@@ -44,3 +51,41 @@ def path_id(request: web.Request, name: str) -> str:
     if not _ID.fullmatch(value):
         raise NotFound(name, repr(value))
     return value
+
+
+async def watchable(session: AsyncSession, account_id: str, device_id: str) -> Subscription:
+    """The device's current subscription if the family may watch it now; else 403/404."""
+    await accounts.device_of_account(session, account_id, device_id)
+    account = await accounts.get_account(session, account_id)
+    current = await active_subscription(session, device_id)
+    latest = (
+        await session.exec(
+            select(Subscription.status)
+            .where(Subscription.device_id == device_id)
+            .order_by(col(Subscription.started_at).desc())
+            .limit(1)
+        )
+    ).first()
+    refusal = playback.playback_refusal(current, latest, account_state(account.broadband_state))
+    if refusal is not None:
+        raise refusal.error()
+    assert current is not None
+    return current
+
+
+async def viewable_segment(request: web.Request, session: AsyncSession) -> Segment:
+    """The segment the path names, if the requesting family may watch it now (R5, R6, R8);
+    else 403/404."""
+    account_id = app_token_of(request).account_id
+    segment_id = path_id(request, "segment_id")
+    segment = await index_store.segment(session, segment_id)
+    if segment is None or segment.account_id != account_id:
+        raise NotFound("segment", segment_id)
+    current = await watchable(session, account_id, segment.device_id)
+    now = services_of(request).clock.now()
+    verdict = playback.viewable(
+        segment, current_subscription=current, broadband_state="active", now=now
+    )
+    if verdict is not True:
+        raise verdict.error()
+    return segment

@@ -1,4 +1,4 @@
-"""Companion-app playback: timeline, HLS playlist, segment URLs, family-cloud saves.
+"""Companion-app playback: timeline, HLS playlist and segment URLs.
 
 Only what the family may watch is shown: segments recorded under the device's current
 subscription (R5, R6), younger than their retention, while broadband is active (R8). A
@@ -7,27 +7,22 @@ device of another account is 404, never 403.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta
-from typing import NamedTuple
 
 from aiohttp import web
 from pydantic import AwareDatetime, model_validator
-from sqlalchemy import or_
-from sqlalchemy import select as sa_select
-from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices import accounts
-from devices.broadband import account_state
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
-from gateway.http.requests import app_token_of, path_id, services_of
-from gateway.services import Services
-from replay import playback
-from replay.models import CameraEvent, FamilyCloudItem, Segment, Subscription
-from replay.ranges import ranges_between
-from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS, family_key
-from replay.subscriptions import active_subscription
+from gateway.http.requests import (
+    app_token_of,
+    path_id,
+    services_of,
+    viewable_segment,
+    watchable,
+)
+from replay import index_store, playback
+from replay.models import Subscription
 
 api = Api()
 
@@ -78,83 +73,6 @@ class SegmentUrlOut(Out):
     expires_in: int
 
 
-class SavedOut(Out):
-    item_id: int
-    segment_id: str
-    bytes: int
-    used_bytes: int
-    quota_bytes: int
-
-
-async def _watchable(
-    services: Services, session: AsyncSession, account_id: str, device_id: str
-) -> Subscription:
-    """The device's current subscription if the family may watch it now; else 403/404."""
-    await accounts.device_of_account(session, account_id, device_id)
-    account = await accounts.get_account(session, account_id)
-    current = await active_subscription(session, device_id)
-    latest = (
-        await session.exec(
-            select(Subscription.status)
-            .where(Subscription.device_id == device_id)
-            .order_by(col(Subscription.started_at).desc())
-            .limit(1)
-        )
-    ).first()
-    refusal = playback.playback_refusal(current, latest, account_state(account.broadband_state))
-    if refusal is not None:
-        raise refusal.error()
-    assert current is not None
-    return current
-
-
-class Piece(NamedTuple):
-    """The columns playback needs of an indexed segment (no ORM objects on this path)."""
-
-    segment_id: str
-    start: datetime
-    end: datetime
-    event_id: str | None
-    object_key: str
-
-
-_PIECE_COLUMNS = (
-    col(Segment.segment_id),
-    col(Segment.start),
-    col(Segment.end),
-    col(Segment.event_id),
-    col(Segment.object_key),
-)
-
-#: No segment is longer than this (R1: continuous ≤ 60 s, event clips 60 s ± 2 s), so a
-#: segment overlapping ``[start, end)`` began after ``start - LONGEST``: the index on
-#: (device_id, start) then scans only the asked range, not the device's whole history.
-LONGEST = timedelta(seconds=MAX_CONTINUOUS_SECONDS + EVENT_CLIP_TOLERANCE_S)
-
-
-async def _segments(
-    session: AsyncSession,
-    subscription: Subscription,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-) -> list[Piece]:
-    connection = await session.connection()
-    result = await connection.execute(
-        sa_select(*_PIECE_COLUMNS)
-        .where(
-            col(Segment.device_id) == subscription.device_id,
-            col(Segment.start) > start - LONGEST,
-            col(Segment.start) < end,
-            col(Segment.end) > start,
-            col(Segment.subscription_id) == subscription.subscription_id,
-            col(Segment.expires_at) > now,  # the read path enforces the cut-off itself
-        )
-        .order_by(col(Segment.start))
-    )
-    return [Piece(*row) for row in result.all()]
-
-
 async def _asked(
     request: web.Request, session: AsyncSession
 ) -> tuple[str, RangeQuery, Subscription]:
@@ -162,88 +80,8 @@ async def _asked(
     device_id = path_id(request, "device_id")
     query = parse_query(request, RangeQuery)
     account_id = app_token_of(request).account_id
-    current = await _watchable(services_of(request), session, account_id, device_id)
+    current = await watchable(session, account_id, device_id)
     return device_id, query, current
-
-
-#: Events whose video is looked up per statement (bound parameters: asyncpg allows 32,767).
-_EVENTS_PER_READ = 1000
-
-
-class ShownEvent(NamedTuple):
-    event_id: str
-    type: str
-    at: datetime
-    segment: Piece
-
-
-async def _shown_events(
-    session: AsyncSession, current: Subscription, query: RangeQuery, now: datetime
-) -> list[ShownEvent]:
-    """The events of the asked range that have viewable video, each with the segment that
-    shows it: the event's own clip, else the segment recorded at its instant.
-
-    Two statements, each led by an index, never a walk over the range's segments: the
-    events, each with the id of the device's last segment that started at or before it
-    (a backward index seek per event); then those segments and the events' clips by id.
-    """
-    connection = await session.connection()
-    latest = (
-        sa_select(col(Segment.segment_id))
-        .where(
-            col(Segment.device_id) == col(CameraEvent.device_id),
-            col(Segment.start) <= col(CameraEvent.at),
-            col(Segment.start) > query.start - LONGEST,
-        )
-        .order_by(col(Segment.start).desc())
-        .limit(1)
-        .correlate(CameraEvent)
-        .scalar_subquery()
-        .label("latest_id")
-    )
-    events = (
-        await connection.execute(
-            sa_select(col(CameraEvent.event_id), col(CameraEvent.type), col(CameraEvent.at), latest)
-            .where(
-                col(CameraEvent.device_id) == current.device_id,
-                col(CameraEvent.at) >= max(query.start, current.started_at),
-                col(CameraEvent.at) < query.end,
-            )
-            .order_by(col(CameraEvent.at))
-        )
-    ).all()
-    by_id: dict[str, Piece] = {}
-    clips: dict[str, Piece] = {}
-    for first in range(0, len(events), _EVENTS_PER_READ):
-        chunk = events[first : first + _EVENTS_PER_READ]
-        found = await connection.execute(
-            sa_select(
-                *_PIECE_COLUMNS,
-                col(Segment.device_id),
-                col(Segment.subscription_id),
-                col(Segment.expires_at),
-            ).where(
-                or_(
-                    col(Segment.segment_id).in_([e.latest_id for e in chunk if e.latest_id]),
-                    col(Segment.event_id).in_([e.event_id for e in chunk]),
-                )
-            )
-        )
-        for *columns, device_id, subscription_id, expires_at in found:
-            piece = Piece._make(columns)
-            mine = (device_id, subscription_id) == (current.device_id, current.subscription_id)
-            if mine and expires_at > now:  # R5, R6: only what may be watched
-                by_id[piece.segment_id] = piece
-                if piece.event_id is not None:
-                    clips[piece.event_id] = piece
-    shown: list[ShownEvent] = []
-    for event_id, kind, at, latest_id in events:
-        holder = clips.get(event_id)
-        if holder is None and latest_id in by_id and at < by_id[latest_id].end:
-            holder = by_id[latest_id]
-        if holder is not None:  # an event without viewable video is not on the timeline
-            shown.append(ShownEvent(event_id, kind, at, holder))
-    return shown
 
 
 @api.route(
@@ -264,14 +102,14 @@ async def timeline(request: web.Request) -> web.StreamResponse:
     async with services.db.session() as session:
         device_id, query, current = await _asked(request, session)
         cutoff = playback.retention_cutoff(current.retention_days, now)  # R5
-        stored = await ranges_between(
-            await session.connection(),
+        stored = await index_store.ranges_between(
+            session,
             device_id,
             current.subscription_id,
             max(query.start, cutoff),
             query.end,
         )
-        events = await _shown_events(session, current, query, now)
+        events = await index_store.shown_events(session, current, query.start, query.end, now)
     ranges = playback.visible_ranges(stored, start=query.start, end=query.end, cutoff=cutoff)
     return json_out(
         TimelineOut(
@@ -308,7 +146,9 @@ async def playlist(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     async with services.db.session() as session:
         _, query, current = await _asked(request, session)
-        segments = await _segments(session, current, query.start, query.end, services.clock.now())
+        segments = await index_store.segments_between(
+            session, current, query.start, query.end, services.clock.now()
+        )
     if not segments:
         raise ApiError(404, "no_recording", "nothing recorded in that range")
     ttl = services.settings.url_ttl_seconds
@@ -325,21 +165,6 @@ async def playlist(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def _viewable_segment(
-    services: Services, session: AsyncSession, account_id: str, segment_id: str
-) -> Segment:
-    segment = await session.get(Segment, segment_id)
-    if segment is None or segment.account_id != account_id:
-        raise ApiError(404, "not_found", f"segment {segment_id} not found")
-    current = await _watchable(services, session, account_id, segment.device_id)
-    verdict = playback.viewable(
-        segment, current_subscription=current, broadband_state="active", now=services.clock.now()
-    )
-    if verdict is not True:
-        raise verdict.error()
-    return segment
-
-
 @api.route(
     "GET",
     "/app/v1/segments/{segment_id}",
@@ -351,11 +176,8 @@ async def _viewable_segment(
 )
 async def segment_url(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    token = app_token_of(request)
     async with services.db.session() as session:
-        s = await _viewable_segment(
-            services, session, token.account_id, path_id(request, "segment_id")
-        )
+        s = await viewable_segment(request, session)
     ttl = services.settings.url_ttl_seconds
     url = await services.store.presign_get(s.object_key, expires_in=ttl)
     return json_out(
@@ -369,113 +191,3 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
             expires_in=ttl,
         )
     )
-
-
-@api.route(
-    "POST",
-    "/app/v1/segments/{segment_id}/save",
-    auth="app",
-    tag="app",
-    summary="Save a clip to the family cloud (R14)",
-    response=SavedOut,
-    status=201,
-    errors=(403, 404, 409),
-)
-async def save_segment(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    token = app_token_of(request)
-    quota = services.settings.family_cloud_quota_bytes
-    async with services.db.session() as session:
-        s = await _viewable_segment(
-            services, session, token.account_id, path_id(request, "segment_id")
-        )
-        if not await services.family_cloud_open(session, token.account_id):
-            raise ApiError(
-                409,
-                "family_cloud_closed",
-                "the family cloud is closed after a long stop",
-                rule="R15",
-            )
-        used = (
-            await session.exec(
-                select(func.coalesce(func.sum(FamilyCloudItem.bytes), 0)).where(
-                    FamilyCloudItem.account_id == token.account_id
-                )
-            )
-        ).one()
-        key = family_key(token.account_id, s.segment_id, s.start)
-        existing = (
-            await session.exec(select(FamilyCloudItem).where(FamilyCloudItem.object_key == key))
-        ).first()
-        if existing is not None:
-            assert existing.item_id is not None
-            return json_out(
-                SavedOut(
-                    item_id=existing.item_id,
-                    segment_id=s.segment_id,
-                    bytes=existing.bytes,
-                    used_bytes=int(used),
-                    quota_bytes=quota,
-                )
-            )
-        if int(used) + s.bytes > quota:
-            raise ApiError(
-                409, "quota_exceeded", f"the family cloud holds {used} of {quota} bytes", rule="R14"
-            )
-        await services.store.copy(s.object_key, key)
-        item = FamilyCloudItem(
-            account_id=token.account_id,
-            segment_id=s.segment_id,
-            device_id=s.device_id,
-            object_key=key,
-            bytes=s.bytes,
-            saved_at=services.clock.now(),
-        )
-        session.add(item)
-        await session.commit()
-        assert item.item_id is not None
-    return json_out(
-        SavedOut(
-            item_id=item.item_id,
-            segment_id=s.segment_id,
-            bytes=s.bytes,
-            used_bytes=int(used) + s.bytes,
-            quota_bytes=quota,
-        ),
-        201,
-    )
-
-
-def _thumbnail(data: bytes) -> bytes:
-    import cv2
-
-    from simulators.media import decode_first_frame
-
-    ok, jpeg = cv2.imencode(".jpg", decode_first_frame(data))
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return bytes(jpeg.tobytes())
-
-
-@api.route(
-    "GET",
-    "/app/v1/segments/{segment_id}/thumbnail.jpg",
-    auth="app",
-    tag="app",
-    summary="The first frame of a segment as JPEG",
-    content_type="image/jpeg",
-    errors=(403, 404, 422),
-)
-async def thumbnail(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    token = app_token_of(request)
-    async with services.db.session() as session:
-        s = await _viewable_segment(
-            services, session, token.account_id, path_id(request, "segment_id")
-        )
-    data = await services.store.get(s.object_key)
-    try:
-        jpeg = await asyncio.to_thread(_thumbnail, data)
-    except Exception as exc:
-        raise ApiError(422, "not_decodable", "the segment has no decodable video") from exc
-    return web.Response(body=jpeg, content_type="image/jpeg")

@@ -1,0 +1,562 @@
+"""The recording index's statements: the one home of the SQL on the segments, upload
+grants, camera events and recorded ranges tables (:mod:`replay.models`).
+
+Its callers keep the orchestration (object store, metrics, MQTT answers) and name what
+they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`grants_by_id`,
+:func:`add_grant`, :func:`indexed_ids`, :func:`index_granted`, :func:`add_events`), the
+app's playback routes (:func:`ranges_between`, :func:`shown_events`,
+:func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
+:func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
+:func:`owned_object_keys`, :func:`retention_classes`, :func:`delete_grants_before`), the
+schema step that added the ranges (:func:`backfill_ranges`) and the benchmarks, which
+seed through :func:`add_segments` and :func:`add_events` as indexing does. The write
+path was tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per
+row, and its ranges are read with one statement shape.
+
+The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
+The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
+the timeline reads ranges. They stay true because every way a segment comes and goes
+passes through here in the segment's own transaction:
+
+- indexing (:func:`add_segments`) folds the rows it inserted: one read of the batch's
+  cameras' recent ranges, then one statement each for the inserts, the updates and the
+  deletes (:func:`replay.playback.fold_ranges` decides them). Two writers racing (gateways
+  on a shared subscription) may leave two ranges overlapping; the next segment that
+  touches them folds them into one, and the read path merges what it reads meanwhile;
+- the retention sweeper calls :func:`drop_expired_ranges`: a range goes when its last
+  segment has expired; until then the read path clips it at the retention cut-off
+  (:func:`replay.playback.visible_ranges`);
+- the schema step that introduced the table fills it from the segments already indexed
+  (:func:`backfill_ranges`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, Table, bindparam, delete, insert, or_, update
+from sqlalchemy import select as sa_select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from replay.models import CameraEvent, RecordedRange, Segment, Subscription, UploadGrant
+from replay.playback import DEFAULT_GAP_TOLERANCE_S, Range, RangeChanges, Recorded, fold_ranges
+from replay.recording import (
+    EVENT_CLIP_TOLERANCE_S,
+    MAX_CONTINUOUS_SECONDS,
+    Accept,
+    UploadRequest,
+    object_key,
+)
+from storage.db import UTCDateTime
+
+__all__ = [
+    "LONGEST",
+    "Piece",
+    "ShownEvent",
+    "add_events",
+    "add_grant",
+    "add_segments",
+    "backfill_ranges",
+    "delete_grants_before",
+    "delete_segments",
+    "drop_expired_ranges",
+    "expired_segments",
+    "grants_by_id",
+    "index_granted",
+    "indexed_ids",
+    "owned_object_keys",
+    "ranges_between",
+    "retention_classes",
+    "segment",
+    "segments_between",
+    "shown_events",
+]
+
+_RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
+_SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
+_GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
+_EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
+#: What an upload grant copies from the request it answers.
+_REQUEST_FIELDS = ("segment_id", "device_id", "start", "end", "bytes", "sha256", "event_id")
+#: What a segment row copies from its upload grant.
+_GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
+_TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
+#: Devices read per statement (bound parameters: asyncpg allows 32,767).
+_DEVICES_PER_READ = 1000
+#: A new segment older than this before the batch's newest is read on its own (_near).
+_CATCH_UP = timedelta(hours=1)
+
+Pair = tuple[str, str]
+
+
+# Upload grants and indexing -------------------------------------------------------------
+
+
+async def grants_by_id(session: AsyncSession, segment_ids: Iterable[str]) -> dict[str, UploadGrant]:
+    """The upload grants of these segments, by segment id."""
+    result = await session.exec(
+        select(UploadGrant).where(col(UploadGrant.segment_id).in_(list(segment_ids)))
+    )
+    return {grant.segment_id: grant for grant in result.all()}
+
+
+def add_grant(
+    session: AsyncSession,
+    request: UploadRequest,
+    accepted: Accept,
+    account_id: str,
+    now: datetime,
+) -> UploadGrant:
+    """Record the upload the service allowed (``upload/res`` ok), which the ``segment``
+    notice settles; written by the session's commit."""
+    grant = UploadGrant(
+        **{name: getattr(request, name) for name in _REQUEST_FIELDS},
+        account_id=account_id,
+        subscription_id=accepted.subscription_id,
+        kind=request.kind.value,
+        object_key=object_key(
+            accepted.retention_class,
+            request.device_id,
+            request.start,
+            request.segment_id,
+            request.kind,
+        ),
+        retention_class=accepted.retention_class,
+        expires_at=accepted.expires_at,
+        granted_at=now,
+    )
+    session.add(grant)
+    return grant
+
+
+async def indexed_ids(session: AsyncSession, segment_ids: Iterable[str]) -> set[str]:
+    """Which of these segments are indexed already."""
+    result = await session.exec(
+        select(Segment.segment_id).where(col(Segment.segment_id).in_(list(segment_ids)))
+    )
+    return set(result.all())
+
+
+async def index_granted(session: AsyncSession, grants: Sequence[UploadGrant], now: datetime) -> int:
+    """Index the segments of these grants (their objects checked by the caller) and settle
+    the grants, in the caller's transaction; return how many were indexed."""
+    if not grants:
+        return 0
+    rows = [
+        {**{column: getattr(grant, column) for column in _GRANT_COLUMNS}, "indexed_at": now}
+        for grant in grants
+    ]
+    await add_segments(session, rows)
+    connection = await session.connection()
+    indexed = [row["segment_id"] for row in rows]
+    await connection.execute(delete(_GRANTS).where(_GRANTS.c.segment_id.in_(indexed)))
+    return len(rows)
+
+
+async def add_segments(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert segment rows (every column of :class:`~replay.models.Segment`) and fold them
+    into the ranges, in the caller's transaction."""
+    # Core executemany: one statement for the batch, no ORM object per row.
+    connection = await session.connection()
+    await connection.execute(insert(_SEGMENTS), rows)
+    await _extend_ranges(connection, rows)
+
+
+async def add_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Add the camera events (``event_id``, ``device_id``, ``type``, ``at``, ``score``) that
+    are not stored yet, each once, in the caller's transaction; return how many."""
+    if not rows:
+        return 0
+    ids = list({row["event_id"] for row in rows})
+    seen = set(
+        (
+            await session.exec(
+                select(CameraEvent.event_id).where(col(CameraEvent.event_id).in_(ids))
+            )
+        ).all()
+    )
+    new: list[Mapping[str, Any]] = []
+    for row in rows:
+        if row["event_id"] not in seen:
+            seen.add(row["event_id"])
+            new.append(row)
+    if new:
+        connection = await session.connection()
+        await connection.execute(insert(_EVENTS), new)
+    return len(new)
+
+
+# Recorded ranges -----------------------------------------------------------------------
+
+
+async def _extend_ranges(
+    connection: AsyncConnection, segments: Iterable[Mapping[str, Any]]
+) -> None:
+    """Fold newly inserted segment rows (``device_id``, ``subscription_id``, ``start``,
+    ``end``, ``expires_at``) into the stored ranges, in the caller's transaction."""
+    new: dict[Pair, list[Recorded]] = defaultdict(list)
+    for row in segments:
+        new[(row["device_id"], row["subscription_id"])].append(
+            Recorded(row["start"], row["end"], row["expires_at"])
+        )
+    if not new:
+        return
+    # A stored range is touched when it reaches within the tolerance of a new segment.
+    low = {pair: min(r.start for r in rs) - _TOLERANCE for pair, rs in new.items()}
+    high = {pair: max(r.end for r in rs) + _TOLERANCE for pair, rs in new.items()}
+    stored: dict[Pair, dict[int, Recorded]] = defaultdict(dict)
+    for range_id, device_id, subscription_id, start, end, expires_at in await _near(
+        connection, low
+    ):
+        pair = (device_id, subscription_id)
+        if pair in new and end >= low[pair] and start <= high[pair]:
+            stored[pair][range_id] = Recorded(start, end, expires_at, range_id)
+    changes = {pair: fold_ranges(stored[pair].values(), rs) for pair, rs in new.items()}
+    await _apply(connection, changes)
+
+
+async def _near(connection: AsyncConnection, low: Mapping[Pair, datetime]) -> list[Any]:
+    """The stored ranges of the batch's devices that end at or after their pair's ``low``,
+    and some more (the caller filters; a range may come twice): in the usual batch every
+    camera sends what it just recorded, so one statement with one bound serves them all;
+    a camera catching up on older video is read on its own, so that it cannot widen
+    everyone's read."""
+    recent = max(low.values()) - _CATCH_UP
+    usual = sorted({device_id for (device_id, _), at in low.items() if at >= recent})
+    bound = min(at for at in low.values() if at >= recent)
+    reads = [
+        {"devices": usual[first : first + _DEVICES_PER_READ], "low": bound}
+        for first in range(0, len(usual), _DEVICES_PER_READ)
+    ]
+    reads += [{"devices": [pair[0]], "low": at} for pair, at in low.items() if at < recent]
+    rows: list[Any] = []
+    for parameters in reads:
+        rows.extend(await connection.execute(_READ_DEVICES, parameters))
+    return rows
+
+
+_COLUMNS = (
+    _RANGES.c.range_id,
+    _RANGES.c.device_id,
+    _RANGES.c.subscription_id,
+    _RANGES.c.start,
+    _RANGES.c.end,
+    _RANGES.c.expires_at,
+)
+#: One statement shape whatever the batch (compiled once): the index on (device, end).
+_READ_DEVICES = sa_select(*_COLUMNS).where(
+    _RANGES.c.device_id.in_(bindparam("devices", expanding=True)),
+    _RANGES.c.end >= bindparam("low", type_=UTCDateTime()),
+)
+
+
+async def _apply(connection: AsyncConnection, changes: Mapping[Pair, RangeChanges]) -> None:
+    inserts = [_row(pair, r) for pair, change in changes.items() for r in change.inserts]
+    updates = [
+        {"rid": r.range_id, "new_start": r.start, "new_end": r.end, "new_expiry": r.expires_at}
+        for change in changes.values()
+        for r in change.updates
+    ]
+    deletes = [rid for change in changes.values() for rid in change.deletes]
+    if inserts:
+        await connection.execute(insert(_RANGES), inserts)
+    if updates:
+        await connection.execute(_UPDATE, updates)
+    if deletes:
+        await connection.execute(delete(_RANGES).where(_RANGES.c.range_id.in_(deletes)))
+
+
+def _row(pair: Pair, r: Recorded) -> dict[str, Any]:
+    device_id, subscription_id = pair
+    return {
+        "device_id": device_id,
+        "subscription_id": subscription_id,
+        "start": r.start,
+        "end": r.end,
+        "expires_at": r.expires_at,
+    }
+
+
+_UPDATE = (
+    update(_RANGES)
+    .where(_RANGES.c.range_id == bindparam("rid"))
+    .values(
+        start=bindparam("new_start", type_=UTCDateTime()),
+        end=bindparam("new_end", type_=UTCDateTime()),
+        expires_at=bindparam("new_expiry", type_=UTCDateTime()),
+    )
+)
+
+
+# Reads for playback ----------------------------------------------------------------------
+
+
+async def ranges_between(
+    session: AsyncSession,
+    device_id: str,
+    subscription_id: str,
+    start: datetime,
+    end: datetime,
+) -> list[Range]:
+    """The stored ranges of a device/subscription that overlap ``[start, end)``, in order."""
+    connection = await session.connection()
+    result = await connection.execute(
+        sa_select(_RANGES.c.start, _RANGES.c.end)
+        .where(
+            _RANGES.c.device_id == device_id,
+            _RANGES.c.subscription_id == subscription_id,
+            _RANGES.c.end > start,
+            _RANGES.c.start < end,
+        )
+        .order_by(_RANGES.c.start)
+    )
+    return [(a, b) for a, b in result]
+
+
+class Piece(NamedTuple):
+    """The columns playback needs of an indexed segment (no ORM objects on this path)."""
+
+    segment_id: str
+    start: datetime
+    end: datetime
+    event_id: str | None
+    object_key: str
+
+
+_PIECE_COLUMNS = (
+    col(Segment.segment_id),
+    col(Segment.start),
+    col(Segment.end),
+    col(Segment.event_id),
+    col(Segment.object_key),
+)
+
+#: No segment is longer than this (R1: continuous ≤ 60 s, event clips 60 s ± 2 s), so a
+#: segment overlapping ``[start, end)`` began after ``start - LONGEST``: the index on
+#: (device_id, start) then scans only the asked range, not the device's whole history.
+LONGEST = timedelta(seconds=MAX_CONTINUOUS_SECONDS + EVENT_CLIP_TOLERANCE_S)
+
+
+async def segments_between(
+    session: AsyncSession,
+    subscription: Subscription,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> list[Piece]:
+    """The segments of the device recorded under ``subscription`` that overlap
+    ``[start, end)`` and have not expired at ``now``, in order."""
+    connection = await session.connection()
+    result = await connection.execute(
+        sa_select(*_PIECE_COLUMNS)
+        .where(
+            col(Segment.device_id) == subscription.device_id,
+            col(Segment.start) > start - LONGEST,
+            col(Segment.start) < end,
+            col(Segment.end) > start,
+            col(Segment.subscription_id) == subscription.subscription_id,
+            col(Segment.expires_at) > now,  # the read path enforces the cut-off itself
+        )
+        .order_by(col(Segment.start))
+    )
+    return [Piece(*row) for row in result.all()]
+
+
+async def segment(session: AsyncSession, segment_id: str) -> Segment | None:
+    """One indexed segment, or ``None``."""
+    return await session.get(Segment, segment_id)
+
+
+class _Event(NamedTuple):
+    """An event with the id of the device's last segment that started at or before it."""
+
+    event_id: str
+    type: str
+    at: datetime
+    latest_id: str | None
+
+
+#: Events whose video is looked up per statement (bound parameters: asyncpg allows 32,767).
+_EVENTS_PER_READ = 1000
+
+
+class ShownEvent(NamedTuple):
+    event_id: str
+    type: str
+    at: datetime
+    segment: Piece
+
+
+async def shown_events(
+    session: AsyncSession,
+    subscription: Subscription,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+) -> list[ShownEvent]:
+    """The events of ``[start, end)`` that have viewable video, each with the segment that
+    shows it: the event's own clip, else the segment recorded at its instant.
+
+    Two statements, each led by an index, never a walk over the range's segments: the
+    events, each with the id of the device's last segment that started at or before it
+    (a backward index seek per event); then those segments and the events' clips by id.
+    """
+    connection = await session.connection()
+    events = await _events_with_latest(connection, subscription, start, end)
+    by_id, clips = await _watchable_pieces(connection, subscription, events, now)
+    shown: list[ShownEvent] = []
+    for event_id, kind, at, latest_id in events:
+        holder = clips.get(event_id)
+        if holder is None and latest_id in by_id and at < by_id[latest_id].end:
+            holder = by_id[latest_id]
+        if holder is not None:  # an event without viewable video is not on the timeline
+            shown.append(ShownEvent(event_id, kind, at, holder))
+    return shown
+
+
+async def _events_with_latest(
+    connection: AsyncConnection, subscription: Subscription, start: datetime, end: datetime
+) -> Sequence[_Event]:
+    """The events (id, type, instant, ``latest_id``) of the subscription's time in
+    ``[start, end)``, each with the device's last segment that started at or before it."""
+    latest = (
+        sa_select(col(Segment.segment_id))
+        .where(
+            col(Segment.device_id) == col(CameraEvent.device_id),
+            col(Segment.start) <= col(CameraEvent.at),
+            col(Segment.start) > start - LONGEST,
+        )
+        .order_by(col(Segment.start).desc())
+        .limit(1)
+        .correlate(CameraEvent)
+        .scalar_subquery()
+        .label("latest_id")
+    )
+    result = await connection.execute(
+        sa_select(col(CameraEvent.event_id), col(CameraEvent.type), col(CameraEvent.at), latest)
+        .where(
+            col(CameraEvent.device_id) == subscription.device_id,
+            col(CameraEvent.at) >= max(start, subscription.started_at),
+            col(CameraEvent.at) < end,
+        )
+        .order_by(col(CameraEvent.at))
+    )
+    return [_Event(*row) for row in result.all()]
+
+
+async def _watchable_pieces(
+    connection: AsyncConnection,
+    subscription: Subscription,
+    events: Sequence[_Event],
+    now: datetime,
+) -> tuple[dict[str, Piece], dict[str, Piece]]:
+    """The events' candidate segments that may be watched (R5, R6): by segment id, and the
+    events' own clips by event id."""
+    by_id: dict[str, Piece] = {}
+    clips: dict[str, Piece] = {}
+    for first in range(0, len(events), _EVENTS_PER_READ):
+        chunk = events[first : first + _EVENTS_PER_READ]
+        found = await connection.execute(
+            sa_select(
+                *_PIECE_COLUMNS,
+                col(Segment.device_id),
+                col(Segment.subscription_id),
+                col(Segment.expires_at),
+            ).where(
+                or_(
+                    col(Segment.segment_id).in_([e.latest_id for e in chunk if e.latest_id]),
+                    col(Segment.event_id).in_([e.event_id for e in chunk]),
+                )
+            )
+        )
+        for *columns, device_id, subscription_id, expires_at in found:
+            piece = Piece._make(columns)
+            mine = (device_id, subscription_id) == (
+                subscription.device_id,
+                subscription.subscription_id,
+            )
+            if mine and expires_at > now:  # R5, R6: only what may be watched
+                by_id[piece.segment_id] = piece
+                if piece.event_id is not None:
+                    clips[piece.event_id] = piece
+    return by_id, clips
+
+
+# Retention -------------------------------------------------------------------------------
+
+
+async def expired_segments(
+    session: AsyncSession, now: datetime, limit: int
+) -> list[tuple[str, str]]:
+    """The id and object key of at most ``limit`` segments expired at ``now`` (R5)."""
+    result = await session.exec(
+        select(Segment.segment_id, Segment.object_key)
+        .where(col(Segment.expires_at) <= now)
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def delete_segments(session: AsyncSession, segment_ids: Sequence[str]) -> None:
+    """Delete these segments' index rows (their objects are the caller's)."""
+    await session.exec(delete(Segment).where(col(Segment.segment_id).in_(segment_ids)))
+
+
+async def drop_expired_ranges(session: AsyncSession, now: datetime) -> int:
+    """Delete the ranges whose every segment has expired (R5); return how many."""
+    connection = await session.connection()
+    result = await connection.execute(delete(_RANGES).where(_RANGES.c.expires_at <= now))
+    return int(result.rowcount)
+
+
+async def owned_object_keys(session: AsyncSession, among: Sequence[str] | None = None) -> set[str]:
+    """The object keys an indexed segment or a pending upload grant owns; with ``among``,
+    only those of these keys."""
+    segments = select(Segment.object_key)
+    grants = select(UploadGrant.object_key)
+    if among is not None:
+        segments = segments.where(col(Segment.object_key).in_(among))
+        grants = grants.where(col(UploadGrant.object_key).in_(among))
+    return set((await session.exec(segments)).all()) | set((await session.exec(grants)).all())
+
+
+async def retention_classes(session: AsyncSession) -> set[str]:
+    """The retention classes (``7d``...) of the indexed segments."""
+    return set((await session.exec(select(Segment.retention_class).distinct())).all())
+
+
+async def delete_grants_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Forget the upload grants given before ``cutoff``; return how many."""
+    result = await session.exec(delete(UploadGrant).where(col(UploadGrant.granted_at) < cutoff))
+    return int(result.rowcount)
+
+
+# Schema step ---------------------------------------------------------------------------
+
+
+def backfill_ranges(connection: Connection) -> int:
+    """Build the ranges of every segment already indexed (the schema step that added the
+    table); one device/subscription at a time. Return how many ranges were written."""
+    pairs = connection.execute(
+        sa_select(_SEGMENTS.c.device_id, _SEGMENTS.c.subscription_id).distinct()
+    ).all()
+    written = 0
+    for device_id, subscription_id in pairs:
+        segments = connection.execute(
+            sa_select(_SEGMENTS.c.start, _SEGMENTS.c.end, _SEGMENTS.c.expires_at).where(
+                _SEGMENTS.c.device_id == device_id,
+                _SEGMENTS.c.subscription_id == subscription_id,
+            )
+        )
+        change = fold_ranges([], [Recorded(*row) for row in segments])
+        if change.inserts:
+            connection.execute(
+                insert(_RANGES), [_row((device_id, subscription_id), r) for r in change.inserts]
+            )
+        written += len(change.inserts)
+    return written

@@ -1,0 +1,52 @@
+"""The service's database schema, handed to :meth:`storage.db.Database.open`.
+
+Every module that declares tables is imported here, in this one place, so that
+:data:`METADATA` holds them all whoever opens the database. :data:`MIGRATIONS` are the
+schema steps after version 1 (the first release's tables), in order; a fresh database
+gets every table at once and is stamped with :data:`SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractAsyncContextManager
+
+from sqlalchemy import Connection
+from sqlmodel import SQLModel
+
+# Every module that declares tables, imported for them (they join SQLModel.metadata).
+import devices.broadband_store
+import devices.commands
+import devices.models
+import devices.router_store  # noqa: F401
+from replay import index_store
+from replay.models import RecordedRange, Segment
+from storage.db import Database, Migration, schema_version
+
+log = logging.getLogger(__name__)
+
+#: Every table of the service.
+METADATA = SQLModel.metadata
+
+
+def _add_recorded_ranges(conn: Connection) -> None:
+    RecordedRange.__table__.create(conn)  # type: ignore[attr-defined]
+    for index in Segment.__table__.indexes:  # type: ignore[attr-defined]
+        if index.name == "segments_by_event":
+            index.create(conn)
+    log.info(
+        "recorded ranges built from the indexed segments: %d", index_store.backfill_ranges(conn)
+    )
+
+
+#: Schema steps after version 1 (the first release's tables), in order.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
+)
+SCHEMA_VERSION = schema_version(MIGRATIONS)
+
+
+def open_database(url: str) -> AbstractAsyncContextManager[Database]:
+    """``async with open_database(url) as db``: the service's database, brought up to
+    :data:`SCHEMA_VERSION` (:meth:`storage.db.Database.open` with this schema)."""
+    return Database.open(url, metadata=METADATA, migrations=MIGRATIONS)
