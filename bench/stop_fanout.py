@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import tempfile
 import threading
@@ -48,11 +47,10 @@ from bench.common import (
     ratio,
     row,
 )
-from devices import desired
 from devices.clock import SimClock
 from devices.models import DesiredState
 from gateway.lifecycle import freeze_heap
-from gateway.mqtt.messages import topic
+from gateway.mqtt.messages import Desired, topic
 from gateway.service import Gateway
 from simulators.fleet import (
     DeviceSpec,
@@ -204,7 +202,7 @@ async def measure(
     services = gateway.services
     async with services.db.session() as session:
         states = (await session.exec(select(DesiredState))).all()
-    documents = {s.device_id: json.dumps(desired.payload(s)).encode() for s in states}
+    documents = {s.device_id: Desired(s.device_id, s.version, s.document).payload() for s in states}
     await asyncio.sleep(1.0)
     # 1. Baseline: the same fan-out, bare (paho publisher, broker, devices).
     start = await asyncio.to_thread(bare_fanout, port, documents)

@@ -22,10 +22,6 @@ from devices.models import Account, DesiredState, Device
 Compose: TypeAlias = Callable[[Device, Account], dict[str, Any]]
 
 
-def payload(state: DesiredState) -> dict[str, Any]:
-    return {"version": state.version, **state.document}
-
-
 async def refresh(
     session: AsyncSession,
     device_ids: Iterable[str],

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +23,7 @@ from devices.models import Device
 from devices.orders import Answer
 from gateway.answers import Out
 from gateway.jobs import JobSpec
-from gateway.mqtt.messages import DeviceMessage, Malformed, topic
+from gateway.mqtt.messages import RpcRequest, RpcResult
 from gateway.mqtt.session import NotConnected
 from gateway.orders import execute_order
 from gateway.services import Services
@@ -149,16 +148,15 @@ async def list_commands(services: Services, device_id: str) -> list[cmd.DeviceCo
 # --- the job ------------------------------------------------------------------------------
 
 
-def rpc_request(row: cmd.DeviceCommand) -> bytes:
-    """The ``rpc/req`` payload: ``{"id", "method", "params", "deadline"}``."""
-    return json.dumps(
-        {
-            "id": row.command_id,
-            "method": row.method,
-            "params": row.params,
-            "deadline": row.deadline.isoformat(),
-        }
-    ).encode()
+def rpc_request(row: cmd.DeviceCommand) -> RpcRequest:
+    """The ``rpc/req`` of a command."""
+    return RpcRequest(
+        device_id=row.device_id,
+        id=row.command_id,
+        method=row.method,
+        params=row.params,
+        deadline=row.deadline,
+    )
 
 
 async def run_commands(services: Services) -> int:
@@ -174,7 +172,7 @@ async def run_commands(services: Services) -> int:
         if step.send:
             assert mqtt is not None
             try:
-                await mqtt.publish(topic(row.device_id, "rpc/req"), rpc_request(row), qos=1)
+                await mqtt.send(rpc_request(row))
             except NotConnected:
                 log.info("MQTT down: commands wait for the next turn")
                 break
@@ -201,14 +199,9 @@ def _device_error(raw: object) -> dict[str, Any]:
     return {"message": "the device reported a failure", "detail": raw}
 
 
-async def on_rpc_result(services: Services, msg: DeviceMessage) -> None:
+async def on_rpc_result(services: Services, msg: RpcResult) -> None:
     """An ``rpc/res`` from a device: settle its command."""
-    command_id = msg.payload.get("id")
-    ok = msg.payload.get("ok")
-    if not isinstance(command_id, str) or not command_id:
-        raise Malformed(msg.kind, "'id' must be a non-empty string")
-    if not isinstance(ok, bool):
-        raise Malformed(msg.kind, "'ok' must be true or false")
+    command_id = msg.id
     now = services.clock.now()
     for _ in range(3):
         async with services.db.session() as session:
@@ -220,9 +213,9 @@ async def on_rpc_result(services: Services, msg: DeviceMessage) -> None:
             before = cmd.state_of(row)
             after = cmd.answer(
                 before,
-                ok=ok,
-                result=msg.payload.get("result"),
-                error=None if ok else _device_error(msg.payload.get("error")),
+                ok=msg.ok,
+                result=msg.result,
+                error=None if msg.ok else _device_error(msg.error),
             )
             if after == before:
                 return  # finished already: a late or repeated answer changes nothing

@@ -10,14 +10,13 @@ unpublished version at its next turn.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import desired
-from gateway.mqtt.messages import topic
+from gateway.mqtt.messages import Desired
 from gateway.mqtt.session import NotConnected
 from gateway.services import Services
 from replay import desired as composed
@@ -44,11 +43,7 @@ async def publish_pending(services: Services) -> int:
     async with services.db.session() as session:
         while batch := await desired.unpublished(session):
             sends = [
-                mqtt.publish(
-                    topic(state.device_id, "desired"),
-                    json.dumps(desired.payload(state)).encode(),
-                    retain=True,
-                )
+                mqtt.send(Desired(state.device_id, state.version, state.document))
                 for state in batch
             ]
             results = await asyncio.gather(*sends, return_exceptions=True)

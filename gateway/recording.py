@@ -7,10 +7,11 @@ camera PUTs → ``segment`` → the service checks the object exists with the an
 ``segment_id`` (events by ``event_id``); an indexed segment is acknowledged data and
 survives a restart.
 
-Messages are checked one by one at the edge (:func:`parse_upload`, :func:`parse_segment`,
-:func:`parse_event`: a malformed one is counted there) and written in batches by the
-gateway's group commits (:mod:`gateway.batching`): :func:`answer_uploads` decides a batch
-of requests with a handful of queries and one commit, then answers each;
+Messages arrive checked and typed (:mod:`gateway.mqtt.messages`: a malformed one is
+counted at the edge; an invalid upload request is answered by :func:`refuse_invalid`) and
+are written in batches by the gateway's group commits (:mod:`gateway.batching`):
+:func:`answer_uploads` decides a batch of requests with a handful of queries and one
+commit, then answers each;
 :func:`index_batch` checks a batch of uploaded objects with one batch read and indexes them,
 with the batch's events, in one transaction.
 """
@@ -19,11 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +31,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.broadband import account_state
 from devices.models import Account, Device, DeviceKind
-from gateway.mqtt.messages import DeviceMessage, Malformed, topic
+from gateway.mqtt.messages import (
+    EventNotice,
+    InvalidUploadAsk,
+    SegmentNotice,
+    UploadAnswer,
+    UploadAsk,
+)
 from gateway.services import Services
 from replay import index_store, recording
 from replay.models import UploadGrant
@@ -42,60 +47,25 @@ log = logging.getLogger(__name__)
 
 #: Objects up to this size have their SHA-256 checked before indexing.
 CHECKSUM_LIMIT = 2 * 1024 * 1024
-EVENT_TYPES = ("person", "pet", "door", "motion")
-
-
-@dataclass(frozen=True, slots=True)
-class UploadAsk:
-    """One ``upload/req``, checked; ``req_id`` is echoed in the answer."""
-
-    req_id: object
-    request: recording.UploadRequest
-
-
-@dataclass(frozen=True, slots=True)
-class EventNotice:
-    """One camera ``event``, checked."""
-
-    event_id: str
-    device_id: str
-    type: str
-    at: datetime
-    score: float
-
 
 #: What the recording group commit indexes: segment notices and camera events.
-RecordingItem = recording.UploadRequest | EventNotice
+RecordingItem = SegmentNotice | EventNotice
 
 
-def _reply(req_id: object, segment_id: str | None, **fields: Any) -> bytes:
-    return json.dumps({"req_id": req_id, "segment_id": segment_id, **fields}).encode()
-
-
-async def _publish(services: Services, name: str, body: bytes) -> None:
+async def _send(services: Services, answer: UploadAnswer) -> None:
     if services.mqtt is not None:
-        await services.mqtt.publish(name, body)
+        await services.mqtt.send(answer)
 
 
-def _segment_id(msg: DeviceMessage) -> str | None:
-    value = msg.payload.get("segment_id")
-    return value if isinstance(value, str) else None
-
-
-async def parse_upload(services: Services, msg: DeviceMessage) -> UploadAsk | None:
-    """Check an ``upload/req``; an invalid one is answered here and gives ``None``."""
-    req_id = msg.payload.get("req_id")
-    try:
-        request = recording.UploadRequest.parse(msg.payload, device_id=msg.device_id)
-    except recording.InvalidUpload as exc:
-        services.metrics.mqtt_malformed.labels(msg.kind, "invalid_upload").inc()
-        await _publish(
-            services,
-            topic(msg.device_id, "upload/res"),
-            _reply(req_id, _segment_id(msg), ok=False, code="invalid_upload", message=str(exc)),
-        )
-        return None
-    return UploadAsk(req_id=req_id, request=request)
+async def refuse_invalid(services: Services, ask: InvalidUploadAsk) -> None:
+    """An ``upload/req`` that is no valid request is answered ``invalid_upload``."""
+    services.metrics.mqtt_malformed.labels("upload/req", "invalid_upload").inc()
+    await _send(
+        services,
+        UploadAnswer.refused(
+            ask.device_id, ask.req_id, ask.segment_id, code="invalid_upload", message=ask.message
+        ),
+    )
 
 
 async def _cameras(
@@ -134,12 +104,10 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     for ask, grant in granted:
         url = await services.store.presign_put(grant.object_key, expires_in=ttl)
         decisions["accepted"] += 1
-        body = _reply(
-            ask.req_id, grant.segment_id, ok=True, url=url, key=grant.object_key, expires_in=ttl
-        )
-        answers.append((topic(grant.device_id, "upload/res"), body))
+        fields = {"url": url, "key": grant.object_key, "expires_in": ttl}
+        answers.append(UploadAnswer(grant.device_id, ask.req_id, grant.segment_id, True, fields))
     # Answers go out only now that the grants are committed; QoS-1 round trips overlap.
-    await asyncio.gather(*(_publish(services, name, body) for name, body in answers))
+    await asyncio.gather(*(_send(services, answer) for answer in answers))
     services.metrics.mqtt_unknown_device.inc(decisions.pop("unknown_device", 0))
     for decision_code, count in decisions.items():
         services.metrics.upload_decisions.labels(decision_code).inc(count)
@@ -147,17 +115,16 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
 
 async def _decide(
     session: AsyncSession, asks: Sequence[UploadAsk], now: datetime, decisions: Counter[str]
-) -> tuple[list[tuple[str, bytes]], list[tuple[UploadAsk, UploadGrant]]]:
+) -> tuple[list[UploadAnswer], list[tuple[UploadAsk, UploadGrant]]]:
     """The refusals to send, and the grants (new ones added to ``session``) to answer with
     an upload URL once committed; refusals and unknown devices counted in ``decisions``."""
     cameras = await _cameras(session, {ask.request.device_id for ask in asks})
     subscriptions = await active_subscriptions(session, cameras)
     grants = await index_store.grants_by_id(session, {ask.request.segment_id for ask in asks})
-    answers: list[tuple[str, bytes]] = []
+    answers: list[UploadAnswer] = []
     granted: list[tuple[UploadAsk, UploadGrant]] = []
     for ask in asks:
         request = ask.request
-        answer = topic(request.device_id, "upload/res")
         found = cameras.get(request.device_id)
         if found is None:
             decisions["unknown_device"] += 1
@@ -171,65 +138,37 @@ async def _decide(
         )
         if isinstance(decision, recording.Refuse):
             decisions[decision.code] += 1
-            refusal = _reply(
+            refusal = UploadAnswer.refused(
+                request.device_id,
                 ask.req_id,
                 request.segment_id,
-                ok=False,
                 code=decision.code,
                 rule=decision.rule,
                 message=decision.message,
             )
-            answers.append((answer, refusal))
+            answers.append(refusal)
             continue
         grant = grants.get(request.segment_id)
         if grant is None:
             grant = index_store.add_grant(session, request, decision, account.account_id, now)
             grants[grant.segment_id] = grant
         elif grant.device_id != device.device_id:
-            in_use = _reply(
+            in_use = UploadAnswer.refused(
+                request.device_id,
                 ask.req_id,
                 request.segment_id,
-                ok=False,
                 code="invalid_upload",
                 message="segment_id already in use",
             )
-            answers.append((answer, in_use))
+            answers.append(in_use)
             continue
         granted.append((ask, grant))
     return answers, granted
 
 
-def parse_segment(msg: DeviceMessage) -> recording.UploadRequest:
-    try:
-        return recording.UploadRequest.parse(msg.payload, device_id=msg.device_id)
-    except recording.InvalidUpload as exc:
-        raise Malformed(msg.kind, exc.reason) from exc
-
-
-def parse_event(msg: DeviceMessage) -> EventNotice:
-    payload = msg.payload
-    event_id, kind, at_raw = payload.get("event_id"), payload.get("type"), payload.get("at")
-    score = payload.get("score", 0.0)
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= 80:
-        raise Malformed(msg.kind, "'event_id' must be a short string")
-    if kind not in EVENT_TYPES:
-        raise Malformed(msg.kind, "'type' must be person, pet, door or motion")
-    if not isinstance(score, int | float) or isinstance(score, bool):
-        raise Malformed(msg.kind, "'score' must be a number")
-    try:
-        at = datetime.fromisoformat(str(at_raw))
-    except ValueError as exc:
-        raise Malformed(msg.kind, "'at' must be an ISO time") from exc
-    if at.tzinfo is None:
-        raise Malformed(msg.kind, "'at' must carry an offset")
-    return EventNotice(
-        event_id=event_id, device_id=msg.device_id, type=str(kind), at=at, score=float(score)
-    )
-
-
 async def index_batch(services: Services, items: Sequence[RecordingItem]) -> None:
     """Index a batch of segment notices and events in one transaction (idempotent)."""
-    notices = [item for item in items if isinstance(item, recording.UploadRequest)]
+    notices = [item.segment for item in items if isinstance(item, SegmentNotice)]
     events = [item for item in items if isinstance(item, EventNotice)]
     # Counted once the batch is committed: a failed batch is handled again item by item.
     rejected: Counter[str] = Counter()

@@ -37,7 +37,7 @@ from devices.models import Account, Device
 from devices.router import CommandResult, RouterCredentials, RouterManager, RouterSession
 from devices.tuning import RadioTelemetry, TuneReport, tune
 from devices.uci import BoardInfo, RouterOutputError, WirelessConfig, parse_board, parse_wireless
-from gateway.mqtt.messages import DeviceMessage
+from gateway.mqtt.messages import Telemetry
 from gateway.services import Services
 from gateway.telemetry_hub import TelemetryTimeout, parse_radios
 
@@ -49,7 +49,7 @@ TELEMETRY_TIMEOUT_SECONDS: Final = 60.0
 ChangeName = Literal["ssid", "passphrase", "channels", "band_steering", "reboot"]
 
 
-async def on_telemetry(services: Services, msg: DeviceMessage) -> None:
+async def on_telemetry(services: Services, msg: Telemetry) -> None:
     """A router's telemetry arrived (tuning waits for the next one after a change)."""
     services.router_hub.notify(msg.device_id, msg.payload)
 

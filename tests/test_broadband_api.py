@@ -454,9 +454,7 @@ async def test_long_stops_close_then_delete_the_family_cloud_r15(platform: Platf
 
     async def status() -> tuple[str, bool]:
         async with services.db.session() as session:
-            open_now = await store.family_cloud_open(
-                session, "acc-1", services.clock.now()
-            )
+            open_now = await store.family_cloud_open(session, "acc-1", services.clock.now())
         return (await platform.view())["family_cloud"], open_now
 
     async def keys(prefix: str) -> list[str]:

@@ -15,13 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from gateway import commands, recording, router_ops
 from gateway.batching import GroupCommit
 from gateway.lifecycle import running
-from gateway.mqtt.messages import DeviceMessage, Malformed, StatePayload, parse
+from gateway.mqtt.messages import (
+    EventNotice,
+    Inbound,
+    InvalidUploadAsk,
+    Malformed,
+    Reported,
+    RpcResult,
+    SegmentNotice,
+    State,
+    Telemetry,
+    UploadAsk,
+    kind_of,
+    parse,
+)
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -33,7 +47,18 @@ RECORDING_BACKLOG = 4_000
 class Ingest:
     def __init__(self, services: Services) -> None:
         self._s = services
-        self.uploads: GroupCommit[recording.UploadAsk] = GroupCommit(
+        #: One handler per message type (:data:`gateway.mqtt.messages.Inbound`).
+        self._handlers: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
+            State: self._state,
+            Telemetry: self._telemetry,
+            Reported: self._reported,
+            UploadAsk: self._upload_ask,
+            InvalidUploadAsk: self._invalid_upload_ask,
+            SegmentNotice: self._recording,
+            EventNotice: self._recording,
+            RpcResult: self._rpc_result,
+        }
+        self.uploads: GroupCommit[UploadAsk] = GroupCommit(
             "upload/req",
             lambda batch: recording.answer_uploads(services, batch),
             metrics=services.metrics,
@@ -65,10 +90,11 @@ class Ingest:
 
     async def handle(self, topic: str, payload: bytes) -> None:
         metrics = self._s.metrics
+        # Every message that arrives is counted by its topic's kind, well-formed or not.
+        metrics.mqtt_messages.labels(kind_of(topic)).inc()
         try:
             msg = parse(topic, payload)
-            metrics.mqtt_messages.labels(msg.kind).inc()
-            await self._dispatch(msg)
+            await self._handlers[type(msg)](msg)
         except Malformed as exc:
             metrics.mqtt_malformed.labels(exc.kind, exc.reason).inc()
             log.warning("malformed device message on %s: %s", topic, exc.reason)
@@ -76,34 +102,33 @@ class Ingest:
             metrics.mqtt_handler_errors.labels(topic.rpartition("/")[2]).inc()
             log.exception("handling %s failed", topic)
 
-    async def _dispatch(self, msg: DeviceMessage) -> None:
-        now = self._s.clock.now()
-        presence = self._s.presence
-        if msg.kind == "state":
-            state = StatePayload.of(msg)
-            presence.state(msg.device_id, online=state.online, at=now, firmware=state.firmware)
-        elif msg.kind == "telemetry":
-            presence.telemetry(msg.device_id, now, msg.payload)
-            await router_ops.on_telemetry(self._s, msg)
-        elif msg.kind == "reported":
-            version = msg.payload.get("version")
-            if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-                raise Malformed(msg.kind, "'version' must be a non-negative integer")
-            presence.seen(msg.device_id, now)
-            self._s.reported.note(msg.device_id, version, now)
-        elif msg.kind == "upload/req":
-            presence.seen(msg.device_id, now)
-            ask = await recording.parse_upload(self._s, msg)
-            if ask is not None:
-                await self.uploads.submit(ask)
-        elif msg.kind == "segment":
-            presence.seen(msg.device_id, now)
-            await self.recordings.submit(recording.parse_segment(msg))
-        elif msg.kind == "event":
-            presence.seen(msg.device_id, now)
-            await self.recordings.submit(recording.parse_event(msg))
-        elif msg.kind == "rpc/res":
-            presence.seen(msg.device_id, now)
-            await commands.on_rpc_result(self._s, msg)
-        else:
-            presence.seen(msg.device_id, now)
+    def _seen(self, msg: Inbound) -> None:
+        self._s.presence.seen(msg.device_id, self._s.clock.now())
+
+    async def _state(self, msg: State) -> None:
+        at = self._s.clock.now()
+        self._s.presence.state(msg.device_id, online=msg.online, at=at, firmware=msg.firmware)
+
+    async def _telemetry(self, msg: Telemetry) -> None:
+        self._s.presence.telemetry(msg.device_id, self._s.clock.now(), msg.payload)
+        await router_ops.on_telemetry(self._s, msg)
+
+    async def _reported(self, msg: Reported) -> None:
+        self._seen(msg)
+        self._s.reported.note(msg.device_id, msg.version, self._s.clock.now())
+
+    async def _upload_ask(self, msg: UploadAsk) -> None:
+        self._seen(msg)
+        await self.uploads.submit(msg)
+
+    async def _invalid_upload_ask(self, msg: InvalidUploadAsk) -> None:
+        self._seen(msg)
+        await recording.refuse_invalid(self._s, msg)
+
+    async def _recording(self, msg: SegmentNotice | EventNotice) -> None:
+        self._seen(msg)
+        await self.recordings.submit(msg)
+
+    async def _rpc_result(self, msg: RpcResult) -> None:
+        self._seen(msg)
+        await commands.on_rpc_result(self._s, msg)

@@ -20,7 +20,7 @@ import aiomqtt
 
 from gateway.lifecycle import running
 from gateway.metrics import Metrics
-from gateway.mqtt.messages import subscriptions
+from gateway.mqtt.messages import Outbound, subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,10 @@ class MqttSession:
                 self._metrics.mqtt_connected.set(0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._backoff_max)
+
+    async def send(self, message: Outbound) -> None:
+        """Publish one typed message (QoS 1; retained where the contract says so)."""
+        await self.publish(message.topic(), message.payload(), retain=message.retain)
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
