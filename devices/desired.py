@@ -10,6 +10,7 @@ on ``kj/v1/dev/{id}/desired``, and devices report back the version they applied.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -72,13 +73,31 @@ async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredS
     return list(result.all())
 
 
-async def account_convergence(session: AsyncSession, account_id: str) -> list[DesiredState]:
-    result = await session.exec(
-        select(DesiredState)
-        .where(DesiredState.account_id == account_id)
-        .order_by(col(DesiredState.device_id))
-    )
-    return list(result.all())
+@dataclass(frozen=True, slots=True)
+class Convergence:
+    """How far a device has applied its desired state (version 0: none made yet)."""
+
+    device: Device
+    desired_version: int
+    reported_version: int
+
+    @property
+    def converged(self) -> bool:
+        return self.reported_version >= self.desired_version
+
+
+async def account_convergence(
+    session: AsyncSession, account_id: str, devices: Iterable[Device]
+) -> list[Convergence]:
+    """The convergence of each of ``devices`` (the account's), in their order."""
+    result = await session.exec(select(DesiredState).where(DesiredState.account_id == account_id))
+    states = {state.device_id: state for state in result.all()}
+    out = []
+    for device in devices:
+        state = states.get(device.device_id)
+        desired, reported = (state.version, state.reported_version) if state else (0, 0)
+        out.append(Convergence(device, desired, reported))
+    return out
 
 
 class ReportedVersions:

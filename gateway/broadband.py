@@ -99,22 +99,17 @@ async def broadband_view(
 ) -> BroadbandViewOut:
     if devices is None:
         devices = await accounts.list_devices(session, account_id)
-    states = {s.device_id: s for s in await account_convergence(session, account_id)}
-    out = []
-    for device in devices:
-        desired = states.get(device.device_id)
-        desired_v = desired.version if desired else 0
-        reported_v = desired.reported_version if desired else 0
-        out.append(
-            DeviceConvergenceOut(
-                device_id=device.device_id,
-                kind=device.kind,
-                online=device.online,
-                desired_version=desired_v,
-                reported_version=reported_v,
-                converged=reported_v >= desired_v,
-            )
+    out = [
+        DeviceConvergenceOut(
+            device_id=c.device.device_id,
+            kind=c.device.kind,
+            online=c.device.online,
+            desired_version=c.desired_version,
+            reported_version=c.reported_version,
+            converged=c.converged,
         )
+        for c in await account_convergence(session, account_id, devices)
+    ]
     return BroadbandViewOut(
         account_id=account_id,
         state=state.state,

@@ -171,20 +171,16 @@ async def list_account_devices(request: web.Request) -> web.StreamResponse:
     async with services.db.session() as session:
         await accounts.get_account(session, account_id)
         devices = await accounts.list_devices(session, account_id)
-        states = {s.device_id: s for s in await account_convergence(session, account_id)}
-    out = []
-    for device in devices:
-        state = states.get(device.device_id)
-        desired_v = state.version if state else 0
-        reported_v = state.reported_version if state else 0
-        out.append(
-            ConvergedDeviceOut(
-                **DeviceOut.of(device).model_dump(),
-                desired_version=desired_v,
-                reported_version=reported_v,
-                converged=reported_v >= desired_v,
-            )
+        convergence = await account_convergence(session, account_id, devices)
+    out = [
+        ConvergedDeviceOut(
+            **DeviceOut.of(c.device).model_dump(),
+            desired_version=c.desired_version,
+            reported_version=c.reported_version,
+            converged=c.converged,
         )
+        for c in convergence
+    ]
     return json_out(ConvergedDeviceList(devices=out))
 
 
