@@ -52,6 +52,7 @@ from enum import StrEnum
 from typing import Any, Literal, TypeAlias, TypeVar
 
 from devices.clock import OPERATOR_TZ, aware_utc, operator_date
+from devices.errors import Conflict
 
 __all__ = [
     "ARREARS_TYPES",
@@ -310,6 +311,10 @@ class Refusal:
             raise ValueError("a refusal needs a code and a message")
         if not _RULE.fullmatch(self.rule):
             raise ValueError(f"rule must look like 'R9', not {self.rule!r}")
+
+    def error(self) -> Conflict:
+        """The refusal as a domain error: the account's state refuses the order."""
+        return Conflict(self.message, code=self.code, rule=self.rule)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

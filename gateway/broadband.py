@@ -222,7 +222,7 @@ def _completion_report(
 
 
 async def run_order(services: Services, order: BroadbandOrder) -> Answer:
-    """Apply one order exactly once; the answer is the view, or a 404/409 error."""
+    """Apply one order exactly once; the answer is the view, or a refusal (404, 409)."""
 
     async def effect(session: AsyncSession) -> tuple[Answer, dict[str, Any] | None]:
         now = services.clock.now()
@@ -247,7 +247,11 @@ async def run_order(services: Services, order: BroadbandOrder) -> Answer:
         # Outcome.state is saved even when not applied: issued_at bookkeeping, lapses.
         _, devices = await persist(services, session, locked, outcome.state, now, last=last)
         if refusal is not None:
-            return Answer(409, error_body(refusal.code, refusal.message, refusal.rule)), None
+            # Answered, not raised: the refusal's bookkeeping above is committed with it.
+            error = refusal.error()
+            return Answer(
+                http_status(error), error_body(error.code, error.message, error.rule)
+            ), None
         view = await broadband_view(
             session, order.account_id, outcome.state, now, last=last, devices=devices
         )

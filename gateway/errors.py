@@ -1,9 +1,12 @@
-"""The one table from domain errors to HTTP statuses.
+"""The one place where what went wrong becomes an HTTP status.
 
 Domain errors carry a code, a sentence and the rule they cite, never a status
 (:mod:`devices.errors`); here each kind of refusal gets its status. A domain error of no
 kind listed is a fault, not a refusal (router output that does not parse, a stored state
 that does not decode): it is no answer, and leaves as any other failure does, a 500.
+
+A router-side failure is a result, not a refusal (the router timed out, refused the
+value, or failed): :data:`ROUTER_FAILURES` gives its status.
 """
 
 from __future__ import annotations
@@ -37,3 +40,14 @@ def http_status(error: DomainError) -> int:
     return next(
         (status for kind, status in STATUSES.items() if isinstance(error, kind)), FAULT_STATUS
     )
+
+
+#: The status of a router-side failure by its code; any other code: 502 (the router failed).
+ROUTER_FAILURES: Final[Mapping[str, int]] = MappingProxyType(
+    {"timed_out": 504, "telemetry_timeout": 504, "invalid": 422}
+)
+
+
+def failure_status(code: str) -> int:
+    """The HTTP status of a router-side failure (``failed`` and any other code: 502)."""
+    return ROUTER_FAILURES.get(code, 502)

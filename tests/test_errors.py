@@ -11,6 +11,7 @@ import pytest
 import devices
 import replay
 from devices.accounts import DeviceBoundElsewhere, KindMismatch
+from devices.broadband import Refusal as BroadbandRefusal
 from devices.broadband_store import CorruptState
 from devices.clock import ClockNotAdjustable
 from devices.errors import Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
@@ -160,3 +161,12 @@ def test_errors_carry_their_data() -> None:
     assert other.message == "camera cam-1 already holds event-7d; unsubscribe first"
     assert DomainError("m", code="c", rule="R9").rule == "R9"
     assert Conflict("m").rule is None
+
+
+@pytest.mark.parametrize(
+    ("code", "rule"),
+    [("torn_down", "R9"), ("active_subscriptions", "R9"), ("emergency_not_allowed", "R11")],
+)
+def test_broadband_refusals_are_conflicts(code: str, rule: str) -> None:
+    error = BroadbandRefusal(code=code, message="refused", rule=rule).error()
+    assert (http_status(error), error.code, error.rule) == (409, code, rule)

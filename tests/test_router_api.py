@@ -22,7 +22,7 @@ from devices.clock import ManualClock
 from devices.models import Account
 from devices.router_store import RouterAccess, credentials
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.http.routes.router import failure_status
+from gateway.errors import failure_status
 from gateway.service import Gateway
 from gateway.telemetry_hub import parse_radios
 from simulators.radio import Client, Home, NeighbourNetwork

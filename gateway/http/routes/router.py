@@ -37,6 +37,7 @@ from devices import router_store
 from devices.router import ProvisioningError
 from devices.tuning import RadioTelemetry, score
 from gateway import router_ops
+from gateway.errors import failure_status
 from gateway.http.api import Api, ApiError, Body, ErrorDetail, Out, json_out, parse_body
 from gateway.http.requests import app_token_of, path_id, services_of
 from gateway.router_ops import TELEMETRY_TIMEOUT_SECONDS, ChangeName
@@ -300,15 +301,6 @@ class TuneOut(Out):
 
 
 # --- translation ----------------------------------------------------------------------------
-
-
-def failure_status(code: str) -> int:
-    """The HTTP status of a router-side failure (see the module docstring)."""
-    if code in ("timed_out", "telemetry_timeout"):
-        return 504
-    if code == "invalid":
-        return 422
-    return 502
 
 
 def _change_out(applied: router_ops.Applied) -> ChangeOut:
