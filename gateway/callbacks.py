@@ -26,7 +26,11 @@ class CallbackSender:
         self._batch = batch
         self._http: aiohttp.ClientSession | None = None
 
-    async def close(self) -> None:
+    async def __aenter__(self) -> CallbackSender:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """The component ends: its HTTP client closes."""
         if self._http is not None:
             await self._http.close()
 

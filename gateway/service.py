@@ -90,8 +90,9 @@ class Gateway:
         self._services = services
         services.jobs.schedule(JOBS, services)
         if settings.platform_callback_url:
-            sender = CallbackSender(services=services, url=settings.platform_callback_url)
-            stack.push_async_callback(sender.close)
+            sender = await stack.enter_async_context(
+                CallbackSender(services=services, url=settings.platform_callback_url)
+            )
             services.jobs.add(CALLBACK_JOB, 1.0, sender.deliver_due)
         await stack.enter_async_context(
             http_server(create_app(services=services), settings.http_host, self.port)
