@@ -1,5 +1,6 @@
 """What every route module shares: the application keys, the request's services and app
-token, the shapes of ids taken from paths and bodies, and what the family may watch.
+token, the shapes of ids taken from paths and bodies, what the family may watch, and the
+device answers the platform and the app give alike.
 
 Route modules import this module, never :mod:`gateway.http.app`, which imports them.
 """
@@ -7,6 +8,7 @@ Route modules import this module, never :mod:`gateway.http.app`, which imports t
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -17,8 +19,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from devices import accounts
 from devices.broadband import account_state
 from devices.errors import NotFound
-from devices.models import AppToken
-from gateway.http.api import RouteSpec
+from devices.models import AppToken, Device, DeviceKind
+from gateway.http.api import Out, RouteSpec
 from gateway.services import Services
 from replay import index_store, playback
 from replay.models import Segment, Subscription
@@ -35,6 +37,27 @@ Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")
 OrderId = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
 
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+# --- answers the platform's and the app's routes give alike ------------------------------
+
+
+class DeviceOut(Out):
+    device_id: str
+    account_id: str
+    kind: DeviceKind
+    name: str | None = None
+    online: bool
+    last_seen: datetime | None = None
+    firmware: str | None = None
+
+    @classmethod
+    def of(cls, device: Device) -> DeviceOut:
+        return cls.model_validate(device, from_attributes=True)
+
+
+class DeviceList(Out):
+    devices: list[DeviceOut]
 
 
 def services_of(request: web.Request) -> Services:

@@ -6,8 +6,7 @@ from aiohttp import web
 
 from devices import accounts
 from gateway.http.api import Api, json_out
-from gateway.http.requests import app_token_of, services_of
-from gateway.http.routes.platform import DeviceList, DeviceOut
+from gateway.http.requests import DeviceList, DeviceOut, app_token_of, services_of
 
 api = Api()
 

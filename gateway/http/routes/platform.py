@@ -9,10 +9,10 @@ from pydantic import Field
 
 from devices import accounts
 from devices.desired import account_convergence
-from devices.models import Account, Device, DeviceKind
+from devices.models import Account, DeviceKind
 from gateway.desired import PUBLISH_JOB, refresh_desired
 from gateway.http.api import Api, Body, Out, json_out, parse_body
-from gateway.http.requests import Identifier, path_id, services_of
+from gateway.http.requests import DeviceOut, Identifier, path_id, services_of
 
 api = Api()
 
@@ -40,24 +40,6 @@ class DeviceIn(Body):
     device_id: Identifier
     kind: DeviceKind
     name: str | None = Field(default=None, max_length=200)
-
-
-class DeviceOut(Out):
-    device_id: str
-    account_id: str
-    kind: DeviceKind
-    name: str | None = None
-    online: bool
-    last_seen: datetime | None = None
-    firmware: str | None = None
-
-    @classmethod
-    def of(cls, device: Device) -> DeviceOut:
-        return cls.model_validate(device, from_attributes=True)
-
-
-class DeviceList(Out):
-    devices: list[DeviceOut]
 
 
 class ConvergedDeviceOut(DeviceOut):
