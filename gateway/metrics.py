@@ -25,6 +25,12 @@ class Metrics:
         self.mqtt_connected = Gauge(
             "kanjia_mqtt_connected", "1 while the gateway's MQTT session is up", registry=r
         )
+        self.dependency_up = Gauge(
+            "kanjia_dependency_up",
+            "1 while a dependency answered its last check (database, object_store, mqtt)",
+            ["dependency"],
+            registry=r,
+        )
         self.mqtt_reconnects = Counter(
             "kanjia_mqtt_reconnects", "MQTT session (re)connections", registry=r
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from gateway.lifecycle import free_port
-from tests.conftest import PLATFORM_TOKEN
+from tests.conftest import PLATFORM_TOKEN, eventually
 from tests.services import Broker
 
 KANJIA = [sys.executable, "-m", "gateway.cli"]
@@ -90,8 +90,13 @@ async def test_serve_stops_within_5_seconds_of_sigterm(tmp_path: Path, broker: B
     assert proc.stdout is not None
     await read_until(proc.stdout, "serving on", timeout=15)
     async with aiohttp.ClientSession() as http:
-        r = await http.get(f"http://127.0.0.1:{port}/healthz")
-        assert r.status == 200
+
+        async def healthy() -> bool:
+            # 503 until the MQTT session is up: health reports every dependency.
+            r = await http.get(f"http://127.0.0.1:{port}/healthz")
+            return r.status == 200
+
+        await eventually(healthy, timeout=10)
     proc.send_signal(signal.SIGTERM)
     stopping = time.monotonic()
     code = await asyncio.wait_for(proc.wait(), 10)

@@ -7,10 +7,9 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
-from sqlalchemy import text
 
 from devices.clock import ClockNotAdjustable
-from gateway import retention
+from gateway import health, retention
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body
 from gateway.http.requests import OPENAPI, services_of
 from storage.fsstore import FilesystemObjectStore, SignatureError
@@ -20,38 +19,39 @@ api = Api()
 
 
 class HealthOut(Out):
+    """Each dependency's state; ``mqtt`` is false too for a gateway run without MQTT."""
+
     status: str
     mqtt: bool
     database: bool
+    object_store: bool
 
 
 @api.route(
     "GET",
     "/healthz",
     auth="none",
-    summary="Liveness and dependencies",
+    summary="Liveness and dependencies: 503, with this same report, while any is down",
     response=HealthOut,
     errors=(503,),
 )
 async def healthz(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    database = True
-    try:
-        async with services.db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception:
-        database = False
-    mqtt = services.mqtt is not None and services.mqtt.connected.is_set()
-    ok = database
-    return json_out(
-        HealthOut(status="ok" if ok else "degraded", mqtt=mqtt, database=database),
-        200 if ok else 503,
+    # The documented exception to the error envelope: a 503 carries the report itself.
+    report = await health.check(services_of(request))
+    out = HealthOut(
+        status="ok" if report.ok else "degraded",
+        mqtt=bool(report.mqtt),
+        database=report.database,
+        object_store=report.object_store,
     )
+    return json_out(out, 200 if report.ok else 503)
 
 
 @api.route("GET", "/metrics", auth="none", summary="Prometheus metrics", content_type="text/plain")
 async def metrics(request: web.Request) -> web.StreamResponse:
-    body = generate_latest(services_of(request).metrics.registry)
+    services = services_of(request)
+    await health.check(services)  # the dependency gauges are read fresh, not remembered
+    body = generate_latest(services.metrics.registry)
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
