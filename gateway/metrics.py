@@ -15,7 +15,7 @@ class Metrics:
         )
         self.mqtt_malformed = Counter(
             "kanjia_mqtt_malformed",
-            "Device messages dropped as malformed, by topic kind and reason",
+            "Device messages dropped as malformed, by topic kind and reason (a fixed set)",
             ["kind", "reason"],
             registry=r,
         )

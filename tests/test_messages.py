@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gateway.mqtt.ingest import LogBudget
 from gateway.mqtt.messages import (
+    INBOUND,
     Desired,
     EventNotice,
     InvalidUploadAsk,
@@ -68,7 +70,7 @@ def test_each_inbound_topic_parses_to_its_type(
         (
             "event",
             {"event_id": "", "type": "person", "at": "2026-05-01T10:00:00Z"},
-            "'event_id' must be a short string",
+            "'event_id' must be 1 to 80 of A-Z a-z 0-9 . _ -",
         ),
         (
             "event",
@@ -135,3 +137,34 @@ def test_outbound_messages_build_the_contract_payloads() -> None:
         "params": {},
         "deadline": "2026-05-01T10:00:00+00:00",
     }
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "code"),
+    [
+        (f"kj/v1/dev/{'x' * 100_000}/segment", b"{}", "device_id"),
+        ("kj/v1/dev/cam\x00/state", b"{}", "device_id"),
+        ("kj/v1/dev/cam-1/" + "y" * 5000, b"{}", "topic"),
+        ("other/cam-1/state", b"{}", "topic"),
+        ("kj/v1/dev/cam-1/state", b"\xff", "not_json"),
+        ("kj/v1/dev/cam-1/state", b"[]", "not_object"),
+        ("kj/v1/dev/cam-1/state", b'{"online": true, "fw": "' + b"9" * 65 + b'"}', "invalid"),
+        ("kj/v1/dev/cam-1/state", b'{"online": true, "fw": "1.0\\u0000"}', "invalid"),
+        ("kj/v1/dev/cam-1/event", b'{"event_id": "e\\u0000", "type": "pet", "at": "x"}', "invalid"),
+        ("kj/v1/dev/cam-1/event", b'{"event_id": "' + b"e" * 81 + b'", "type": "pet"}', "invalid"),
+    ],
+)
+def test_malformed_codes_are_a_fixed_set_never_device_input(
+    topic: str, payload: bytes, code: str
+) -> None:
+    """Issue 14: labels come from a fixed set; long or odd ids never reach SQL or metrics."""
+    with pytest.raises(Malformed) as caught:
+        parse(topic, payload)
+    assert caught.value.code == code
+    assert caught.value.kind in {*INBOUND, "unknown"}
+    assert len(caught.value.reason) < 300
+
+
+def test_the_malformed_log_keeps_to_its_budget() -> None:
+    budget = LogBudget(per_window=3, window=3600)
+    assert [budget.take() for _ in range(5)] == [True, True, True, False, False]

@@ -1,20 +1,22 @@
 """Device → service messages: parse at the edge, count, dispatch to the domain.
 
-A malformed payload is counted (``kanjia_mqtt_malformed``) and logged, and the loop
+A malformed message is counted (``kanjia_mqtt_malformed``, labelled by its topic kind and
+a fixed code, never by anything the device sent) and logged within a budget, and the loop
 goes on to the next message; a handler that fails is counted the same way.
 
 Presence and reported versions are coalesced in memory; upload requests and the
 recording data (segment notices, events) go to two group commits
 (:class:`gateway.batching.GroupCommit`), so the receive loop never waits for a
-transaction. :meth:`Ingest.running` runs both writers in one TaskGroup and, at shutdown, writes the
-recording data already received. Upload requests left
-unanswered at shutdown are not drained: the camera asks again.
+transaction. :meth:`Ingest.running` runs both writers in one TaskGroup and, at shutdown,
+writes the recording data already received. Upload requests left unanswered at shutdown
+are not drained: the camera asks again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +42,32 @@ from gateway.services import Services
 
 log = logging.getLogger(__name__)
 
+#: Malformed messages logged per minute at most (each is counted all the same).
+MALFORMED_LOGS_PER_MINUTE = 20
+
+
+class LogBudget:
+    """At most ``per_window`` log lines per ``window`` real seconds; when a new window opens,
+    one line says how many were left out."""
+
+    def __init__(self, *, per_window: int, window: float) -> None:
+        self._per_window, self._window = per_window, window
+        self._opened = time.monotonic()
+        self._used = self._skipped = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        if now - self._opened >= self._window:
+            if self._skipped:
+                log.warning("%d more malformed device messages were not logged", self._skipped)
+            self._opened, self._used, self._skipped = now, 0, 0
+        if self._used < self._per_window:
+            self._used += 1
+            return True
+        self._skipped += 1
+        return False
+
+
 #: Segment notices and events received but not yet written, at most.
 RECORDING_BACKLOG = 4_000
 
@@ -47,6 +75,7 @@ RECORDING_BACKLOG = 4_000
 class Ingest:
     def __init__(self, services: Services) -> None:
         self._s = services
+        self._malformed_log = LogBudget(per_window=MALFORMED_LOGS_PER_MINUTE, window=60.0)
         #: One handler per message type (:data:`gateway.mqtt.messages.Inbound`).
         self._handlers: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
             State: self._state,
@@ -96,8 +125,9 @@ class Ingest:
             msg = parse(topic, payload)
             await self._handlers[type(msg)](msg)
         except Malformed as exc:
-            metrics.mqtt_malformed.labels(exc.kind, exc.reason).inc()
-            log.warning("malformed device message on %s: %s", topic, exc.reason)
+            metrics.mqtt_malformed.labels(exc.kind, exc.code).inc()
+            if self._malformed_log.take():
+                log.warning("malformed device message on %.200s: %s", topic, exc.reason)
         except Exception:
             metrics.mqtt_handler_errors.labels(topic.rpartition("/")[2]).inc()
             log.exception("handling %s failed", topic)

@@ -14,10 +14,11 @@ whether the broker keeps them (``retain``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from replay.recording import InvalidUpload, UploadRequest
 
@@ -28,15 +29,26 @@ INBOUND = ("state", "telemetry", "event", "upload/req", "segment", "reported", "
 
 #: What a camera's ``event`` may report.
 EVENT_TYPES = ("person", "pet", "door", "motion")
-#: Longest event id a camera may send.
-EVENT_ID_MAX = 80
+#: A device id in a topic: what an account can bind (R7's ids), nothing longer.
+DEVICE_ID = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,63}")
+#: An event id: 1 to 80 of A-Z a-z 0-9 . _ -
+EVENT_ID = re.compile(r"[A-Za-z0-9._-]{1,80}")
+#: Firmware versions are stored as up to 64 printable ASCII characters.
+FIRMWARE = re.compile(r"[\x20-\x7e]{0,64}")
+
+
+#: Why a message is malformed, as a metric label: a fixed set, never device input.
+MalformedCode = Literal["topic", "device_id", "not_json", "not_object", "invalid"]
 
 
 class Malformed(ValueError):
-    def __init__(self, kind: str, reason: str) -> None:
+    """``kind`` and ``code`` are bounded (metric labels); ``reason`` is the sentence to log."""
+
+    def __init__(self, kind: str, reason: str, code: MalformedCode = "invalid") -> None:
         super().__init__(f"{kind}: {reason}")
         self.kind = kind
         self.reason = reason
+        self.code: MalformedCode = code
 
 
 def subscriptions(shared_group: str = "") -> list[str]:
@@ -146,8 +158,8 @@ def _state(device_id: str, data: Mapping[str, Any]) -> State:
     fw = data.get("fw")
     if kind is not None and kind not in ("camera", "router"):
         raise Malformed("state", "'kind' must be camera or router")
-    if fw is not None and not isinstance(fw, str):
-        raise Malformed("state", "'fw' must be a string")
+    if fw is not None and not (isinstance(fw, str) and FIRMWARE.fullmatch(fw)):
+        raise Malformed("state", "'fw' must be up to 64 printable characters")
     return State(device_id=device_id, online=online, device_kind=kind, firmware=fw)
 
 
@@ -187,8 +199,8 @@ def _segment(device_id: str, data: Mapping[str, Any]) -> SegmentNotice:
 def _event(device_id: str, data: Mapping[str, Any]) -> EventNotice:
     event_id, kind, at_raw = data.get("event_id"), data.get("type"), data.get("at")
     score = data.get("score", 0.0)
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= EVENT_ID_MAX:
-        raise Malformed("event", "'event_id' must be a short string")
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+        raise Malformed("event", "'event_id' must be 1 to 80 of A-Z a-z 0-9 . _ -")
     if kind not in EVENT_TYPES:
         raise Malformed("event", "'type' must be person, pet, door or motion")
     if not isinstance(score, int | float) or isinstance(score, bool):
@@ -241,17 +253,19 @@ def kind_of(topic_name: str) -> str:
 def parse(topic_name: str, payload: bytes) -> Inbound:
     """The typed message of one device topic and payload; :class:`Malformed` if it is not."""
     if not topic_name.startswith(PREFIX):
-        raise Malformed("unknown", "topic outside kj/v1/dev/")
+        raise Malformed("unknown", "topic outside kj/v1/dev/", "topic")
     device_id, _, kind = topic_name[len(PREFIX) :].partition("/")
     parser = PARSERS.get(kind)
     if not device_id or parser is None:
-        raise Malformed("unknown", f"unexpected topic {topic_name!r}")
+        raise Malformed("unknown", f"unexpected topic {topic_name[:200]!r}", "topic")
+    if not DEVICE_ID.fullmatch(device_id):
+        raise Malformed(kind, "the device id must be 1 to 64 of A-Z a-z 0-9 . _ : -", "device_id")
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(kind, "not JSON") from exc
+        raise Malformed(kind, "not JSON", "not_json") from exc
     if not isinstance(data, dict):
-        raise Malformed(kind, "not a JSON object")
+        raise Malformed(kind, "not a JSON object", "not_object")
     return parser(device_id, data)
 
 
