@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.models import Account, DesiredState, Device
@@ -84,6 +84,14 @@ class Convergence:
     @property
     def converged(self) -> bool:
         return self.reported_version >= self.desired_version
+
+
+async def mark_all_unpublished(session: AsyncSession) -> int:
+    """Every document is to be published again (the broker lost what it retained)."""
+    result = await session.exec(
+        update(DesiredState).where(col(DesiredState.version) > 0).values(published_version=0)
+    )
+    return int(result.rowcount)
 
 
 async def account_convergence(

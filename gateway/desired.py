@@ -34,6 +34,16 @@ async def refresh_desired(
     return len(changed)
 
 
+async def republish_all(services: Services) -> None:
+    """The broker kept no session: every device's desired document goes out again,
+    retained, so a device that reconnects later still learns what it should do."""
+    async with services.db.session() as session:
+        count = await desired.mark_all_unpublished(session)
+        await session.commit()
+    log.info("%d desired documents to publish again", count)
+    services.jobs.trigger(PUBLISH_JOB)
+
+
 async def publish_pending(services: Services) -> int:
     """Publish every unpublished desired version (retained, QoS 1)."""
     mqtt = services.mqtt

@@ -28,6 +28,7 @@ from devices.presence import PresenceTracker
 from gateway import presence
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
+from gateway.desired import republish_all
 from gateway.http.app import create_app
 from gateway.jobs import JobRunner
 from gateway.lifecycle import free_port, freeze_heap
@@ -101,7 +102,9 @@ class Gateway:
         await stack.enter_async_context(presence.flushing(services))
         await stack.enter_async_context(ingest.running())
         if services.mqtt is not None:
-            await stack.enter_async_context(services.mqtt.receiving(ingest.handle))
+            await stack.enter_async_context(
+                services.mqtt.receiving(ingest.handle, lambda: republish_all(services))
+            )
         await stack.enter_async_context(services.jobs.running())
         log.info("gateway listening on %s", self.url)
 

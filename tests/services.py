@@ -57,9 +57,10 @@ def mosquitto_binary() -> str:
 
 
 @contextmanager
-def mosquitto(tmp_dir: Path) -> Iterator[Broker]:
-    """A private Mosquitto on a free loopback port (anonymous, no persistence)."""
-    port = free_port()
+def mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Broker]:
+    """A private Mosquitto on a free loopback port, or on ``port`` to restart one there
+    (anonymous, no persistence)."""
+    port = port or free_port()
     conf = tmp_dir / "mosquitto.conf"
     log = tmp_dir / "mosquitto.log"
     conf.write_text(

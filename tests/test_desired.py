@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import secrets
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
 
 from devices.broadband import AccountState
 from devices.clock import ManualClock
+from gateway.mqtt.session import broker_address
 from replay.desired import desired_document
 from replay.plans import Family
 from simulators.device import SimulatedDevice
 from tests.conftest import StartGateway, eventually, platform_headers
-from tests.services import Broker
+from tests.services import Broker, mosquitto, stop_process
 from tests.test_presence import running, setup_account
 
 
@@ -105,3 +111,54 @@ async def test_a_camera_follows_its_subscription_and_reports_the_version(
                 )
 
             await eventually(converged)
+
+
+async def test_a_broker_restarted_without_persistence_gets_every_desired_again(
+    tmp_path: Path, start_gateway: StartGateway, clock: ManualClock
+) -> None:
+    """Issue 14, item 3: the broker forgot its retained messages and the gateway's session;
+    the gateway sees the session is gone and publishes every desired document again, so a
+    camera that connects only afterwards still learns its version."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with mosquitto(tmp_path / "first") as first:
+        port = first.port
+        async with (
+            start_gateway(clock=clock, mqtt_url=first.url) as gw,
+            aiohttp.ClientSession() as http,
+        ):
+            await setup_account(gw, http, "cam-r1", "cam-r2", "cam-r3")
+            await eventually(lambda: retained_versions(first.url, 3, expect=3))
+            stop_process(first.process)
+            with mosquitto(tmp_path / "second", port=port) as second:
+                # The new broker starts empty; only the gateway can fill it again (without
+                # the republish this waits in vain: checked against the old code).
+                await eventually(lambda: retained_versions(second.url, 3, expect=3), timeout=15)
+                device = SimulatedDevice(
+                    device_id="cam-r2",
+                    kind="camera",
+                    mqtt_url=second.url,
+                    telemetry_interval=None,
+                )
+                async with running(device):
+                    await eventually(lambda: _applied(device, 1))
+
+
+async def _applied(device: SimulatedDevice, version: int) -> bool:
+    return device.applied_version == version
+
+
+async def retained_versions(url: str, count: int, *, expect: int, wait: float = 1.0) -> bool:
+    """Whether the broker holds ``expect`` retained desired documents of the ``count``
+    test cameras (read by subscribing for ``wait`` seconds)."""
+    host, port, _, _ = broker_address(url)
+    seen: set[str] = set()
+    async with aiomqtt.Client(host, port, identifier=f"probe-{secrets.token_hex(3)}") as probe:
+        await probe.subscribe("kj/v1/dev/+/desired", qos=1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                async for message in probe.messages:
+                    seen.add(message.topic.value)
+                    if len(seen) >= count:
+                        break
+    return len(seen) == expect

@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -25,6 +26,9 @@ from gateway.mqtt.messages import Outbound, subscriptions
 log = logging.getLogger(__name__)
 
 OnMessage = Callable[[str, bytes], Awaitable[None]]
+#: Called once connected when the broker kept nothing of the session (a new broker, or one
+#: restarted without persistence): what the gateway keeps retained must be sent again.
+OnFreshSession = Callable[[], Awaitable[None]]
 
 #: QoS-1 publishes in flight (sent, PUBACK not yet received) at once.
 MAX_INFLIGHT = 1_000
@@ -41,6 +45,27 @@ def broker_address(url: str) -> tuple[str, int, str | None, str | None]:
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
     return parts.hostname, parts.port or 1883, user, password
+
+
+def _session_flag(client: aiomqtt.Client) -> Callable[[], bool]:
+    """Whether the broker said, in its CONNACK, that it kept the session.
+
+    aiomqtt does not pass the flag on, so the paho client's connect callback is wrapped
+    (a private attribute of aiomqtt's; ``tests/test_desired.py`` restarts a broker without
+    persistence to prove it still works).
+    """
+    paho_client: Any = client._client
+    inner: Callable[..., None] = paho_client.on_connect
+    present = False
+
+    def on_connect(*args: Any, **kwargs: Any) -> None:
+        nonlocal present
+        flags = args[2] if len(args) > 2 else kwargs.get("flags")
+        present = bool(getattr(flags, "session_present", False))
+        inner(*args, **kwargs)
+
+    paho_client.on_connect = on_connect
+    return lambda: present
 
 
 def _as_bytes(payload: object) -> bytes:
@@ -69,29 +94,23 @@ class MqttSession:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
 
-    def receiving(self, on_message: OnMessage) -> AbstractAsyncContextManager[None]:
+    def receiving(
+        self, on_message: OnMessage, on_fresh_session: OnFreshSession | None = None
+    ) -> AbstractAsyncContextManager[None]:
         """The component: the session runs, handing each message to ``on_message``, for
         the block's lifetime."""
-        return running(("gateway[mqtt].rx", lambda: self.run(on_message)))
+        return running(("gateway[mqtt].rx", lambda: self.run(on_message, on_fresh_session)))
 
-    async def run(self, on_message: OnMessage) -> None:
+    async def run(
+        self, on_message: OnMessage, on_fresh_session: OnFreshSession | None = None
+    ) -> None:
         """Connect, subscribe and receive until cancelled; reconnect on loss."""
         delay = 0.5
         while True:
             try:
-                async with aiomqtt.Client(
-                    self._host,
-                    self._port,
-                    username=self._user,
-                    password=self._password,
-                    identifier=self._client_id,
-                    clean_session=False,
-                    keepalive=30,
-                    max_queued_outgoing_messages=100_000,
-                    # paho's default is 20 QoS-1 publishes awaiting PUBACK: a batch of
-                    # upload answers or a stop fan-out would go out 20 round trips at a time.
-                    max_inflight_messages=MAX_INFLIGHT,
-                ) as client:
+                client = self._new_client()
+                session_present = _session_flag(client)
+                async with client:
                     for topic in self._topics:
                         await client.subscribe(topic, qos=1)
                     self._client = client
@@ -102,6 +121,9 @@ class MqttSession:
                         "MQTT connected to %s:%d as %s", self._host, self._port, self._client_id
                     )
                     delay = 0.5
+                    if not session_present() and on_fresh_session is not None:
+                        log.info("the broker kept no session: retained state is sent again")
+                        await on_fresh_session()
                     async for message in client.messages:
                         await on_message(message.topic.value, _as_bytes(message.payload))
             except aiomqtt.MqttError as exc:
@@ -112,6 +134,21 @@ class MqttSession:
                 self._metrics.mqtt_connected.set(0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._backoff_max)
+
+    def _new_client(self) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            self._host,
+            self._port,
+            username=self._user,
+            password=self._password,
+            identifier=self._client_id,
+            clean_session=False,
+            keepalive=30,
+            max_queued_outgoing_messages=100_000,
+            # paho's default is 20 QoS-1 publishes awaiting PUBACK: a batch of
+            # upload answers or a stop fan-out would go out 20 round trips at a time.
+            max_inflight_messages=MAX_INFLIGHT,
+        )
 
     async def send(self, message: Outbound) -> None:
         """Publish one typed message (QoS 1; retained where the contract says so)."""
