@@ -18,9 +18,10 @@ from devices.clock import ManualClock
 from gateway.config import ConfigError, load_settings
 from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession, broker_address, broker_tls
+from simulators.device import BrokerLogin, SimulatedDevice, device_from_args
 from tests.conftest import StartGateway, eventually
 from tests.services import TlsBroker
-from tests.test_presence import online_map, setup_account
+from tests.test_presence import online_map, running, setup_account
 
 
 def test_mqtts_urls_are_accepted_with_their_own_default_port(tmp_path: Path) -> None:
@@ -108,3 +109,95 @@ async def test_a_gateway_that_does_not_trust_the_broker_says_why(
 
 async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return text in caplog.text
+
+
+async def test_a_camera_over_tls_reaches_the_gateway(
+    tls_broker: TlsBroker, start_gateway: StartGateway, clock: ManualClock
+) -> None:
+    ca_file = str(tls_broker.ca_file)
+    async with (
+        start_gateway(clock=clock, mqtt_url=tls_broker.tls_url, mqtt_ca_file=ca_file) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        token = await setup_account(gw, http, "tls-cam-2")
+        camera = SimulatedDevice(
+            device_id="tls-cam-2",
+            kind="camera",
+            mqtt_url=tls_broker.tls_url,
+            telemetry_interval=1.0,
+            login=BrokerLogin(ca_file=ca_file),
+        )
+        async with running(camera):
+
+            async def online() -> bool:
+                return (await online_map(gw, http, token))["tls-cam-2"]
+
+            await eventually(online)
+
+
+@PAHO_LEAKS_FAILED_HANDSHAKE
+async def test_a_device_that_does_not_trust_the_broker_cannot_connect(
+    tls_broker: TlsBroker,
+) -> None:
+    device = SimulatedDevice(device_id="tls-cam-3", kind="camera", mqtt_url=tls_broker.tls_url)
+    with pytest.raises(aiomqtt.MqttError, match="CERTIFICATE_VERIFY_FAILED"):
+        await device.run()
+    assert not device.connected.is_set()
+    gc.collect()
+
+
+async def test_the_device_command_takes_a_ca_file_and_a_login(tls_broker: TlsBroker) -> None:
+    ca_file = str(tls_broker.ca_file)
+    device = device_from_args(
+        [
+            *("--kind", "camera", "--device-id", "cam-1"),
+            *("--mqtt-url", "mqtts://broker.example", "--ca-file", ca_file),
+            *("--username", "cam-1-user", "--password", "s3cret"),
+        ]
+    )
+    assert device.login == BrokerLogin(username="cam-1-user", password="s3cret", ca_file=ca_file)
+    assert "s3cret" not in repr(device.login)
+    # The broker binds credentials to the device's own client id.
+    assert device.connection().identifier == "cam-1"
+
+
+def test_the_device_command_reads_the_credentials_routes_answer(tmp_path: Path) -> None:
+    answer = {
+        "device_id": "cam-2",
+        "username": "cam-2",
+        "password": "p" * 32,
+        "issued_at": "2026-11-20T02:00:00Z",
+    }
+    path = tmp_path / "cam-2.json"
+    path.write_text(json.dumps(answer))
+    device = device_from_args(["--kind", "camera", "--credentials-file", str(path)])
+    assert (device.device_id, device.login.username, device.login.password) == (
+        "cam-2",
+        "cam-2",
+        "p" * 32,
+    )
+    assert device.login.ca_file is None
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--device-id", "cam-1", "--credentials-file", "{file}", "--username", "u"],
+        ["--device-id", "cam-9", "--credentials-file", "{file}"],
+        ["--device-id", "cam-1", "--username", "u"],
+        ["--device-id", "cam-1", "--ca-file", "{file}"],
+        ["--device-id", "cam-1", "--mqtt-url", "mqtts://h", "--ca-file", "{missing}"],
+        ["--credentials-file", "{missing}"],
+        [],
+    ],
+)
+def test_the_device_command_refuses_logins_that_cannot_work(
+    tmp_path: Path, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cam-1.json"
+    path.write_text(json.dumps({"device_id": "cam-1", "username": "cam-1", "password": "x"}))
+    given = [f.format(file=path, missing=tmp_path / "missing.json") for f in flags]
+    with pytest.raises(SystemExit) as caught:
+        device_from_args(["--kind", "camera", *given])
+    assert caught.value.code == 2
+    assert "error:" in capsys.readouterr().err
