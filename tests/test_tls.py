@@ -18,7 +18,18 @@ from devices.clock import ManualClock
 from gateway.config import ConfigError, load_settings
 from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession, broker_address, broker_tls
+from simulators.credentials import Credentials
 from simulators.device import BrokerLogin, SimulatedDevice, device_from_args
+from simulators.fleet import (
+    DeviceSpec,
+    FleetOptions,
+    WorkerSpec,
+    parse_plan_mix,
+    plan_fleet,
+    run_fleet,
+)
+from simulators.fleet import main as fleet_main
+from simulators.fleet.workers import DeviceWorker
 from tests.conftest import StartGateway, eventually
 from tests.services import TlsBroker
 from tests.test_presence import online_map, running, setup_account
@@ -201,3 +212,73 @@ def test_the_device_command_refuses_logins_that_cannot_work(
         device_from_args(["--kind", "camera", *given])
     assert caught.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+async def test_a_fleet_runs_over_tls_with_its_devices_credentials(
+    tmp_path: Path, tls_broker: TlsBroker
+) -> None:
+    """The embedded gateway and a worker process's devices on the TLS listener; every
+    device signs in with the identity the run was given (the broker here takes any)."""
+    homes = plan_fleet(households=2, plans=parse_plan_mix("continuous-7d"), seed=5, prefix="t-tls")
+    credentials = {
+        d.device_id: Credentials(device_id=d.device_id, username=d.device_id, password="pw")
+        for home in homes
+        for d in home.devices
+    }
+    options = FleetOptions(
+        households=len(homes),
+        clock_speed=3600,
+        duration=4.0,
+        stop_rate=0.0,
+        app_rate=0.0,
+        min_real_interval=1.0,
+        seed=5,
+        prefix="t-tls",
+        mqtt_url=tls_broker.tls_url,
+        ca_file=str(tls_broker.ca_file),
+    )
+    report = await run_fleet(options, workdir=tmp_path, households=homes, credentials=credentials)
+    assert report["errors"] == {"total": 0}, json.dumps(report["errors"])
+    devices = report["devices"]
+    assert devices["connected_peak"] == devices["total"] == len(credentials)
+    assert devices["converged_at_end"] == devices["total"]
+
+
+async def test_a_fleet_worker_signs_each_device_in_with_its_own_identity() -> None:
+    router = DeviceSpec(device_id="h1-rt", role="router")
+    signed = router.signed_in(Credentials(device_id="h1-rt", username="u-rt", password="p-rt"))
+    assert router.signed_in(None) is router
+    assert "p-rt" not in repr(signed)
+    spec = WorkerSpec(
+        mqtt_url="mqtts://broker.example",
+        ca_file="/etc/kanjia/ca.pem",
+        clock_start="2026-11-20T02:00:00+00:00",
+        clock_speed=1.0,
+        clock_mono=0.0,
+        devices=(signed,),
+        media="synthetic",
+        synthetic_bytes=1,
+        pacing=FleetOptions().pacing,
+        horizon_s=60.0,
+        connect_concurrency=1,
+        report_every=1.0,
+    )
+    # What a worker process reads from its stdin.
+    spec = WorkerSpec.from_json(spec.to_json())
+    async with aiohttp.ClientSession() as http:
+        device = DeviceWorker(spec=spec, clock=spec.clock())._build(spec.devices[0], http)
+    assert device.login == BrokerLogin(
+        username="u-rt", password="p-rt", ca_file="/etc/kanjia/ca.pem"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", [["--ca-file", "ca.pem"], ["--mqtt-url", "mqtt://h:1883", "--ca-file", "ca.pem"]]
+)
+def test_the_fleet_takes_a_ca_file_only_for_mqtts(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        fleet_main(argv)
+    assert caught.value.code == 2
+    assert "--ca-file needs an mqtts:// --mqtt-url" in capsys.readouterr().err
