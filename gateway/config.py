@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KANJIA_"
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
 
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    #: CA certificate(s) (PEM) that the broker of an ``mqtts://`` URL is verified against;
+    #: empty: the system's trusted CAs.
+    mqtt_ca_file: str = ""
     mqtt_client_id: str = "kanjia-gateway"
     #: Shared-subscription group for scale-out (``$share/<group>/...``); empty: plain.
     mqtt_shared_group: str = ""
@@ -65,8 +68,22 @@ class Settings(BaseSettings):
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:port (optionally user:password@)")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ValueError(
+                "must look like mqtt://host:port or mqtts://host:port (TLS), "
+                "optionally with user:password@"
+            )
+        return value
+
+    @field_validator("mqtt_ca_file")
+    @classmethod
+    def _mqtt_ca_file(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        if urlsplit(str(info.data.get("mqtt_url", ""))).scheme != "mqtts":
+            raise ValueError("is set but KANJIA_MQTT_URL is not mqtts://")
+        if not Path(value).is_file():
+            raise ValueError(f"no such file {value!r}")
         return value
 
     @field_validator("database_url")

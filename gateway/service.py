@@ -133,6 +133,7 @@ class Gateway:
                 client_id=settings.mqtt_client_id,
                 shared_group=settings.mqtt_shared_group,
                 metrics=metrics,
+                ca_file=settings.mqtt_ca_file or None,
             )
         return Services(
             settings=settings,

@@ -23,7 +23,7 @@ from typing import Any
 import aiomqtt
 
 from devices.clock import Clock
-from simulators.device import SimulatedDevice
+from simulators.device import BrokerLogin, SimulatedDevice
 from simulators.router import RouterSimulator
 
 __all__ = ["RouterDevice"]
@@ -43,6 +43,7 @@ class RouterDevice(SimulatedDevice):
         telemetry_interval: float | None = 10.0,
         firmware: str = "23.05.3",
         clock: Clock | None = None,
+        login: BrokerLogin | None = None,
     ) -> None:
         super().__init__(
             device_id=device_id,
@@ -51,6 +52,7 @@ class RouterDevice(SimulatedDevice):
             telemetry_interval=telemetry_interval,
             firmware=firmware,
             clock=clock,
+            login=login,
         )
         self.router = router
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import trustme
 
 from gateway.lifecycle import free_port
 
@@ -76,5 +79,59 @@ def mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Broker]:
     try:
         wait_for_port(port, timeout=10, process=process)
         yield Broker(port=port, process=process)
+    finally:
+        stop_process(process)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsBroker(Broker):
+    """A Mosquitto with its plain listener (``url``) and a TLS one (``tls_url``)."""
+
+    tls_port: int
+    #: The CA (PEM) that signed the broker's certificate; clients must trust it.
+    ca_file: Path
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.tls_port}"
+
+
+def make_certificates(tmp_dir: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost (``trustme``):
+    the CA's, the server's chain and its key files."""
+    ca = trustme.CA(organization_name="Kanjia test CA")
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = (tmp_dir / n for n in ("ca.pem", "server.pem", "server.key"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    for pem in server.cert_chain_pems:
+        pem.write_to_path(str(cert_file), append=True)
+    server.private_key_pem.write_to_path(str(key_file))
+    return ca_file, cert_file, key_file
+
+
+@contextmanager
+def mosquitto_tls(tmp_dir: Path) -> Iterator[TlsBroker]:
+    """A private Mosquitto (anonymous, no persistence) listening on two free loopback
+    ports: plain MQTT, and MQTT over TLS with a certificate that ``ca_file`` signed."""
+    port, tls_port = free_port(), free_port()
+    ca_file, cert_file, key_file = make_certificates(tmp_dir)
+    conf = tmp_dir / "mosquitto.conf"
+    conf.write_text(
+        # Run as root, Mosquitto would drop to user mosquitto, who cannot read the key files.
+        f"user {getpass.getuser()}\n"
+        f"listener {port} 127.0.0.1\n"
+        f"listener {tls_port} 127.0.0.1\n"
+        f"cafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "log_dest stderr\n"
+        "log_type error\nlog_type warning\nlog_type notice\n"
+    )
+    with (tmp_dir / "mosquitto.log").open("wb") as log_file:
+        process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=log_file)
+    try:
+        for each in (port, tls_port):
+            wait_for_port(each, timeout=10, process=process)
+        yield TlsBroker(port=port, process=process, tls_port=tls_port, ca_file=ca_file)
     finally:
         stop_process(process)

@@ -4,7 +4,9 @@ aiomqtt wraps paho-mqtt's socket callbacks into the event loop (no thread hop). 
 session is persistent (``clean_session=False``) so QoS-1 messages published while the
 gateway was away are delivered when it returns. Connection loss is retried with capped
 exponential backoff and jitter; each message goes to ``on_message`` in arrival order, and
-a handler failure is counted and logged without stopping the loop.
+a handler failure is counted and logged without stopping the loop. An ``mqtts://`` URL
+connects over TLS (port 8883 unless given), verifying the broker's certificate and host
+name against ``ca_file`` (``KANJIA_MQTT_CA_FILE``), or the system's CAs without one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -38,13 +41,29 @@ class NotConnected(RuntimeError):
     """Publishing while the MQTT session is down."""
 
 
+#: The IANA ports of MQTT and of MQTT over TLS.
+DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883}
+
+
 def broker_address(url: str) -> tuple[str, int, str | None, str | None]:
     parts = urlsplit(url)
     if not parts.hostname:
         raise ValueError(f"no host in MQTT URL {url!r}")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
-    return parts.hostname, parts.port or 1883, user, password
+    return parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme, 1883), user, password
+
+
+def broker_tls(url: str, ca_file: str | None) -> ssl.SSLContext | None:
+    """The TLS context of an ``mqtts://`` URL (``None`` for plain MQTT)."""
+    if urlsplit(url).scheme != "mqtts":
+        return None
+    return ssl.create_default_context(cafile=ca_file or None)
+
+
+def _untrusted(exc: aiomqtt.MqttError) -> bool:
+    # aiomqtt turns the ssl error into its own, keeping only the text.
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _session_flag(client: aiomqtt.Client) -> Callable[[], bool]:
@@ -84,9 +103,11 @@ class MqttSession:
         client_id: str,
         shared_group: str,
         metrics: Metrics,
+        ca_file: str | None = None,
         backoff_max: float = 30.0,
     ) -> None:
         self._host, self._port, self._user, self._password = broker_address(url)
+        self._tls = broker_tls(url, ca_file)
         self._client_id = client_id
         self._topics = subscriptions(shared_group)
         self._metrics = metrics
@@ -127,7 +148,8 @@ class MqttSession:
                     async for message in client.messages:
                         await on_message(message.topic.value, _as_bytes(message.payload))
             except aiomqtt.MqttError as exc:
-                log.warning("MQTT session lost (%s); retrying in %.1fs", exc, delay)
+                hint = " (is KANJIA_MQTT_CA_FILE the broker's CA?)" if _untrusted(exc) else ""
+                log.warning("MQTT session lost (%s)%s; retrying in %.1fs", exc, hint, delay)
             finally:
                 self._client = None
                 self.connected.clear()
@@ -141,6 +163,7 @@ class MqttSession:
             self._port,
             username=self._user,
             password=self._password,
+            tls_context=self._tls,
             identifier=self._client_id,
             clean_session=False,
             keepalive=30,

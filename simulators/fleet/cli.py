@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--service-url", help="a running service (else an embedded one)")
     parser.add_argument("--platform-token")
     parser.add_argument("--mqtt-url", help="the broker (embedded mode: instead of amqtt)")
+    parser.add_argument("--ca-file", help="CA (PEM) that an mqtts:// broker is verified against")
     parser.add_argument("--workers", type=int, default=1, help="device processes (0: in this one)")
     parser.add_argument("--rogue-share", type=float, default=0.05)
     parser.add_argument(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from simulators.credentials import Credentials
 from simulators.fleet.options import PlanShare
 
 Role = Literal["camera", "router", "satellite"]
@@ -18,10 +19,19 @@ class DeviceSpec:
     role: Role
     plan: str | None = None
     rogue: bool = False
+    #: The device's own broker identity (issue 13); none: the URL's, or anonymous.
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> Literal["camera", "router"]:
         return "camera" if self.role == "camera" else "router"
+
+    def signed_in(self, credentials: Credentials | None) -> DeviceSpec:
+        """This device with the username and password issued to it (as is without)."""
+        if credentials is None:
+            return self
+        return replace(self, username=credentials.username, password=credentials.password)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

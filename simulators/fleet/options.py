@@ -120,6 +120,8 @@ class FleetOptions:
     service_url: str | None = None
     platform_token: str | None = None
     mqtt_url: str | None = None
+    #: The CA (PEM) that an ``mqtts://`` broker is verified against (else the system's).
+    ca_file: str | None = None
     status_interval: float = 1.0
 
     def __post_init__(self) -> None:
@@ -141,6 +143,8 @@ class FleetOptions:
             raise ValueError("the start must carry a timezone offset")
         if self.service_url and not (self.platform_token and self.mqtt_url):
             raise ValueError("--service-url needs --platform-token and --mqtt-url")
+        if self.ca_file and not (self.mqtt_url or "").startswith("mqtts://"):
+            raise ValueError("--ca-file needs an mqtts:// --mqtt-url")
         if self.prefix and not re.fullmatch(r"[A-Za-z0-9-]{1,20}", self.prefix):
             raise ValueError("the id prefix is 1-20 letters, digits or hyphens")
         Pacing.for_speed(

@@ -6,15 +6,16 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
 
+from simulators.credentials import Credentials
 from simulators.fleet.app import CompanionApp
 from simulators.fleet.households import DeviceSpec, HouseholdSpec, plan_fleet
 from simulators.fleet.metrics import failures_between
@@ -54,6 +55,8 @@ class RunSetup:
     log_dir: Path | None = None
     #: False when the households are already in the service's database.
     provision_first: bool = True
+    #: Broker identities already issued, by device id (``FleetRun.credentials``).
+    credentials: Mapping[str, Credentials] = field(default_factory=dict)
 
 
 async def at_random(
@@ -113,6 +116,10 @@ class FleetRun:
         self.samples = Samples()
         self.elapsed = 0.0
         self._stop = asyncio.Event()
+        #: The broker identity each device signs in with, by device id (issue 13); a
+        #: device without one connects as the URL says. Provisioning is where to issue
+        #: them once the service has ``POST /platform/v1/devices/{id}/credentials``.
+        self.credentials: dict[str, Credentials] = dict(setup.credentials)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -170,10 +177,13 @@ class FleetRun:
         for i in range(count):
             spec = WorkerSpec(
                 mqtt_url=target.mqtt_url,
+                ca_file=options.ca_file,
                 clock_start=target.clock.now().isoformat(),
                 clock_speed=target.clock_speed,
                 clock_mono=time.monotonic(),
-                devices=tuple(devices[i::count]),
+                devices=tuple(
+                    d.signed_in(self.credentials.get(d.device_id)) for d in devices[i::count]
+                ),
                 media=options.media,
                 synthetic_bytes=options.synthetic_bytes,
                 pacing=options.pacing,
@@ -327,11 +337,13 @@ async def run_fleet(
     status: TextIO | None = None,
     stop: asyncio.Event | None = None,
     provisioned: bool = False,
+    credentials: Mapping[str, Credentials] | None = None,
 ) -> dict[str, Any]:
     """Provision and run a fleet; return the report (``report["errors"]["total"]``).
 
     ``provisioned``: the households are already in the service's database (a benchmark
     wrote them); the runner then skips the platform calls, and makes no app requests.
+    ``credentials``: broker identities already issued to devices, by device id.
     """
     if provisioned and options.app_rate:
         raise ValueError("app requests need the app tokens of provisioning")
@@ -359,6 +371,7 @@ async def run_fleet(
             status=line,
             log_dir=workdir,
             provision_first=not provisioned,
+            credentials=credentials or {},
         )
         run = FleetRun(setup=setup)
         watcher = None

@@ -59,6 +59,7 @@ async def embedded_service(options: FleetOptions, workdir: Path) -> AsyncIterato
             environ={},
             overrides={
                 "mqtt_url": mqtt_url,
+                "mqtt_ca_file": options.ca_file or "",
                 "mqtt_client_id": f"kanjia-fleet-{secrets.token_hex(4)}",
                 "database_url": f"sqlite:///{workdir / 'kanjia.db'}",
                 "object_store_url": (workdir / "objects").as_uri(),

@@ -20,7 +20,7 @@ import aiohttp
 
 from devices.clock import Clock, SimClock
 from simulators.camera import Media
-from simulators.device import SimulatedDevice
+from simulators.device import BrokerLogin, SimulatedDevice
 from simulators.fleet.devices import FleetCamera, FleetRouter, Uploads, WorkerCounters
 from simulators.fleet.households import DeviceSpec
 from simulators.fleet.options import Pacing
@@ -40,6 +40,8 @@ class WorkerSpec:
     """Everything a worker process needs (sent as JSON on its stdin)."""
 
     mqtt_url: str
+    #: The CA (PEM) that an ``mqtts://`` broker is verified against (else the system's).
+    ca_file: str | None = None
     #: The parent's clock: its time (ISO) at its monotonic ``clock_mono``, and its speed.
     clock_start: str
     clock_speed: float
@@ -64,6 +66,7 @@ class WorkerSpec:
         pacing = raw["pacing"]
         return cls(
             mqtt_url=raw["mqtt_url"],
+            ca_file=raw.get("ca_file"),
             clock_start=raw["clock_start"],
             clock_speed=float(raw["clock_speed"]),
             clock_mono=float(raw["clock_mono"]),
@@ -130,6 +133,9 @@ class DeviceWorker:
         common: dict[str, Any] = {
             "device_id": spec.device_id,
             "mqtt_url": self.spec.mqtt_url,
+            "login": BrokerLogin(
+                username=spec.username, password=spec.password, ca_file=self.spec.ca_file
+            ),
             "clock": self.clock,
             "counters": self.counters,
             "go": self.go,
