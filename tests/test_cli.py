@@ -103,35 +103,32 @@ async def test_serve_stops_within_5_seconds_of_sigterm(tmp_path: Path, broker: B
     assert code == 0
 
 
-def test_serve_refuses_an_unknown_setting(tmp_path: Path) -> None:
+def serve_refusal(tmp_path: Path, **env: str) -> str:
+    """What ``kanjia serve`` says when it refuses to start (exit status 2) with ``env``."""
     result = subprocess.run(
         [*KANJIA, "serve"],
         cwd=tmp_path,
-        env=clean_env(KANJIA_DATABSE_URL="sqlite:///x"),
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert result.returncode == 2
-    assert "KANJIA_DATABSE_URL" in result.stderr
-    assert "KANJIA_DATABASE_URL" in result.stderr
+    return result.stderr
+
+
+def test_serve_refuses_an_unknown_setting(tmp_path: Path) -> None:
+    stderr = serve_refusal(tmp_path, KANJIA_DATABSE_URL="sqlite:///x")
+    assert "KANJIA_DATABSE_URL" in stderr
+    assert "KANJIA_DATABASE_URL" in stderr
 
 
 def test_serve_refuses_to_start_without_mqtt_auth_naming_the_choices(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [*KANJIA, "serve"],
-        cwd=tmp_path,
-        env=clean_env(KANJIA_PLATFORM_TOKEN=PLATFORM_TOKEN),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
-    assert "KANJIA_MQTT_AUTH" in result.stderr
+    stderr = serve_refusal(tmp_path, KANJIA_PLATFORM_TOKEN=PLATFORM_TOKEN)
+    assert "KANJIA_MQTT_AUTH" in stderr
     for choice in ("mosquitto-dynsec", "http-hooks", "none"):
-        assert choice in result.stderr
+        assert choice in stderr
 
 
 def test_http_hooks_need_their_token() -> None:
