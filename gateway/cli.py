@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError, Settings, load_settings, require_for_serve
 from replay.plans import PlansError
 from storage.db import DatabaseError
 
@@ -56,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
-        if not settings.platform_token:
-            raise ConfigError("KANJIA_PLATFORM_TOKEN must be set for kanjia serve")
+        require_for_serve(settings)
         from gateway.service import serve
 
         asyncio.run(serve(settings))

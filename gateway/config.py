@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -23,6 +23,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KANJIA_"
 _NOT_SETTINGS = ("KANJIA_TEST_", "KANJIA_CONFIG_FILE")
+
+#: How devices authenticate to the broker (issue 13): the broker's dynamic-security plugin
+#: managed by the gateway, a broker that calls the gateway's HTTP hooks, or no
+#: authentication at all (the demo's embedded broker on loopback).
+MqttAuth = Literal["mosquitto-dynsec", "http-hooks", "none"]
+MQTT_AUTH_CHOICES: Final[tuple[MqttAuth, ...]] = ("mosquitto-dynsec", "http-hooks", "none")
 
 
 class ConfigError(ValueError):
@@ -45,6 +51,12 @@ class Settings(BaseSettings):
     mqtt_client_id: str = "kanjia-gateway"
     #: Shared-subscription group for scale-out (``$share/<group>/...``); empty: plain.
     mqtt_shared_group: str = ""
+    #: How devices authenticate to the broker; ``kanjia serve`` refuses to start unset.
+    mqtt_auth: MqttAuth | None = None
+    #: Bearer token of ``/broker/v1/*`` (the broker's HTTP hooks); empty: the hooks are off.
+    broker_hook_token: str = ""
+    #: HMAC key of device passwords' stored hashes; empty: derived from the platform token.
+    credential_key: str = ""
     database_url: str = Field(default_factory=lambda: f"sqlite:///{_var_dir() / 'kanjia.db'}")
     object_store_url: str = Field(default_factory=lambda: (_var_dir() / "objects").as_uri())
     http_host: str = "127.0.0.1"
@@ -115,6 +127,20 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}"
+
+
+def require_for_serve(settings: Settings) -> None:
+    """What ``kanjia serve`` needs beyond the defaults, so no deployment is open by accident."""
+    if not settings.platform_token:
+        raise ConfigError("KANJIA_PLATFORM_TOKEN must be set for kanjia serve")
+    if settings.mqtt_auth is None:
+        raise ConfigError(
+            "KANJIA_MQTT_AUTH must be set for kanjia serve: one of "
+            + ", ".join(MQTT_AUTH_CHOICES)
+            + " (none leaves the broker open to any client)"
+        )
+    if settings.mqtt_auth == "http-hooks" and not settings.broker_hook_token:
+        raise ConfigError("KANJIA_MQTT_AUTH=http-hooks needs KANJIA_BROKER_HOOK_TOKEN")
 
 
 def _known_keys() -> set[str]:

@@ -161,7 +161,9 @@ async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> 
         loop.add_signal_handler(sig, stop.set)
     async with embedded_broker() as mqtt_url:
         token = settings.platform_token or secrets.token_urlsafe(24)
-        settings = settings.model_copy(update={"mqtt_url": mqtt_url, "platform_token": token})
+        settings = settings.model_copy(
+            update={"mqtt_url": mqtt_url, "platform_token": token, "mqtt_auth": "none"}
+        )
         async with (
             Gateway(settings=settings) as gateway,
             RouterSimulator(password=ROUTER_PASSWORD, home=Home.generate("demo")) as router,
@@ -181,6 +183,7 @@ async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> 
                     f"  API:            {base}/openapi.json\n"
                     f"  metrics:        {base}/metrics\n"
                     f"  MQTT broker:    {mqtt_url}\n"
+                    "  MQTT auth:      none (embedded broker on loopback, open to any client)\n"
                     f"  platform token: {token}\n"
                     f"  app token:      {app_token}\n"
                     f"  try:            curl -H 'Authorization: Bearer {app_token}' "

@@ -13,6 +13,7 @@ from devices.desired import ReportedVersions
 from devices.presence import PresenceTracker
 from devices.router import RouterManager
 from devices.router_store import new_router_manager
+from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.config import Settings
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
@@ -40,6 +41,8 @@ class Services:
     #: The gateway's pool of router SSH sessions (R13).
     router_manager: RouterManager = field(default_factory=new_router_manager)
     router_hub: RouterHub = field(default_factory=RouterHub)
+    #: The broker integration told of issued and revoked device credentials (issue 13).
+    broker_admin: BrokerAdmin = field(default_factory=NoBrokerAdmin)
 
     @property
     def fs_store(self) -> FilesystemObjectStore | None:

@@ -17,8 +17,9 @@ from sqlmodel import SQLModel
 # Every module that declares tables, imported for them (they join SQLModel.metadata).
 import devices.broadband_store
 import devices.commands
+import devices.credentials
 import devices.models
-import devices.router_store  # noqa: F401
+import devices.router_store
 from replay import index_store
 from replay.models import RecordedRange, Segment
 from storage.db import Database, Migration, schema_version
@@ -39,9 +40,15 @@ def _add_recorded_ranges(conn: Connection) -> None:
     )
 
 
+def _add_device_credentials(conn: Connection) -> None:
+    table = devices.credentials.DeviceCredential.__table__  # type: ignore[attr-defined]
+    table.create(conn, checkfirst=True)
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
+    Migration(3, "per-device broker credentials (issue 13)", _add_device_credentials),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

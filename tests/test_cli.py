@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from gateway.config import ConfigError, load_settings, require_for_serve
 from gateway.lifecycle import free_port
 from tests.conftest import PLATFORM_TOKEN, eventually
 from tests.services import Broker
@@ -56,6 +58,7 @@ async def test_demo_lists_three_devices_online_within_10_seconds(tmp_path: Path)
         api = re.search(r"API:\s+(http://\S+)/openapi.json", out)
         assert token
         assert api
+        assert re.search(r"MQTT auth:\s+none", out), "the demo says its broker is open"
         async with aiohttp.ClientSession() as http:
             while True:
                 r = await http.get(
@@ -82,6 +85,7 @@ async def test_serve_stops_within_5_seconds_of_sigterm(tmp_path: Path, broker: B
         KANJIA_HTTP_PORT=str(port),
         KANJIA_PLATFORM_TOKEN=PLATFORM_TOKEN,
         KANJIA_MQTT_CLIENT_ID="serve-test",
+        KANJIA_MQTT_AUTH="none",
     )
     with (tmp_path / "serve.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
@@ -104,16 +108,40 @@ async def test_serve_stops_within_5_seconds_of_sigterm(tmp_path: Path, broker: B
     assert code == 0
 
 
-def test_serve_refuses_an_unknown_setting(tmp_path: Path) -> None:
+def serve_refusal(tmp_path: Path, **env: str) -> str:
+    """What ``kanjia serve`` says when it refuses to start (exit status 2) with ``env``."""
     result = subprocess.run(
         [*KANJIA, "serve"],
         cwd=tmp_path,
-        env=clean_env(KANJIA_DATABSE_URL="sqlite:///x"),
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert result.returncode == 2
-    assert "KANJIA_DATABSE_URL" in result.stderr
-    assert "KANJIA_DATABASE_URL" in result.stderr
+    return result.stderr
+
+
+def test_serve_refuses_an_unknown_setting(tmp_path: Path) -> None:
+    stderr = serve_refusal(tmp_path, KANJIA_DATABSE_URL="sqlite:///x")
+    assert "KANJIA_DATABSE_URL" in stderr
+    assert "KANJIA_DATABASE_URL" in stderr
+
+
+def test_serve_refuses_to_start_without_mqtt_auth_naming_the_choices(tmp_path: Path) -> None:
+    stderr = serve_refusal(tmp_path, KANJIA_PLATFORM_TOKEN=PLATFORM_TOKEN)
+    assert "KANJIA_MQTT_AUTH" in stderr
+    for choice in ("mosquitto-dynsec", "http-hooks", "none"):
+        assert choice in stderr
+
+
+def test_http_hooks_need_their_token() -> None:
+    settings = load_settings(
+        environ={}, overrides={"platform_token": PLATFORM_TOKEN, "mqtt_auth": "http-hooks"}
+    )
+    with pytest.raises(ConfigError, match="KANJIA_BROKER_HOOK_TOKEN"):
+        require_for_serve(settings)
+    require_for_serve(settings.model_copy(update={"broker_hook_token": "hook-token"}))
+    with pytest.raises(ConfigError, match="mosquitto-dynsec"):
+        load_settings(environ={"KANJIA_MQTT_AUTH": "open"})

@@ -24,7 +24,8 @@ from gateway.answers import error_body as error_body
 
 log = logging.getLogger(__name__)
 
-Auth = Literal["none", "platform", "app"]
+#: Who may call a route: anyone, the platform, an app user, or the broker (its HTTP hooks).
+Auth = Literal["none", "platform", "app", "broker"]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -252,6 +253,7 @@ def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> di
             "securitySchemes": {
                 "platform": {"type": "http", "scheme": "bearer"},
                 "app": {"type": "http", "scheme": "bearer"},
+                "broker": {"type": "http", "scheme": "bearer"},
             },
         },
     }

@@ -17,6 +17,7 @@ from gateway.http.routes import (
     app,
     broadband,
     commands,
+    credentials,
     family_cloud,
     ops,
     platform,
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 APIS = (
     ops.api,
     platform.api,
+    credentials.api,
     subscriptions.api,
     broadband.api,
     commands.api,
@@ -54,16 +56,23 @@ def _bearer(request: web.Request) -> str | None:
 
 
 async def _authorize(spec: RouteSpec, request: web.Request) -> None:
+    """The route's caller: the platform's token, the broker hooks' own token (the hooks
+    are 404, as if absent, while ``KANJIA_BROKER_HOOK_TOKEN`` is unset), or an app token."""
     if spec.auth == "none":
         return
+    services = services_of(request)
+    if spec.auth == "broker" and not services.settings.broker_hook_token:
+        raise ApiError(404, "not_found", "the broker hooks are off (no KANJIA_BROKER_HOOK_TOKEN)")
     token = _bearer(request)
     if token is None:
         raise ApiError(401, "unauthorized", "a bearer token is required")
-    services = services_of(request)
-    if spec.auth == "platform":
-        expected = services.settings.platform_token
+    if spec.auth in ("platform", "broker"):
+        expected = {
+            "platform": services.settings.platform_token,
+            "broker": services.settings.broker_hook_token,
+        }[spec.auth]
         if not expected or not hmac.compare_digest(token.encode(), expected.encode()):
-            raise ApiError(401, "unauthorized", "the platform token is not valid")
+            raise ApiError(401, "unauthorized", f"the {spec.auth} token is not valid")
         return
     async with services.db.session() as session:
         app_token = await resolve_app_token(session, token)

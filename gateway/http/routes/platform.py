@@ -7,7 +7,7 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import Field
 
-from devices import accounts
+from devices import accounts, credentials
 from devices.desired import account_convergence
 from devices.models import Account, DeviceKind
 from gateway.desired import PUBLISH_JOB, refresh_desired
@@ -43,11 +43,14 @@ class DeviceIn(Body):
 
 
 class ConvergedDeviceOut(DeviceOut):
-    """A device with its desired-state convergence (platform view)."""
+    """A device with its desired-state convergence and, never their secret, whether it
+    has current MQTT credentials and since when (platform view)."""
 
     desired_version: int = 0
     reported_version: int = 0
     converged: bool = True
+    has_credentials: bool = False
+    credentials_issued_at: datetime | None = None
 
 
 class ConvergedDeviceList(Out):
@@ -154,12 +157,15 @@ async def list_account_devices(request: web.Request) -> web.StreamResponse:
         await accounts.get_account(session, account_id)
         devices = await accounts.list_devices(session, account_id)
         convergence = await account_convergence(session, account_id, devices)
+        issued = await credentials.issued_at_of(session, (d.device_id for d in devices))
     out = [
         ConvergedDeviceOut(
             **DeviceOut.of(c.device).model_dump(),
             desired_version=c.desired_version,
             reported_version=c.reported_version,
             converged=c.converged,
+            has_credentials=c.device.device_id in issued,
+            credentials_issued_at=issued.get(c.device.device_id),
         )
         for c in convergence
     ]
