@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 
 from storage.objects import (
     InvalidKey,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     ObjectStoreError,
@@ -67,9 +68,14 @@ class FilesystemObjectStore:
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
     ) -> None:
         validate_key(key)
-        await asyncio.to_thread(self._write, key, data)
+        await asyncio.to_thread(self._write, key, data, replace=True)
 
-    def _write(self, key: str, data: bytes) -> None:
+    async def create(self, key: str, data: bytes) -> None:
+        """Store a new object; :class:`ObjectExists` if the key is taken (never replaced)."""
+        validate_key(key)
+        await asyncio.to_thread(self._write, key, data, replace=False)
+
+    def _write(self, key: str, data: bytes, *, replace: bool) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -78,10 +84,17 @@ class FilesystemObjectStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                # link(2) fails with EEXIST when the name is taken: the check and the
+                # write are one step, so no racing writer can slip in between.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError as exc:
+                    raise ObjectExists(key) from exc
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(self._read, key)

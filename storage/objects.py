@@ -27,6 +27,14 @@ class InvalidKey(ObjectStoreError, ValueError):
         self.reason = reason
 
 
+class ObjectExists(ObjectStoreError):
+    """An object is already stored under that key, and the write may not replace it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"an object already exists under {key!r}")
+        self.key = key
+
+
 class ObjectNotFound(ObjectStoreError, KeyError):
     """No object under that key."""
 
