@@ -1,9 +1,10 @@
 """Recording over MQTT: upload requests, finished segments and camera events (R1, R5, R8).
 
 ``upload/req`` → the service decides (pure :func:`replay.recording.decide_upload`) →
-``upload/res`` with a short-lived presigned PUT URL or a refusal naming the rule → the
-camera PUTs → ``segment`` → the service checks the object exists with the announced size
-(and checksum, for small objects) before indexing it. Indexing is idempotent by
+``upload/res`` with a short-lived presigned PUT URL (and the headers the PUT must carry)
+or a refusal naming the rule → the camera PUTs a new object (never a replacement) →
+``segment`` → the service checks the object exists with the announced size (and
+checksum, for small objects) before indexing it. Indexing is idempotent by
 ``segment_id`` (events by ``event_id``); an indexed segment is acknowledged data and
 survives a restart.
 
@@ -102,9 +103,15 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
         await session.commit()
     ttl = services.settings.url_ttl_seconds
     for ask, grant in granted:
-        url = await services.store.presign_put(grant.object_key, expires_in=ttl)
+        put = await services.store.presign_put(grant.object_key, expires_in=ttl)
         decisions["accepted"] += 1
-        fields = {"url": url, "key": grant.object_key, "expires_in": ttl}
+        # ``headers``: what the PUT must carry (S3: the signed ``If-None-Match: *``).
+        fields = {
+            "url": put.url,
+            "key": grant.object_key,
+            "expires_in": ttl,
+            "headers": dict(put.headers),
+        }
         answers.append(UploadAnswer(grant.device_id, ask.req_id, grant.segment_id, True, fields))
     # Answers go out only now that the grants are committed; QoS-1 round trips overlap.
     await asyncio.gather(*(_send(services, answer) for answer in answers))

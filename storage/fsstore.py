@@ -30,6 +30,7 @@ from storage.objects import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStoreError,
+    PresignedPut,
     validate_key,
     validate_prefix,
 )
@@ -205,8 +206,9 @@ class FilesystemObjectStore:
     async def presign_get(self, key: str, *, expires_in: int) -> str:
         return self._presign("GET", key, expires_in)
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str:
-        return self._presign("PUT", key, expires_in)
+    async def presign_put(self, key: str, *, expires_in: int) -> PresignedPut:
+        # No header needed: the route's create() refuses an existing key whatever is sent.
+        return PresignedPut(self._presign("PUT", key, expires_in))
 
     def verify(self, method: str, key: str, expires: str | None, sig: str | None) -> None:
         """Accept a presigned request or raise :class:`SignatureError` / :class:`InvalidKey`."""

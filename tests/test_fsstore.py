@@ -102,7 +102,7 @@ async def test_signature_checks(store: FilesystemObjectStore) -> None:
     def parts(url: str) -> dict[str, str]:
         return dict(parse_qsl(urlsplit(url).query))
 
-    url = await store.presign_put("a/b.ts", expires_in=60)
+    url = (await store.presign_put("a/b.ts", expires_in=60)).url
     q = parts(url)
     store.verify("PUT", "a/b.ts", q["expires"], q["sig"])
     with pytest.raises(SignatureError, match="does not match"):
@@ -129,7 +129,9 @@ async def test_presigned_put_then_get_round_trips_through_the_gateway(
     async with start_gateway(clock=clock, mqtt=False) as gw, aiohttp.ClientSession() as http:
         store = gw.services.fs_store
         assert store is not None
-        put_url = await store.presign_put("rec/7d/cam-1/seg.ts", expires_in=60)
+        put = await store.presign_put("rec/7d/cam-1/seg.ts", expires_in=60)
+        assert put.headers == {}, "the route refuses an overwrite whatever is sent"
+        put_url = put.url
         assert put_url.startswith(gw.url)
         r = await http.put(put_url, data=payload)
         assert r.status == 200
