@@ -101,7 +101,7 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     async with services.db.session() as session:
         answers, granted = await _decide(session, asks, services.clock.now(), decisions)
         await session.commit()
-    ttl = services.settings.url_ttl_seconds
+    ttl = services.settings.upload_url_ttl_seconds
     for ask, grant in granted:
         put = await services.store.presign_put(grant.object_key, expires_in=ttl)
         decisions["accepted"] += 1
