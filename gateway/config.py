@@ -68,8 +68,12 @@ class Settings(BaseSettings):
     clock: str = "wall"
     #: A device silent for longer than this is offline even without a Will.
     presence_timeout_seconds: float = Field(default=90.0, gt=0)
-    #: Lifetime of presigned upload and playback URLs.
+    #: Lifetime of presigned download (playback) URLs.
     url_ttl_seconds: int = Field(default=300, gt=0)
+    #: Lifetime of the presigned PUT URL of an ``upload/res``: short, since whoever reads
+    #: the answer holds it (issue 13). Service-clock seconds on the filesystem store,
+    #: wall-clock seconds on S3 (the store checks its own signatures).
+    upload_url_ttl_seconds: int = Field(default=60, gt=0)
     #: HMAC key of the filesystem store's presigned URLs; shared by scaled-out gateways.
     url_signing_key: str = ""
     #: R14: how much a family cloud holds (bytes).

@@ -1,9 +1,10 @@
 """Recording over MQTT: upload requests, finished segments and camera events (R1, R5, R8).
 
 ``upload/req`` → the service decides (pure :func:`replay.recording.decide_upload`) →
-``upload/res`` with a short-lived presigned PUT URL or a refusal naming the rule → the
-camera PUTs → ``segment`` → the service checks the object exists with the announced size
-(and checksum, for small objects) before indexing it. Indexing is idempotent by
+``upload/res`` with a short-lived presigned PUT URL (and the headers the PUT must carry)
+or a refusal naming the rule → the camera PUTs a new object (never a replacement) →
+``segment`` → the service checks the object exists with the announced size (and
+checksum, for small objects) before indexing it. Indexing is idempotent by
 ``segment_id`` (events by ``event_id``); an indexed segment is acknowledged data and
 survives a restart.
 
@@ -100,11 +101,17 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     async with services.db.session() as session:
         answers, granted = await _decide(session, asks, services.clock.now(), decisions)
         await session.commit()
-    ttl = services.settings.url_ttl_seconds
+    ttl = services.settings.upload_url_ttl_seconds
     for ask, grant in granted:
-        url = await services.store.presign_put(grant.object_key, expires_in=ttl)
+        put = await services.store.presign_put(grant.object_key, expires_in=ttl)
         decisions["accepted"] += 1
-        fields = {"url": url, "key": grant.object_key, "expires_in": ttl}
+        # ``headers``: what the PUT must carry (S3: the signed ``If-None-Match: *``).
+        fields = {
+            "url": put.url,
+            "key": grant.object_key,
+            "expires_in": ttl,
+            "headers": dict(put.headers),
+        }
         answers.append(UploadAnswer(grant.device_id, ask.req_id, grant.segment_id, True, fields))
     # Answers go out only now that the grants are committed; QoS-1 round trips overlap.
     await asyncio.gather(*(_send(services, answer) for answer in answers))
@@ -120,7 +127,11 @@ async def _decide(
     an upload URL once committed; refusals and unknown devices counted in ``decisions``."""
     cameras = await _cameras(session, {ask.request.device_id for ask in asks})
     subscriptions = await active_subscriptions(session, cameras)
-    grants = await index_store.grants_by_id(session, {ask.request.segment_id for ask in asks})
+    ids = {ask.request.segment_id for ask in asks}
+    grants = await index_store.grants_by_id(session, ids)
+    # Indexing settles (deletes) a grant: without this, a new request for an indexed
+    # segment would be granted a fresh URL onto the indexed object's key (issue 14).
+    indexed = await index_store.indexed_ids(session, ids)
     answers: list[UploadAnswer] = []
     granted: list[tuple[UploadAsk, UploadGrant]] = []
     for ask in asks:
@@ -136,34 +147,46 @@ async def _decide(
             broadband_state=account_state(account.broadband_state),
             now=now,
         )
-        if isinstance(decision, recording.Refuse):
-            decisions[decision.code] += 1
-            refusal = UploadAnswer.refused(
-                request.device_id,
-                ask.req_id,
-                request.segment_id,
-                code=decision.code,
-                rule=decision.rule,
-                message=decision.message,
-            )
+        unusable = _unusable_id(request, grants.get(request.segment_id), indexed)
+        if isinstance(decision, recording.Refuse) or unusable is not None:
+            code, refusal = _refusal(ask, decision, unusable)
+            decisions[code] += 1
             answers.append(refusal)
             continue
         grant = grants.get(request.segment_id)
         if grant is None:
             grant = index_store.add_grant(session, request, decision, account.account_id, now)
             grants[grant.segment_id] = grant
-        elif grant.device_id != device.device_id:
-            in_use = UploadAnswer.refused(
-                request.device_id,
-                ask.req_id,
-                request.segment_id,
-                code="invalid_upload",
-                message="segment_id already in use",
-            )
-            answers.append(in_use)
-            continue
         granted.append((ask, grant))
     return answers, granted
+
+
+def _unusable_id(
+    request: recording.UploadRequest, grant: UploadGrant | None, indexed: set[str]
+) -> str | None:
+    """Why no upload URL may be handed out for this ``segment_id``, or ``None``."""
+    if request.segment_id in indexed:
+        return "segment already indexed"
+    if grant is not None and grant.device_id != request.device_id:
+        return "segment_id already in use"
+    return None
+
+
+def _refusal(
+    ask: UploadAsk, decision: recording.Decision, unusable: str | None
+) -> tuple[str, UploadAnswer]:
+    """The code and answer refusing ``ask``: the rule's refusal first, else the unusable id."""
+    request = ask.request
+    code: str
+    rule: str | None
+    if isinstance(decision, recording.Refuse):
+        code, rule, message = decision.code, decision.rule, decision.message
+    else:
+        code, rule, message = "invalid_upload", None, unusable or "refused"
+    answer = UploadAnswer.refused(
+        request.device_id, ask.req_id, request.segment_id, code=code, rule=rule, message=message
+    )
+    return code, answer
 
 
 async def index_batch(services: Services, items: Sequence[RecordingItem]) -> None:

@@ -96,9 +96,8 @@ async def reconcile(services: Services, *, allow_mass_delete: bool = False) -> R
 
 async def drop_stale_grants(services: Services) -> int:
     """Forget upload grants whose URL expired long ago (their camera never finished)."""
-    cutoff = (
-        services.clock.now() - timedelta(seconds=services.settings.url_ttl_seconds) - GRANT_GRACE
-    )
+    ttl = timedelta(seconds=services.settings.upload_url_ttl_seconds)
+    cutoff = services.clock.now() - ttl - GRANT_GRACE
     async with services.db.session() as session:
         dropped = await index_store.delete_grants_before(session, cutoff)
         await session.commit()

@@ -139,7 +139,8 @@ class CameraSimulator(SimulatedDevice):
             code = str(answer.get("code"))
             self.outcomes[f"refused:{code}"] += 1
             return UploadOutcome(segment_id, ok=False, code=code)
-        async with http.put(str(answer["url"]), data=data) as response:
+        headers = {str(k): str(v) for k, v in dict(answer.get("headers") or {}).items()}
+        async with http.put(str(answer["url"]), data=data, headers=headers) as response:
             if response.status >= 300:
                 self.outcomes["put_failed"] += 1
                 return UploadOutcome(segment_id, ok=False, code=f"http_{response.status}")

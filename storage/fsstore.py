@@ -26,9 +26,11 @@ from urllib.parse import quote, urlencode
 
 from storage.objects import (
     InvalidKey,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     ObjectStoreError,
+    PresignedPut,
     validate_key,
     validate_prefix,
 )
@@ -67,9 +69,14 @@ class FilesystemObjectStore:
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
     ) -> None:
         validate_key(key)
-        await asyncio.to_thread(self._write, key, data)
+        await asyncio.to_thread(self._write, key, data, replace=True)
 
-    def _write(self, key: str, data: bytes) -> None:
+    async def create(self, key: str, data: bytes) -> None:
+        """Store a new object; :class:`ObjectExists` if the key is taken (never replaced)."""
+        validate_key(key)
+        await asyncio.to_thread(self._write, key, data, replace=False)
+
+    def _write(self, key: str, data: bytes, *, replace: bool) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -78,10 +85,17 @@ class FilesystemObjectStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                # link(2) fails with EEXIST when the name is taken: the check and the
+                # write are one step, so no racing writer can slip in between.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError as exc:
+                    raise ObjectExists(key) from exc
+        finally:
             Path(tmp).unlink(missing_ok=True)
-            raise
 
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(self._read, key)
@@ -192,8 +206,9 @@ class FilesystemObjectStore:
     async def presign_get(self, key: str, *, expires_in: int) -> str:
         return self._presign("GET", key, expires_in)
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str:
-        return self._presign("PUT", key, expires_in)
+    async def presign_put(self, key: str, *, expires_in: int) -> PresignedPut:
+        # No header needed: the route's create() refuses an existing key whatever is sent.
+        return PresignedPut(self._presign("PUT", key, expires_in))
 
     def verify(self, method: str, key: str, expires: str | None, sig: str | None) -> None:
         """Accept a presigned request or raise :class:`SignatureError` / :class:`InvalidKey`."""

@@ -8,8 +8,8 @@ with :class:`InvalidKey` before any backend sees it.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +27,14 @@ class InvalidKey(ObjectStoreError, ValueError):
         self.reason = reason
 
 
+class ObjectExists(ObjectStoreError):
+    """An object is already stored under that key, and the write may not replace it."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"an object already exists under {key!r}")
+        self.key = key
+
+
 class ObjectNotFound(ObjectStoreError, KeyError):
     """No object under that key."""
 
@@ -41,6 +49,15 @@ class ObjectInfo:
     size: int
     modified: datetime | None = None
     etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedPut:
+    """An upload URL and the headers its PUT must carry (signed into it where the store
+    checks them: a client that drops one is refused)."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
@@ -107,8 +124,9 @@ class ObjectStore(Protocol):
         """A URL that GETs the object for ``expires_in`` seconds without other credentials."""
         ...
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str:
-        """A URL that PUTs the object for ``expires_in`` seconds without other credentials."""
+    async def presign_put(self, key: str, *, expires_in: int) -> PresignedPut:
+        """A URL that PUTs a new object for ``expires_in`` seconds without other
+        credentials; it never replaces an object already stored under ``key``."""
         ...
 
     async def close(self) -> None: ...

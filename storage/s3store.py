@@ -9,8 +9,9 @@ Every key is checked by :func:`validate_key` before any request is made. S3 answ
 ``NoSuchKey``/404 become :class:`ObjectNotFound`; every other refusal, and an unreachable
 endpoint, becomes :class:`S3StoreError` carrying the operation and S3's error code.
 
-Presigned URLs are signed with the wall clock: the store checks them against its own
-clock, so the injected service clock cannot take part.
+Presigned PUTs are conditional writes (``If-None-Match: *``, signed): an upload never
+replaces an object. Presigned URLs are signed with the wall clock: the store checks them
+against its own clock, so the injected service clock cannot take part.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from storage.objects import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStoreError,
+    PresignedPut,
     validate_key,
     validate_prefix,
 )
@@ -382,22 +384,29 @@ class S3ObjectStore:
                 )
 
     # -- presigned URLs ----------------------------------------------------------------
-    async def _presign(self, method: str, key: str, expires_in: int) -> str:
+    async def _presign(self, method: str, key: str, expires_in: int, **params: str) -> str:
         validate_key(key)
         if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
             raise ValueError(f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
         client = self._require_client()
         with _s3_errors(f"presign {method}", key):
             url = await client.generate_presigned_url(
-                method, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+                method,
+                Params={"Bucket": self.bucket, "Key": key, **params},
+                ExpiresIn=expires_in,
             )
         return str(url)
 
     async def presign_get(self, key: str, *, expires_in: int) -> str:
         return await self._presign("get_object", key, expires_in)
 
-    async def presign_put(self, key: str, *, expires_in: int) -> str:
-        return await self._presign("put_object", key, expires_in)
+    async def presign_put(self, key: str, *, expires_in: int) -> PresignedPut:
+        """A conditional write: ``If-None-Match: *`` is among the URL's signed headers, so
+        the PUT must carry it (dropped or changed: 403) and a store that honours it answers
+        412 when the key exists. SeaweedFS 4.48 does both (tests/test_s3store.py); a store
+        that ignores the header would let a live URL replace its object."""
+        url = await self._presign("put_object", key, expires_in, IfNoneMatch="*")
+        return PresignedPut(url, {"If-None-Match": "*"})
 
     # -- retention ---------------------------------------------------------------------
     async def set_lifecycle_expiry(self, rules: Mapping[str, int]) -> bool:

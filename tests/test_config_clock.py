@@ -18,6 +18,14 @@ def test_defaults_are_the_embedded_ones(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.database_url == f"sqlite:///{tmp_path / 'var' / 'kanjia.db'}"
     assert settings.object_store_url == (tmp_path / "var" / "objects").as_uri()
     assert settings.clock == "wall"
+    assert (settings.url_ttl_seconds, settings.upload_url_ttl_seconds) == (300, 60)
+
+
+def test_upload_urls_have_their_own_lifetime() -> None:
+    settings = load_settings(environ={"KANJIA_UPLOAD_URL_TTL_SECONDS": "30"})
+    assert (settings.url_ttl_seconds, settings.upload_url_ttl_seconds) == (300, 30)
+    with pytest.raises(ConfigError, match="KANJIA_UPLOAD_URL_TTL_SECONDS"):
+        load_settings(environ={"KANJIA_UPLOAD_URL_TTL_SECONDS": "0"})
 
 
 def test_environment_wins_over_the_file(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -11,7 +12,7 @@ from yarl import URL
 
 from devices.clock import ManualClock
 from storage.fsstore import FilesystemObjectStore, SignatureError
-from storage.objects import InvalidKey, ObjectNotFound
+from storage.objects import InvalidKey, ObjectExists, ObjectNotFound
 from tests.conftest import T0, StartGateway
 
 
@@ -61,6 +62,31 @@ async def test_get_many_keeps_the_order_and_marks_the_absent(
         await store.get_many(["rec/7d/cam-1/a.ts", "../etc/passwd"])
 
 
+async def test_create_never_replaces_an_object(store: FilesystemObjectStore) -> None:
+    """Issue 13: what a presigned PUT does. The first write wins; nothing is left behind."""
+    await store.create("rec/7d/cam-1/a.ts", b"original")
+    with pytest.raises(ObjectExists):
+        await store.create("rec/7d/cam-1/a.ts", b"attacker")
+    await store.put("rec/7d/cam-1/b.ts", b"by the service")
+    with pytest.raises(ObjectExists):
+        await store.create("rec/7d/cam-1/b.ts", b"attacker")
+    assert await store.get("rec/7d/cam-1/a.ts") == b"original"
+    assert await store.get("rec/7d/cam-1/b.ts") == b"by the service"
+    assert sorted(p.name for p in (store.root / "rec/7d/cam-1").iterdir()) == ["a.ts", "b.ts"]
+
+
+async def test_of_racing_creates_exactly_one_wins(store: FilesystemObjectStore) -> None:
+    bodies = [bytes([i]) * 100_000 for i in range(16)]
+    results = await asyncio.gather(
+        *(store.create("rec/7d/cam-1/race.ts", body) for body in bodies), return_exceptions=True
+    )
+    winners = [body for body, result in zip(bodies, results, strict=True) if result is None]
+    assert len(winners) == 1
+    assert all(isinstance(r, ObjectExists) for r in results if r is not None)
+    assert await store.get("rec/7d/cam-1/race.ts") == winners[0]
+    assert [p.name for p in (store.root / "rec/7d/cam-1").iterdir()] == ["race.ts"]
+
+
 @pytest.mark.parametrize(
     "key", ["../etc/passwd", "a/../../b", "/abs/key", "a//b", "a/./b", "a\\b", "", "a/b/"]
 )
@@ -76,7 +102,7 @@ async def test_signature_checks(store: FilesystemObjectStore) -> None:
     def parts(url: str) -> dict[str, str]:
         return dict(parse_qsl(urlsplit(url).query))
 
-    url = await store.presign_put("a/b.ts", expires_in=60)
+    url = (await store.presign_put("a/b.ts", expires_in=60)).url
     q = parts(url)
     store.verify("PUT", "a/b.ts", q["expires"], q["sig"])
     with pytest.raises(SignatureError, match="does not match"):
@@ -103,10 +129,16 @@ async def test_presigned_put_then_get_round_trips_through_the_gateway(
     async with start_gateway(clock=clock, mqtt=False) as gw, aiohttp.ClientSession() as http:
         store = gw.services.fs_store
         assert store is not None
-        put_url = await store.presign_put("rec/7d/cam-1/seg.ts", expires_in=60)
+        put = await store.presign_put("rec/7d/cam-1/seg.ts", expires_in=60)
+        assert put.headers == {}, "the route refuses an overwrite whatever is sent"
+        put_url = put.url
         assert put_url.startswith(gw.url)
         r = await http.put(put_url, data=payload)
         assert r.status == 200
+        # The same URL, still valid, cannot replace what it stored (issue 13).
+        r = await http.put(put_url, data=b"other bytes")
+        assert r.status == 412
+        assert (await r.json())["error"]["code"] == "object_exists"
         get_url = await store.presign_get("rec/7d/cam-1/seg.ts", expires_in=60)
         r = await http.get(get_url)
         assert r.status == 200

@@ -6,8 +6,9 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
@@ -294,10 +295,10 @@ async def test_wrong_secret_is_refused(seaweed: SeaweedServer, store: S3ObjectSt
 
 async def test_presigned_put_then_get(store: S3ObjectStore) -> None:
     data = bytes(range(256)) * 64
-    put_url = await store.presign_put("ps/cam-1/upload.ts", expires_in=60)
+    put = await store.presign_put("ps/cam-1/upload.ts", expires_in=60)
     get_url = await store.presign_get("ps/cam-1/upload.ts", expires_in=60)
     async with aiohttp.ClientSession() as http:
-        async with http.put(URL(put_url, encoded=True), data=data) as response:
+        async with http.put(URL(put.url, encoded=True), data=data, headers=put.headers) as response:
             assert response.status == 200
         async with http.get(URL(get_url, encoded=True)) as response:
             assert response.status == 200
@@ -361,15 +362,87 @@ async def test_tampered_presigned_get_is_refused(
 
 
 async def test_presigned_put_to_another_key_is_refused(store: S3ObjectStore) -> None:
-    url = await store.presign_put("ps/put/mine.ts", expires_in=60)
+    put = await store.presign_put("ps/put/mine.ts", expires_in=60)
+    url = put.url
     forged = url.replace("/ps/put/mine.ts?", "/ps/put/theirs.ts?")
     assert forged != url
     async with (
         aiohttp.ClientSession() as http,
-        http.put(URL(forged, encoded=True), data=b"forged") as response,
+        http.put(URL(forged, encoded=True), data=b"forged", headers=put.headers) as response,
     ):
         assert response.status == 403
     assert await store.head("ps/put/theirs.ts") is None
+
+
+# What SeaweedFS 4.48 does with conditional writes (issue 13, item 5), found here:
+# - a PUT with ``If-None-Match: *`` onto an existing key is refused 412 PreconditionFailed
+#   (through the SDK and through a presigned URL), and the object is kept;
+# - botocore puts ``if-none-match`` among a presigned URL's X-Amz-SignedHeaders; SeaweedFS
+#   checks it: the same URL without the header, or with another value, is 403
+#   SignatureDoesNotMatch, so a client holding the URL cannot drop the condition;
+# - of 16 racing PUTs through one such URL to a fresh key exactly one gets 200;
+# - a plain (unconditional) presigned PUT still replaces an object: the condition is
+#   only as good as the URL that signs it.
+
+
+async def _put(url: str, data: bytes, headers: Mapping[str, str]) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(URL(url, encoded=True), data=data, headers=headers) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_a_conditional_put_onto_an_existing_key_is_refused(store: S3ObjectStore) -> None:
+    await store.put("inm/sdk.ts", b"original")
+    with pytest.raises(ClientError) as caught:
+        await store._require_client().put_object(
+            Bucket=BUCKET, Key="inm/sdk.ts", Body=b"attacker", IfNoneMatch="*"
+        )
+    assert caught.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert await store.get("inm/sdk.ts") == b"original"
+
+
+async def test_a_presigned_put_never_replaces_what_it_stored(store: S3ObjectStore) -> None:
+    put = await store.presign_put("inm/cam-1/seg.ts", expires_in=60)
+    assert put.headers == {"If-None-Match": "*"}
+    assert "if-none-match" in parse_qs(urlsplit(put.url).query)["X-Amz-SignedHeaders"][0]
+    assert (await _put(put.url, b"original", put.headers))[0] == 200
+    status, body = await _put(put.url, b"attacker", put.headers)
+    assert (status, "PreconditionFailed" in body) == (412, True)
+    await store.put("inm/cam-1/by-service.ts", b"the service's")
+    other = await store.presign_put("inm/cam-1/by-service.ts", expires_in=60)
+    assert (await _put(other.url, b"attacker", other.headers))[0] == 412
+    assert await store.get("inm/cam-1/seg.ts") == b"original"
+    assert await store.get("inm/cam-1/by-service.ts") == b"the service's"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [pytest.param({}, id="dropped"), pytest.param({"If-None-Match": '"etag"'}, id="changed")],
+)
+async def test_the_condition_is_signed_into_the_url(
+    store: S3ObjectStore, headers: dict[str, str]
+) -> None:
+    await store.put("inm/signed/kept.ts", b"original")
+    for key in ("inm/signed/kept.ts", "inm/signed/fresh.ts"):
+        put = await store.presign_put(key, expires_in=60)
+        status, body = await _put(put.url, b"attacker", headers)
+        assert (status, "SignatureDoesNotMatch" in body) == (403, True)
+    assert await store.get("inm/signed/kept.ts") == b"original"
+    assert await store.head("inm/signed/fresh.ts") is None
+
+
+async def test_of_racing_presigned_puts_exactly_one_wins(store: S3ObjectStore) -> None:
+    put = await store.presign_put("inm/race.ts", expires_in=60)
+    bodies = [bytes([65 + i]) * 50_000 for i in range(16)]
+    statuses = [
+        status
+        for status, _ in await asyncio.gather(*(_put(put.url, b, put.headers) for b in bodies))
+    ]
+    assert sorted(statuses) == [200] + [412] * 15
+    assert await store.get("inm/race.ts") == bodies[statuses.index(200)]
 
 
 # -- lifecycle -------------------------------------------------------------------------

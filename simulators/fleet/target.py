@@ -68,6 +68,7 @@ async def embedded_service(options: FleetOptions, workdir: Path) -> AsyncIterato
                 "clock": f"sim:{options.start.isoformat()}@{speed:g}",
                 "presence_timeout_seconds": max(90.0, 3 * quiet, speed * 15),
                 "url_ttl_seconds": max(300, math.ceil(speed * 60)),
+                "upload_url_ttl_seconds": max(60, math.ceil(speed * 60)),
             },
         )
         gateway = await stack.enter_async_context(Gateway(settings=settings, clock=clock))

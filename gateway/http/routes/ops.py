@@ -13,7 +13,7 @@ from gateway import health, retention
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body
 from gateway.http.requests import OPENAPI, services_of
 from storage.fsstore import FilesystemObjectStore, SignatureError
-from storage.objects import ObjectNotFound
+from storage.objects import ObjectExists, ObjectNotFound
 
 api = Api()
 
@@ -135,12 +135,16 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     "/objects/{key:.+}",
     auth="none",
     tag="objects",
-    summary="Upload through a presigned URL",
-    errors=(403,),
+    summary="Upload a new object through a presigned URL; an existing one is never replaced",
+    errors=(403, 412),
 )
 async def put_object(request: web.Request) -> web.StreamResponse:
     store, key = _signed(request, "PUT")
-    await store.put(key, await request.read())
+    try:
+        await store.create(key, await request.read())
+    except ObjectExists as exc:
+        # 412 as S3 answers a PUT with ``If-None-Match: *`` onto an existing key.
+        raise ApiError(412, "object_exists", f"an object is already stored at {key}") from exc
     return web.Response(status=200)
 
 

@@ -1,0 +1,132 @@
+"""Uploads cannot be replaced (issue 13, item 5; issue 14, "re-upload over an indexed
+segment"), end to end on each stack (filesystem store; SeaweedFS with SQLite and PostgreSQL).
+
+An eavesdropper on the broker reads the upload URL the service hands a camera in
+``upload/res``. Once the segment is indexed, neither that URL (still valid) nor a new
+``upload/req`` for the same ``segment_id`` can put other bytes under it: the family goes on
+downloading what the camera recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import aiomqtt
+from yarl import URL
+
+from devices.clock import ManualClock
+from tests.services import Broker
+from tests.test_presence import running
+from tests.test_recording_e2e import Home, camera, home
+
+__all__ = ["home"]  # the fixture, shared with the recording tests
+
+ATTACKER = b"\x47" * 1880  # one TS packet's sync byte, ten packets: not the camera's video
+
+
+@asynccontextmanager
+async def eavesdropping(broker: Broker, device_id: str) -> AsyncIterator[aiomqtt.Client]:
+    """A client on the (unauthenticated, in this suite) broker reading the device's answers."""
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier=f"spy-{device_id}") as spy:
+        await spy.subscribe(f"kj/v1/dev/{device_id}/upload/res", qos=1)
+        yield spy
+
+
+async def answer_for(spy: aiomqtt.Client, segment_id: str) -> dict[str, Any]:
+    """The next ``upload/res`` about ``segment_id`` the spy reads."""
+    async with asyncio.timeout(10):
+        async for message in spy.messages:
+            body: dict[str, Any] = json.loads(bytes(message.payload))
+            if body.get("segment_id") == segment_id:
+                return body
+    raise AssertionError(f"no upload/res for {segment_id}")
+
+
+async def ask(spy: aiomqtt.Client, device_id: str, segment_id: str, home: Home) -> dict[str, Any]:
+    """Publish an ``upload/req`` for ``segment_id`` as ``device_id``; return the answer."""
+    start = home.clock.now() - timedelta(seconds=10)
+    request = {
+        "req_id": f"again-{device_id}",
+        "segment_id": segment_id,
+        "kind": "continuous",
+        "start": start.isoformat(),
+        "end": (start + timedelta(seconds=10)).isoformat(),
+        "bytes": len(ATTACKER),
+        "sha256": hashlib.sha256(ATTACKER).hexdigest(),
+    }
+    await spy.subscribe(f"kj/v1/dev/{device_id}/upload/res", qos=1)
+    await spy.publish(f"kj/v1/dev/{device_id}/upload/req", json.dumps(request), qos=1)
+    return await answer_for(spy, segment_id)
+
+
+async def put(url: str, data: bytes, headers: dict[str, str]) -> int:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(URL(url, encoded=True), data=data, headers=headers) as response,
+    ):
+        return response.status
+
+
+async def served(home: Home, segment_id: str) -> bytes:
+    """The bytes the app downloads for the segment."""
+    r = await home.app(f"/app/v1/segments/{segment_id}")
+    assert r.status == 200, await r.text()
+    async with aiohttp.ClientSession() as anonymous, anonymous.get((await r.json())["url"]) as got:
+        assert got.status == 200
+        return await got.read()
+
+
+async def test_an_indexed_segment_cannot_be_replaced_nor_requested_again(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    await home.subscribe("cam-2", "continuous-7d", "o-2")  # entitled: only the id refuses
+    cam = camera(broker, clock)
+    async with eavesdropping(broker, "cam-1") as spy:
+        async with running(cam):
+            seg = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+        assert seg.ok, seg.code
+        await home.wait_indexed(1)
+        sniffed = await answer_for(spy, seg.segment_id)
+        assert seg.data is not None
+        assert await served(home, seg.segment_id) == seg.data
+
+        # The handed-out URL is still valid, but it stores only a new object.
+        assert await put(sniffed["url"], ATTACKER, sniffed["headers"]) == 412
+        # Without the headers: S3 refuses the signature (403), the filesystem store the key.
+        assert await put(sniffed["url"], ATTACKER, {}) in (403, 412)
+
+        # A new request for the indexed segment, by its camera or another, gets no URL.
+        for device_id in ("cam-1", "cam-2"):
+            again = await ask(spy, device_id, seg.segment_id, home)
+            assert (again["ok"], again["code"], again["message"]) == (
+                False,
+                "invalid_upload",
+                "segment already indexed",
+            ), again
+            assert "url" not in again
+
+    assert await served(home, seg.segment_id) == seg.data
+    assert await home.segment_count() == 1
+
+
+async def test_an_upload_url_lives_upload_url_ttl_seconds(
+    home: Home, broker: Broker, clock: ManualClock, stack: dict[str, str]
+) -> None:
+    """``KANJIA_UPLOAD_URL_TTL_SECONDS`` (60 by default), apart from download URLs (300).
+    The filesystem store signs on the service clock; S3 checks its own (wall) clock."""
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="cam-1") as device:
+        answer = await ask(device, "cam-1", "cam-1-ttl", home)
+        assert (answer["ok"], answer["expires_in"]) == (True, 60), answer
+        await home.advance(61)
+        status = await put(answer["url"], ATTACKER, answer["headers"])
+    on_s3 = stack.get("object_store_url", "").startswith("s3://")
+    assert status == (200 if on_s3 else 403)
