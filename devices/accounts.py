@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -131,19 +131,63 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """An app token as handed out once: the secret, and what names and bounds it."""
+
+    token: str = field(repr=False)
+    token_id: str
+    expires_at: datetime
+
+
 async def issue_app_token(
-    session: AsyncSession, *, account_id: str, user_id: str, now: datetime
-) -> str:
+    session: AsyncSession, *, account_id: str, user_id: str, now: datetime, ttl: timedelta
+) -> IssuedToken:
     await get_account(session, account_id)
-    token = "kja_" + secrets.token_urlsafe(32)
+    issued = IssuedToken(
+        token="kja_" + secrets.token_urlsafe(32),
+        token_id="tok_" + secrets.token_hex(8),
+        expires_at=now + ttl,
+    )
     session.add(
         AppToken(
-            token_hash=_hash_token(token), account_id=account_id, user_id=user_id, created_at=now
+            token_hash=_hash_token(issued.token),
+            account_id=account_id,
+            user_id=user_id,
+            created_at=now,
+            token_id=issued.token_id,
+            expires_at=issued.expires_at,
         )
     )
     await session.commit()
-    return token
+    return issued
 
 
-async def resolve_app_token(session: AsyncSession, token: str) -> AppToken | None:
-    return await session.get(AppToken, _hash_token(token))
+async def resolve_app_token(
+    session: AsyncSession, token: str, *, now: datetime, ttl: timedelta
+) -> AppToken | None:
+    """The token's record while it is valid; ``None`` once it expired or was revoked."""
+    found = await session.get(AppToken, _hash_token(token))
+    if found is None:
+        return None
+    expires_at = found.expires_at or found.created_at + ttl
+    return found if now < expires_at else None
+
+
+async def revoke_app_token(session: AsyncSession, token_id: str) -> None:
+    """The token stops working at once (the caller commits)."""
+    result = await session.exec(select(AppToken).where(AppToken.token_id == token_id))
+    found = result.first()
+    if found is None:
+        raise NotFound("app token", token_id)
+    await session.delete(found)
+
+
+async def revoke_account_tokens(session: AsyncSession, account_id: str) -> int:
+    """Every app token of the account stops working (the caller commits)."""
+    await get_account(session, account_id)
+    result = await session.exec(select(AppToken).where(AppToken.account_id == account_id))
+    tokens = list(result.all())
+    for found in tokens:
+        await session.delete(found)
+    return len(tokens)

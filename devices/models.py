@@ -58,6 +58,10 @@ class AppToken(SQLModel, table=True):
     account_id: str = Field(foreign_key="accounts.account_id", index=True, max_length=64)
     user_id: str = Field(max_length=64)
     created_at: datetime = Field(sa_type=UTCDateTime)
+    #: What the platform names the token by to revoke it (never the secret itself).
+    token_id: str | None = Field(default=None, index=True, max_length=40)
+    #: When it stops working; tokens issued before schema 4 run out ``ttl`` after creation.
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class PlatformOrder(SQLModel, table=True):

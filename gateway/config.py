@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     #: the answer holds it (issue 13). Service-clock seconds on the filesystem store,
     #: wall-clock seconds on S3 (the store checks its own signatures).
     upload_url_ttl_seconds: int = Field(default=60, gt=0)
+    app_token_ttl_days: int = Field(default=30, gt=0, le=3650)
     #: HMAC key of the filesystem store's presigned URLs; shared by scaled-out gateways.
     url_signing_key: str = ""
     #: R14: how much a family cloud holds (bytes).

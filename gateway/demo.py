@@ -13,6 +13,7 @@ import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from amqtt.broker import Broker
@@ -101,9 +102,14 @@ async def provision(gateway: Gateway) -> str:
         await refresh_desired(services, session, [d for d, _, _ in DEVICES])
         await session.commit()
         services.jobs.trigger(PUBLISH_JOB)
-        return await accounts.issue_app_token(
-            session, account_id=HOUSEHOLD, user_id="demo-user", now=now
+        issued = await accounts.issue_app_token(
+            session,
+            account_id=HOUSEHOLD,
+            user_id="demo-user",
+            now=now,
+            ttl=timedelta(days=services.settings.app_token_ttl_days),
         )
+        return issued.token
 
 
 async def provision_router(gateway: Gateway, router: RouterSimulator) -> None:

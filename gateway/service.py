@@ -29,6 +29,7 @@ from gateway import presence
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
 from gateway.desired import republish_all
+from gateway.http.access_log import RedactingAccessLogger
 from gateway.http.app import create_app
 from gateway.jobs import JobRunner
 from gateway.lifecycle import free_port, freeze_heap
@@ -160,7 +161,7 @@ class Gateway:
 @asynccontextmanager
 async def http_server(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
     """The component: ``app`` served on ``host:port`` for the block's lifetime."""
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractAsyncContextManager
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel
 
 # Every module that declares tables, imported for them (they join SQLModel.metadata).
@@ -45,10 +45,29 @@ def _add_device_credentials(conn: Connection) -> None:
     table.create(conn, checkfirst=True)
 
 
+def _add_app_token_expiry(conn: Connection) -> None:
+    """App tokens get an id to revoke them by and an expiry (issue 14); the tokens issued
+    before keep working until ``created_at`` plus the configured lifetime."""
+    table = devices.models.AppToken.__table__  # type: ignore[attr-defined]
+    present = {column["name"] for column in inspect(conn).get_columns("app_tokens")}
+    for name in ("token_id", "expires_at"):
+        if name not in present:
+            kind = table.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE app_tokens ADD COLUMN {name} {kind}")
+    for index in table.indexes:
+        if index.name == "ix_app_tokens_token_id":
+            index.create(conn, checkfirst=True)
+    conn.exec_driver_sql(
+        "UPDATE app_tokens SET token_id = 'tok_' || substr(token_hash, 1, 16) "
+        "WHERE token_id IS NULL"
+    )
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
     Migration(3, "per-device broker credentials (issue 13)", _add_device_credentials),
+    Migration(4, "app tokens expire and can be revoked (issue 14)", _add_app_token_expiry),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +17,6 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 from yarl import URL
 
-from gateway.lifecycle import free_port
 from storage.objects import InvalidKey, ObjectNotFound
 from storage.s3store import S3ObjectStore, S3StoreError
 from tests.seaweed import SeaweedServer, seaweed_server
@@ -51,10 +51,14 @@ def _store_on(seaweed: SeaweedServer, **options: Any) -> S3ObjectStore:
 @pytest.fixture(scope="module")
 async def offline_store() -> AsyncIterator[S3ObjectStore]:
     """Opened without creating the bucket, on a port where nothing listens: any request
-    it made would fail as unreachable."""
-    url = f"s3://{BUCKET}?endpoint=http://127.0.0.1:{free_port()}&access_key=a&secret_key=b"
-    async with S3ObjectStore.from_url(url, create_bucket=False) as opened:
-        yield opened
+    it made would fail as unreachable. The port stays bound (never listening) for the
+    fixture's lifetime, so no server started meanwhile can take it."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        url = f"s3://{BUCKET}?endpoint=http://127.0.0.1:{port}&access_key=a&secret_key=b"
+        async with S3ObjectStore.from_url(url, create_bucket=False) as opened:
+            yield opened
 
 
 async def _keys(store: S3ObjectStore, prefix: str) -> list[str]:

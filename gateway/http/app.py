@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -75,7 +76,12 @@ async def _authorize(spec: RouteSpec, request: web.Request) -> None:
             raise ApiError(401, "unauthorized", f"the {spec.auth} token is not valid")
         return
     async with services.db.session() as session:
-        app_token = await resolve_app_token(session, token)
+        app_token = await resolve_app_token(
+            session,
+            token,
+            now=services.clock.now(),
+            ttl=timedelta(days=services.settings.app_token_ttl_days),
+        )
     if app_token is None:
         raise ApiError(401, "unauthorized", "the app token is not valid")
     request[APP_TOKEN] = app_token

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from simulators.credentials import Credentials
 from simulators.fleet.errors import ProvisioningError
 from simulators.fleet.households import HouseholdSpec
 from simulators.fleet.metrics import parse_metrics
@@ -65,10 +66,26 @@ class Platform:
         )
         return str(token["token"])
 
-    async def has_broadband_routes(self) -> bool:
+    async def _has_path(self, path: str) -> bool:
         document = await self.call("GET", "/openapi.json")
         paths = document.get("paths", {}) if isinstance(document, dict) else {}
-        return "/platform/v1/broadband/{account_id}/stop" in paths
+        return path in paths
+
+    async def has_broadband_routes(self) -> bool:
+        return await self._has_path("/platform/v1/broadband/{account_id}/stop")
+
+    async def has_credentials_route(self) -> bool:
+        return await self._has_path("/platform/v1/devices/{device_id}/credentials")
+
+    async def issue_credentials(self, home: HouseholdSpec) -> dict[str, Credentials]:
+        """A broker identity for each of the household's devices (issue 13)."""
+        issued = {}
+        for device in home.devices:
+            body = await self.call(
+                "POST", f"/platform/v1/devices/{device.device_id}/credentials", ok=(201,)
+            )
+            issued[device.device_id] = Credentials.from_answer(body)
+        return issued
 
     async def metrics(self) -> dict[str, dict[str, float]]:
         async with self.http.get(f"{self.url}/metrics") as response:

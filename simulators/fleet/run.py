@@ -117,21 +117,27 @@ class FleetRun:
         self.elapsed = 0.0
         self._stop = asyncio.Event()
         #: The broker identity each device signs in with, by device id (issue 13); a
-        #: device without one connects as the URL says. Provisioning is where to issue
-        #: them once the service has ``POST /platform/v1/devices/{id}/credentials``.
+        #: device without one connects as the URL says. Provisioning issues them through
+        #: ``POST /platform/v1/devices/{id}/credentials`` where the service has it.
         self.credentials: dict[str, Credentials] = dict(setup.credentials)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def provision(self) -> None:
+        """Accounts, devices, plans and app tokens; and each device's broker identity where
+        the service issues them and none was given."""
         gate = asyncio.Semaphore(8)
+        platform = self.setup.platform
+        credentialed = await platform.has_credentials_route()
 
         async def one(home: HouseholdSpec) -> None:
             async with gate:
-                self.app.tokens[home.account_id] = await self.setup.platform.provision(
+                self.app.tokens[home.account_id] = await platform.provision(
                     home, self.setup.options.id_prefix
                 )
+                if credentialed and not any(d.device_id in self.credentials for d in home.devices):
+                    self.credentials.update(await platform.issue_credentials(home))
 
         async with asyncio.TaskGroup() as tg:
             for home in self.setup.households:

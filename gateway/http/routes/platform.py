@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from pydantic import Field
@@ -64,8 +64,14 @@ class AppTokenIn(Body):
 
 class AppTokenOut(Out):
     token: str
+    token_id: str
     account_id: str
     user_id: str
+    expires_at: datetime
+
+
+class RevokedOut(Out):
+    revoked: int
 
 
 @api.route(
@@ -187,7 +193,52 @@ async def create_app_token(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     body = parse_body(await request.read(), AppTokenIn)
     async with services.db.session() as session:
-        token = await accounts.issue_app_token(
-            session, account_id=body.account_id, user_id=body.user_id, now=services.clock.now()
+        issued = await accounts.issue_app_token(
+            session,
+            account_id=body.account_id,
+            user_id=body.user_id,
+            now=services.clock.now(),
+            ttl=timedelta(days=services.settings.app_token_ttl_days),
         )
-    return json_out(AppTokenOut(token=token, account_id=body.account_id, user_id=body.user_id), 201)
+    out = AppTokenOut(
+        token=issued.token,
+        token_id=issued.token_id,
+        account_id=body.account_id,
+        user_id=body.user_id,
+        expires_at=issued.expires_at,
+    )
+    return json_out(out, 201)
+
+
+@api.route(
+    "DELETE",
+    "/platform/v1/app-tokens/{token_id}",
+    auth="platform",
+    tag="platform",
+    summary="Revoke one app token at once",
+    status=204,
+    errors=(404,),
+)
+async def revoke_app_token(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    async with services.db.session() as session:
+        await accounts.revoke_app_token(session, path_id(request, "token_id"))
+        await session.commit()
+    return web.Response(status=204)
+
+
+@api.route(
+    "DELETE",
+    "/platform/v1/accounts/{account_id}/app-tokens",
+    auth="platform",
+    tag="platform",
+    summary="Revoke every app token of the account at once",
+    response=RevokedOut,
+    errors=(404,),
+)
+async def revoke_account_tokens(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    async with services.db.session() as session:
+        revoked = await accounts.revoke_account_tokens(session, path_id(request, "account_id"))
+        await session.commit()
+    return json_out(RevokedOut(revoked=revoked))
