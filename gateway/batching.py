@@ -8,6 +8,10 @@ next accumulates, so a quiet gateway writes each item at once and a busy one wri
 hundreds per commit. The queue is bounded: when it is full, :meth:`GroupCommit.submit`
 waits, the receive loop stops reading and the broker holds the backlog.
 
+An item may carry a ``done`` callback, called once the item is handled (its batch
+committed, or the item given up alone): the MQTT session acknowledges a message only
+then, so what a crash loses was never acknowledged and the broker sends it again.
+
 A batch whose handler fails is retried item by item, so one bad item costs only itself;
 an item that fails alone is counted and logged. Handlers must be idempotent (they are:
 segments and events are keyed by their ids): an item of a failed batch is handled again.
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BatchHandler = Callable[[Sequence[T]], Awaitable[None]]
+#: Called once an item is handled (e.g. the MQTT acknowledgement of its message).
+Done = Callable[[], None]
 
 
 class GroupCommit(Generic[T]):
@@ -48,7 +54,7 @@ class GroupCommit(Generic[T]):
         self._handler = handler
         self._metrics = metrics
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize=max_pending)
+        self._queue: asyncio.Queue[tuple[T, Done | None]] = asyncio.Queue(maxsize=max_pending)
         self._writing = Uncut()
         self._in_flight = 0
         metrics.queue_depth.labels(name).set_function(self._queue.qsize)
@@ -58,11 +64,12 @@ class GroupCommit(Generic[T]):
         """Items queued or in the batch being written."""
         return self._queue.qsize() + self._in_flight
 
-    async def submit(self, item: T) -> None:
-        """Queue one item; waits only while the queue is full (back-pressure)."""
-        await self._queue.put(item)
+    async def submit(self, item: T, done: Done | None = None) -> None:
+        """Queue one item; waits only while the queue is full (back-pressure). ``done`` is
+        called once the item is handled."""
+        await self._queue.put((item, done))
 
-    def _take(self, batch: list[T]) -> list[T]:
+    def _take(self, batch: list[tuple[T, Done | None]]) -> list[tuple[T, Done | None]]:
         """Fill ``batch`` from the queue, up to the batch size, without waiting."""
         while len(batch) < self._max_batch and not self._queue.empty():
             batch.append(self._queue.get_nowait())
@@ -86,13 +93,16 @@ class GroupCommit(Generic[T]):
         while batch := self._take([]):
             await self._write(batch)
 
-    async def _write(self, batch: list[T]) -> None:
+    async def _write(self, batch: list[tuple[T, Done | None]]) -> None:
         self._metrics.batch_size.labels(self.name).observe(len(batch))
         self._in_flight = len(batch)
         try:
-            await self._write_or_split(batch)
+            await self._write_or_split([item for item, _ in batch])
         finally:
             self._in_flight = 0
+        for _, done in batch:
+            if done is not None:
+                done()
 
     async def _write_or_split(self, batch: list[T]) -> None:
         try:

@@ -71,6 +71,8 @@ def mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Broker]:
         "allow_anonymous true\n"
         "persistence false\n"
         "max_queued_messages 100000\n"
+        # The gateway acknowledges after commit: room for a batch awaiting its PUBACKs.
+        "max_inflight_messages 1000\n"
         "log_dest stderr\n"
         "log_type error\nlog_type warning\nlog_type notice\n"
     )

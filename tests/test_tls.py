@@ -8,6 +8,7 @@ import contextlib
 import gc
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -103,7 +104,7 @@ async def test_a_gateway_that_does_not_trust_the_broker_says_why(
         url=tls_broker.tls_url, client_id="kanjia-untrusting", shared_group="", metrics=Metrics()
     )
 
-    async def nothing(_topic: str, _payload: bytes) -> None:
+    async def nothing(_topic: str, _payload: bytes, _ack: Callable[[], None]) -> None:
         return None
 
     with caplog.at_level(logging.WARNING, logger="gateway.mqtt.session"):

@@ -15,6 +15,7 @@ from aiohttp.abc import AbstractAccessLogger
 #: Query parameters whose values are secrets.
 SECRET_PARAMS = frozenset({"token", "sig", "session", "password"})
 
+
 def redact(path_qs: str) -> str:
     """``path_qs`` with every secret query value replaced by ``***``."""
     path, sep, query = path_qs.partition("?")

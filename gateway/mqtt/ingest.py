@@ -38,6 +38,7 @@ from gateway.mqtt.messages import (
     kind_of,
     parse,
 )
+from gateway.mqtt.session import Ack
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,9 @@ class Ingest:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._malformed_log = LogBudget(per_window=MALFORMED_LOGS_PER_MINUTE, window=60.0)
-        #: One handler per message type (:data:`gateway.mqtt.messages.Inbound`).
-        self._handlers: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
+        #: One handler per message type (:data:`gateway.mqtt.messages.Inbound`); each
+        #: calls ``ack`` once the message's effect is committed.
+        self._handlers: dict[type[Any], Callable[[Any, Ack], Awaitable[None]]] = {
             State: self._state,
             Telemetry: self._telemetry,
             Reported: self._reported,
@@ -117,48 +119,59 @@ class Ingest:
                 await self.uploads.settle()
                 await self.recordings.drain()
 
-    async def handle(self, topic: str, payload: bytes) -> None:
+    async def handle(self, topic: str, payload: bytes, ack: Ack = lambda: None) -> None:
+        """One message from the session; ``ack`` is called once its effect is committed
+        (segment notices, events, upload requests: by their group commit), at once for
+        what is kept in memory or refused (presence, malformed: sending it again would
+        change nothing)."""
         metrics = self._s.metrics
         # Every message that arrives is counted by its topic's kind, well-formed or not.
         metrics.mqtt_messages.labels(kind_of(topic)).inc()
         try:
             msg = parse(topic, payload)
-            await self._handlers[type(msg)](msg)
+            await self._handlers[type(msg)](msg, ack)
         except Malformed as exc:
+            ack()
             metrics.mqtt_malformed.labels(exc.kind, exc.code).inc()
             if self._malformed_log.take():
                 log.warning("malformed device message on %.200s: %s", topic, exc.reason)
         except Exception:
+            ack()
             metrics.mqtt_handler_errors.labels(topic.rpartition("/")[2]).inc()
             log.exception("handling %s failed", topic)
 
     def _seen(self, msg: Inbound) -> None:
         self._s.presence.seen(msg.device_id, self._s.clock.now())
 
-    async def _state(self, msg: State) -> None:
+    async def _state(self, msg: State, ack: Ack) -> None:
         at = self._s.clock.now()
         self._s.presence.state(msg.device_id, online=msg.online, at=at, firmware=msg.firmware)
+        ack()
 
-    async def _telemetry(self, msg: Telemetry) -> None:
+    async def _telemetry(self, msg: Telemetry, ack: Ack) -> None:
         self._s.presence.telemetry(msg.device_id, self._s.clock.now(), msg.payload)
+        ack()
         await router_ops.on_telemetry(self._s, msg)
 
-    async def _reported(self, msg: Reported) -> None:
+    async def _reported(self, msg: Reported, ack: Ack) -> None:
         self._seen(msg)
         self._s.reported.note(msg.device_id, msg.version, self._s.clock.now())
+        ack()
 
-    async def _upload_ask(self, msg: UploadAsk) -> None:
+    async def _upload_ask(self, msg: UploadAsk, ack: Ack) -> None:
         self._seen(msg)
-        await self.uploads.submit(msg)
+        await self.uploads.submit(msg, ack)
 
-    async def _invalid_upload_ask(self, msg: InvalidUploadAsk) -> None:
+    async def _invalid_upload_ask(self, msg: InvalidUploadAsk, ack: Ack) -> None:
         self._seen(msg)
         await recording.refuse_invalid(self._s, msg)
+        ack()
 
-    async def _recording(self, msg: SegmentNotice | EventNotice) -> None:
+    async def _recording(self, msg: SegmentNotice | EventNotice, ack: Ack) -> None:
         self._seen(msg)
-        await self.recordings.submit(msg)
+        await self.recordings.submit(msg, ack)
 
-    async def _rpc_result(self, msg: RpcResult) -> None:
+    async def _rpc_result(self, msg: RpcResult, ack: Ack) -> None:
         self._seen(msg)
         await commands.on_rpc_result(self._s, msg)
+        ack()

@@ -28,7 +28,11 @@ from gateway.mqtt.messages import Outbound, subscriptions
 
 log = logging.getLogger(__name__)
 
-OnMessage = Callable[[str, bytes], Awaitable[None]]
+#: Acknowledges one received message to the broker (QoS 1: its PUBACK).
+Ack = Callable[[], None]
+#: Takes a message's topic, payload and acknowledgement: it calls ``ack`` once the
+#: message's effect is committed (or given up), never before.
+OnMessage = Callable[[str, bytes, Ack], Awaitable[None]]
 #: Called once connected when the broker kept nothing of the session (a new broker, or one
 #: restarted without persistence): what the gateway keeps retained must be sent again.
 OnFreshSession = Callable[[], Awaitable[None]]
@@ -131,6 +135,9 @@ class MqttSession:
             try:
                 client = self._new_client()
                 session_present = _session_flag(client)
+                # Acknowledge only what is committed: a message taken but not yet written
+                # when the process dies is sent again by the broker (persistent session).
+                client._client.manual_ack_set(True)
                 async with client:
                     for topic in self._topics:
                         await client.subscribe(topic, qos=1)
@@ -146,7 +153,11 @@ class MqttSession:
                         log.info("the broker kept no session: retained state is sent again")
                         await on_fresh_session()
                     async for message in client.messages:
-                        await on_message(message.topic.value, _as_bytes(message.payload))
+                        await on_message(
+                            message.topic.value,
+                            _as_bytes(message.payload),
+                            self._acknowledger(client, message),
+                        )
             except aiomqtt.MqttError as exc:
                 hint = " (is KANJIA_MQTT_CA_FILE the broker's CA?)" if _untrusted(exc) else ""
                 log.warning("MQTT session lost (%s)%s; retrying in %.1fs", exc, hint, delay)
@@ -172,6 +183,17 @@ class MqttSession:
             # upload answers or a stop fan-out would go out 20 round trips at a time.
             max_inflight_messages=MAX_INFLIGHT,
         )
+
+    def _acknowledger(self, client: aiomqtt.Client, message: aiomqtt.Message) -> Ack:
+        """The message's acknowledgement; a no-op once its connection is gone (the broker
+        then sends it again on the next one)."""
+        mid, qos = message.mid, message.qos
+
+        def ack() -> None:
+            if qos > 0 and self._client is client:
+                client._client.ack(mid, qos)
+
+        return ack
 
     async def send(self, message: Outbound) -> None:
         """Publish one typed message (QoS 1; retained where the contract says so)."""
