@@ -20,7 +20,7 @@ from gateway.config import Settings, load_settings
 from gateway.service import Gateway
 from storage.db import async_url
 from tests.seaweed import SeaweedServer, seaweed_server
-from tests.services import Broker, mosquitto
+from tests.services import Broker, DynsecBroker, dynsec_mosquitto, mosquitto
 
 PLATFORM_TOKEN = "test-platform-token"
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -31,6 +31,13 @@ PG_ENV = "KANJIA_TEST_POSTGRES_URL"
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     with mosquitto(tmp_path_factory.mktemp("mosquitto")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def dynsec_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynsecBroker]:
+    """Mosquitto with the dynamic security plugin; ``url`` carries its admin identity."""
+    with dynsec_mosquitto(tmp_path_factory.mktemp("dynsec")) as running:
         yield running
 
 
