@@ -254,9 +254,13 @@ class DynsecAdmin:
     async def _put_client(
         self, username: str, password: str, roles: Sequence[str], *, first: Sequence[Command]
     ) -> None:
-        """The client exists with this password and these roles (client id = username);
-        an existing one is disabled and enabled again, which drops its live connection.
-        ``first`` (creating roles; one that exists is kept) go in the same message."""
+        """The client exists with this password and these roles (client id = username).
+        ``first`` (creating roles; one that exists is kept) go in the same message.
+
+        Each change is a rewrite of the plugin's file, so an existing client gets only
+        what it lacks. A new password drops the live connection: 2.0.11's
+        ``setClientPassword`` kicks the client itself (measured; the rotation test holds
+        it), so no disable and enable, two more rewrites, are needed."""
         *made, created = await self.call([*first, new_client(username, password, roles)])
         for answer in made:
             check(answer, tolerate=["Role already exists"])
@@ -265,21 +269,21 @@ class DynsecAdmin:
             return
         [found] = await self.call([{"command": "getClient", "username": username}])
         check(found)
-        have = {role["rolename"] for role in found["data"]["client"].get("roles", [])}
+        client = found["data"]["client"]
+        have = {role["rolename"] for role in client.get("roles", [])}
+        changes: list[Command] = []
+        if client.get("clientid") != username:
+            changes.append({"command": "setClientId", "username": username, "clientid": username})
+        changes.append({"command": "setClientPassword", "username": username, "password": password})
         # 2.0.11 answers "Internal error" to a role the client already has: add only new ones.
-        await self.run(
-            [
-                {"command": "setClientId", "username": username, "clientid": username},
-                {"command": "setClientPassword", "username": username, "password": password},
-                *[
-                    {"command": "addClientRole", "username": username, "rolename": role}
-                    for role in roles
-                    if role not in have
-                ],
-                {"command": "disableClient", "username": username},
-                {"command": "enableClient", "username": username},
-            ]
-        )
+        changes += [
+            {"command": "addClientRole", "username": username, "rolename": role}
+            for role in roles
+            if role not in have
+        ]
+        if client.get("disabled"):
+            changes.append({"command": "enableClient", "username": username})
+        await self.run(changes)
 
     def _check_device(self, device_id: str) -> None:
         # A "+" or "#" in an id would turn its literal rules into wildcards over others.
@@ -289,7 +293,7 @@ class DynsecAdmin:
 
     async def issue(self, device_id: str, username: str, password: str) -> None:
         """Create the device's broker client, or give it a new password and drop its
-        live connection (disabling a client kicks it; enabling lets it back in)."""
+        live connection."""
         self._check_device(device_id)
         if username != device_id:
             raise ValueError("a device's broker username is its device id")
