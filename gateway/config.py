@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     mqtt_client_id: str = "kanjia-gateway"
     #: Shared-subscription group for scale-out (``$share/<group>/...``); empty: plain.
     mqtt_shared_group: str = ""
+    mqtt_auth: str = "none"
     database_url: str = Field(default_factory=lambda: f"sqlite:///{_var_dir() / 'kanjia.db'}")
     object_store_url: str = Field(default_factory=lambda: (_var_dir() / "objects").as_uri())
     http_host: str = "127.0.0.1"

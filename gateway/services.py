@@ -13,6 +13,7 @@ from devices.desired import ReportedVersions
 from devices.presence import PresenceTracker
 from devices.router import RouterManager
 from devices.router_store import new_router_manager
+from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.config import Settings
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
@@ -36,6 +37,7 @@ class Services:
     catalog: PlanCatalog
     #: The gateway's MQTT session; ``None`` in a gateway started without MQTT.
     mqtt: MqttSession | None
+    broker_admin: BrokerAdmin = field(default_factory=NoBrokerAdmin)
     reported: ReportedVersions = field(default_factory=ReportedVersions)
     #: The gateway's pool of router SSH sessions (R13).
     router_manager: RouterManager = field(default_factory=new_router_manager)

@@ -33,6 +33,7 @@ from gateway.mqtt.dynsec import (
 )
 from gateway.mqtt.messages import INBOUND, topic
 from gateway.mqtt.session import broker_address
+from tests.conftest import StartGateway, eventually
 from tests.services import DynsecBroker, dynsec_mosquitto
 
 #: What a client granted nothing sees in a 3.1.1 SUBACK [MQTT-3.9.3-2].
@@ -339,3 +340,27 @@ async def test_this_mosquitto_substitutes_no_client_id_in_acls(
             {"command": "deleteRole", "rolename": role},
         ]
     )
+
+
+async def test_a_gateway_with_dynsec_receives_from_an_issued_device(
+    dynsec_broker: DynsecBroker, start_gateway: StartGateway
+) -> None:
+    """``KANJIA_MQTT_AUTH=mosquitto-dynsec``: the session connects as the service identity
+    (its shared subscriptions granted) and hears a device it issued credentials to."""
+    device_id = new_id()
+    async with start_gateway(
+        mqtt_url=dynsec_broker.url, mqtt_auth="mosquitto-dynsec", mqtt_shared_group="kanjia"
+    ) as gateway:
+        admin = gateway.services.broker_admin
+        assert isinstance(admin, DynsecAdmin)
+        password = await issued(admin, device_id)
+        url = device_url(dynsec_broker, device_id, password)
+        async with connect(url, client_id=device_id) as device:
+            await device.publish(topic(device_id, "telemetry"), b"{}", qos=1)
+
+        async def heard() -> bool:
+            registry = gateway.services.metrics.registry
+            value = registry.get_sample_value("kanjia_mqtt_messages_total", {"kind": "telemetry"})
+            return value == 1
+
+        await eventually(heard)
