@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import aiomqtt
@@ -25,6 +25,7 @@ from gateway.mqtt.dynsec import (
     OUTBOUND,
     SERVICE_ROLE,
     DynsecAdmin,
+    DynsecError,
     acl,
     device_acls,
     device_role,
@@ -364,3 +365,25 @@ async def test_a_gateway_with_dynsec_receives_from_an_issued_device(
             return value == 1
 
         await eventually(heard)
+
+
+async def test_the_admin_reconnects_when_mosquitto_restarts(tmp_path: Path) -> None:
+    device_id = new_id()
+    async with AsyncExitStack() as stack:
+        with dynsec_mosquitto(tmp_path) as broker:
+            admin = DynsecAdmin(url=broker.url, client_id="kanjia-gw", timeout=2)
+            await stack.enter_async_context(admin)
+        with pytest.raises(DynsecError):
+            await admin.issue(device_id, device_id, "pw-1234")
+        with dynsec_mosquitto(tmp_path, port=broker.port) as broker:
+
+            async def issues() -> bool:
+                try:
+                    await admin.issue(device_id, device_id, "pw-1234")
+                except DynsecError:
+                    return False
+                return True
+
+            await eventually(issues, timeout=10)
+            url = device_url(broker, device_id, "pw-1234")
+            assert not await refused(url, client_id=device_id)

@@ -143,14 +143,24 @@ class DynsecAdmin:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._url = url
-        self._admin = (user, password)
+        self._admin_user = user
+        self._tag = secrets.token_hex(4)
+        #: How the admin connection is opened (aiomqtt.Client's arguments).
+        self._connection: dict[str, Any] = {
+            "hostname": self._host,
+            "port": self._port,
+            "username": user,
+            "password": password,
+            "identifier": f"{client_id}.dynsec.{self._tag}",
+        }
         self._client_id = client_id
         self._timeout = timeout
         self._service_password = secrets.token_urlsafe(24)
-        self._tag = secrets.token_hex(4)
         self._serial = itertools.count()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._client: aiomqtt.Client | None = None
+        self._ready = asyncio.Event()
+        self._last_error = ""
         self._stack = AsyncExitStack()
 
     @property
@@ -161,41 +171,54 @@ class DynsecAdmin:
         return parts._replace(netloc=f"{netloc}@{self._host}:{self._port}").geturl()
 
     def _reserved(self) -> set[str]:
-        return {self._admin[0], self._client_id}
+        return {self._admin_user, self._client_id}
 
     async def __aenter__(self) -> Self:
         async with AsyncExitStack() as stack:
-            self._client = await stack.enter_async_context(
-                aiomqtt.Client(
-                    self._host,
-                    self._port,
-                    username=self._admin[0],
-                    password=self._admin[1],
-                    identifier=f"{self._client_id}.dynsec.{self._tag}",
-                )
-            )
-            await self._client.subscribe(RESPONSE, qos=1)
-            await stack.enter_async_context(running(("gateway[dynsec].rx", self._receive)))
+            await stack.enter_async_context(running(("gateway[dynsec].rx", self._connected)))
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._ready.wait()
+            except TimeoutError as exc:
+                raise DynsecError("connect", self._last_error or "no connection") from exc
             await self._set_up()
             self._stack = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._client = None
         await self._stack.aclose()
 
-    async def _receive(self) -> None:
-        assert self._client is not None
-        async for message in self._client.messages:
+    async def _connected(self) -> None:
+        """Keep the admin connection, reconnecting with capped backoff (a restarted
+        broker keeps what the plugin saved: nothing to set up again)."""
+        delay = 0.5
+        while True:
             try:
-                answers = json.loads(_as_bytes(message.payload)).get("responses", [])
-            except (ValueError, AttributeError):
-                log.warning("dynamic security: an answer that is not JSON was ignored")
-                continue
-            for answer in answers:
-                future = self._pending.get(str(answer.get("correlationData")))
-                if future is not None and not future.done():
-                    future.set_result(answer)
+                async with aiomqtt.Client(**self._connection) as client:
+                    await client.subscribe(RESPONSE, qos=1)
+                    self._client, delay = client, 0.5
+                    self._ready.set()
+                    async for message in client.messages:
+                        self._answer(_as_bytes(message.payload))
+            except aiomqtt.MqttError as exc:
+                self._last_error = str(exc)
+                log.warning("dynamic security: admin connection lost (%s)", exc)
+            finally:
+                self._client = None
+                self._ready.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _answer(self, payload: bytes) -> None:
+        try:
+            answers = json.loads(payload).get("responses", [])
+        except (ValueError, AttributeError):
+            log.warning("dynamic security: an answer that is not JSON was ignored")
+            return
+        for answer in answers:
+            future = self._pending.get(str(answer.get("correlationData")))
+            if future is not None and not future.done():
+                future.set_result(answer)
 
     async def call(self, commands: Sequence[Command]) -> list[dict[str, Any]]:
         """Send the commands in one control message; their answers in the same order
@@ -209,8 +232,8 @@ class DynsecAdmin:
         self._pending.update(zip(keys, futures, strict=True))
         sent = [{**cmd, "correlationData": key} for cmd, key in zip(commands, keys, strict=True)]
         try:
-            await client.publish(CONTROL, json.dumps({"commands": sent}).encode(), qos=1)
             async with asyncio.timeout(self._timeout):
+                await client.publish(CONTROL, json.dumps({"commands": sent}).encode(), qos=1)
                 return list(await asyncio.gather(*futures))
         except TimeoutError as exc:
             raise DynsecError(commands[0]["command"], "no answer in time") from exc
