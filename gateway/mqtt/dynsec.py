@@ -195,6 +195,8 @@ class DynsecAdmin:
         while True:
             try:
                 async with aiomqtt.Client(**self._connection) as client:
+                    # Concurrent issues each wait for their answer: not a backlog to warn of.
+                    client.pending_calls_threshold = 1_000
                     await client.subscribe(RESPONSE, qos=1)
                     self._client, delay = client, 0.5
                     self._ready.set()
