@@ -279,10 +279,16 @@ async def test_sync_removes_unknown_devices_and_reports_missing_ones(
     kept, stale, missing = new_id(), new_id(), new_id()
     await issued(admin, kept)
     stale_password = await issued(admin, stale)
+    orphan = device_role(new_id())
+    await admin.run([{"command": "createRole", "rolename": orphan}])
     other_gateway = new_id("gw")
     async with DynsecAdmin(url=dynsec_broker.url, client_id=other_gateway) as other:
         assert await admin.sync([kept, missing]) == {missing}
         assert await admin.device_clients() == {kept}
+        [listed] = await admin.call([{"command": "listRoles"}])
+        roles = set(listed["data"]["roles"])
+        assert device_role(kept) in roles
+        assert not {orphan, device_role(stale)} & roles
         assert not await refused(other.service_url, client_id=other_gateway)
     assert not await refused(dynsec_broker.url, client_id=new_id("admin"))
     url = device_url(dynsec_broker, stale, stale_password)

@@ -347,15 +347,30 @@ class DynsecAdmin:
             if any(role.get("rolename") == DEVICE_ROLE for role in client.get("roles", []))
         } - self._reserved()
 
+    async def _device_roles(self) -> list[str]:
+        """The per-device roles (``kanjia-device:<id>``) the broker has."""
+        [listed] = await self.call([{"command": "listRoles", "count": -1}])
+        check(listed)
+        return [role for role in listed["data"]["roles"] if role.startswith(f"{DEVICE_ROLE}:")]
+
     async def sync(self, credentialed: Iterable[str]) -> set[str]:
-        """Remove the device clients the database does not know; return the credentialed
-        devices the broker lacks (their password is not kept: they need rotation)."""
+        """Remove the device clients the database does not know, and device roles left
+        without a client; return the credentialed devices the broker lacks (their
+        password is not kept: they need rotation)."""
         wanted = set(credentialed)
         present = await self.device_clients()
         unknown = sorted(present - wanted)
         await self.run(_deletions(unknown), tolerate=["Client not found", "Role not found"])
         if unknown:
             log.warning("dynamic security: removed %d unknown device clients", len(unknown))
+        kept = present - set(unknown)
+        orphans = [
+            role for role in await self._device_roles() if role[len(DEVICE_ROLE) + 1 :] not in kept
+        ]
+        await self.run(
+            [{"command": "deleteRole", "rolename": role} for role in orphans],
+            tolerate=["Role not found"],
+        )
         missing = wanted - present
         if missing:
             log.warning("dynamic security: %d credentialed devices need rotation", len(missing))
