@@ -26,6 +26,7 @@ from aiohttp import web
 from devices.clock import Clock, parse_clock
 from devices.presence import PresenceTracker
 from gateway import presence
+from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
 from gateway.desired import republish_all
@@ -34,6 +35,7 @@ from gateway.http.app import create_app
 from gateway.jobs import JobRunner
 from gateway.lifecycle import free_port, freeze_heap
 from gateway.metrics import Metrics
+from gateway.mqtt.dynsec import DynsecAdmin
 from gateway.mqtt.ingest import Ingest
 from gateway.mqtt.session import MqttSession
 from gateway.orders import CALLBACK_JOB
@@ -52,6 +54,17 @@ def signing_key(settings: Settings) -> bytes:
         return settings.url_signing_key.encode()
     seed = settings.platform_token or settings.database_url
     return hmac.new(seed.encode(), b"kanjia-presigned-urls", hashlib.sha256).digest()
+
+
+async def broker_admin_on(stack: AsyncExitStack, settings: Settings) -> tuple[BrokerAdmin, str]:
+    """The broker integration of ``KANJIA_MQTT_AUTH``, entered on ``stack``, and the URL the
+    gateway's session connects with: with dynamic security, the URL carries the plugin's
+    admin, and the session uses the service identity the admin set up."""
+    if settings.mqtt_auth != "mosquitto-dynsec":
+        return NoBrokerAdmin(), settings.mqtt_url
+    admin = DynsecAdmin(url=settings.mqtt_url, client_id=settings.mqtt_client_id)
+    await stack.enter_async_context(admin)
+    return admin, admin.service_url
 
 
 class Gateway:
@@ -127,10 +140,11 @@ class Gateway:
                 lifecycle=dict(lifecycle_rules(plan.retention_days for plan in catalog)),
             )
         )
+        broker_admin, mqtt_url = await broker_admin_on(stack, settings)
         mqtt = None
         if self._with_mqtt:
             mqtt = MqttSession(
-                url=settings.mqtt_url,
+                url=mqtt_url,
                 client_id=settings.mqtt_client_id,
                 shared_group=settings.mqtt_shared_group,
                 metrics=metrics,
@@ -146,6 +160,7 @@ class Gateway:
             jobs=JobRunner(clock=clock, metrics=metrics),
             catalog=catalog,
             mqtt=mqtt,
+            broker_admin=broker_admin,
         )
 
     async def __aexit__(

@@ -20,7 +20,14 @@ from gateway.config import Settings, load_settings
 from gateway.service import Gateway
 from storage.db import async_url
 from tests.seaweed import SeaweedServer, seaweed_server
-from tests.services import Broker, TlsBroker, mosquitto, mosquitto_tls
+from tests.services import (
+    Broker,
+    DynsecBroker,
+    TlsBroker,
+    dynsec_mosquitto,
+    mosquitto,
+    mosquitto_tls,
+)
 
 PLATFORM_TOKEN = "test-platform-token"
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -38,6 +45,13 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
     """A private Mosquitto with a TLS listener whose certificate a test CA signed."""
     with mosquitto_tls(tmp_path_factory.mktemp("mosquitto-tls")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def dynsec_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DynsecBroker]:
+    """Mosquitto with the dynamic security plugin; ``url`` carries its admin identity."""
+    with dynsec_mosquitto(tmp_path_factory.mktemp("dynsec")) as running:
         yield running
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import secrets
 import shutil
 import socket
 import subprocess
@@ -135,5 +136,73 @@ def mosquitto_tls(tmp_dir: Path) -> Iterator[TlsBroker]:
         for each in (port, tls_port):
             wait_for_port(each, timeout=10, process=process)
         yield TlsBroker(port=port, process=process, tls_port=tls_port, ca_file=ca_file)
+    finally:
+        stop_process(process)
+
+
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+DYNSEC_ADMIN = "kanjia-admin"
+
+
+@dataclass(frozen=True, slots=True)
+class DynsecBroker:
+    """A Mosquitto whose clients, roles and ACLs are the dynamic security plugin's."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    admin_password: str
+    state_file: Path
+
+    @property
+    def url(self) -> str:
+        """The URL with the plugin's admin identity (what ``KANJIA_MQTT_URL`` carries)."""
+        return f"mqtt://{DYNSEC_ADMIN}:{self.admin_password}@127.0.0.1:{self.port}"
+
+
+@contextmanager
+def dynsec_mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[DynsecBroker]:
+    """Mosquitto with dynamic security on a free loopback port, anonymous clients refused.
+
+    The plugin's file is made as Mosquitto's documentation says (``mosquitto_ctrl dynsec
+    init FILE USER PASSWORD``) the first time; started again on the same ``tmp_dir`` (and
+    ``port``), the broker reloads what the plugin saved.
+    """
+    port = port or free_port()
+    state = tmp_dir / "dynamic-security.json"
+    password_file = tmp_dir / "admin-password"
+    if not state.exists():
+        password_file.write_text(secrets.token_hex(16))
+        subprocess.run(
+            [
+                "mosquitto_ctrl",
+                "dynsec",
+                "init",
+                str(state),
+                DYNSEC_ADMIN,
+                password_file.read_text(),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    conf = tmp_dir / "mosquitto-dynsec.conf"
+    conf.write_text(
+        # As root Mosquitto drops to the user "mosquitto", who cannot read a private
+        # temporary directory: it runs as whoever runs the suite.
+        f"user {getpass.getuser()}\n"
+        "per_listener_settings false\n"
+        "allow_anonymous false\n"
+        f"plugin {DYNSEC_PLUGIN}\n"
+        f"plugin_opt_config_file {state}\n"
+        f"listener {port} 127.0.0.1\n"
+        "persistence false\n"
+        "max_inflight_messages 1000\n"
+        "log_dest stderr\n"
+        "log_type error\nlog_type warning\nlog_type notice\n"
+    )
+    with (tmp_dir / "mosquitto-dynsec.log").open("ab") as log_file:
+        process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=log_file)
+    try:
+        wait_for_port(port, timeout=10, process=process)
+        yield DynsecBroker(port, process, password_file.read_text(), state)
     finally:
         stop_process(process)
