@@ -37,6 +37,7 @@ __all__ = [
     "TOPIC_PREFIX",
     "DeviceCredential",
     "Issued",
+    "credentialed_devices",
     "current_credential",
     "hash_password",
     "issue",
@@ -180,3 +181,11 @@ async def issued_at_of(session: AsyncSession, device_ids: Iterable[str]) -> Mapp
         )
     )
     return {row.device_id: row.issued_at for row in rows.all()}
+
+
+async def credentialed_devices(session: AsyncSession) -> set[str]:
+    """Every device with current credentials (what the broker should admit)."""
+    rows = await session.exec(
+        select(DeviceCredential.device_id).where(col(DeviceCredential.revoked_at).is_(None))
+    )
+    return set(rows.all())

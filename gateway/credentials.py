@@ -28,6 +28,7 @@ __all__ = [
     "authorize",
     "credential_key",
     "issue_credentials",
+    "resync_broker",
     "revoke_credentials",
 ]
 
@@ -65,6 +66,7 @@ async def issue_credentials(services: Services, device_id: str) -> Issued:
         )
         await session.commit()
     await services.broker_admin.issue(issued.device_id, issued.username, issued.password)
+    _rotated(services, device_id)
     log.info("credentials issued to device %s", device_id)
     return issued
 
@@ -75,7 +77,35 @@ async def revoke_credentials(services: Services, device_id: str) -> None:
         await credentials.revoke(session, device_id=device_id, now=services.clock.now())
         await session.commit()
     await services.broker_admin.revoke(device_id)
+    _rotated(services, device_id)
     log.info("credentials of device %s revoked", device_id)
+
+
+def _rotated(services: Services, device_id: str) -> None:
+    """The device's credentials were issued again or revoked: no rotation is owed."""
+    services.need_rotation.discard(device_id)
+    services.metrics.credentials_need_rotation.set(len(services.need_rotation))
+
+
+async def resync_broker(services: Services) -> set[str]:
+    """At start: make the broker's device clients those with current credentials in the
+    database (the others, revoked or unknown, are removed) and report the credentialed
+    devices the broker lacks; their passwords are not kept, so they need a rotation
+    (shown by the platform's device list and ``kanjia_credentials_need_rotation``)."""
+    async with services.db.session() as session:
+        credentialed = await credentials.credentialed_devices(session)
+    missing = await services.broker_admin.sync(credentialed)
+    services.need_rotation.clear()
+    services.need_rotation.update(missing)
+    services.metrics.credentials_need_rotation.set(len(missing))
+    if missing:
+        log.warning(
+            "%d credentialed devices are unknown to the broker and need their credentials "
+            "issued again (first ones: %s)",
+            len(missing),
+            ", ".join(sorted(missing)[:20]),
+        )
+    return missing
 
 
 async def authenticate(

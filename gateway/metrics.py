@@ -31,6 +31,11 @@ class Metrics:
             ["dependency"],
             registry=r,
         )
+        self.credentials_need_rotation = Gauge(
+            "kanjia_credentials_need_rotation",
+            "Credentialed devices the broker did not know at start: their password is lost",
+            registry=r,
+        )
         self.mqtt_reconnects = Counter(
             "kanjia_mqtt_reconnects", "MQTT session (re)connections", registry=r
         )

@@ -29,6 +29,7 @@ from gateway import presence
 from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings
+from gateway.credentials import resync_broker
 from gateway.desired import republish_all
 from gateway.http.access_log import RedactingAccessLogger
 from gateway.http.app import create_app
@@ -103,6 +104,8 @@ class Gateway:
         settings, stack = self.settings, self._stack
         services = await self._services_on(stack)
         self._services = services
+        if settings.mqtt_auth == "mosquitto-dynsec":
+            await resync_broker(services)
         services.jobs.schedule(JOBS, services)
         if settings.platform_callback_url:
             sender = await stack.enter_async_context(

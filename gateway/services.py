@@ -43,6 +43,9 @@ class Services:
     router_hub: RouterHub = field(default_factory=RouterHub)
     #: The broker integration told of issued and revoked device credentials (issue 13).
     broker_admin: BrokerAdmin = field(default_factory=NoBrokerAdmin)
+    #: Credentialed devices the broker lacked at start (:func:`gateway.credentials.resync_broker`):
+    #: they cannot connect until their credentials are issued again. Issuing clears one.
+    need_rotation: set[str] = field(default_factory=set)
 
     @property
     def fs_store(self) -> FilesystemObjectStore | None:

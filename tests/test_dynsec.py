@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import aiomqtt
 import pytest
 
@@ -34,8 +35,10 @@ from gateway.mqtt.dynsec import (
 )
 from gateway.mqtt.messages import INBOUND, topic
 from gateway.mqtt.session import broker_address
-from tests.conftest import StartGateway, eventually
+from tests.conftest import StartGateway, eventually, platform_headers
 from tests.services import DynsecBroker, dynsec_mosquitto
+
+H = platform_headers()
 
 #: What a client granted nothing sees in a 3.1.1 SUBACK [MQTT-3.9.3-2].
 REFUSED = 0x80
@@ -393,3 +396,41 @@ async def test_the_admin_reconnects_when_mosquitto_restarts(tmp_path: Path) -> N
             await eventually(issues, timeout=10)
             url = device_url(broker, device_id, "pw-1234")
             assert not await refused(url, client_id=device_id)
+
+
+async def test_a_restarted_gateway_resyncs_the_broker_from_the_database(
+    dynsec_broker: DynsecBroker, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Task 1 of issue 13's start-up re-sync: a broker client the database does not know is
+    removed, a credentialed device the broker lost is reported (log, metric, device list)."""
+    account, lost, stranger = new_id("acc"), new_id(), new_id()
+    settings = {"mqtt_url": dynsec_broker.url, "mqtt_auth": "mosquitto-dynsec"}
+    async with start_gateway(**settings) as gateway, aiohttp.ClientSession() as http:
+        base = f"{gateway.url}/platform/v1"
+        owner = {"owner_id": "o", "star_level": 3}
+        assert (await http.put(f"{base}/accounts/{account}", json=owner, headers=H)).ok
+        device = {"device_id": lost, "kind": "camera"}
+        assert (await http.post(f"{base}/accounts/{account}/devices", json=device, headers=H)).ok
+        assert (await http.post(f"{base}/devices/{lost}/credentials", headers=H)).status == 201
+        admin = gateway.services.broker_admin
+        assert isinstance(admin, DynsecAdmin)
+        await issued(admin, stranger)
+        await admin.run([{"command": "deleteClient", "username": lost}])
+    caplog.clear()
+    async with start_gateway(**settings) as gateway, aiohttp.ClientSession() as http:
+        admin = gateway.services.broker_admin
+        assert isinstance(admin, DynsecAdmin)
+        assert stranger not in await admin.device_clients()
+        assert [r.levelname for r in caplog.records if lost in r.getMessage()] == ["WARNING"]
+        registry = gateway.services.metrics.registry
+        assert registry.get_sample_value("kanjia_credentials_need_rotation") == 1
+        listed = f"{gateway.url}/platform/v1/accounts/{account}/devices"
+        [shown] = (await (await http.get(listed, headers=H)).json())["devices"]
+        assert shown["has_credentials"]
+        assert shown["credentials_need_rotation"]
+        rotate = f"{gateway.url}/platform/v1/devices/{lost}/credentials"
+        assert (await http.post(rotate, headers=H)).status == 201
+        assert registry.get_sample_value("kanjia_credentials_need_rotation") == 0
+        [shown] = (await (await http.get(listed, headers=H)).json())["devices"]
+        assert not shown["credentials_need_rotation"]
+        assert lost in await admin.device_clients()

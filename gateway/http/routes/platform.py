@@ -51,6 +51,8 @@ class ConvergedDeviceOut(DeviceOut):
     converged: bool = True
     has_credentials: bool = False
     credentials_issued_at: datetime | None = None
+    #: The broker lost the device's client (found at the gateway's start): issue again.
+    credentials_need_rotation: bool = False
 
 
 class ConvergedDeviceList(Out):
@@ -172,6 +174,7 @@ async def list_account_devices(request: web.Request) -> web.StreamResponse:
             converged=c.converged,
             has_credentials=c.device.device_id in issued,
             credentials_issued_at=issued.get(c.device.device_id),
+            credentials_need_rotation=c.device.device_id in services.need_rotation,
         )
         for c in convergence
     ]
