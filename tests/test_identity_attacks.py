@@ -1,0 +1,358 @@
+"""Issue 13's acceptance: the attacker of the issue against Mosquitto with dynamic security
+and a real gateway (``KANJIA_MQTT_AUTH=mosquitto-dynsec``).
+
+A household's camera gets its credentials through the platform API and records; a second
+camera's credentials are the attacker's. Each attack of the issue is tried and refused, the
+credentialed camera still uploads, plays back and converges, revocation drops it within a
+second, rotation refuses the old password, and restarts of the gateway and of Mosquitto (on
+the same plugin file) keep the rules.
+
+A publish the broker refuses is still acknowledged to an MQTT 3.1.1 client and dropped, so a
+refused publish is shown by the gateway never hearing it: the attacker sends a marker of its
+own after the forgeries, and once the gateway has counted the marker [MQTT-4.6.0-6: one
+client's messages keep their order], the forged kinds' counts are unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+from sqlmodel import func, select
+
+from devices.clock import ManualClock
+from gateway.mqtt.messages import topic
+from gateway.service import Gateway
+from replay.models import Segment
+from simulators.camera import CameraSimulator
+from simulators.device import BrokerLogin
+from tests.conftest import StartGateway, eventually, platform_headers
+from tests.services import DynsecBroker, dynsec_mosquitto
+from tests.test_dynsec import REFUSED, connect, device_url, granted, refused
+from tests.test_presence import running
+from tests.test_uploads_e2e import ATTACKER, answer_for, put
+
+H = platform_headers()
+ACCOUNT, CAM, OTHER = "acc-1", "cam-1", "cam-2"
+
+
+@dataclass
+class Site:
+    """A gateway on the dynsec broker, the household's account and its two cameras."""
+
+    gw: Gateway
+    broker: DynsecBroker
+    http: aiohttp.ClientSession
+    clock: ManualClock
+    app_token: str
+
+    async def platform(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        r = await self.http.request(method, f"{self.gw.url}{path}", json=body, headers=H)
+        return r.status, await r.json(content_type=None)
+
+    async def app(self, path: str, **params: str) -> aiohttp.ClientResponse:
+        auth = {"Authorization": f"Bearer {self.app_token}"}
+        return await self.http.get(f"{self.gw.url}{path}", params=params, headers=auth)
+
+    async def issue(self, device_id: str) -> str:
+        status, body = await self.platform("POST", f"/platform/v1/devices/{device_id}/credentials")
+        assert status == 201, body
+        assert body["username"] == device_id
+        return str(body["password"])
+
+    def url(self, device_id: str, password: str) -> str:
+        return device_url(self.broker, device_id, password)
+
+    def camera(self, password: str) -> CameraSimulator:
+        return CameraSimulator(
+            device_id=CAM,
+            mqtt_url=f"mqtt://127.0.0.1:{self.broker.port}",
+            clock=self.clock,
+            telemetry_interval=None,
+            record=False,
+            login=BrokerLogin(username=CAM, password=password),
+        )
+
+    def heard(self, kind: str) -> float:
+        """How many ``kind`` messages the gateway received (its metric)."""
+        registry = self.gw.services.metrics.registry
+        value = registry.get_sample_value("kanjia_mqtt_messages_total", {"kind": kind})
+        return value or 0.0
+
+    async def segments(self) -> int:
+        async with self.gw.services.db.session() as session:
+            return int((await session.exec(select(func.count()).select_from(Segment))).one())
+
+    async def device_view(self, device_id: str) -> dict[str, Any]:
+        status, view = await self.platform("GET", f"/platform/v1/broadband/{ACCOUNT}")
+        assert status == 200, view
+        [device] = [d for d in view["devices"] if d["device_id"] == device_id]
+        return dict(device)
+
+
+@asynccontextmanager
+async def site(
+    start_gateway: StartGateway, broker: DynsecBroker, clock: ManualClock, gateway_id: str
+) -> AsyncIterator[Site]:
+    async with (
+        start_gateway(
+            clock=clock,
+            mqtt_url=broker.url,
+            mqtt_auth="mosquitto-dynsec",
+            mqtt_client_id=gateway_id,
+        ) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        r = await http.post(
+            f"{gw.url}/platform/v1/app-tokens",
+            json={"account_id": ACCOUNT, "user_id": "u"},
+            headers=H,
+        )
+        token = (await r.json())["token"] if r.status == 201 else ""  # none before provision
+        yield Site(gw, broker, http, clock, token)
+
+
+async def provision(s: Site) -> dict[str, str]:
+    """The account, both cameras bound, a continuous plan for the household's camera, and
+    credentials for both through the platform API: the passwords."""
+    status, body = await s.platform(
+        "PUT", f"/platform/v1/accounts/{ACCOUNT}", {"owner_id": "owner-1", "star_level": 3}
+    )
+    assert status in (200, 201), body
+    for device_id in (CAM, OTHER):
+        path = f"/platform/v1/accounts/{ACCOUNT}/devices"
+        status, body = await s.platform("POST", path, {"device_id": device_id, "kind": "camera"})
+        assert status == 201, body
+    order = {
+        "order_id": "o-1",
+        "account_id": ACCOUNT,
+        "device_id": CAM,
+        "plan": "continuous-7d",
+        "orderer_id": "owner-1",
+        "channel": "electronic",
+    }
+    status, body = await s.platform("POST", "/platform/v1/subscriptions", order)
+    assert status == 201, body
+    await s.platform("POST", "/ops/v1/clock", {"advance_seconds": 120})  # R6
+    r = await s.http.post(
+        f"{s.gw.url}/platform/v1/app-tokens",
+        json={"account_id": ACCOUNT, "user_id": "u"},
+        headers=H,
+    )
+    s.app_token = (await r.json())["token"]
+    return {device_id: await s.issue(device_id) for device_id in (CAM, OTHER)}
+
+
+@pytest.fixture
+async def dynsec(tmp_path: Path) -> AsyncIterator[DynsecBroker]:
+    """A Mosquitto of this test's own (its file is restarted on in one test)."""
+    (tmp_path / "broker").mkdir()
+    with dynsec_mosquitto(tmp_path / "broker") as broker:
+        yield broker
+
+
+@pytest.fixture
+async def household(
+    start_gateway: StartGateway, dynsec: DynsecBroker, clock: ManualClock
+) -> AsyncIterator[tuple[Site, dict[str, str]]]:
+    async with site(start_gateway, dynsec, clock, "kanjia-gw-1") as s:
+        yield s, await provision(s)
+
+
+async def upload_one(s: Site, cam: CameraSimulator, at: float = 30) -> tuple[Any, dict[str, Any]]:
+    """One segment uploaded by the running camera, and the ``upload/res`` it was handed (as
+    the plugin's admin, with every right, saw it: what an eavesdropper would need)."""
+    async with connect(s.broker.url, client_id="observer") as observer:
+        await observer.subscribe(topic(CAM, "upload/res"), qos=1)
+        seg = await cam.upload(s.http, start=s.clock.now() - timedelta(seconds=at), seconds=10)
+        assert seg.ok, seg.code
+        return seg, await answer_for(observer, seg.segment_id)
+
+
+async def test_a_credentialed_camera_uploads_plays_back_and_converges(
+    household: tuple[Site, dict[str, str]],
+) -> None:
+    s, passwords = household
+    t0 = s.clock.now() - timedelta(seconds=30)
+    async with running(s.camera(passwords[CAM])) as cam:
+        assert isinstance(cam, CameraSimulator)
+        seg, _ = await upload_one(s, cam)
+        await eventually(lambda: _equals(s.segments(), 1))
+        window = {
+            "start": (t0 - timedelta(minutes=1)).isoformat(),
+            "end": s.clock.now().isoformat(),
+        }
+        r = await s.app(f"/app/v1/devices/{CAM}/timeline", **window)
+        assert r.status == 200
+        assert len((await r.json())["ranges"]) == 1
+        r = await s.app(f"/app/v1/devices/{CAM}/playlist.m3u8", **window)
+        assert r.status == 200
+        [url] = [line for line in (await r.text()).splitlines() if line.startswith("http")]
+        async with s.http.get(url) as got:
+            assert await got.read() == seg.data
+
+        body = {"order_id": "stop-1", "stop_type": "arrears"}
+        status, answer = await s.platform("POST", f"/platform/v1/broadband/{ACCOUNT}/stop", body)
+        assert status == 200, answer
+
+        async def converged() -> bool:
+            view = await s.device_view(CAM)
+            return bool(view["reported_version"] == view["desired_version"] >= 1)
+
+        await eventually(converged)
+        assert cam.applied_version >= 1
+
+
+async def _equals(value: Any, wanted: Any) -> bool:
+    return bool(await value == wanted)
+
+
+async def heard_marker(s: Site, attacker: aiomqtt.Client) -> None:
+    """The attacker's own telemetry, sent after its forgeries, has reached the gateway."""
+    before = s.heard("telemetry")
+    await attacker.publish(topic(OTHER, "telemetry"), b"{}", qos=1)
+    await eventually(lambda: _true(s.heard("telemetry") > before))
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_anonymous_wrong_password_and_borrowed_client_ids_are_refused(
+    household: tuple[Site, dict[str, str]],
+) -> None:
+    s, passwords = household
+    gateway_id = s.gw.settings.mqtt_client_id
+    anonymous = f"mqtt://127.0.0.1:{s.broker.port}"
+    assert await refused(anonymous, client_id=CAM)
+    assert await refused(s.url(CAM, "not-the-password"), client_id=CAM)
+    async with running(s.camera(passwords[CAM])) as cam:
+        # The camera's client id, or the gateway's, with the attacker's own credentials.
+        assert await refused(s.url(OTHER, passwords[OTHER]), client_id=CAM)
+        assert await refused(s.url(OTHER, passwords[OTHER]), client_id=gateway_id)
+        # The camera's username with the attacker's password.
+        assert await refused(s.url(CAM, passwords[OTHER]), client_id=CAM)
+        await asyncio.sleep(0.2)
+        assert cam.connected.is_set(), "the real camera was not kicked"
+        assert (await s.device_view(CAM))["online"]
+        assert s.gw.services.mqtt is not None
+        assert s.gw.services.mqtt.connected.is_set(), "the gateway's session was not taken"
+
+
+async def test_subscribing_to_everything_is_refused_and_delivers_nothing(
+    household: tuple[Site, dict[str, str]],
+) -> None:
+    s, passwords = household
+    async with (
+        running(s.camera(passwords[CAM])) as cam,
+        connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker,
+    ):
+        assert isinstance(cam, CameraSimulator)
+        assert await granted(attacker, "#") == REFUSED
+        assert await granted(attacker, "kj/v1/dev/+/upload/res") == REFUSED
+        for suffix in ("desired", "upload/res", "rpc/req", "state"):
+            assert await granted(attacker, topic(CAM, suffix)) == REFUSED
+        await upload_one(s, cam)  # an upload/res with a URL goes to the camera meanwhile
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(attacker.messages), 0.5)
+    print("subscribe '#' as a device: SUBACK 0x80, nothing delivered")
+
+
+async def test_another_devices_topics_change_nothing(
+    household: tuple[Site, dict[str, str]],
+) -> None:
+    s, passwords = household
+    async with running(s.camera(passwords[CAM])):
+        await eventually(lambda: _view_is(s, CAM, "online", True))
+        before = {kind: s.heard(kind) for kind in ("upload/req", "segment", "state")}
+        async with connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
+            start = s.clock.now() - timedelta(seconds=20)
+            notice = {
+                "segment_id": f"{CAM}-forged",
+                "kind": "continuous",
+                "start": start.isoformat(),
+                "end": (start + timedelta(seconds=10)).isoformat(),
+                "bytes": len(ATTACKER),
+                "sha256": "0" * 64,
+            }
+            forged = {
+                "upload/req": {"req_id": "x", **notice},
+                "segment": notice,
+                "state": {"online": False, "fw": "evil"},
+            }
+            for suffix, body in forged.items():
+                await attacker.publish(topic(CAM, suffix), json.dumps(body), qos=1)
+            await heard_marker(s, attacker)
+        assert {kind: s.heard(kind) for kind in before} == before
+        assert await s.segments() == 0
+        assert (await s.device_view(CAM))["online"]
+
+
+async def _view_is(s: Site, device_id: str, key: str, wanted: Any) -> bool:
+    return bool((await s.device_view(device_id))[key] == wanted)
+
+
+async def retained_desired(s: Site) -> dict[str, Any]:
+    """The camera's retained ``desired``, as a client with every right reads it."""
+    async with connect(s.broker.url, client_id="reader") as reader:
+        await reader.subscribe(topic(CAM, "desired"), qos=1)
+        async with asyncio.timeout(5):
+            message = await anext(reader.messages)
+    assert isinstance(message.payload, bytes)
+    body: dict[str, Any] = json.loads(message.payload)
+    return body
+
+
+async def test_a_forged_retained_desired_and_rpc_answer_are_dropped(
+    household: tuple[Site, dict[str, str]],
+) -> None:
+    s, passwords = household
+    async with running(s.camera(passwords[CAM])) as cam:
+        await eventually(lambda: _view_is(s, CAM, "online", True))
+        await eventually(lambda: _true(cam.applied_version >= 1))
+        desired = await retained_desired(s)
+        body = {"order_id": "c-1", "method": "snapshot", "params": {}, "deadline_seconds": 30}
+        status, command = await s.platform("POST", f"/platform/v1/devices/{CAM}/commands", body)
+        assert status == 201, command
+        await eventually(lambda: _command_is(s, "sent"))
+        async with connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
+            stop = {"version": 99, "recording": "off", "networking": "suspended"}
+            await attacker.publish(topic(CAM, "desired"), json.dumps(stop), qos=1, retain=True)
+            answer = {"id": command["command_id"], "ok": True, "result": {"forged": True}}
+            await attacker.publish(topic(CAM, "rpc/res"), json.dumps(answer), qos=1)
+            await attacker.publish(topic(OTHER, "rpc/res"), json.dumps(answer), qos=1)
+            await heard_marker(s, attacker)
+        await asyncio.sleep(0.3)
+        assert await retained_desired(s) == desired
+        assert cam.desired == desired
+        assert await _command_is(s, "sent"), "the command stays unanswered"
+
+
+async def _command_is(s: Site, wanted: str) -> bool:
+    status, body = await s.platform("GET", f"/platform/v1/devices/{CAM}/commands")
+    assert status == 200, body
+    return bool(body["commands"][0]["status"] == wanted)
+
+
+async def test_an_indexed_object_cannot_be_overwritten_through_its_url(
+    household: tuple[Site, dict[str, str]],
+) -> None:
+    s, passwords = household
+    async with running(s.camera(passwords[CAM])) as cam:
+        assert isinstance(cam, CameraSimulator)
+        seg, handed = await upload_one(s, cam)
+    await eventually(lambda: _equals(s.segments(), 1))
+    assert await put(handed["url"], ATTACKER, handed["headers"]) == 412
+    r = await s.app(f"/app/v1/segments/{seg.segment_id}")
+    assert r.status == 200
+    async with s.http.get((await r.json())["url"]) as got:
+        assert await got.read() == seg.data
