@@ -16,9 +16,11 @@ client's messages keep their order], the forged kinds' counts are unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -87,6 +89,11 @@ class Site:
         registry = self.gw.services.metrics.registry
         value = registry.get_sample_value("kanjia_mqtt_messages_total", {"kind": kind})
         return value or 0.0
+
+    def reconnects(self) -> float:
+        """How many times the gateway's MQTT session has connected (its metric)."""
+        registry = self.gw.services.metrics.registry
+        return registry.get_sample_value("kanjia_mqtt_reconnects_total") or 0.0
 
     async def segments(self) -> int:
         async with self.gw.services.db.session() as session:
@@ -356,3 +363,94 @@ async def test_an_indexed_object_cannot_be_overwritten_through_its_url(
     assert r.status == 200
     async with s.http.get((await r.json())["url"]) as got:
         assert await got.read() == seg.data
+
+
+@asynccontextmanager
+async def live(cam: CameraSimulator) -> AsyncIterator[asyncio.Task[None]]:
+    """The camera running until the broker drops it: its task, which then ends in error."""
+    task = asyncio.create_task(cam.run(), name=f"test[{cam.device_id}]")
+    try:
+        await asyncio.wait_for(cam.connected.wait(), 10)
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+
+
+async def dropped_after(task: asyncio.Task[None], started: float) -> float:
+    """Seconds from ``started`` until the camera's connection was dropped (its run ended
+    with the broker's disconnect)."""
+    done, _ = await asyncio.wait({task}, timeout=5)
+    ended = time.monotonic()
+    assert done, "the camera is still connected"
+    error = task.exception()
+    assert isinstance(error, ExceptionGroup), error
+    assert error.subgroup(aiomqtt.MqttError) is not None, error
+    return ended - started
+
+
+async def test_revocation_drops_the_camera_at_once_and_rotation_refuses_the_old_password(
+    household: tuple[Site, dict[str, str]],
+) -> None:
+    s, passwords = household
+    path = f"/platform/v1/devices/{CAM}/credentials"
+    async with live(s.camera(passwords[CAM])) as task:
+        started = time.monotonic()
+        status, _ = await s.platform("DELETE", path)
+        latency = await dropped_after(task, started)
+    assert status == 204
+    print(f"revocation: DELETE credentials → camera disconnected in {latency * 1000:.1f} ms")
+    assert latency < 1.0
+    assert await refused(s.url(CAM, passwords[CAM]), client_id=CAM)
+    status, body = await s.platform("GET", f"/platform/v1/accounts/{ACCOUNT}/devices")
+    assert [d["has_credentials"] for d in body["devices"] if d["device_id"] == CAM] == [False]
+
+    new = await s.issue(CAM)
+    async with live(s.camera(new)) as task:
+        started = time.monotonic()
+        newer = await s.issue(CAM)  # rotation drops the live connection too
+        latency = await dropped_after(task, started)
+    print(f"rotation: POST credentials → camera disconnected in {latency * 1000:.1f} ms")
+    assert await refused(s.url(CAM, new), client_id=CAM)
+    assert not await refused(s.url(CAM, newer), client_id=CAM)
+
+
+async def rules_hold(s: Site, passwords: dict[str, str]) -> None:
+    """A quick subset of the attacks, re-checked; then the camera still connects and uploads."""
+    assert await refused(f"mqtt://127.0.0.1:{s.broker.port}", client_id=CAM)
+    assert await refused(s.url(CAM, "not-the-password"), client_id=CAM)
+    assert await refused(s.url(OTHER, passwords[OTHER]), client_id=CAM)
+    assert await refused(s.url(OTHER, passwords[OTHER]), client_id=s.gw.settings.mqtt_client_id)
+    segments = await s.segments()
+    async with connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
+        assert await granted(attacker, "#") == REFUSED
+        await attacker.publish(topic(CAM, "segment"), b'{"segment_id": "forged"}', qos=1)
+        before = s.heard("segment")
+        await heard_marker(s, attacker)
+        assert s.heard("segment") == before
+    async with running(s.camera(passwords[CAM])) as cam:
+        assert isinstance(cam, CameraSimulator)
+        await upload_one(s, cam, at=30 + 10 * segments)
+    await eventually(lambda: _equals(s.segments(), segments + 1))
+
+
+async def test_gateway_and_mosquitto_restarts_keep_every_rule(
+    start_gateway: StartGateway, clock: ManualClock, tmp_path: Path
+) -> None:
+    (tmp_path / "broker").mkdir()
+    with ExitStack() as first:
+        broker = first.enter_context(dynsec_mosquitto(tmp_path / "broker"))
+        async with site(start_gateway, broker, clock, "kanjia-gw-1") as s:
+            passwords = await provision(s)
+            await rules_hold(s, passwords)
+        # The gateway restarted (same database, same service identity).
+        async with site(start_gateway, broker, clock, "kanjia-gw-1") as s:
+            await rules_hold(s, passwords)
+            connects = s.reconnects()
+            first.close()  # Mosquitto stopped, then started again on the same file and port
+            with dynsec_mosquitto(tmp_path / "broker", port=broker.port) as restarted:
+                s.broker = restarted
+                await eventually(lambda: _true(s.reconnects() > connects), timeout=15)
+                await rules_hold(s, passwords)
