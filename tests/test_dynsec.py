@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import aiomqtt
@@ -398,39 +399,51 @@ async def test_the_admin_reconnects_when_mosquitto_restarts(tmp_path: Path) -> N
             assert not await refused(url, client_id=device_id)
 
 
+async def listed_device(http: aiohttp.ClientSession, url: str, device_id: str) -> Any:
+    """The device as the platform's device list of its account shows it."""
+    listed = (await (await http.get(url, headers=H)).json())["devices"]
+    return next(d for d in listed if d["device_id"] == device_id)
+
+
 async def test_a_restarted_gateway_resyncs_the_broker_from_the_database(
     dynsec_broker: DynsecBroker, start_gateway: StartGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Task 1 of issue 13's start-up re-sync: a broker client the database does not know is
-    removed, a credentialed device the broker lost is reported (log, metric, device list)."""
-    account, lost, stranger = new_id("acc"), new_id(), new_id()
+    """The start-up re-sync: broker clients the database does not know, or whose credentials
+    it revoked (a broker restored from an old file), are removed; a credentialed device the
+    broker lost is reported (log, metric, device list)."""
+    account, lost, revoked, stranger = new_id("acc"), new_id(), new_id(), new_id()
     settings = {"mqtt_url": dynsec_broker.url, "mqtt_auth": "mosquitto-dynsec"}
     async with start_gateway(**settings) as gateway, aiohttp.ClientSession() as http:
         base = f"{gateway.url}/platform/v1"
         owner = {"owner_id": "o", "star_level": 3}
         assert (await http.put(f"{base}/accounts/{account}", json=owner, headers=H)).ok
-        device = {"device_id": lost, "kind": "camera"}
-        assert (await http.post(f"{base}/accounts/{account}/devices", json=device, headers=H)).ok
-        assert (await http.post(f"{base}/devices/{lost}/credentials", headers=H)).status == 201
+        for device_id in (lost, revoked):
+            device = {"device_id": device_id, "kind": "camera"}
+            path = f"{base}/accounts/{account}/devices"
+            assert (await http.post(path, json=device, headers=H)).ok
+            path = f"{base}/devices/{device_id}/credentials"
+            assert (await http.post(path, headers=H)).status == 201
+        assert (await http.delete(path, headers=H)).status == 204
         admin = gateway.services.broker_admin
         assert isinstance(admin, DynsecAdmin)
         await issued(admin, stranger)
+        await issued(admin, revoked)  # as if the broker's file were restored from before
         await admin.run([{"command": "deleteClient", "username": lost}])
     caplog.clear()
     async with start_gateway(**settings) as gateway, aiohttp.ClientSession() as http:
         admin = gateway.services.broker_admin
         assert isinstance(admin, DynsecAdmin)
-        assert stranger not in await admin.device_clients()
+        assert not {stranger, revoked} & await admin.device_clients()
         assert [r.levelname for r in caplog.records if lost in r.getMessage()] == ["WARNING"]
         registry = gateway.services.metrics.registry
         assert registry.get_sample_value("kanjia_credentials_need_rotation") == 1
         listed = f"{gateway.url}/platform/v1/accounts/{account}/devices"
-        [shown] = (await (await http.get(listed, headers=H)).json())["devices"]
+        shown = await listed_device(http, listed, lost)
         assert shown["has_credentials"]
         assert shown["credentials_need_rotation"]
         rotate = f"{gateway.url}/platform/v1/devices/{lost}/credentials"
         assert (await http.post(rotate, headers=H)).status == 201
         assert registry.get_sample_value("kanjia_credentials_need_rotation") == 0
-        [shown] = (await (await http.get(listed, headers=H)).json())["devices"]
+        shown = await listed_device(http, listed, lost)
         assert not shown["credentials_need_rotation"]
         assert lost in await admin.device_clients()
