@@ -332,7 +332,12 @@ async def test_a_forged_retained_desired_and_rpc_answer_are_dropped(
         assert status == 201, command
         await eventually(lambda: _command_is(s, "sent"))
         async with connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
-            stop = {"version": 99, "recording": "off", "networking": "suspended"}
+            stop = {  # the camera told, in the document's own shape, to stop and suspend
+                **desired,
+                "version": desired["version"] + 1,
+                "recording": {"mode": "off"},
+                "service": {"suspended": True},
+            }
             await attacker.publish(topic(CAM, "desired"), json.dumps(stop), qos=1, retain=True)
             answer = {"id": command["command_id"], "ok": True, "result": {"forged": True}}
             await attacker.publish(topic(CAM, "rpc/res"), json.dumps(answer), qos=1)
