@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     #: wall-clock seconds on S3 (the store checks its own signatures).
     upload_url_ttl_seconds: int = Field(default=60, gt=0)
     app_token_ttl_days: int = Field(default=30, gt=0, le=3650)
+    #: Largest device payload handled; a larger one is refused as malformed (issue 14).
+    max_payload_bytes: int = Field(default=256 * 1024, gt=0)
+    #: Upload requests one device may make a minute (a camera catching up on a day of
+    #: 10-s segments sends 8,640: at the default it takes 7 minutes).
+    upload_requests_per_minute: int = Field(default=1200, gt=0)
     #: HMAC key of the filesystem store's presigned URLs; shared by scaled-out gateways.
     url_signing_key: str = ""
     #: R14: how much a family cloud holds (bytes).

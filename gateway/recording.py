@@ -69,6 +69,18 @@ async def refuse_invalid(services: Services, ask: InvalidUploadAsk) -> None:
     )
 
 
+async def refuse(services: Services, ask: UploadAsk, *, code: str, message: str) -> None:
+    """Answer a valid ``upload/req`` with a refusal decided at the edge (a rate limit)."""
+    services.metrics.upload_decisions.labels(code).inc()
+    request = ask.request
+    await _send(
+        services,
+        UploadAnswer.refused(
+            ask.device_id, ask.req_id, request.segment_id, code=code, message=message
+        ),
+    )
+
+
 async def _cameras(
     session: AsyncSession, device_ids: set[str]
 ) -> dict[str, tuple[Device, Account]]:

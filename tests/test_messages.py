@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.mqtt.ingest import LogBudget
+from gateway.mqtt.ingest import LogBudget, RateLimits
 from gateway.mqtt.messages import (
     INBOUND,
     Desired,
@@ -168,3 +168,25 @@ def test_malformed_codes_are_a_fixed_set_never_device_input(
 def test_the_malformed_log_keeps_to_its_budget() -> None:
     budget = LogBudget(per_window=3, window=3600)
     assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
+
+
+def test_a_payload_over_the_limit_is_refused_before_it_is_read() -> None:
+    big = json.dumps({"fps": 10, "pad": "x" * 2000}).encode()
+    with pytest.raises(Malformed) as caught:
+        parse("kj/v1/dev/cam-1/telemetry", big, max_bytes=1024)
+    assert (caught.value.kind, caught.value.code) == ("telemetry", "too_large")
+    assert isinstance(parse("kj/v1/dev/cam-1/telemetry", big, max_bytes=4096), Telemetry)
+
+
+def test_upload_requests_are_limited_per_device() -> None:
+    limits = RateLimits(per_minute=3)
+    assert [limits.take("cam-1") for _ in range(4)] == [True, True, True, False]
+    assert limits.take("cam-2"), "each device has its own allowance"
+
+
+def test_forgetting_keeps_the_devices_still_limited() -> None:
+    limits = RateLimits(per_minute=1, forget_after=2)
+    assert limits.take("cam-1")
+    assert limits.take("cam-2")
+    assert limits.take("cam-3")  # the table is full: only buckets full again are dropped
+    assert not limits.take("cam-1"), "a device out of allowance stays limited"

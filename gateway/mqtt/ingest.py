@@ -69,6 +69,36 @@ class LogBudget:
         return False
 
 
+class RateLimits:
+    """A token bucket per device, refilled in real time (it protects this process, whatever
+    the service clock says); buckets that are full again are forgotten."""
+
+    def __init__(self, *, per_minute: int, forget_after: int = 100_000) -> None:
+        self._rate = per_minute / 60.0
+        self._burst = float(per_minute)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._forget_after = forget_after
+
+    def take(self, device_id: str) -> bool:
+        now = time.monotonic()
+        tokens, at = self._buckets.get(device_id, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - at) * self._rate)
+        if len(self._buckets) >= self._forget_after:
+            self._forget(now)
+        if tokens < 1.0:
+            self._buckets[device_id] = (tokens, now)
+            return False
+        self._buckets[device_id] = (tokens - 1.0, now)
+        return True
+
+    def _forget(self, now: float) -> None:
+        self._buckets = {
+            device: (tokens, at)
+            for device, (tokens, at) in self._buckets.items()
+            if tokens + (now - at) * self._rate < self._burst
+        }
+
+
 #: Segment notices and events received but not yet written, at most.
 RECORDING_BACKLOG = 4_000
 
@@ -77,6 +107,7 @@ class Ingest:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._malformed_log = LogBudget(per_window=MALFORMED_LOGS_PER_MINUTE, window=60.0)
+        self._upload_rate = RateLimits(per_minute=services.settings.upload_requests_per_minute)
         #: One handler per message type (:data:`gateway.mqtt.messages.Inbound`); each
         #: calls ``ack`` once the message's effect is committed.
         self._handlers: dict[type[Any], Callable[[Any, Ack], Awaitable[None]]] = {
@@ -128,7 +159,7 @@ class Ingest:
         # Every message that arrives is counted by its topic's kind, well-formed or not.
         metrics.mqtt_messages.labels(kind_of(topic)).inc()
         try:
-            msg = parse(topic, payload)
+            msg = parse(topic, payload, max_bytes=self._s.settings.max_payload_bytes)
             await self._handlers[type(msg)](msg, ack)
         except Malformed as exc:
             ack()
@@ -160,6 +191,15 @@ class Ingest:
 
     async def _upload_ask(self, msg: UploadAsk, ack: Ack) -> None:
         self._seen(msg)
+        if not self._upload_rate.take(msg.device_id):
+            await recording.refuse(
+                self._s,
+                msg,
+                code="rate_limited",
+                message="too many upload requests from this device: ask again shortly",
+            )
+            ack()
+            return
         await self.uploads.submit(msg, ack)
 
     async def _invalid_upload_ask(self, msg: InvalidUploadAsk, ack: Ack) -> None:

@@ -38,7 +38,7 @@ FIRMWARE = re.compile(r"[\x20-\x7e]{0,64}")
 
 
 #: Why a message is malformed, as a metric label: a fixed set, never device input.
-MalformedCode = Literal["topic", "device_id", "not_json", "not_object", "invalid"]
+MalformedCode = Literal["topic", "device_id", "too_large", "not_json", "not_object", "invalid"]
 
 
 class Malformed(ValueError):
@@ -250,8 +250,9 @@ def kind_of(topic_name: str) -> str:
     return suffix if suffix in PARSERS else "unknown"
 
 
-def parse(topic_name: str, payload: bytes) -> Inbound:
-    """The typed message of one device topic and payload; :class:`Malformed` if it is not."""
+def parse(topic_name: str, payload: bytes, *, max_bytes: int | None = None) -> Inbound:
+    """The typed message of one device topic and payload; :class:`Malformed` if it is not
+    (or if the payload is over ``max_bytes``)."""
     if not topic_name.startswith(PREFIX):
         raise Malformed("unknown", "topic outside kj/v1/dev/", "topic")
     device_id, _, kind = topic_name[len(PREFIX) :].partition("/")
@@ -260,6 +261,8 @@ def parse(topic_name: str, payload: bytes) -> Inbound:
         raise Malformed("unknown", f"unexpected topic {topic_name[:200]!r}", "topic")
     if not DEVICE_ID.fullmatch(device_id):
         raise Malformed(kind, "the device id must be 1 to 64 of A-Z a-z 0-9 . _ : -", "device_id")
+    if max_bytes is not None and len(payload) > max_bytes:
+        raise Malformed(kind, f"payload of {len(payload)} bytes, over {max_bytes}", "too_large")
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
