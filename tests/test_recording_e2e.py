@@ -7,6 +7,7 @@ SQLite with the filesystem store and on PostgreSQL and SQLite with SeaweedFS (S3
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -86,11 +87,21 @@ class Home:
 
 
 @pytest.fixture
+def home_settings() -> dict[str, Any]:
+    """Settings of the household's gateway beyond the stack (a test parametrizes it)."""
+    return {}
+
+
+@pytest.fixture
 async def home(
-    broker: Broker, start_gateway: StartGateway, clock: ManualClock, stack: dict[str, str]
+    broker: Broker,
+    start_gateway: StartGateway,
+    clock: ManualClock,
+    stack: dict[str, str],
+    home_settings: dict[str, Any],
 ) -> AsyncIterator[Home]:
     async with (
-        start_gateway(clock=clock, mqtt_url=broker.url, **stack) as gw,
+        start_gateway(clock=clock, mqtt_url=broker.url, **stack, **home_settings) as gw,
         aiohttp.ClientSession() as http,
     ):
         await http.put(
@@ -338,6 +349,41 @@ async def test_the_family_can_save_a_clip_to_its_cloud(
     assert len(keys) == 1
     await home.advance(2 * 86400)
     assert await home.gw.services.store.get(keys[0]) == seg.data, "outside replay retention"
+
+
+CLIP = b"\x47" * 188 * 100  # 18,800 bytes of TS packets
+
+
+@pytest.mark.parametrize("home_settings", [{"family_cloud_quota_bytes": 2 * len(CLIP)}])
+async def test_concurrent_saves_never_exceed_the_quota(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Issue 14 (R14): the quota is read and charged in one transaction, so saves racing
+    for the last room store at most what fits (ten at once used to store them all)."""
+    await home.subscribe("cam-1", "continuous-1d", "o-1")
+    cam = camera(broker, clock)
+    start = clock.now() - timedelta(seconds=60)
+    async with running(cam):
+        segs = [
+            await cam.upload(
+                home.http, start=start + timedelta(seconds=10 * i), seconds=10, data=CLIP
+            )
+            for i in range(5)
+        ]
+    await home.wait_indexed(5)
+    answers = await asyncio.gather(
+        *(
+            home.http.post(
+                f"{home.gw.url}/app/v1/segments/{seg.segment_id}/save",
+                headers={"Authorization": f"Bearer {home.app_token}"},
+            )
+            for seg in segs
+        )
+    )
+    statuses = sorted(r.status for r in answers)
+    assert statuses == [201, 201, 409, 409, 409]
+    stored = [i async for i in home.gw.services.store.list("family/acc-1/")]
+    assert sum(i.size for i in stored) <= 2 * len(CLIP)
 
 
 async def test_reconcile_never_deletes_most_of_a_device_without_the_flag(

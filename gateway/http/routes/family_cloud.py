@@ -8,10 +8,11 @@ segment again answers the item already saved.
 from __future__ import annotations
 
 from aiohttp import web
-from sqlmodel import func, select
+from sqlmodel import col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import broadband_store
+from devices.models import Account
 from gateway.http.api import Api, ApiError, Out, json_out
 from gateway.http.requests import app_token_of, services_of, viewable_segment
 from replay.models import FamilyCloudItem
@@ -61,6 +62,14 @@ async def save_segment(request: web.Request) -> web.StreamResponse:
     account_id = app_token_of(request).account_id
     quota = services.settings.family_cloud_quota_bytes
     async with services.db.session() as session:
+        # The account's saves go one at a time, so the quota is read and charged in one
+        # transaction: a write first takes the account's row lock (PostgreSQL) or the
+        # database's write lock (SQLite) until the commit.
+        await session.exec(
+            update(Account)
+            .where(col(Account.account_id) == account_id)
+            .values(updated_at=Account.updated_at)
+        )
         s = await viewable_segment(request, session)
         if not await broadband_store.family_cloud_open(session, account_id, services.clock.now()):
             raise ApiError(
