@@ -24,9 +24,9 @@ from yarl import URL
 from devices.clock import ManualClock
 from tests.services import Broker
 from tests.test_presence import running
-from tests.test_recording_e2e import Home, camera, home
+from tests.test_recording_e2e import Home, camera, home, home_settings
 
-__all__ = ["home"]  # the fixture, shared with the recording tests
+__all__ = ["home", "home_settings"]  # the fixtures, shared with the recording tests
 
 ATTACKER = b"\x47" * 1880  # one TS packet's sync byte, ten packets: not the camera's video
 
