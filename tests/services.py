@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,23 +65,35 @@ def mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Broker]:
     """A private Mosquitto on a free loopback port, or on ``port`` to restart one there
     (anonymous, no persistence)."""
     port = port or free_port()
-    conf = tmp_dir / "mosquitto.conf"
-    log = tmp_dir / "mosquitto.log"
-    conf.write_text(
+    settings = (
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
-        "persistence false\n"
         "max_queued_messages 100000\n"
         # The gateway acknowledges after commit: room for a batch awaiting its PUBACKs.
         "max_inflight_messages 1000\n"
-        "log_dest stderr\n"
-        "log_type error\nlog_type warning\nlog_type notice\n"
     )
-    with log.open("wb") as log_file:
+    with _started(tmp_dir / "mosquitto", settings, [port]) as process:
+        yield Broker(port=port, process=process)
+
+
+#: How every test Mosquitto's configuration ends: no persistence, notices and worse logged.
+_COMMON_CONF = (
+    "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
+)
+
+
+@contextmanager
+def _started(base: Path, settings: str, ports: Iterable[int]) -> Iterator[subprocess.Popen[bytes]]:
+    """Mosquitto on ``settings`` (written to ``base``.conf, its log appended to ``base``.log)
+    until the block ends, once every one of ``ports`` listens; stopped by its PID."""
+    conf, log = base.with_suffix(".conf"), base.with_suffix(".log")
+    conf.write_text(settings + _COMMON_CONF)
+    with log.open("ab") as log_file:
         process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=log_file)
     try:
-        wait_for_port(port, timeout=10, process=process)
-        yield Broker(port=port, process=process)
+        for port in ports:
+            wait_for_port(port, timeout=10, process=process)
+        yield process
     finally:
         stop_process(process)
 
@@ -118,26 +130,16 @@ def mosquitto_tls(tmp_dir: Path) -> Iterator[TlsBroker]:
     ports: plain MQTT, and MQTT over TLS with a certificate that ``ca_file`` signed."""
     port, tls_port = free_port(), free_port()
     ca_file, cert_file, key_file = make_certificates(tmp_dir)
-    conf = tmp_dir / "mosquitto.conf"
-    conf.write_text(
+    settings = (
         # Run as root, Mosquitto would drop to user mosquitto, who cannot read the key files.
         f"user {getpass.getuser()}\n"
         f"listener {port} 127.0.0.1\n"
         f"listener {tls_port} 127.0.0.1\n"
         f"cafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\n"
         "allow_anonymous true\n"
-        "persistence false\n"
-        "log_dest stderr\n"
-        "log_type error\nlog_type warning\nlog_type notice\n"
     )
-    with (tmp_dir / "mosquitto.log").open("wb") as log_file:
-        process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=log_file)
-    try:
-        for each in (port, tls_port):
-            wait_for_port(each, timeout=10, process=process)
+    with _started(tmp_dir / "mosquitto", settings, [port, tls_port]) as process:
         yield TlsBroker(port=port, process=process, tls_port=tls_port, ca_file=ca_file)
-    finally:
-        stop_process(process)
 
 
 DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
@@ -184,8 +186,7 @@ def dynsec_mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Dyns
             check=True,
             capture_output=True,
         )
-    conf = tmp_dir / "mosquitto-dynsec.conf"
-    conf.write_text(
+    settings = (
         # As root Mosquitto drops to the user "mosquitto", who cannot read a private
         # temporary directory: it runs as whoever runs the suite.
         f"user {getpass.getuser()}\n"
@@ -194,15 +195,7 @@ def dynsec_mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Dyns
         f"plugin {DYNSEC_PLUGIN}\n"
         f"plugin_opt_config_file {state}\n"
         f"listener {port} 127.0.0.1\n"
-        "persistence false\n"
         "max_inflight_messages 1000\n"
-        "log_dest stderr\n"
-        "log_type error\nlog_type warning\nlog_type notice\n"
     )
-    with (tmp_dir / "mosquitto-dynsec.log").open("ab") as log_file:
-        process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=log_file)
-    try:
-        wait_for_port(port, timeout=10, process=process)
+    with _started(tmp_dir / "mosquitto-dynsec", settings, [port]) as process:
         yield DynsecBroker(port, process, password_file.read_text(), state)
-    finally:
-        stop_process(process)
