@@ -11,6 +11,8 @@ suite. Defaults are the embedded ones: SQLite and a filesystem store under ``./v
 from __future__ import annotations
 
 import difflib
+import hashlib
+import hmac
 import os
 import tomllib
 from collections.abc import Mapping
@@ -137,6 +139,15 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}"
+
+
+def derived_key(settings: Settings, explicit: str, purpose: bytes) -> bytes:
+    """A secret key: ``explicit`` when the operator set one, else one derived for
+    ``purpose`` from the platform token (or the database URL), stable across restarts."""
+    if explicit:
+        return explicit.encode()
+    seed = settings.platform_token or settings.database_url
+    return hmac.new(seed.encode(), purpose, hashlib.sha256).digest()
 
 
 def require_for_serve(settings: Settings) -> None:

@@ -10,14 +10,12 @@ the rate a broker calls them. Passwords never reach a log.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 
 from devices import credentials
 from devices.credentials import Issued
 from devices.errors import Conflict
-from gateway.config import Settings
+from gateway.config import Settings, derived_key
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -46,10 +44,7 @@ class ReservedClientId(Conflict):
 def credential_key(settings: Settings) -> bytes:
     """The key of stored password hashes: ``KANJIA_CREDENTIAL_KEY``, or one derived from
     the platform token (rotating that token then invalidates every device password)."""
-    if settings.credential_key:
-        return settings.credential_key.encode()
-    seed = settings.platform_token or settings.database_url
-    return hmac.new(seed.encode(), b"kanjia-device-credentials", hashlib.sha256).digest()
+    return derived_key(settings, settings.credential_key, b"kanjia-device-credentials")
 
 
 async def issue_credentials(services: Services, device_id: str) -> Issued:

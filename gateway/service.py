@@ -11,8 +11,6 @@ Leaving the block stops them in reverse order, each finishing its write in fligh
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -28,7 +26,7 @@ from devices.presence import PresenceTracker
 from gateway import presence
 from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.callbacks import CallbackSender
-from gateway.config import Settings
+from gateway.config import Settings, derived_key
 from gateway.credentials import resync_broker
 from gateway.desired import republish_all
 from gateway.http.access_log import RedactingAccessLogger
@@ -51,10 +49,8 @@ log = logging.getLogger(__name__)
 
 
 def signing_key(settings: Settings) -> bytes:
-    if settings.url_signing_key:
-        return settings.url_signing_key.encode()
-    seed = settings.platform_token or settings.database_url
-    return hmac.new(seed.encode(), b"kanjia-presigned-urls", hashlib.sha256).digest()
+    """The HMAC key of the filesystem store's presigned URLs."""
+    return derived_key(settings, settings.url_signing_key, b"kanjia-presigned-urls")
 
 
 async def broker_admin_on(stack: AsyncExitStack, settings: Settings) -> tuple[BrokerAdmin, str]:
