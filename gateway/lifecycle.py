@@ -75,9 +75,29 @@ async def running(*loops: Loop) -> AsyncIterator[None]:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the kernel says is free on ``host`` now (for ``http_port = 0``, the demo's
+    """A port the kernel says is free on ``host`` now (for the demo's
     embedded broker, the tests' services)."""
     with socket.socket() as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``0``: a port the kernel picks) and listening.
+
+    Bound when the port is chosen, so nothing else (an outgoing connection's ephemeral
+    port, another server) can take it before the server serves on it: choosing a free
+    port and binding it later lost that race once in CI.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

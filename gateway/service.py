@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
@@ -32,7 +33,7 @@ from gateway.desired import republish_all
 from gateway.http.access_log import RedactingAccessLogger
 from gateway.http.app import create_app
 from gateway.jobs import JobRunner
-from gateway.lifecycle import free_port, freeze_heap
+from gateway.lifecycle import freeze_heap, listening_socket
 from gateway.metrics import Metrics
 from gateway.mqtt.dynsec import DynsecAdmin
 from gateway.mqtt.ingest import Ingest
@@ -98,6 +99,10 @@ class Gateway:
         jobs, then MQTT receiving, then ingest (which drains), then presence (a last
         flush), then HTTP, the object store and the database."""
         settings, stack = self.settings, self._stack
+        # Presigned URLs must name the port, so bind it before the store opens.
+        sock = listening_socket(settings.http_host, settings.http_port)
+        stack.callback(sock.close)
+        self.port = sock.getsockname()[1]
         services = await self._services_on(stack)
         self._services = services
         if settings.mqtt_auth == "mosquitto-dynsec":
@@ -108,9 +113,7 @@ class Gateway:
                 CallbackSender(services=services, url=settings.platform_callback_url)
             )
             services.jobs.add(CALLBACK_JOB, 1.0, sender.deliver_due)
-        await stack.enter_async_context(
-            http_server(create_app(services=services), settings.http_host, self.port)
-        )
+        await stack.enter_async_context(http_server(create_app(services=services), sock))
         ingest = Ingest(services)
         await stack.enter_async_context(presence.flushing(services))
         await stack.enter_async_context(ingest.running())
@@ -127,9 +130,6 @@ class Gateway:
         metrics = Metrics()
         catalog = load_plans(Path(settings.plans_file)) if settings.plans_file else DEFAULT_CATALOG
         db = await stack.enter_async_context(open_database(settings.database_url))
-        if settings.http_port == 0:
-            # Presigned URLs must name the port, so choose it before the store opens.
-            self.port = free_port(settings.http_host)
         store = await stack.enter_async_context(
             open_object_store(
                 settings.object_store_url,
@@ -173,12 +173,12 @@ class Gateway:
 
 
 @asynccontextmanager
-async def http_server(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
-    """The component: ``app`` served on ``host:port`` for the block's lifetime."""
+async def http_server(app: web.Application, sock: socket.socket) -> AsyncIterator[None]:
+    """The component: ``app`` served on the listening ``sock`` for the block's lifetime."""
     runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
+        await web.SockSite(runner, sock).start()
         yield
     finally:
         await runner.cleanup()
