@@ -10,21 +10,20 @@ told to (``allow_mass_delete``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from gateway.services import Services
 from replay import index_store
-from replay.playback import ReconcilePlan, reconcile_plan
+from replay.reconcile import UPLOAD_GRACE, GrantFate, ReconcilePlan, grant_fate, reconcile_plan
 from replay.recording import RECORDING_PREFIXES, recording_prefix
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
 _LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
-#: A grant whose upload did not finish this long after its URL expired is dropped.
-GRANT_GRACE = timedelta(hours=1)
 
 
 async def sweep_expired(services: Services, *, batch: int = SWEEP_BATCH) -> int:
@@ -34,13 +33,15 @@ async def sweep_expired(services: Services, *, batch: int = SWEEP_BATCH) -> int:
     while True:
         async with services.db.session() as session:
             rows = await index_store.expired_segments(session, now, batch)
-            if not rows:
+        if not rows:
+            async with services.db.writing() as session:
                 await index_store.drop_expired_ranges(session, now)
                 await session.commit()
-                return swept
-            # Objects first: an index row without its object is reported by reconcile,
-            # an object without its row would be an orphan until reconcile finds it.
-            await services.store.delete_many([key for _, key in rows])
+            return swept
+        # Objects first: an index row without its object is reported by reconcile,
+        # an object without its row would be an orphan until reconcile finds it.
+        await services.store.delete_many([key for _, key in rows])
+        async with services.db.writing() as session:
             await index_store.delete_segments(session, [sid for sid, _ in rows])
             await session.commit()
         swept += len(rows)
@@ -95,10 +96,39 @@ async def reconcile(services: Services, *, allow_mass_delete: bool = False) -> R
 
 
 async def drop_stale_grants(services: Services) -> int:
-    """Forget upload grants whose URL expired long ago (their camera never finished)."""
+    """Forget the upload grants that will never be indexed (:func:`replay.reconcile.grant_fate`):
+    those whose upload never landed, long after their URL expired. A grant whose object
+    landed is kept, so its late notice is still indexed and reconcile never deletes it."""
     ttl = timedelta(seconds=services.settings.upload_url_ttl_seconds)
-    cutoff = services.clock.now() - ttl - GRANT_GRACE
+    now = services.clock.now()
     async with services.db.session() as session:
-        dropped = await index_store.delete_grants_before(session, cutoff)
+        candidates = await index_store.grants_before(session, now - ttl - UPLOAD_GRACE)
+    landed = await _landed(services, [grant.object_key for grant in candidates])
+    doomed = [
+        grant.object_key
+        for grant in candidates
+        if grant_fate(
+            granted_at=grant.granted_at,
+            url_ttl=ttl,
+            landed=grant.object_key in landed,
+            expires_at=grant.expires_at,
+            now=now,
+        )
+        is GrantFate.DROP
+    ]
+    async with services.db.writing() as session:
+        dropped = await index_store.delete_grants(session, doomed)
         await session.commit()
     return dropped
+
+
+async def _landed(services: Services, keys: list[str], *, at_once: int = 16) -> set[str]:
+    """The keys among ``keys`` that have an object in the store."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def exists(key: str) -> bool:
+        async with gate:
+            return await services.store.head(key) is not None
+
+    found = await asyncio.gather(*(exists(key) for key in keys))
+    return {key for key, there in zip(keys, found, strict=True) if there}

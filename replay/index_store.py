@@ -7,9 +7,10 @@ they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`grants_by_id`
 app's playback routes (:func:`ranges_between`, :func:`shown_events`,
 :func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
 :func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
-:func:`owned_object_keys`, :func:`retention_classes`, :func:`delete_grants_before`), the
-schema step that added the ranges (:func:`backfill_ranges`) and the benchmarks, which
-seed through :func:`add_segments` and :func:`add_events` as indexing does. The write
+:func:`owned_object_keys`, :func:`retention_classes`, :func:`grants_before`,
+:func:`delete_grants`), the schema step that added the ranges (:func:`backfill_ranges`)
+and the benchmarks, which seed through :func:`add_segments` and :func:`add_events` as
+indexing does. The write
 path was tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per
 row, and its ranges are read with one statement shape.
 
@@ -62,10 +63,11 @@ __all__ = [
     "add_grant",
     "add_segments",
     "backfill_ranges",
-    "delete_grants_before",
+    "delete_grants",
     "delete_segments",
     "drop_expired_ranges",
     "expired_segments",
+    "grants_before",
     "grants_by_id",
     "index_granted",
     "indexed_ids",
@@ -530,9 +532,26 @@ async def retention_classes(session: AsyncSession) -> set[str]:
     return set((await session.exec(select(Segment.retention_class).distinct())).all())
 
 
-async def delete_grants_before(session: AsyncSession, cutoff: datetime) -> int:
-    """Forget the upload grants given before ``cutoff``; return how many."""
-    result = await session.exec(delete(UploadGrant).where(col(UploadGrant.granted_at) < cutoff))
+async def grants_before(
+    session: AsyncSession, cutoff: datetime, limit: int = 5000
+) -> list[UploadGrant]:
+    """The upload grants given before ``cutoff``, oldest first, at most ``limit``."""
+    statement = (
+        select(UploadGrant)
+        .where(col(UploadGrant.granted_at) < cutoff)
+        .order_by(col(UploadGrant.granted_at))
+        .limit(limit)
+    )
+    return list((await session.exec(statement)).all())
+
+
+async def delete_grants(session: AsyncSession, object_keys: Sequence[str]) -> int:
+    """Forget the upload grants of these object keys; return how many."""
+    if not object_keys:
+        return 0
+    result = await session.exec(
+        delete(UploadGrant).where(col(UploadGrant.object_key).in_(list(object_keys)))
+    )
     return int(result.rowcount)
 
 

@@ -23,18 +23,14 @@ No I/O: ``gateway/`` turns these answers into HTTP, ``storage/`` lists and delet
   retention cut-off.
 - **Retention (R5).** :func:`retention_cutoff` and :func:`expired` are the sweeper's and the
   read path's one cut-off: a segment expires ``retention_days`` after it ended.
-- **Reconcile.** :func:`reconcile_plan` compares a listing of the recording prefixes with
-  the index: orphans (objects no index row owns, older than an upload grace period) are to
-  be deleted, index rows without an object are reported. Guard: when a device's orphans
-  would be more than ``max_fraction`` (half) of that device's listed objects, none of them
-  is deleted unless ``allow_mass_delete`` is set (a lost index must not become lost video).
+
+Reconciling the store with the index is :mod:`replay.reconcile`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterable, Set
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal, Protocol, TypeAlias
@@ -42,16 +38,14 @@ from typing import Literal, Protocol, TypeAlias
 from devices.broadband import AccountState
 from devices.clock import aware_utc
 from devices.errors import DomainError, Forbidden, Gone
-from replay.recording import parse_object_key, retention_class
+from replay.recording import retention_class
 
 __all__ = [
     "DEFAULT_GAP_TOLERANCE_S",
     "PlaybackCode",
     "RangeChanges",
-    "ReconcilePlan",
     "Recorded",
     "Refusal",
-    "RefusedDevice",
     "SegmentLike",
     "SubscriptionLike",
     "expired",
@@ -59,7 +53,6 @@ __all__ = [
     "hls_playlist",
     "merge_ranges",
     "playback_refusal",
-    "reconcile_plan",
     "retention_cutoff",
     "viewable",
     "visible_ranges",
@@ -390,106 +383,3 @@ def hls_playlist(
         expected = start + timedelta(seconds=duration)
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RefusedDevice:
-    """A device whose orphans the guard kept: ``orphans`` of its ``objects`` listed objects."""
-
-    device_id: str
-    orphans: tuple[str, ...]
-    objects: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReconcilePlan:
-    """What one reconcile run should do and report; every list is sorted.
-
-    ``delete``: orphan keys to delete (``delete_bytes`` in all). ``missing``: indexed keys
-    with no object. ``refused_devices``: devices whose orphans the guard kept. ``foreign``:
-    listed keys that do not follow the recording layout, never deleted.
-    """
-
-    delete: tuple[str, ...]
-    delete_bytes: int
-    missing: tuple[str, ...]
-    refused_devices: tuple[RefusedDevice, ...]
-    foreign: tuple[str, ...]
-
-
-def _guard(
-    device_id: str, found: list[tuple[str, int]], total: int, max_fraction: float
-) -> RefusedDevice | None:
-    """The guard's refusal when a device's orphans are more than ``max_fraction`` of its
-    ``total`` listed objects: a lost index must not become lost video."""
-    if len(found) <= max_fraction * total:
-        return None
-    return RefusedDevice(
-        device_id=device_id,
-        orphans=tuple(sorted(key for key, _ in found)),
-        objects=total,
-        reason=(
-            f"{len(found)} of the device's {total} objects have no index row, "
-            f"more than {max_fraction:.0%}: pass allow_mass_delete to delete them"
-        ),
-    )
-
-
-def reconcile_plan(
-    objects: Iterable[tuple[str, int, datetime]],
-    indexed_keys: Set[str],
-    *,
-    now: datetime,
-    grace_s: float,
-    allow_mass_delete: bool = False,
-    max_fraction: float = 0.5,
-) -> ReconcilePlan:
-    """Plan a reconcile of ``(key, size, modified)`` listings against the index's keys.
-
-    An orphan is a listed recording object with no index row, last modified more than
-    ``grace_s`` before ``now`` (an upload in flight is indexed only after it lands). Per
-    device, the orphans are deleted when they are at most ``max_fraction`` of the device's
-    listed objects (exactly half passes), or when ``allow_mass_delete`` is set.
-
-    Read ``indexed_keys`` *before* listing the store: an object is indexed only after it
-    landed, so it is then either listed or young enough for the grace period. The listing
-    must cover every recording prefix the index uses, or its rows are reported missing.
-    """
-    now = aware_utc(now, "now")
-    if not grace_s >= 0:
-        raise ValueError(f"grace_s must not be negative, not {grace_s!r}")
-    if not 0 < max_fraction <= 1:
-        raise ValueError(f"max_fraction must be more than 0 and at most 1, not {max_fraction!r}")
-    settled = now - timedelta(seconds=grace_s)
-    listed: set[str] = set()
-    foreign: list[str] = []
-    per_device: dict[str, int] = defaultdict(int)
-    orphans: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for key, size, modified in objects:
-        listed.add(key)
-        parsed = parse_object_key(key)
-        if parsed is None:
-            foreign.append(key)
-            continue
-        per_device[parsed.device_id] += 1
-        if key not in indexed_keys and aware_utc(modified, "modified") < settled:
-            orphans[parsed.device_id].append((key, size))
-    delete: list[str] = []
-    delete_bytes = 0
-    refused: list[RefusedDevice] = []
-    for device_id in sorted(orphans):
-        found = orphans[device_id]
-        guard = _guard(device_id, found, per_device[device_id], max_fraction)
-        if guard is not None and not allow_mass_delete:
-            refused.append(guard)
-            continue
-        delete.extend(key for key, _ in found)
-        delete_bytes += sum(size for _, size in found)
-    return ReconcilePlan(
-        delete=tuple(sorted(delete)),
-        delete_bytes=delete_bytes,
-        missing=tuple(sorted(set(indexed_keys) - listed)),
-        refused_devices=tuple(refused),
-        foreign=tuple(sorted(foreign)),
-    )

@@ -14,19 +14,24 @@ from devices.broadband import AccountState
 from gateway.errors import http_status
 from replay.playback import (
     RangeChanges,
-    ReconcilePlan,
     Recorded,
     Refusal,
-    RefusedDevice,
     expired,
     fold_ranges,
     hls_playlist,
     merge_ranges,
     playback_refusal,
-    reconcile_plan,
     retention_cutoff,
     viewable,
     visible_ranges,
+)
+from replay.reconcile import (
+    UPLOAD_GRACE,
+    GrantFate,
+    ReconcilePlan,
+    RefusedDevice,
+    grant_fate,
+    reconcile_plan,
 )
 
 CST = timezone(timedelta(hours=8))
@@ -589,3 +594,41 @@ def test_reconcile_checks_its_arguments(options: dict[str, object]) -> None:
     arguments: dict[str, object] = {"now": NOW, "grace_s": GRACE_S, **options}
     with pytest.raises(ValueError):  # noqa: PT011  # each row's message differs
         reconcile_plan([], set(), **arguments)  # type: ignore[arg-type]
+
+
+# --- the grant's fate (replay.reconcile) ---------------------------------------------------
+
+GRANT_TTL = timedelta(seconds=60)
+GRANTED_AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+GRANT_EXPIRES = GRANTED_AT + timedelta(days=7)
+
+
+@pytest.mark.parametrize(
+    ("since_granted", "landed", "fate"),
+    [
+        # The URL is alive, or an upload started before expiry may still be running.
+        (timedelta(0), False, GrantFate.IN_FLIGHT),
+        (GRANT_TTL, True, GrantFate.IN_FLIGHT),
+        (GRANT_TTL + UPLOAD_GRACE - timedelta(seconds=1), False, GrantFate.IN_FLIGHT),
+        # Never landed: dropped once the URL is long dead.
+        (GRANT_TTL + UPLOAD_GRACE, False, GrantFate.DROP),
+        (timedelta(days=30), False, GrantFate.DROP),
+        # Landed: its notice may still come (the camera offline, the gateway retrying a
+        # database outage), so its object stays owned until the segment would have expired.
+        (GRANT_TTL + UPLOAD_GRACE, True, GrantFate.LANDED),
+        (timedelta(hours=2), True, GrantFate.LANDED),
+        (timedelta(days=7) - timedelta(seconds=1), True, GrantFate.LANDED),
+        (timedelta(days=7), True, GrantFate.DROP),
+    ],
+)
+def test_a_grant_is_kept_while_its_upload_or_its_notice_may_still_come(
+    since_granted: timedelta, landed: bool, fate: GrantFate
+) -> None:
+    got = grant_fate(
+        granted_at=GRANTED_AT,
+        url_ttl=GRANT_TTL,
+        landed=landed,
+        expires_at=GRANT_EXPIRES,
+        now=GRANTED_AT + since_granted,
+    )
+    assert got is fate

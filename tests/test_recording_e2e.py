@@ -21,6 +21,7 @@ import pytest
 from sqlmodel import select
 
 from devices.clock import ManualClock
+from gateway.mqtt.session import broker_address
 from gateway.service import Gateway
 from replay.media import decode_first_frame
 from replay.models import RecordedRange, Segment, UploadGrant
@@ -524,3 +525,44 @@ async def test_a_batch_of_notices_indexes_only_the_objects_that_match_their_gran
         waiting = (await session.exec(select(UploadGrant.segment_id))).all()
     assert indexed == ["seg-good"]
     assert sorted(waiting) == ["seg-absent", "seg-altered", "seg-short", "seg-theirs"]
+
+
+async def test_a_late_notice_is_indexed_and_its_object_never_reconciled_away(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Issue 14, item 2 (the reconcile guard, :mod:`replay.reconcile`): an upload that landed
+    but whose ``segment`` notice comes hours late (a camera offline, a gateway waiting out a
+    database outage) keeps its grant, so neither the stale-grant job nor reconcile, even
+    with ``allow_mass_delete``, deletes its object, and the notice is indexed when it comes.
+    """
+    from gateway.retention import drop_stale_grants
+
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    start = clock.now() - timedelta(seconds=20)
+    data = camera(broker, clock).media_for(start, 10)
+    notice = {
+        "segment_id": "late-1",
+        "kind": "continuous",
+        "start": start.isoformat(),
+        "end": (start + timedelta(seconds=10)).isoformat(),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    host, port, _, _ = broker_address(broker.url)
+    async with aiomqtt.Client(host, port, identifier="cam-1") as client:
+        await client.subscribe("kj/v1/dev/cam-1/upload/res", qos=1)
+        await client.publish(
+            "kj/v1/dev/cam-1/upload/req", json.dumps({"req_id": "r1", **notice}), qos=1
+        )
+        async with asyncio.timeout(10):
+            answer = json.loads(bytes((await anext(aiter(client.messages))).payload))
+        assert answer["ok"], answer
+        put = await home.http.put(answer["url"], data=data, headers=answer["headers"])
+        assert put.status < 300
+        await home.advance(2 * 3600)  # the URL is long dead; the notice has not come
+        await drop_stale_grants(home.gw.services)
+        status, body = await home.platform("POST", "/ops/v1/reconcile", {"allow_mass_delete": True})
+        assert (status, body["deleted"]) == (200, 0)
+        assert await home.gw.services.store.head(answer["key"]) is not None
+        await client.publish("kj/v1/dev/cam-1/segment", json.dumps(notice), qos=1)
+        await home.wait_indexed(1)
