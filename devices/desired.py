@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,6 +74,22 @@ async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredS
     return list(result.all())
 
 
+async def mark_published(session: AsyncSession, sent: Iterable[tuple[str, int]]) -> None:
+    """Record that each ``(device_id, version)`` was handed to the broker (never lowering
+    what a later publish recorded; a version bumped meanwhile stays unpublished)."""
+    rows = [{"d": device_id, "v": version} for device_id, version in sent]
+    if not rows:
+        return
+    table = DesiredState.__table__  # type: ignore[attr-defined]
+    connection = await session.connection()  # Core executemany: one statement for all
+    await connection.execute(
+        update(table)
+        .where(table.c.device_id == bindparam("d"), table.c.published_version < bindparam("v"))
+        .values(published_version=bindparam("v")),
+        rows,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Convergence:
     """How far a device has applied its desired state (version 0: none made yet)."""
@@ -123,6 +140,14 @@ class ReportedVersions:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
+        try:
+            return await self._write(session, batch)
+        except BaseException:
+            for device_id, (version, at) in batch.items():  # kept for the next flush
+                self.note(device_id, version, at)
+            raise
+
+    async def _write(self, session: AsyncSession, batch: dict[str, tuple[int, datetime]]) -> int:
         rows = await session.exec(
             select(DesiredState).where(col(DesiredState.device_id).in_(list(batch)))
         )

@@ -76,9 +76,31 @@ class PresenceTracker:
         return len(self._pending)
 
     async def flush(self, session: AsyncSession) -> FlushResult:
+        """Write the pending sightings and commit; if the write fails they stay pending
+        (merged with those received meanwhile) for the next flush."""
         if not self._pending:
             return FlushResult(0, frozenset(), frozenset(), frozenset())
         batch, self._pending = self._pending, {}
+        try:
+            return await self._write(session, batch)
+        except BaseException:
+            self._restore(batch)
+            raise
+
+    def _restore(self, batch: dict[str, _Pending]) -> None:
+        """Put an unwritten batch back; what was received since it was taken is newer."""
+        for device_id, older in batch.items():
+            newer = self._pending.get(device_id)
+            if newer is None:
+                self._pending[device_id] = older
+                continue
+            newer.seen = max(newer.seen, older.seen)
+            if newer.firmware is None:
+                newer.firmware = older.firmware
+            if newer.telemetry is None:
+                newer.telemetry = older.telemetry
+
+    async def _write(self, session: AsyncSession, batch: dict[str, _Pending]) -> FlushResult:
         rows = await session.exec(select(Device).where(col(Device.device_id).in_(list(batch))))
         known: set[str] = set()
         went_online: set[str] = set()

@@ -12,30 +12,64 @@ An item may carry a ``done`` callback, called once the item is handled (its batc
 committed, or the item given up alone): the MQTT session acknowledges a message only
 then, so what a crash loses was never acknowledged and the broker sends it again.
 
-A batch whose handler fails is retried item by item, so one bad item costs only itself;
-an item that fails alone is counted and logged. Handlers must be idempotent (they are:
-segments and events are keyed by their ids): an item of a failed batch is handled again.
+A batch that fails for a transient reason (:func:`storage.transient.is_transient`: the
+database or the object store down or busy) is tried again, whole, with backoff capped at a
+few seconds, for as long as the component runs: nothing is acknowledged meanwhile, the
+queue fills and the broker holds the backlog until the dependency is back. A batch that
+fails otherwise is retried item by item, so one bad item costs only itself; an item that
+fails alone is counted, logged and acknowledged (sending it again would fail again).
+Handlers must be idempotent (they are: segments and events are keyed by their ids): an
+item of a failed batch is handled again.
 Cancelling :meth:`GroupCommit.run` never cuts a batch in the middle of its transaction;
-:meth:`GroupCommit.drain` then finishes it and writes the rest of the queue.
+:meth:`GroupCommit.drain` then finishes it and writes the rest of the queue. Once
+stopping, a transient failure is not waited out: the items are left unacknowledged, so
+the broker sends them again to the next session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from gateway.lifecycle import Uncut
 from gateway.metrics import Metrics
+from storage.transient import Backoff, is_transient
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 BatchHandler = Callable[[Sequence[T]], Awaitable[None]]
+#: Waits between tries of a batch while a dependency is down.
+WRITE_BACKOFF = Backoff(first=0.1, cap=5.0)
 #: Called once an item is handled (e.g. the MQTT acknowledgement of its message).
 Done = Callable[[], None]
+
+
+class HeldAcks:
+    """Acknowledgements held until the write that covers their messages commits (what is
+    coalesced in memory, like presence, is acknowledged only once it is written)."""
+
+    def __init__(self) -> None:
+        self._held: list[Done] = []
+
+    def hold(self, done: Done) -> None:
+        self._held.append(done)
+
+    def take(self) -> list[Done]:
+        """The acknowledgements held so far, for a write that starts now."""
+        taken, self._held = self._held, []
+        return taken
+
+    def give_back(self, taken: list[Done]) -> None:
+        """The write failed: its acknowledgements wait for the next one."""
+        self._held[:0] = taken
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 class GroupCommit(Generic[T]):
@@ -47,6 +81,7 @@ class GroupCommit(Generic[T]):
         metrics: Metrics,
         max_batch: int = 500,
         max_pending: int = 10_000,
+        backoff: Backoff = WRITE_BACKOFF,
     ) -> None:
         if max_batch < 1 or max_pending < max_batch:
             raise ValueError("need 1 <= max_batch <= max_pending")
@@ -57,6 +92,8 @@ class GroupCommit(Generic[T]):
         self._queue: asyncio.Queue[tuple[T, Done | None]] = asyncio.Queue(maxsize=max_pending)
         self._writing = Uncut()
         self._in_flight = 0
+        self._backoff = backoff
+        self._stopping = asyncio.Event()
         metrics.queue_depth.labels(name).set_function(self._queue.qsize)
 
     @property
@@ -84,7 +121,9 @@ class GroupCommit(Generic[T]):
             await self._writing.run(self._write(self._take([first])))
 
     async def settle(self) -> None:
-        """Wait for the batch being written (after :meth:`run` was cancelled)."""
+        """Wait for the batch being written (after :meth:`run` was cancelled); it is not
+        retried any more (its items stay unacknowledged if it cannot be written now)."""
+        self._stopping.set()
         await self._writing.settle()
 
     async def drain(self) -> None:
@@ -97,27 +136,49 @@ class GroupCommit(Generic[T]):
         self._metrics.batch_size.labels(self.name).observe(len(batch))
         self._in_flight = len(batch)
         try:
-            await self._write_or_split([item for item, _ in batch])
+            handled = await self._write_or_split([item for item, _ in batch])
         finally:
             self._in_flight = 0
-        for _, done in batch:
-            if done is not None:
+        for position, (_, done) in enumerate(batch):
+            if done is not None and position in handled:
                 done()
 
-    async def _write_or_split(self, batch: list[T]) -> None:
+    async def _write_or_split(self, batch: list[T]) -> set[int]:
+        """The positions of the items handled (written, or failed for good)."""
         try:
-            await self._handler(batch)
-            return
+            return set(range(len(batch))) if await self._attempt(batch) else set()
         except Exception:
             if len(batch) == 1:
                 self._failed()
-                return
+                return {0}
             log.warning("%s: a batch of %d failed; writing one by one", self.name, len(batch))
-        for item in batch:
+        handled: set[int] = set()
+        for position, item in enumerate(batch):
             try:
-                await self._handler([item])
+                if await self._attempt([item]):
+                    handled.add(position)
             except Exception:
                 self._failed()
+                handled.add(position)
+        return handled
+
+    async def _attempt(self, items: list[T]) -> bool:
+        """Hand ``items`` to the handler, again while it fails for a transient reason;
+        ``False`` if stopping came first (nothing written, nothing to acknowledge)."""
+        delays = self._backoff.delays()
+        while True:
+            try:
+                await self._handler(items)
+                return True
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._metrics.write_retries.labels(self.name).inc()
+                log.warning("%s: %d item(s) wait for a dependency: %s", self.name, len(items), exc)
+            if self._stopping.is_set():
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), next(delays))
 
     def _failed(self) -> None:
         self._metrics.mqtt_handler_errors.labels(self.name).inc()

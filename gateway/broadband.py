@@ -342,7 +342,7 @@ async def expire_emergencies(services: Services) -> int:
         todo = [account_id for account_id in due if account_id not in failed]
         for account_id in todo:
             try:
-                async with services.db.session() as session:
+                async with services.db.writing() as session:
                     locked = await store.lock(session, account_id, now)
                     moved, _ = await persist(
                         services, session, locked, bb.expire(locked.state, now), now
@@ -382,7 +382,7 @@ async def _family_cloud_step(services: Services, account_id: str, now: datetime)
         # is redone at the next turn.
         deleted = await _delete_family_cloud(services, account_id)
         log.info("R15: deleted the family cloud of %s (%d objects)", account_id, deleted)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         record = (await store.lock(session, account_id, now)).record
         if store.family_cloud_action(
             record.family_cloud, bb.family_cloud_status(store.state_of(record), now)

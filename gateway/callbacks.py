@@ -42,27 +42,29 @@ class CallbackSender:
         acknowledged = 0
         async with services.db.session() as session:
             reports = await due_reports(session, services.clock.now(), self._batch)
-            for report in reports:
-                error = None
-                try:
-                    async with self._http.post(self._url, json=report.payload) as response:
-                        if 200 <= response.status < 300:
-                            report.delivered_at = services.clock.now()
-                            acknowledged += 1
-                        else:
-                            error = f"HTTP {response.status}"
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
-                report.attempts += 1
-                if error is not None:
-                    report.last_error = error[:500]
-                    report.next_attempt_at = next_attempt(services.clock.now(), report.attempts)
-                    log.warning(
-                        "completion report of %s not acknowledged (%s), attempt %d",
-                        report.order_id,
-                        error,
-                        report.attempts,
-                    )
-                session.add(report)
+        # The posts go out with no transaction open, each outcome written as it comes.
+        for report in reports:
+            error = None
+            try:
+                async with self._http.post(self._url, json=report.payload) as response:
+                    if 200 <= response.status < 300:
+                        report.delivered_at = services.clock.now()
+                        acknowledged += 1
+                    else:
+                        error = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            report.attempts += 1
+            if error is not None:
+                report.last_error = error[:500]
+                report.next_attempt_at = next_attempt(services.clock.now(), report.attempts)
+                log.warning(
+                    "completion report of %s not acknowledged (%s), attempt %d",
+                    report.order_id,
+                    error,
+                    report.attempts,
+                )
+            async with services.db.writing() as session:
+                await session.merge(report)
                 await session.commit()
         return acknowledged

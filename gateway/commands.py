@@ -109,7 +109,7 @@ async def _stage(
 
 async def create_command(services: Services, request: CommandRequest) -> cmd.DeviceCommand:
     """Queue a command for an existing device (404 otherwise); the job sends it."""
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         row = await _stage(services, session, request, None)
         await session.commit()
     services.jobs.trigger(COMMANDS_JOB)
@@ -178,7 +178,7 @@ async def run_commands(services: Services) -> int:
                 break
             sent += 1
         if step.state != cmd.state_of(row):
-            async with services.db.session() as session:
+            async with services.db.writing() as session:
                 await cmd.compare_and_set(session, row, step.state, now)
                 await session.commit()
     return sent
@@ -204,7 +204,7 @@ async def on_rpc_result(services: Services, msg: RpcResult) -> None:
     command_id = msg.id
     now = services.clock.now()
     for _ in range(3):
-        async with services.db.session() as session:
+        async with services.db.writing() as session:
             row = await session.get(cmd.DeviceCommand, command_id, populate_existing=True)
             if row is None or row.device_id != msg.device_id:
                 # Another device cannot settle this one's command; an unknown id is noise.

@@ -52,7 +52,7 @@ async def issue_credentials(services: Services, device_id: str) -> Issued:
     commit, so a device is never admitted with a password the database does not hold."""
     if device_id == services.settings.mqtt_client_id:
         raise ReservedClientId(device_id)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         issued = await credentials.issue(
             session,
             device_id=device_id,
@@ -68,7 +68,7 @@ async def issue_credentials(services: Services, device_id: str) -> Issued:
 
 async def revoke_credentials(services: Services, device_id: str) -> None:
     """Revoke the device's credentials (none current: not found), then tell the broker."""
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         await credentials.revoke(session, device_id=device_id, now=services.clock.now())
         await session.commit()
     await services.broker_admin.revoke(device_id)

@@ -37,7 +37,7 @@ async def refresh_desired(
 async def republish_all(services: Services) -> None:
     """The broker kept no session: every device's desired document goes out again,
     retained, so a device that reconnects later still learns what it should do."""
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         count = await desired.mark_all_unpublished(session)
         await session.commit()
     log.info("%d desired documents to publish again", count)
@@ -50,22 +50,28 @@ async def publish_pending(services: Services) -> int:
     if mqtt is None or not mqtt.connected.is_set():
         return 0
     published = 0
-    async with services.db.session() as session:
-        while batch := await desired.unpublished(session):
-            sends = [
-                mqtt.send(Desired(state.device_id, state.version, state.document))
-                for state in batch
-            ]
-            results = await asyncio.gather(*sends, return_exceptions=True)
-            for state, result in zip(batch, results, strict=True):
-                if isinstance(result, NotConnected):
-                    continue
-                if isinstance(result, BaseException):
-                    raise result
-                state.published_version = state.version
-                session.add(state)
-                published += 1
+    while True:
+        async with services.db.session() as session:
+            batch = await desired.unpublished(session)
+        if not batch:
+            break
+        sends = [
+            mqtt.send(Desired(state.device_id, state.version, state.document)) for state in batch
+        ]
+        # The sends go out with no transaction open; what the broker took is written after.
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        sent = [
+            (state.device_id, state.version)
+            for state, result in zip(batch, results, strict=True)
+            if not isinstance(result, BaseException)
+        ]
+        async with services.db.writing() as session:
+            await desired.mark_published(session, sent)
             await session.commit()
-            if any(isinstance(result, NotConnected) for result in results):
-                break
+        published += len(sent)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, NotConnected):
+                raise result
+        if len(sent) < len(batch):
+            break
     return published

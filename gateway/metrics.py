@@ -89,6 +89,12 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.write_retries = Counter(
+            "kanjia_write_retries",
+            "Group-commit batches tried again after a transient failure (a dependency down)",
+            ["queue"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "kanjia_batch_size",
             "Items written per group commit, by queue",

@@ -40,7 +40,7 @@ async def execute_order(
     print_ = fingerprint(action, target, request_body)
     now = services.clock.now()
     for _ in range(2):
-        async with services.db.session() as session:
+        async with services.db.writing() as session:
             stored = await replay_order(session, order_id, print_)
             if stored is not None:
                 return stored

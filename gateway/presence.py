@@ -26,10 +26,18 @@ SWEEP_SECONDS = 5.0
 
 
 async def flush(services: Services) -> None:
-    """Write the sightings and reported versions received since the last flush."""
-    async with services.db.session() as session:
-        result = await services.presence.flush(session)
-        await services.reported.flush(session)
+    """Write the sightings and reported versions received since the last flush, then
+    acknowledge their messages; if the write fails, both wait for the next flush."""
+    acks = services.presence_acks.take()
+    try:
+        async with services.db.writing() as session:
+            result = await services.presence.flush(session)
+            await services.reported.flush(session)
+    except BaseException:
+        services.presence_acks.give_back(acks)
+        raise
+    for ack in acks:
+        ack()
     for _ in result.went_online:
         services.metrics.presence_changes.labels("online", "message").inc()
     for _ in result.went_offline:
@@ -41,8 +49,10 @@ async def flush(services: Services) -> None:
 async def sweep(services: Services) -> None:
     """The job: what was seen is written first, then silent devices go offline."""
     await flush(services)
-    async with services.db.session() as session:
-        count = await services.presence.sweep(session, services.clock.now())
+    now = services.clock.now()
+    count = await services.db.write(
+        lambda session: services.presence.sweep(session, now), name="presence sweep"
+    )
     if count:
         services.metrics.presence_changes.labels("offline", "timeout").inc(count)
 

@@ -110,7 +110,7 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
     """Decide a batch of upload requests, record the grants in one commit, answer each."""
     # Counted once the batch went through: a failed batch is handled again item by item.
     decisions: Counter[str] = Counter()
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         answers, granted = await _decide(session, asks, services.clock.now(), decisions)
         await session.commit()
     ttl = services.settings.upload_url_ttl_seconds
@@ -207,7 +207,7 @@ async def index_batch(services: Services, items: Sequence[RecordingItem]) -> Non
     events = [item for item in items if isinstance(item, EventNotice)]
     # Counted once the batch is committed: a failed batch is handled again item by item.
     rejected: Counter[str] = Counter()
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         indexed = await _index_segments(services, session, notices, rejected)
         added = await _add_events(session, events, rejected)
         await session.commit()

@@ -117,7 +117,7 @@ async def provision_access(
     except ValueError as exc:
         raise InvalidAccess(str(exc)) from exc
     host_key = await services.router_manager.provision_host_key(creds)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         await router_store.router_of(session, device_id)  # still bound
         access = await router_store.save_access(
             session, device_id=device_id, creds=creds, host_key=host_key, now=services.clock.now()
@@ -260,7 +260,7 @@ class _Done:
 
 async def _record(services: Services, target: RouterTarget, done: Sequence[_Done]) -> list[str]:
     """Record the operations as device commands; their ids, in order."""
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         rows = [
             router_store.record_operation(
                 session,

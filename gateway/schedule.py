@@ -18,14 +18,18 @@ from replay.billing import business_date
 
 async def purge_subscriptions(services: Services) -> None:
     """R5: unsubscribed records are purged six months on."""
-    async with services.db.session() as session:
-        await subscriptions.purge_unsubscribed(session, services.clock.now())
+    now = services.clock.now()
+    await services.db.write(
+        lambda session: subscriptions.purge_unsubscribed(session, now), name="subscription purge"
+    )
 
 
 async def roll_terms(services: Services) -> None:
     """R4: the 24-month tariff term of active subscriptions renews when it ends."""
-    async with services.db.session() as session:
-        await subscriptions.roll_terms(session, business_date(services.clock.now()))
+    today = business_date(services.clock.now())
+    await services.db.write(
+        lambda session: subscriptions.roll_terms(session, today), name="tariff terms"
+    )
 
 
 JOBS: tuple[JobSpec, ...] = (

@@ -13,6 +13,7 @@ from devices.desired import ReportedVersions
 from devices.presence import PresenceTracker
 from devices.router import RouterManager
 from devices.router_store import new_router_manager
+from gateway.batching import HeldAcks
 from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.config import Settings
 from gateway.jobs import JobRunner
@@ -38,6 +39,9 @@ class Services:
     #: The gateway's MQTT session; ``None`` in a gateway started without MQTT.
     mqtt: MqttSession | None
     reported: ReportedVersions = field(default_factory=ReportedVersions)
+    #: Acknowledgements of ``state``, ``telemetry`` and ``reported`` messages, held until
+    #: the presence flush that writes them commits (:func:`gateway.presence.flush`).
+    presence_acks: HeldAcks = field(default_factory=HeldAcks)
     #: The gateway's pool of router SSH sessions (R13).
     router_manager: RouterManager = field(default_factory=new_router_manager)
     router_hub: RouterHub = field(default_factory=RouterHub)

@@ -13,13 +13,15 @@ dropped. A database newer than the code is refused rather than guessed at.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, DateTime, MetaData, event, inspect, text
 from sqlalchemy.engine import Dialect, make_url
@@ -28,7 +30,11 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.transient import DEFAULT_BACKOFF, Backoff, retrying
+
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class DatabaseError(Exception):
@@ -151,6 +157,11 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite has one writer: in this process they take turns here instead of
+        # competing for its file lock past the busy timeout ("database is locked").
+        self._writer: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
@@ -193,5 +204,37 @@ class Database:
             await engine.dispose()
 
     def session(self) -> AsyncSession:
-        """A new session; use as ``async with db.session() as s``."""
+        """A new session for reading; use as ``async with db.session() as s``. A unit of
+        work that writes uses :meth:`writing` or :meth:`write` instead."""
         return AsyncSession(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """A session for a unit of work that writes (and commits inside the block).
+
+        On SQLite the process's writers take turns (one block at a time), so none fails on
+        the file lock; on PostgreSQL they run side by side. A block must not open another
+        :meth:`writing` block: it would wait for itself.
+        """
+        async with self._writer, self.session() as session:
+            yield session
+
+    async def write(
+        self,
+        work: Callable[[AsyncSession], Awaitable[T]],
+        *,
+        name: str = "write",
+        attempts: int = 8,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> T:
+        """``work(session)`` in a :meth:`writing` block, committed; tried again with backoff
+        while it fails for a transient reason (:func:`storage.transient.retrying`). ``work``
+        must be safe to run again after a rollback."""
+
+        async def once() -> T:
+            async with self.writing() as session:
+                result = await work(session)
+                await session.commit()
+                return result
+
+        return await retrying(once, name=name, attempts=attempts, backoff=backoff)

@@ -6,12 +6,16 @@ no I/O of its own."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import sqlite3
 from collections.abc import Sequence
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from gateway.batching import GroupCommit
 from gateway.metrics import Metrics
+from storage.transient import Backoff
 
 
 class Recorder:
@@ -130,3 +134,61 @@ async def test_cancelling_finishes_the_batch_in_flight_and_drain_writes_the_rest
 def test_bounds_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommit("t", Recorder(), metrics=Metrics(), max_batch=5, max_pending=4)
+
+
+class Outage:
+    """A handler whose dependency is down for the first ``failures`` calls (issue 14 item 2):
+    it raises what SQLAlchemy raises for SQLite's "database is locked"."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.written: list[int] = []
+        self.third_call = asyncio.Event()
+
+    async def __call__(self, batch: Sequence[int]) -> None:
+        self.calls += 1
+        if self.calls == 3:
+            self.third_call.set()
+        if self.calls <= self.failures:
+            raise OperationalError(
+                "UPDATE devices", {}, sqlite3.OperationalError("database is locked")
+            )
+        self.written.extend(batch)
+
+
+FAST = Backoff(first=0.001, cap=0.002)
+
+
+async def test_a_transiently_failing_batch_is_tried_again_and_acknowledged_once_written() -> None:
+    metrics = Metrics()
+    outage = Outage(failures=3)
+    group = GroupCommit("t", outage, metrics=metrics, backoff=FAST)
+    acked: list[int] = []
+    task = asyncio.create_task(group.run())
+    try:
+        for i in range(3):
+            await group.submit(i, functools.partial(acked.append, i))
+        await settle(group)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert outage.written == [0, 1, 2]  # whole: never split, never dropped
+    assert acked == [0, 1, 2]
+    assert errors(metrics, "t") == 0
+    retries = metrics.registry.get_sample_value("kanjia_write_retries_total", {"queue": "t"})
+    assert retries == 3
+
+
+async def test_a_stop_during_an_outage_leaves_the_items_unacknowledged_for_the_broker() -> None:
+    outage = Outage(failures=10**9)
+    group = GroupCommit("t", outage, metrics=Metrics(), backoff=FAST)
+    acked: list[int] = []
+    task = asyncio.create_task(group.run())
+    await group.submit(1, lambda: acked.append(1))
+    await outage.third_call.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    async with asyncio.timeout(2):  # the stop does not wait the outage out
+        await group.drain()
+    assert (outage.written, acked) == ([], [])

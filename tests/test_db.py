@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 
 from devices import accounts
@@ -208,3 +221,45 @@ async def test_ranges_follow_batches_of_many_cameras(
             ("cam-000", "sub-x", T + 30 * s, T + 40 * s),
             ("cam-001", "sub-cam-001", T, T + 40 * s),
         ]
+
+
+async def _hold_the_write_lock(db: Database, writes: list[int], i: int, *, writer: bool) -> None:
+    """A unit of work that holds SQLite's write lock a while (a big batch, a slow job)."""
+    session_of = db.writing() if writer else db.session()
+    async with session_of as session:
+        connection = await session.connection()
+        await connection.execute(text("UPDATE kanjia_schema SET version = version"))
+        await asyncio.sleep(0.2)
+        await session.commit()
+        writes.append(i)
+
+
+def _short_busy_timeout(dbapi_connection: Any, *_: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=50")  # 10 s in production: scaled down for the test
+    cursor.close()
+
+
+@pytest.mark.parametrize("writer", [True, False], ids=["writing", "plain-session"])
+async def test_sqlite_writers_take_turns_so_none_fails_on_a_locked_database(
+    tmp_path: Path, writer: bool
+) -> None:
+    """Issue 14, item 2: SQLite has one writer; writers that wait for it longer than the
+    busy timeout fail with "database is locked" (a 4,000-camera fleet's presence job did).
+    :meth:`Database.writing` makes the process's writers take turns instead; the plain
+    session (kept for reads) shows what happens without it."""
+    async with open_database(f"sqlite:///{tmp_path / 'k.db'}") as db:
+        await db.engine.dispose()  # new connections, with the short busy timeout
+        event.listen(db.engine.sync_engine, "connect", _short_busy_timeout)
+        writes: list[int] = []
+        results = await asyncio.gather(
+            *(_hold_the_write_lock(db, writes, i, writer=writer) for i in range(4)),
+            return_exceptions=True,
+        )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if writer:
+        assert failures == []
+        assert sorted(writes) == list(range(4))
+    else:
+        assert failures
+        assert all("database is locked" in str(f) for f in failures)

@@ -40,6 +40,7 @@ from gateway.mqtt.messages import (
 )
 from gateway.mqtt.session import Ack
 from gateway.services import Services
+from storage.transient import is_transient, retrying
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,14 @@ class Ingest:
             metrics.mqtt_malformed.labels(exc.kind, exc.code).inc()
             if self._malformed_log.take():
                 log.warning("malformed device message on %.200s: %s", topic, exc.reason)
-        except Exception:
+        except Exception as exc:
+            metrics.mqtt_handler_errors.labels(kind_of(topic)).inc()
+            if is_transient(exc):
+                # Not acknowledged: the broker sends it again to the next session.
+                log.warning("handling %.200s failed for now: %s", topic, exc)
+                return
             ack()
-            metrics.mqtt_handler_errors.labels(topic.rpartition("/")[2]).inc()
-            log.exception("handling %s failed", topic)
+            log.exception("handling %.200s failed", topic)
 
     def _seen(self, msg: Inbound) -> None:
         self._s.presence.seen(msg.device_id, self._s.clock.now())
@@ -177,17 +182,17 @@ class Ingest:
     async def _state(self, msg: State, ack: Ack) -> None:
         at = self._s.clock.now()
         self._s.presence.state(msg.device_id, online=msg.online, at=at, firmware=msg.firmware)
-        ack()
+        self._s.presence_acks.hold(ack)
 
     async def _telemetry(self, msg: Telemetry, ack: Ack) -> None:
         self._s.presence.telemetry(msg.device_id, self._s.clock.now(), msg.payload)
-        ack()
+        self._s.presence_acks.hold(ack)
         await router_ops.on_telemetry(self._s, msg)
 
     async def _reported(self, msg: Reported, ack: Ack) -> None:
         self._seen(msg)
         self._s.reported.note(msg.device_id, msg.version, self._s.clock.now())
-        ack()
+        self._s.presence_acks.hold(ack)
 
     async def _upload_ask(self, msg: UploadAsk, ack: Ack) -> None:
         self._seen(msg)
@@ -213,5 +218,5 @@ class Ingest:
 
     async def _rpc_result(self, msg: RpcResult, ack: Ack) -> None:
         self._seen(msg)
-        await commands.on_rpc_result(self._s, msg)
+        await retrying(lambda: commands.on_rpc_result(self._s, msg), name="rpc/res")
         ack()

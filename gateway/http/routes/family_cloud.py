@@ -61,7 +61,7 @@ async def save_segment(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     account_id = app_token_of(request).account_id
     quota = services.settings.family_cloud_quota_bytes
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         # The account's saves go one at a time, so the quota is read and charged in one
         # transaction: a write first takes the account's row lock (PostgreSQL) or the
         # database's write lock (SQLite) until the commit.

@@ -90,7 +90,7 @@ async def put_account(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     account_id = path_id(request, "account_id")
     body = parse_body(await request.read(), AccountIn)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         result = await accounts.upsert_account(
             session,
             account_id=account_id,
@@ -133,7 +133,7 @@ async def bind_device(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     account_id = path_id(request, "account_id")
     body = parse_body(await request.read(), DeviceIn)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         result = await accounts.bind_device(
             session,
             account_id=account_id,
@@ -195,7 +195,7 @@ async def list_account_devices(request: web.Request) -> web.StreamResponse:
 async def create_app_token(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     body = parse_body(await request.read(), AppTokenIn)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         issued = await accounts.issue_app_token(
             session,
             account_id=body.account_id,
@@ -224,7 +224,7 @@ async def create_app_token(request: web.Request) -> web.StreamResponse:
 )
 async def revoke_app_token(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         await accounts.revoke_app_token(session, path_id(request, "token_id"))
         await session.commit()
     return web.Response(status=204)
@@ -241,7 +241,7 @@ async def revoke_app_token(request: web.Request) -> web.StreamResponse:
 )
 async def revoke_account_tokens(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         revoked = await accounts.revoke_account_tokens(session, path_id(request, "account_id"))
         await session.commit()
     return json_out(RevokedOut(revoked=revoked))
