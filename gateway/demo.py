@@ -68,7 +68,7 @@ async def provision(gateway: Gateway) -> str:
     """The demo household with one product per camera; returns an app token for it."""
     services = gateway.services
     now = services.clock.now()
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         await accounts.upsert_account(
             session,
             account_id=HOUSEHOLD,
@@ -123,7 +123,7 @@ async def provision_router(gateway: Gateway, router: RouterSimulator) -> None:
         pinned_host_key=None,
     )
     host_key = await services.router_manager.provision_host_key(creds)
-    async with services.db.session() as session:
+    async with services.db.writing() as session:
         await router_store.save_access(
             session,
             device_id="demo-router",
