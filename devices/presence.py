@@ -12,6 +12,7 @@ costs one UPDATE per device per flush, not one per message. Presence is derived 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -19,6 +20,9 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.models import Device
+from storage.transient import is_transient
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -76,16 +80,44 @@ class PresenceTracker:
         return len(self._pending)
 
     async def flush(self, session: AsyncSession) -> FlushResult:
-        """Write the pending sightings and commit; if the write fails they stay pending
-        (merged with those received meanwhile) for the next flush."""
+        """Write the pending sightings and commit. If the database is out of reach
+        (:func:`storage.transient.is_transient`), they stay pending, merged with those
+        received meanwhile, for the next flush; if one device's row refuses its values,
+        the others are written one by one and only that device's sighting is lost."""
         if not self._pending:
             return FlushResult(0, frozenset(), frozenset(), frozenset())
         batch, self._pending = self._pending, {}
         try:
             return await self._write(session, batch)
-        except BaseException:
-            self._restore(batch)
-            raise
+        except Exception as exc:
+            if is_transient(exc):
+                self._restore(batch)
+                raise
+            if len(batch) == 1:
+                raise
+            await session.rollback()
+        return await self._one_by_one(session, batch)
+
+    async def _one_by_one(self, session: AsyncSession, batch: dict[str, _Pending]) -> FlushResult:
+        results: list[FlushResult] = []
+        refused: list[str] = []
+        for position, (device_id, pending) in enumerate(batch.items()):
+            try:
+                results.append(await self._write(session, {device_id: pending}))
+            except Exception as exc:
+                if is_transient(exc):  # the rest waits for the next flush
+                    self._restore(dict(list(batch.items())[position:]))
+                    raise
+                await session.rollback()
+                refused.append(device_id)
+        if refused:
+            log.warning("presence of %d device(s) refused by the database", len(refused))
+        return FlushResult(
+            updated=sum(result.updated for result in results),
+            unknown=frozenset().union(*(result.unknown for result in results)),
+            went_online=frozenset().union(*(result.went_online for result in results)),
+            went_offline=frozenset().union(*(result.went_offline for result in results)),
+        )
 
     def _restore(self, batch: dict[str, _Pending]) -> None:
         """Put an unwritten batch back; what was received since it was taken is newer."""

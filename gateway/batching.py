@@ -55,21 +55,28 @@ class HeldAcks:
 
     def __init__(self) -> None:
         self._held: list[Done] = []
+        self._writing: list[Done] = []
 
     def hold(self, done: Done) -> None:
         self._held.append(done)
 
-    def take(self) -> list[Done]:
-        """The acknowledgements held so far, for a write that starts now."""
-        taken, self._held = self._held, []
-        return taken
+    def take(self) -> None:
+        """The acknowledgements held so far wait for a write that starts now."""
+        self._writing, self._held = self._writing + self._held, []
 
-    def give_back(self, taken: list[Done]) -> None:
+    def written(self) -> None:
+        """The write committed: its acknowledgements are sent."""
+        taken, self._writing = self._writing, []
+        for done in taken:
+            done()
+
+    def give_back(self) -> None:
         """The write failed: its acknowledgements wait for the next one."""
-        self._held[:0] = taken
+        self._held[:0], self._writing = self._writing, []
 
     def __len__(self) -> int:
-        return len(self._held)
+        """Acknowledgements not sent yet (held, or waiting for a write in progress)."""
+        return len(self._held) + len(self._writing)
 
 
 class GroupCommit(Generic[T]):

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from gateway.lifecycle import Uncut, running
 from gateway.services import Services
+from storage.transient import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -28,16 +29,19 @@ SWEEP_SECONDS = 5.0
 async def flush(services: Services) -> None:
     """Write the sightings and reported versions received since the last flush, then
     acknowledge their messages; if the write fails, both wait for the next flush."""
-    acks = services.presence_acks.take()
+    acks = services.presence_acks
     try:
         async with services.db.writing() as session:
+            acks.take()
             result = await services.presence.flush(session)
             await services.reported.flush(session)
-    except BaseException:
-        services.presence_acks.give_back(acks)
+    except Exception as exc:
+        if is_transient(exc):
+            acks.give_back()  # written by a later flush
+        else:
+            acks.written()  # refused for good: sending it again would change nothing
         raise
-    for ack in acks:
-        ack()
+    acks.written()
     for _ in result.went_online:
         services.metrics.presence_changes.labels("online", "message").inc()
     for _ in result.went_offline:
