@@ -2,16 +2,22 @@
 grants, camera events and recorded ranges tables (:mod:`replay.models`).
 
 Its callers keep the orchestration (object store, metrics, MQTT answers) and name what
-they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`grants_by_id`,
-:func:`add_grant`, :func:`indexed_ids`, :func:`index_granted`, :func:`add_events`), the
+they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`grants_of`,
+:func:`add_grant`, :func:`indexed`, :func:`index_granted`, :func:`add_events`), the
 app's playback routes (:func:`ranges_between`, :func:`shown_events`,
 :func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
 :func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
 :func:`owned_object_keys`, :func:`retention_classes`, :func:`delete_grants_before`), the
-schema step that added the ranges (:func:`backfill_ranges`) and the benchmarks, which
+schema steps that added the ranges (:func:`backfill_ranges`) and scoped segment ids to
+their camera (:func:`rekey_grants`) and the benchmarks, which
 seed through :func:`add_segments` and :func:`add_events` as indexing does. The write
 path was tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per
 row, and its ranges are read with one statement shape.
+
+Indexing looks grants and segments up by the camera's segment, (device id, the camera's
+``segment_id``), through the service's id of it
+(:func:`replay.recording.service_segment_id`): the primary key of both tables, so a batch
+is one ``IN`` on the key, as when the camera's id was the key.
 
 The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
 The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
@@ -51,11 +57,13 @@ from replay.recording import (
     Accept,
     UploadRequest,
     object_key,
+    service_segment_id,
 )
 from storage.db import UTCDateTime
 
 __all__ = [
     "LONGEST",
+    "CameraSegment",
     "Piece",
     "ShownEvent",
     "add_events",
@@ -66,9 +74,9 @@ __all__ = [
     "delete_segments",
     "drop_expired_ranges",
     "expired_segments",
-    "grants_by_id",
+    "grants_of",
     "index_granted",
-    "indexed_ids",
+    "indexed",
     "owned_object_keys",
     "ranges_between",
     "retention_classes",
@@ -82,7 +90,7 @@ _SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
 _GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
 #: What an upload grant copies from the request it answers.
-_REQUEST_FIELDS = ("segment_id", "device_id", "start", "end", "bytes", "sha256", "event_id")
+_REQUEST_FIELDS = ("device_id", "start", "end", "bytes", "sha256", "event_id")
 #: What a segment row copies from its upload grant.
 _GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
 _TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
@@ -92,17 +100,26 @@ _DEVICES_PER_READ = 1000
 _CATCH_UP = timedelta(hours=1)
 
 Pair = tuple[str, str]
+#: A camera's segment: (device id, the camera's own ``segment_id``).
+CameraSegment = tuple[str, str]
 
 
 # Upload grants and indexing -------------------------------------------------------------
 
 
-async def grants_by_id(session: AsyncSession, segment_ids: Iterable[str]) -> dict[str, UploadGrant]:
-    """The upload grants of these segments, by segment id."""
+async def grants_of(
+    session: AsyncSession, segments: Iterable[CameraSegment]
+) -> dict[CameraSegment, UploadGrant]:
+    """The upload grants of these cameras' segments, by (device id, camera's segment id)."""
+    wanted = {service_segment_id(*segment): segment for segment in segments}
     result = await session.exec(
-        select(UploadGrant).where(col(UploadGrant.segment_id).in_(list(segment_ids)))
+        select(UploadGrant).where(col(UploadGrant.segment_id).in_(list(wanted)))
     )
-    return {grant.segment_id: grant for grant in result.all()}
+    return {
+        wanted[grant.segment_id]: grant
+        for grant in result.all()
+        if grant.device_id == wanted[grant.segment_id][0]
+    }
 
 
 def add_grant(
@@ -113,9 +130,11 @@ def add_grant(
     now: datetime,
 ) -> UploadGrant:
     """Record the upload the service allowed (``upload/res`` ok), which the ``segment``
-    notice settles; written by the session's commit."""
+    notice settles; written by the session's commit. The grant, and the segment it becomes,
+    have the service's id of the camera's segment (:func:`service_segment_id`)."""
     grant = UploadGrant(
         **{name: getattr(request, name) for name in _REQUEST_FIELDS},
+        segment_id=service_segment_id(request.device_id, request.segment_id),
         account_id=account_id,
         subscription_id=accepted.subscription_id,
         kind=request.kind.value,
@@ -134,12 +153,27 @@ def add_grant(
     return grant
 
 
-async def indexed_ids(session: AsyncSession, segment_ids: Iterable[str]) -> set[str]:
-    """Which of these segments are indexed already."""
+async def indexed(session: AsyncSession, segments: Iterable[CameraSegment]) -> set[CameraSegment]:
+    """Which of these cameras' segments are indexed already.
+
+    One statement on the primary key. A segment indexed before schema 5 has the camera's
+    own id for its id (the URLs handed out keep their meaning), so each camera's id is
+    looked up too and counts when that row is the same camera's.
+    """
+    wanted = set(segments)
+    by_id = {service_segment_id(*segment): segment for segment in wanted}
+    ids = list(by_id.keys() | {segment_id for _, segment_id in wanted})
     result = await session.exec(
-        select(Segment.segment_id).where(col(Segment.segment_id).in_(list(segment_ids)))
+        select(Segment.segment_id, Segment.device_id).where(col(Segment.segment_id).in_(ids))
     )
-    return set(result.all())
+    found: set[CameraSegment] = set()
+    for segment_id, device_id in result.all():
+        mine = by_id.get(segment_id)
+        if mine is not None and mine[0] == device_id:
+            found.add(mine)
+        if (device_id, segment_id) in wanted:  # indexed before schema 5
+            found.add((device_id, segment_id))
+    return found
 
 
 async def index_granted(session: AsyncSession, grants: Sequence[UploadGrant], now: datetime) -> int:
@@ -560,3 +594,22 @@ def backfill_ranges(connection: Connection) -> int:
             )
         written += len(change.inserts)
     return written
+
+
+def rekey_grants(connection: Connection) -> int:
+    """Give the pending upload grants the service's id of their camera's segment (the
+    schema step that scoped segment ids to their camera), so that their notices, arriving
+    after the upgrade, find them; return how many. Indexed segments keep their ids."""
+    rows = connection.execute(sa_select(_GRANTS.c.segment_id, _GRANTS.c.device_id)).all()
+    changes = [
+        {"old_id": segment_id, "new_id": service_segment_id(device_id, segment_id)}
+        for segment_id, device_id in rows
+    ]
+    if changes:
+        connection.execute(
+            update(_GRANTS)
+            .where(_GRANTS.c.segment_id == bindparam("old_id"))
+            .values(segment_id=bindparam("new_id")),
+            changes,
+        )
+    return len(changes)
