@@ -150,8 +150,7 @@ async def _decide(
     cameras = await _cameras(session, {ask.request.device_id for ask in asks})
     subscriptions = await active_subscriptions(session, cameras)
     segments = {(ask.request.device_id, ask.request.segment_id) for ask in asks}
-    grants = await index_store.grants_of(session, segments)
-    indexed = await index_store.indexed(session, segments)
+    indexed, grants = await index_store.known(session, segments)
     answers: list[UploadAnswer] = []
     granted: list[tuple[UploadAsk, UploadGrant]] = []
     for ask in asks:
@@ -225,8 +224,7 @@ async def _index_segments(
     if not notices:
         return 0
     segments = {(notice.device_id, notice.segment_id) for notice in notices}
-    done = await index_store.indexed(session, segments)
-    grants = await index_store.grants_of(session, segments)
+    done, grants = await index_store.known(session, segments)
     todo: dict[index_store.CameraSegment, UploadGrant] = {}
     for notice in notices:
         segment = (notice.device_id, notice.segment_id)

@@ -192,13 +192,12 @@ async def test_schema_5_scopes_segment_ids_to_their_camera(database_url: str) ->
     pending = ("cam-1", str(waiting["segment_id"]))
     async with open_database(database_url) as db, db.session() as session:
         assert await index_store.segment(session, mine[1]) is not None, "its id is kept"
-        assert await index_store.indexed(session, [mine, theirs]) == {mine}
-        found = await index_store.grants_of(session, [pending])
-        assert found[pending].segment_id == service_segment_id(*pending)
-        assert await index_store.index_granted(session, [found[pending]], T) == 1
+        known = await index_store.known(session, [mine, theirs, pending])
+        assert known.indexed == {mine}
+        assert known.grants[pending].segment_id == service_segment_id(*pending)
+        assert await index_store.index_granted(session, [known.grants[pending]], T) == 1
         await session.commit()
-        assert await index_store.indexed(session, [pending, mine]) == {pending, mine}
-        assert await index_store.grants_of(session, [pending]) == {}
+        assert await index_store.known(session, [pending, mine]) == ({pending, mine}, {})
 
 
 async def test_ranges_follow_batches_of_many_cameras(
