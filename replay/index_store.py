@@ -7,17 +7,13 @@ they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`known`,
 app's playback routes (:func:`ranges_between`, :func:`shown_events`,
 :func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
 :func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
-:func:`owned_object_keys`, :func:`retention_classes`, :func:`delete_grants_before`), the
-schema steps that added the ranges (:func:`backfill_ranges`) and scoped segment ids to
-their camera (:func:`rekey_grants`) and the benchmarks, which
-seed through :func:`add_segments` and :func:`add_events` as indexing does. The write
-path was tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per
-row, and its ranges are read with one statement shape.
-
-Indexing looks grants and segments up by the camera's segment, (device id, the camera's
-``segment_id``), through the service's id of it
-(:func:`replay.recording.service_segment_id`): the primary key of both tables, so a batch
-is one ``IN`` on the key, as when the camera's id was the key.
+:func:`owned_object_keys`, :func:`retention_classes`, :func:`delete_grants_before`), schema
+steps (:func:`backfill_ranges`, :func:`rekey_grants`) and the benchmarks, which seed
+through :func:`add_segments` and :func:`add_events` as indexing does. The write path was
+tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per row, its
+grants and segments are found by one ``IN`` on the primary key (the service's id of each
+camera's segment, :func:`replay.recording.service_segment_id`), and its ranges are read
+with one statement shape.
 
 The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
 The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
@@ -139,11 +135,9 @@ def add_grant(
 
 
 class Known(NamedTuple):
-    """What the index holds of a batch's camera segments (:func:`known`)."""
+    """Of a batch's camera segments (:func:`known`): those indexed, and the pending grants."""
 
-    #: The segments indexed already.
     indexed: set[CameraSegment]
-    #: The upload grants waiting for their notice, by camera segment.
     grants: dict[CameraSegment, UploadGrant]
 
 
@@ -172,12 +166,11 @@ async def known(session: AsyncSession, segments: Iterable[CameraSegment]) -> Kno
 async def _indexed(
     session: AsyncSession, wanted: Mapping[CameraSegment, str]
 ) -> set[CameraSegment]:
-    """Which of these camera segments (with their service ids) are indexed. A segment
-    indexed before schema 5 has the camera's own id for its id (the URLs handed out keep
-    their meaning), so the cameras' ids are looked up too, and such a row counts for the
-    same camera only. Once every segment indexed before schema 5 has expired (the longest
-    retention, 30 days, after the upgrade), that half of the lookup finds nothing and a
-    later step may drop it: it costs the upload requests ~1 ms a batch of 200 (SQLite)."""
+    """Which of these camera segments (by their service ids) are indexed. One indexed
+    before schema 5 kept the camera's own id (URLs handed out keep their meaning), so the
+    cameras' ids are looked up too, a row counting for its own camera only. That half finds
+    nothing once the longest retention (30 days) has passed since the upgrade; a later
+    step may drop it (~1 ms a batch of 200 upload requests on SQLite, BENCHMARKS.md)."""
     of_id = {segment_id: segment for segment, segment_id in wanted.items()}
     ids = list(of_id.keys() | {segment_id for _, segment_id in wanted})
     result = await session.exec(
@@ -618,15 +611,10 @@ def rekey_grants(connection: Connection) -> int:
     schema step that scoped segment ids to their camera), so that their notices, arriving
     after the upgrade, find them; return how many. Indexed segments keep their ids."""
     rows = connection.execute(sa_select(_GRANTS.c.segment_id, _GRANTS.c.device_id)).all()
-    changes = [
-        {"old_id": segment_id, "new_id": service_segment_id(device_id, segment_id)}
-        for segment_id, device_id in rows
-    ]
-    if changes:
+    if rows:
+        rekey = update(_GRANTS).where(_GRANTS.c.segment_id == bindparam("old"))
         connection.execute(
-            update(_GRANTS)
-            .where(_GRANTS.c.segment_id == bindparam("old_id"))
-            .values(segment_id=bindparam("new_id")),
-            changes,
+            rekey.values(segment_id=bindparam("new")),
+            [{"old": s, "new": service_segment_id(device, s)} for s, device in rows],
         )
-    return len(changes)
+    return len(rows)
