@@ -58,7 +58,7 @@ from gateway.lifecycle import freeze_heap
 from gateway.mqtt.messages import INBOUND, PREFIX
 from gateway.service import Gateway
 from replay.models import CameraEvent, Segment, UploadGrant
-from replay.recording import SegmentKind, object_key
+from replay.recording import SegmentKind, object_key, service_segment_id
 from simulators.fleet import parse_metrics
 from simulators.media import synthetic_segment
 from tests.services import mosquitto
@@ -120,7 +120,7 @@ def build_messages(
             objects[key] = data
             grants.append(
                 UploadGrant(
-                    segment_id=segment_id,
+                    segment_id=service_segment_id(device, segment_id),
                     device_id=device,
                     account_id=f"acc-{device}",
                     subscription_id=f"sub-{device}",

@@ -4,9 +4,11 @@
 ``upload/res`` with a short-lived presigned PUT URL (and the headers the PUT must carry)
 or a refusal naming the rule → the camera PUTs a new object (never a replacement) →
 ``segment`` → the service checks the object exists with the announced size (and
-checksum, for small objects) before indexing it. Indexing is idempotent by
-``segment_id`` (events by ``event_id``); an indexed segment is acknowledged data and
-survives a restart.
+checksum, for small objects) before indexing it. A camera's ``segment_id`` is its own:
+grants and segments are keyed by (device id, ``segment_id``), indexed under the service's
+id of it (:func:`replay.recording.service_segment_id`), which the app sees. Indexing is
+idempotent by camera segment (events by ``event_id``); an indexed segment is acknowledged
+data and survives a restart, and a new request for it is refused ``segment_exists``.
 
 Messages arrive checked and typed (:mod:`gateway.mqtt.messages`: a malformed one is
 counted at the edge; an invalid upload request is answered by :func:`refuse_invalid`) and
@@ -124,7 +126,10 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
             "expires_in": ttl,
             "headers": dict(put.headers),
         }
-        answers.append(UploadAnswer(grant.device_id, ask.req_id, grant.segment_id, True, fields))
+        request = ask.request
+        answers.append(
+            UploadAnswer(request.device_id, ask.req_id, request.segment_id, True, fields)
+        )
     # Answers go out only now that the grants are committed; QoS-1 round trips overlap.
     await asyncio.gather(*(_send(services, answer) for answer in answers))
     services.metrics.mqtt_unknown_device.inc(decisions.pop("unknown_device", 0))
@@ -136,14 +141,16 @@ async def _decide(
     session: AsyncSession, asks: Sequence[UploadAsk], now: datetime, decisions: Counter[str]
 ) -> tuple[list[UploadAnswer], list[tuple[UploadAsk, UploadGrant]]]:
     """The refusals to send, and the grants (new ones added to ``session``) to answer with
-    an upload URL once committed; refusals and unknown devices counted in ``decisions``."""
+    an upload URL once committed; refusals and unknown devices counted in ``decisions``.
+
+    A camera's ``segment_id`` is its own (issue 14): grants and segments are found by
+    (device id, segment id), so no camera can take or refuse another's ids. A segment the
+    camera has indexed is refused ``segment_exists``, never granted again (its object would
+    be the key handed out); a segment granted and not yet indexed gets its grant again."""
     cameras = await _cameras(session, {ask.request.device_id for ask in asks})
     subscriptions = await active_subscriptions(session, cameras)
-    ids = {ask.request.segment_id for ask in asks}
-    grants = await index_store.grants_by_id(session, ids)
-    # Indexing settles (deletes) a grant: without this, a new request for an indexed
-    # segment would be granted a fresh URL onto the indexed object's key (issue 14).
-    indexed = await index_store.indexed_ids(session, ids)
+    segments = {(ask.request.device_id, ask.request.segment_id) for ask in asks}
+    indexed, grants = await index_store.known(session, segments)
     answers: list[UploadAnswer] = []
     granted: list[tuple[UploadAsk, UploadGrant]] = []
     for ask in asks:
@@ -159,42 +166,31 @@ async def _decide(
             broadband_state=account_state(account.broadband_state),
             now=now,
         )
-        unusable = _unusable_id(request, grants.get(request.segment_id), indexed)
-        if isinstance(decision, recording.Refuse) or unusable is not None:
-            code, refusal = _refusal(ask, decision, unusable)
+        segment = (request.device_id, request.segment_id)
+        if isinstance(decision, recording.Refuse) or segment in indexed:
+            code, refusal = _refusal(ask, decision)
             decisions[code] += 1
             answers.append(refusal)
             continue
-        grant = grants.get(request.segment_id)
+        grant = grants.get(segment)
         if grant is None:
             grant = index_store.add_grant(session, request, decision, account.account_id, now)
-            grants[grant.segment_id] = grant
+            grants[segment] = grant
         granted.append((ask, grant))
     return answers, granted
 
 
-def _unusable_id(
-    request: recording.UploadRequest, grant: UploadGrant | None, indexed: set[str]
-) -> str | None:
-    """Why no upload URL may be handed out for this ``segment_id``, or ``None``."""
-    if request.segment_id in indexed:
-        return "segment already indexed"
-    if grant is not None and grant.device_id != request.device_id:
-        return "segment_id already in use"
-    return None
-
-
-def _refusal(
-    ask: UploadAsk, decision: recording.Decision, unusable: str | None
-) -> tuple[str, UploadAnswer]:
-    """The code and answer refusing ``ask``: the rule's refusal first, else the unusable id."""
+def _refusal(ask: UploadAsk, decision: recording.Decision) -> tuple[str, UploadAnswer]:
+    """The code and answer refusing ``ask``: the rule's refusal first, else the segment the
+    camera has indexed already."""
     request = ask.request
     code: str
     rule: str | None
     if isinstance(decision, recording.Refuse):
         code, rule, message = decision.code, decision.rule, decision.message
     else:
-        code, rule, message = "invalid_upload", None, unusable or "refused"
+        code, rule = "segment_exists", None
+        message = f"segment {request.segment_id} of {request.device_id} is indexed already"
     answer = UploadAnswer.refused(
         request.device_id, ask.req_id, request.segment_id, code=code, rule=rule, message=message
     )
@@ -227,21 +223,21 @@ async def _index_segments(
 ) -> int:
     if not notices:
         return 0
-    ids = {notice.segment_id for notice in notices}
-    done = await index_store.indexed_ids(session, ids)
-    grants = await index_store.grants_by_id(session, ids)
-    todo: dict[str, UploadGrant] = {}
+    segments = {(notice.device_id, notice.segment_id) for notice in notices}
+    done, grants = await index_store.known(session, segments)
+    todo: dict[index_store.CameraSegment, UploadGrant] = {}
     for notice in notices:
-        if notice.segment_id in done or notice.segment_id in todo:
+        segment = (notice.device_id, notice.segment_id)
+        if segment in done or segment in todo:
             continue  # already indexed: a repeated notice changes nothing
-        grant = grants.get(notice.segment_id)
-        if grant is None or grant.device_id != notice.device_id:
+        grant = grants.get(segment)
+        if grant is None:
             rejected["no_grant"] += 1
             log.warning(
                 "segment %s from %s has no upload grant", notice.segment_id, notice.device_id
             )
             continue
-        todo[grant.segment_id] = grant
+        todo[segment] = grant
     problems = await _verify(services, list(todo.values()))
     checked: list[UploadGrant] = []
     for grant, problem in zip(todo.values(), problems, strict=True):

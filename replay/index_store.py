@@ -2,17 +2,19 @@
 grants, camera events and recorded ranges tables (:mod:`replay.models`).
 
 Its callers keep the orchestration (object store, metrics, MQTT answers) and name what
-they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`grants_by_id`,
-:func:`add_grant`, :func:`indexed_ids`, :func:`index_granted`, :func:`add_events`), the
+they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`known`,
+:func:`add_grant`, :func:`index_granted`, :func:`add_events`), the
 app's playback routes (:func:`ranges_between`, :func:`shown_events`,
 :func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
 :func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
 :func:`owned_object_keys`, :func:`retention_classes`, :func:`grants_before`,
-:func:`delete_grants`), the schema step that added the ranges (:func:`backfill_ranges`)
-and the benchmarks, which seed through :func:`add_segments` and :func:`add_events` as
-indexing does. The write
-path was tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per
-row, and its ranges are read with one statement shape.
+:func:`delete_grants`), schema
+steps (:func:`backfill_ranges`, :func:`rekey_grants`) and the benchmarks, which seed
+through :func:`add_segments` and :func:`add_events` as indexing does. The write path was
+tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per row, its
+grants and segments are found by one ``IN`` on the primary key (the service's id of each
+camera's segment, :func:`replay.recording.service_segment_id`), and its ranges are read
+with one statement shape.
 
 The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
 The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
@@ -52,11 +54,14 @@ from replay.recording import (
     Accept,
     UploadRequest,
     object_key,
+    service_segment_id,
 )
 from storage.db import UTCDateTime
 
 __all__ = [
     "LONGEST",
+    "CameraSegment",
+    "Known",
     "Piece",
     "ShownEvent",
     "add_events",
@@ -68,9 +73,8 @@ __all__ = [
     "drop_expired_ranges",
     "expired_segments",
     "grants_before",
-    "grants_by_id",
     "index_granted",
-    "indexed_ids",
+    "known",
     "owned_object_keys",
     "ranges_between",
     "retention_classes",
@@ -84,7 +88,7 @@ _SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
 _GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
 #: What an upload grant copies from the request it answers.
-_REQUEST_FIELDS = ("segment_id", "device_id", "start", "end", "bytes", "sha256", "event_id")
+_REQUEST_FIELDS = ("device_id", "start", "end", "bytes", "sha256", "event_id")
 #: What a segment row copies from its upload grant.
 _GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
 _TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
@@ -94,17 +98,11 @@ _DEVICES_PER_READ = 1000
 _CATCH_UP = timedelta(hours=1)
 
 Pair = tuple[str, str]
+#: A camera's segment: (device id, the camera's own ``segment_id``).
+CameraSegment = tuple[str, str]
 
 
 # Upload grants and indexing -------------------------------------------------------------
-
-
-async def grants_by_id(session: AsyncSession, segment_ids: Iterable[str]) -> dict[str, UploadGrant]:
-    """The upload grants of these segments, by segment id."""
-    result = await session.exec(
-        select(UploadGrant).where(col(UploadGrant.segment_id).in_(list(segment_ids)))
-    )
-    return {grant.segment_id: grant for grant in result.all()}
 
 
 def add_grant(
@@ -115,9 +113,11 @@ def add_grant(
     now: datetime,
 ) -> UploadGrant:
     """Record the upload the service allowed (``upload/res`` ok), which the ``segment``
-    notice settles; written by the session's commit."""
+    notice settles; written by the session's commit. The grant, and the segment it becomes,
+    have the service's id of the camera's segment (:func:`service_segment_id`)."""
     grant = UploadGrant(
         **{name: getattr(request, name) for name in _REQUEST_FIELDS},
+        segment_id=service_segment_id(request.device_id, request.segment_id),
         account_id=account_id,
         subscription_id=accepted.subscription_id,
         kind=request.kind.value,
@@ -136,12 +136,56 @@ def add_grant(
     return grant
 
 
-async def indexed_ids(session: AsyncSession, segment_ids: Iterable[str]) -> set[str]:
-    """Which of these segments are indexed already."""
+class Known(NamedTuple):
+    """Of a batch's camera segments (:func:`known`): those indexed, and the pending grants."""
+
+    indexed: set[CameraSegment]
+    grants: dict[CameraSegment, UploadGrant]
+
+
+async def known(session: AsyncSession, segments: Iterable[CameraSegment]) -> Known:
+    """Which of these cameras' segments are indexed, and their pending upload grants.
+
+    A grant lives until its segment is indexed (:func:`index_granted` settles it in the
+    same transaction), so only the segments without one are looked up among the indexed:
+    a batch of notices that settle their grants, the usual one, is a single statement.
+    Each lookup is one ``IN`` on a primary key, whatever the batch.
+    """
+    wanted = {segment: service_segment_id(*segment) for segment in segments}
+    of_id = {segment_id: segment for segment, segment_id in wanted.items()}
     result = await session.exec(
-        select(Segment.segment_id).where(col(Segment.segment_id).in_(list(segment_ids)))
+        select(UploadGrant).where(col(UploadGrant.segment_id).in_(list(of_id)))
     )
-    return set(result.all())
+    grants = {
+        of_id[grant.segment_id]: grant
+        for grant in result.all()
+        if grant.device_id == of_id[grant.segment_id][0]
+    }
+    rest = {segment: segment_id for segment, segment_id in wanted.items() if segment not in grants}
+    return Known(await _indexed(session, rest) if rest else set(), grants)
+
+
+async def _indexed(
+    session: AsyncSession, wanted: Mapping[CameraSegment, str]
+) -> set[CameraSegment]:
+    """Which of these camera segments (by their service ids) are indexed. One indexed
+    before schema 5 kept the camera's own id (URLs handed out keep their meaning), so the
+    cameras' ids are looked up too, a row counting for its own camera only. That half finds
+    nothing once the longest retention (30 days) has passed since the upgrade; a later
+    step may drop it (~1 ms a batch of 200 upload requests on SQLite, BENCHMARKS.md)."""
+    of_id = {segment_id: segment for segment, segment_id in wanted.items()}
+    ids = list(of_id.keys() | {segment_id for _, segment_id in wanted})
+    result = await session.exec(
+        select(Segment.segment_id, Segment.device_id).where(col(Segment.segment_id).in_(ids))
+    )
+    indexed: set[CameraSegment] = set()
+    for segment_id, device_id in result.all():
+        mine = of_id.get(segment_id)
+        if mine is not None and mine[0] == device_id:
+            indexed.add(mine)
+        if (device_id, segment_id) in wanted:  # indexed before schema 5
+            indexed.add((device_id, segment_id))
+    return indexed
 
 
 async def index_granted(session: AsyncSession, grants: Sequence[UploadGrant], now: datetime) -> int:
@@ -579,3 +623,17 @@ def backfill_ranges(connection: Connection) -> int:
             )
         written += len(change.inserts)
     return written
+
+
+def rekey_grants(connection: Connection) -> int:
+    """Give the pending upload grants the service's id of their camera's segment (the
+    schema step that scoped segment ids to their camera), so that their notices, arriving
+    after the upgrade, find them; return how many. Indexed segments keep their ids."""
+    rows = connection.execute(sa_select(_GRANTS.c.segment_id, _GRANTS.c.device_id)).all()
+    if rows:
+        rekey = update(_GRANTS).where(_GRANTS.c.segment_id == bindparam("old"))
+        connection.execute(
+            rekey.values(segment_id=bindparam("new")),
+            [{"old": s, "new": service_segment_id(device, s)} for s, device in rows],
+        )
+    return len(rows)

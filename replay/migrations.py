@@ -63,11 +63,20 @@ def _add_app_token_expiry(conn: Connection) -> None:
     )
 
 
+def _scope_segment_ids(conn: Connection) -> None:
+    """A camera's ``segment_id`` is its own; the service indexes it under an id derived from
+    the device and the camera's id (issue 14, :func:`replay.recording.service_segment_id`).
+    Indexed segments keep their ids, so the URLs handed out keep their meaning; the pending
+    upload grants take the new ids, so that the notices settling them find them."""
+    log.info("upload grants re-keyed by camera: %d", index_store.rekey_grants(conn))
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
     Migration(3, "per-device broker credentials (issue 13)", _add_device_credentials),
     Migration(4, "app tokens expire and can be revoked (issue 14)", _add_app_token_expiry),
+    Migration(5, "segment ids belong to their camera (issue 14)", _scope_segment_ids),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

@@ -36,6 +36,13 @@ presigning, ``storage/`` the object store.
   from its end: ``expires_at = end + retention_days`` (:func:`expiry`). It is expired from
   that instant on (``now >= expires_at``), the same cut-off the read path applies.
 
+- **Segment ids.** A camera's ``segment_id`` (what it sends in ``upload/req`` and
+  ``segment``) is its own: unique per camera, not across cameras (issue 14). The service
+  indexes the segment under :func:`service_segment_id`, derived from the device id and the
+  camera's id: globally unique, the ``segment_id`` of the app's timeline, playlist and
+  ``/app/v1/segments/{segment_id}`` routes. Being derived, it needs no lookup and no column
+  of its own: a redelivered request or notice finds its grant or segment by it.
+
 - **Object keys.** ``rec/{n}d/{device_id}/{YYYY}/{MM}/{DD}/{HHMMSS}-{kind}-{segment_id}.ts``,
   dated by the segment's start in UTC (:func:`object_key`, read back by
   :func:`parse_object_key`). The retention class leads the key so that one S3 lifecycle rule
@@ -45,6 +52,7 @@ presigning, ``storage/`` the object store.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -85,6 +93,7 @@ __all__ = [
     "parse_object_key",
     "recording_prefix",
     "retention_class",
+    "service_segment_id",
 ]
 
 #: The longest continuous segment accepted (the contract's ``segment_seconds`` is at most 60).
@@ -479,6 +488,17 @@ def object_key(
     _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
     kind = SegmentKind(kind)
     return f"rec/{retention_class}/{device_id}/{_stamp(start)}-{kind}-{segment_id}.ts"
+
+
+def service_segment_id(device_id: str, segment_id: str) -> str:
+    """The service's id of the camera's segment ``segment_id`` (see the module docstring):
+    ``sg_`` and the first 128 bits, in hex, of the SHA-256 of ``{device_id}/{segment_id}``
+    (neither id can hold a ``/``), so two cameras never share one. Key-safe
+    (:func:`family_key`) and 35 characters, within the 80 of a segment id. Cheap (about a
+    microsecond): indexing derives it for every request and notice of a batch."""
+    _check(_DEVICE_ID_ERROR, "device_id", device_id, _DEVICE_ID)
+    _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
+    return "sg_" + hashlib.sha256(f"{device_id}/{segment_id}".encode()).hexdigest()[:32]
 
 
 def family_key(account_id: str, segment_id: str, start: datetime) -> str:

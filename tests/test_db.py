@@ -25,7 +25,8 @@ from sqlalchemy.engine import Connection
 from devices import accounts
 from replay import index_store
 from replay.migrations import SCHEMA_VERSION, open_database
-from replay.models import RecordedRange, Segment
+from replay.models import RecordedRange, Segment, UploadGrant
+from replay.recording import service_segment_id
 from storage.db import Database, DatabaseError, Migration, SchemaTooNew
 
 
@@ -186,6 +187,30 @@ async def test_schema_2_builds_the_kept_ranges_of_the_segments_already_indexed(
         async with db.engine.connect() as conn:
             indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("segments"))
     assert "segments_by_event" in {index["name"] for index in indexes}
+
+
+async def test_schema_5_scopes_segment_ids_to_their_camera(database_url: str) -> None:
+    """Issue 14: a version-4 database, its segments and pending grants keyed by the camera's
+    own id, is upgraded: the indexed segment keeps its id (URLs handed out keep their
+    meaning) and stays its camera's alone; the pending grant is found by its camera's
+    segment, so the notice arriving after the upgrade still indexes it."""
+    old = _segment("cam-1", T)
+    waiting = _segment("cam-1", T + timedelta(seconds=10))
+    grant = {k: v for k, v in waiting.items() if k != "indexed_at"} | {"granted_at": T}
+    async with open_database(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(insert(Segment.__table__), [old])  # type: ignore[attr-defined]
+        await conn.execute(insert(UploadGrant.__table__), [grant])  # type: ignore[attr-defined]
+        await conn.execute(text("UPDATE kanjia_schema SET version = 4"))
+    mine, theirs = ("cam-1", str(old["segment_id"])), ("cam-2", str(old["segment_id"]))
+    pending = ("cam-1", str(waiting["segment_id"]))
+    async with open_database(database_url) as db, db.session() as session:
+        assert await index_store.segment(session, mine[1]) is not None, "its id is kept"
+        known = await index_store.known(session, [mine, theirs, pending])
+        assert known.indexed == {mine}
+        assert known.grants[pending].segment_id == service_segment_id(*pending)
+        assert await index_store.index_granted(session, [known.grants[pending]], T) == 1
+        await session.commit()
+        assert await index_store.known(session, [pending, mine]) == ({pending, mine}, {})
 
 
 async def test_ranges_follow_batches_of_many_cameras(

@@ -35,6 +35,7 @@ from devices.clock import ManualClock
 from gateway.mqtt.messages import topic
 from gateway.service import Gateway
 from replay.models import Segment
+from replay.recording import service_segment_id
 from simulators.camera import CameraSimulator
 from simulators.device import BrokerLogin
 from tests.conftest import StartGateway, eventually, platform_headers
@@ -364,7 +365,7 @@ async def test_an_indexed_object_cannot_be_overwritten_through_its_url(
         seg, handed = await upload_one(s, cam)
     await eventually(lambda: _equals(s.segments(), 1))
     assert await put(handed["url"], ATTACKER, handed["headers"]) == 412
-    r = await s.app(f"/app/v1/segments/{seg.segment_id}")
+    r = await s.app(f"/app/v1/segments/{service_segment_id(CAM, seg.segment_id)}")
     assert r.status == 200
     async with s.http.get((await r.json())["url"]) as got:
         assert await got.read() == seg.data

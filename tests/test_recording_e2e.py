@@ -25,7 +25,8 @@ from gateway.mqtt.session import broker_address
 from gateway.service import Gateway
 from replay.media import decode_first_frame
 from replay.models import RecordedRange, Segment, UploadGrant
-from simulators.camera import CameraSimulator
+from replay.recording import service_segment_id
+from simulators.camera import CameraSimulator, UploadOutcome
 from simulators.scene import read_timestamp
 from tests.conftest import StartGateway, eventually, platform_headers
 from tests.services import Broker
@@ -131,6 +132,11 @@ def camera(broker: Broker, clock: ManualClock, device_id: str = "cam-1") -> Came
     )
 
 
+def app_id(seg: UploadOutcome, device_id: str = "cam-1") -> str:
+    """The id the app knows a camera's segment by: the service's, not the camera's (issue 14)."""
+    return service_segment_id(device_id, seg.segment_id)
+
+
 def _ranges(body: dict[str, Any]) -> list[tuple[datetime, datetime]]:
     return [
         (datetime.fromisoformat(x["start"]), datetime.fromisoformat(x["end"]))
@@ -216,8 +222,8 @@ async def test_the_timeline_keeps_ranges_events_and_retention_in_step(
     body = await timeline(t0 - 60 * s, t0 + 60 * s)
     assert _ranges(body) == [(t0, t0 + 30 * s), (t0 + 40 * s, t0 + 50 * s)]
     assert [(e["event_id"], e["segment_id"]) for e in body["events"]] == [
-        ("ev-a", segs[0].segment_id),
-        ("ev-c", segs[40].segment_id),
+        ("ev-a", app_id(segs[0])),
+        ("ev-c", app_id(segs[40])),
     ], "the event in the gap has no video to show"
     body = await timeline(t0 + 15 * s, t0 + 45 * s)
     assert _ranges(body) == [(t0 + 15 * s, t0 + 30 * s), (t0 + 40 * s, t0 + 45 * s)]
@@ -256,12 +262,12 @@ async def test_retention_cuts_off_at_expiry_and_the_sweeper_deletes(
     await home.advance(86400 + 1)
     assert await store.head(seg1.key) is None
     assert await store.head(seg7.key) is not None
-    r = await home.app(f"/app/v1/segments/{seg7.segment_id}")
+    r = await home.app(f"/app/v1/segments/{app_id(seg7)}")
     assert r.status == 200
     # 7 days + 1 s after the recording ended: not served, even while the sweeper is late...
     async with home.gw.services.jobs.held("retention_sweep"):
         home.clock.advance(6 * 86400)
-        r = await home.app(f"/app/v1/segments/{seg7.segment_id}")
+        r = await home.app(f"/app/v1/segments/{app_id(seg7)}")
         assert r.status == 404
         assert (await r.json())["error"]["code"] == "expired"
         assert await store.head(seg7.key) is not None, "the sweeper has not run yet"
@@ -284,11 +290,11 @@ async def test_unsubscribed_video_is_refused_at_once_and_deleted_at_its_expiry(
     await home.platform(
         "POST", f"/platform/v1/subscriptions/{sid}/unsubscribe", {"order_id": "u-1"}
     )
-    r = await home.app(f"/app/v1/segments/{seg.segment_id}")
+    r = await home.app(f"/app/v1/segments/{app_id(seg)}")
     assert r.status == 403
     assert (await r.json())["error"]["code"] == "unsubscribed"
     await home.subscribe("cam-1", "continuous-7d", "o-2")
-    r = await home.app(f"/app/v1/segments/{seg.segment_id}")
+    r = await home.app(f"/app/v1/segments/{app_id(seg)}")
     assert r.status == 403
     assert (await r.json())["error"]["code"] == "previous_subscription"
     assert seg.key is not None
@@ -322,7 +328,7 @@ async def test_an_event_plan_takes_clips_not_continuous_video(
     )
     body = await r.json()
     assert [(e["event_id"], e["type"], e["segment_id"]) for e in body["events"]] == [
-        ("ev-1", "person", clip.segment_id)
+        ("ev-1", "person", app_id(clip))
     ]
     r = await home.app(body["events"][0]["thumbnail_url"])
     assert r.status == 200
@@ -340,7 +346,7 @@ async def test_the_family_can_save_a_clip_to_its_cloud(
 
     await home.wait_indexed(1)
     r = await home.http.post(
-        f"{home.gw.url}/app/v1/segments/{seg.segment_id}/save",
+        f"{home.gw.url}/app/v1/segments/{app_id(seg)}/save",
         headers={"Authorization": f"Bearer {home.app_token}"},
     )
     assert r.status == 201
@@ -375,7 +381,7 @@ async def test_concurrent_saves_never_exceed_the_quota(
     answers = await asyncio.gather(
         *(
             home.http.post(
-                f"{home.gw.url}/app/v1/segments/{seg.segment_id}/save",
+                f"{home.gw.url}/app/v1/segments/{app_id(seg)}/save",
                 headers={"Authorization": f"Bearer {home.app_token}"},
             )
             for seg in segs
@@ -438,7 +444,7 @@ async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on
         assert body["state"] == "stopped"
         refused = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
         assert (refused.ok, refused.code) == (False, "suspended")
-        r = await home.app(f"/app/v1/segments/{before.segment_id}")
+        r = await home.app(f"/app/v1/segments/{app_id(before)}")
         assert r.status == 403
         assert (await r.json())["error"]["code"] == "broadband_inactive"
         await home.advance(12 * 3600)  # half a day stopped: the retention clock runs on
@@ -451,12 +457,12 @@ async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on
         after = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
         assert after.ok
         await home.wait_indexed(2)
-    r = await home.app(f"/app/v1/segments/{before.segment_id}")
+    r = await home.app(f"/app/v1/segments/{app_id(before)}")
     assert r.status == 200
     await home.advance(12 * 3600 + 1)  # one day after the first recording, not 1.5
-    r = await home.app(f"/app/v1/segments/{before.segment_id}")
+    r = await home.app(f"/app/v1/segments/{app_id(before)}")
     assert r.status == 404
-    r = await home.app(f"/app/v1/segments/{after.segment_id}")
+    r = await home.app(f"/app/v1/segments/{app_id(after)}")
     assert r.status == 200
 
 
@@ -473,7 +479,7 @@ async def test_a_batch_of_notices_indexes_only_the_objects_that_match_their_gran
             key = f"rec/7d/cam-1/notice-{name}.ts"
             session.add(
                 UploadGrant(
-                    segment_id=f"seg-{name}",
+                    segment_id=service_segment_id("cam-1", f"seg-{name}"),
                     device_id="cam-1",
                     account_id="acc-1",
                     subscription_id="sub-x",
@@ -523,8 +529,9 @@ async def test_a_batch_of_notices_indexes_only_the_objects_that_match_their_gran
     async with home.gw.services.db.session() as session:
         indexed = (await session.exec(select(Segment.segment_id))).all()
         waiting = (await session.exec(select(UploadGrant.segment_id))).all()
-    assert indexed == ["seg-good"]
-    assert sorted(waiting) == ["seg-absent", "seg-altered", "seg-short", "seg-theirs"]
+    assert indexed == [service_segment_id("cam-1", "seg-good")]
+    names = ("absent", "altered", "short", "theirs")
+    assert sorted(waiting) == sorted(service_segment_id("cam-1", f"seg-{n}") for n in names)
 
 
 async def test_a_late_notice_is_indexed_and_its_object_never_reconciled_away(

@@ -35,6 +35,7 @@ from replay.recording import (
     parse_object_key,
     recording_prefix,
     retention_class,
+    service_segment_id,
 )
 
 CST = timezone(timedelta(hours=8))
@@ -558,6 +559,22 @@ def test_family_key_is_outside_the_recording_prefixes() -> None:
     assert not key.startswith(RECORDING_PREFIXES)
     with pytest.raises(ValueError, match="account_id"):
         family_key("acc/1", "seg-1", NOW)
+
+
+def test_a_service_segment_id_is_the_cameras_segment_alone() -> None:
+    """Issue 14: the same segment_id of two cameras is two segments; the id is stable (a
+    redelivered request or notice finds it), key-safe and within a segment id's 80."""
+    ids = {
+        service_segment_id(device, segment)
+        for device, segment in (("cam-1", "s1"), ("cam-2", "s1"), ("cam-1", "s2"), ("s1", "cam-1"))
+    }
+    assert len(ids) == 4
+    assert service_segment_id("cam-1", "s1") == "sg_1a5ee96085273849f0a9faad8cf83743"
+    for made in ids:
+        assert len(made) == 35
+        family_key("acc-1", made, NOW)  # key-safe: a family-cloud key may carry it
+    with pytest.raises(ValueError, match="segment_id"):
+        service_segment_id("cam-1", "s/1")
 
 
 def test_retention_classes_and_prefixes() -> None:

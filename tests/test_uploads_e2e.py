@@ -4,7 +4,8 @@ segment"), end to end on each stack (filesystem store; SeaweedFS with SQLite and
 An eavesdropper on the broker reads the upload URL the service hands a camera in
 ``upload/res``. Once the segment is indexed, neither that URL (still valid) nor a new
 ``upload/req`` for the same ``segment_id`` can put other bytes under it: the family goes on
-downloading what the camera recorded.
+downloading what the camera recorded. A ``segment_id`` is the camera's own (issue 14): the
+same id from another camera is that camera's segment, and no camera can take another's.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import aiomqtt
 from yarl import URL
 
 from devices.clock import ManualClock
+from replay.recording import service_segment_id
 from tests.services import Broker
 from tests.test_presence import running
-from tests.test_recording_e2e import Home, camera, home, home_settings
+from tests.test_recording_e2e import Home, app_id, camera, home, home_settings
 
 __all__ = ["home", "home_settings"]  # the fixtures, shared with the recording tests
 
@@ -39,31 +41,40 @@ async def eavesdropping(broker: Broker, device_id: str) -> AsyncIterator[aiomqtt
         yield spy
 
 
-async def answer_for(spy: aiomqtt.Client, segment_id: str) -> dict[str, Any]:
-    """The next ``upload/res`` about ``segment_id`` the spy reads."""
+async def answer_for(
+    spy: aiomqtt.Client, segment_id: str, device_id: str | None = None
+) -> dict[str, Any]:
+    """The next ``upload/res`` about ``segment_id`` (to ``device_id``, if given) the spy reads."""
     async with asyncio.timeout(10):
         async for message in spy.messages:
             body: dict[str, Any] = json.loads(bytes(message.payload))
-            if body.get("segment_id") == segment_id:
+            to = message.topic.value.split("/")[3]
+            if body.get("segment_id") == segment_id and device_id in (None, to):
                 return body
     raise AssertionError(f"no upload/res for {segment_id}")
 
 
-async def ask(spy: aiomqtt.Client, device_id: str, segment_id: str, home: Home) -> dict[str, Any]:
-    """Publish an ``upload/req`` for ``segment_id`` as ``device_id``; return the answer."""
+def segment_body(segment_id: str, home: Home, data: bytes = ATTACKER) -> dict[str, Any]:
+    """The fields of an ``upload/req`` and ``segment`` of ``data``, recorded 10 s ago."""
     start = home.clock.now() - timedelta(seconds=10)
-    request = {
-        "req_id": f"again-{device_id}",
+    return {
         "segment_id": segment_id,
         "kind": "continuous",
         "start": start.isoformat(),
         "end": (start + timedelta(seconds=10)).isoformat(),
-        "bytes": len(ATTACKER),
-        "sha256": hashlib.sha256(ATTACKER).hexdigest(),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+async def ask(
+    spy: aiomqtt.Client, device_id: str, segment_id: str, home: Home, data: bytes = ATTACKER
+) -> dict[str, Any]:
+    """Publish an ``upload/req`` for ``segment_id`` as ``device_id``; return the answer."""
+    request = {"req_id": f"again-{device_id}", **segment_body(segment_id, home, data)}
     await spy.subscribe(f"kj/v1/dev/{device_id}/upload/res", qos=1)
     await spy.publish(f"kj/v1/dev/{device_id}/upload/req", json.dumps(request), qos=1)
-    return await answer_for(spy, segment_id)
+    return await answer_for(spy, segment_id, device_id)
 
 
 async def put(url: str, data: bytes, headers: dict[str, str]) -> int:
@@ -87,7 +98,7 @@ async def test_an_indexed_segment_cannot_be_replaced_nor_requested_again(
     home: Home, broker: Broker, clock: ManualClock
 ) -> None:
     await home.subscribe("cam-1", "continuous-7d", "o-1")
-    await home.subscribe("cam-2", "continuous-7d", "o-2")  # entitled: only the id refuses
+    await home.subscribe("cam-2", "continuous-7d", "o-2")
     cam = camera(broker, clock)
     async with eavesdropping(broker, "cam-1") as spy:
         async with running(cam):
@@ -96,25 +107,72 @@ async def test_an_indexed_segment_cannot_be_replaced_nor_requested_again(
         await home.wait_indexed(1)
         sniffed = await answer_for(spy, seg.segment_id)
         assert seg.data is not None
-        assert await served(home, seg.segment_id) == seg.data
+        assert await served(home, app_id(seg)) == seg.data
 
         # The handed-out URL is still valid, but it stores only a new object.
         assert await put(sniffed["url"], ATTACKER, sniffed["headers"]) == 412
         # Without the headers: S3 refuses the signature (403), the filesystem store the key.
         assert await put(sniffed["url"], ATTACKER, {}) in (403, 412)
 
-        # A new request for the indexed segment, by its camera or another, gets no URL.
-        for device_id in ("cam-1", "cam-2"):
-            again = await ask(spy, device_id, seg.segment_id, home)
-            assert (again["ok"], again["code"], again["message"]) == (
-                False,
-                "invalid_upload",
-                "segment already indexed",
-            ), again
-            assert "url" not in again
+        # A new request for the indexed segment by its camera gets no URL (issue 14)...
+        again = await ask(spy, "cam-1", seg.segment_id, home)
+        assert (again["ok"], again["code"]) == (False, "segment_exists"), again
+        assert "url" not in again
+        # ...while the same id is another camera's own: a URL for its own object.
+        theirs = await ask(spy, "cam-2", seg.segment_id, home)
+        assert theirs["ok"], theirs
+        assert theirs["key"].startswith("rec/7d/cam-2/")
 
-    assert await served(home, seg.segment_id) == seg.data
+    assert await served(home, app_id(seg)) == seg.data
     assert await home.segment_count() == 1
+
+
+async def record(
+    client: aiomqtt.Client, home: Home, device_id: str, segment_id: str, data: bytes
+) -> dict[str, Any]:
+    """Ask for, PUT and announce one segment as ``device_id``; return the upload answer."""
+    answer = await ask(client, device_id, segment_id, home, data)
+    assert answer["ok"], answer
+    assert await put(answer["url"], data, answer["headers"]) in (200, 201)
+    notice = json.dumps(segment_body(segment_id, home, data))
+    await client.publish(f"kj/v1/dev/{device_id}/segment", notice, qos=1)
+    return answer
+
+
+async def test_two_cameras_record_under_the_same_segment_id_and_neither_squats(
+    home: Home, broker: Broker
+) -> None:
+    """Issue 14: a camera's segment_id is its own. cam-2 asking first for the id cam-1 is
+    about to use (a squat: it used to refuse cam-1 "segment_id already in use") takes
+    nothing from cam-1; both index and the family plays each camera's own video."""
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    await home.subscribe("cam-2", "continuous-7d", "o-2")
+    video = {"cam-1": b"\x47" * 1880, "cam-2": b"\x47" * 3760}
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="cams") as client:
+        squat = await ask(client, "cam-2", "seg-0001", home, video["cam-2"])
+        assert squat["ok"], squat
+        mine = await record(client, home, "cam-1", "seg-0001", video["cam-1"])
+        # Redelivered before it is indexed, a request gets its grant again: the same key.
+        again = await ask(client, "cam-2", "seg-0001", home, video["cam-2"])
+        assert (again["ok"], again["key"]) == (True, squat["key"]), again
+        await record(client, home, "cam-2", "seg-0001", video["cam-2"])
+        await home.wait_indexed(2)
+        assert mine["key"] != squat["key"]
+        assert mine["segment_id"] == squat["segment_id"] == "seg-0001", "the camera's own id"
+        # A repeated notice changes nothing; each camera's id is indexed, so refused.
+        for device_id in ("cam-1", "cam-2"):
+            notice = json.dumps(segment_body("seg-0001", home, video[device_id]))
+            await client.publish(f"kj/v1/dev/{device_id}/segment", notice, qos=1)
+            refused = await ask(client, device_id, "seg-0001", home, video[device_id])
+            assert refused["code"] == "segment_exists", refused
+    registry = home.gw.services.metrics.registry
+    assert registry.get_sample_value("kanjia_segments_indexed_total") == 2
+    assert (
+        registry.get_sample_value("kanjia_segments_rejected_total", {"reason": "no_grant"}) is None
+    )
+    assert await home.segment_count() == 2
+    for device_id, data in video.items():
+        assert await served(home, service_segment_id(device_id, "seg-0001")) == data
 
 
 async def test_an_upload_url_lives_upload_url_ttl_seconds(
