@@ -9,7 +9,7 @@ app's playback routes (:func:`ranges_between`, :func:`shown_events`,
 :func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
 :func:`owned_object_keys`, :func:`retention_classes`, :func:`grants_before`,
 :func:`delete_grants`), schema
-steps (:func:`backfill_ranges`, :func:`rekey_grants`) and the benchmarks, which seed
+steps (:mod:`replay.migrations`) and the benchmarks, which seed
 through :func:`add_segments` and :func:`add_events` as indexing does. The write path was
 tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per row, its
 grants and segments are found by one ``IN`` on the primary key (the service's id of each
@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, or_, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
@@ -67,7 +67,6 @@ __all__ = [
     "add_events",
     "add_grant",
     "add_segments",
-    "backfill_ranges",
     "delete_grants",
     "delete_segments",
     "drop_expired_ranges",
@@ -76,6 +75,7 @@ __all__ = [
     "index_granted",
     "known",
     "owned_object_keys",
+    "range_row",
     "ranges_between",
     "retention_classes",
     "segment",
@@ -302,7 +302,7 @@ _READ_DEVICES = sa_select(*_COLUMNS).where(
 
 
 async def _apply(connection: AsyncConnection, changes: Mapping[Pair, RangeChanges]) -> None:
-    inserts = [_row(pair, r) for pair, change in changes.items() for r in change.inserts]
+    inserts = [range_row(pair, r) for pair, change in changes.items() for r in change.inserts]
     updates = [
         {"rid": r.range_id, "new_start": r.start, "new_end": r.end, "new_expiry": r.expires_at}
         for change in changes.values()
@@ -317,7 +317,7 @@ async def _apply(connection: AsyncConnection, changes: Mapping[Pair, RangeChange
         await connection.execute(delete(_RANGES).where(_RANGES.c.range_id.in_(deletes)))
 
 
-def _row(pair: Pair, r: Recorded) -> dict[str, Any]:
+def range_row(pair: Pair, r: Recorded) -> dict[str, Any]:
     device_id, subscription_id = pair
     return {
         "device_id": device_id,
@@ -597,43 +597,3 @@ async def delete_grants(session: AsyncSession, object_keys: Sequence[str]) -> in
         delete(UploadGrant).where(col(UploadGrant.object_key).in_(list(object_keys)))
     )
     return int(result.rowcount)
-
-
-# Schema step ---------------------------------------------------------------------------
-
-
-def backfill_ranges(connection: Connection) -> int:
-    """Build the ranges of every segment already indexed (the schema step that added the
-    table); one device/subscription at a time. Return how many ranges were written."""
-    pairs = connection.execute(
-        sa_select(_SEGMENTS.c.device_id, _SEGMENTS.c.subscription_id).distinct()
-    ).all()
-    written = 0
-    for device_id, subscription_id in pairs:
-        segments = connection.execute(
-            sa_select(_SEGMENTS.c.start, _SEGMENTS.c.end, _SEGMENTS.c.expires_at).where(
-                _SEGMENTS.c.device_id == device_id,
-                _SEGMENTS.c.subscription_id == subscription_id,
-            )
-        )
-        change = fold_ranges([], [Recorded(*row) for row in segments])
-        if change.inserts:
-            connection.execute(
-                insert(_RANGES), [_row((device_id, subscription_id), r) for r in change.inserts]
-            )
-        written += len(change.inserts)
-    return written
-
-
-def rekey_grants(connection: Connection) -> int:
-    """Give the pending upload grants the service's id of their camera's segment (the
-    schema step that scoped segment ids to their camera), so that their notices, arriving
-    after the upgrade, find them; return how many. Indexed segments keep their ids."""
-    rows = connection.execute(sa_select(_GRANTS.c.segment_id, _GRANTS.c.device_id)).all()
-    if rows:
-        rekey = update(_GRANTS).where(_GRANTS.c.segment_id == bindparam("old"))
-        connection.execute(
-            rekey.values(segment_id=bindparam("new")),
-            [{"old": s, "new": service_segment_id(device, s)} for s, device in rows],
-        )
-    return len(rows)

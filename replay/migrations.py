@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractAsyncContextManager
 
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, Table, bindparam, insert, inspect, update
+from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel
 
 # Every module that declares tables, imported for them (they join SQLModel.metadata).
@@ -20,8 +21,10 @@ import devices.commands
 import devices.credentials
 import devices.models
 import devices.router_store
-from replay import index_store
-from replay.models import RecordedRange, Segment
+from replay.index_store import range_row
+from replay.models import RecordedRange, Segment, UploadGrant
+from replay.playback import Recorded, fold_ranges
+from replay.recording import service_segment_id
 from storage.db import Database, Migration, schema_version
 
 log = logging.getLogger(__name__)
@@ -29,15 +32,54 @@ log = logging.getLogger(__name__)
 #: Every table of the service.
 METADATA = SQLModel.metadata
 
+SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
+RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
+GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
+
+
+def backfill_ranges(connection: Connection) -> int:
+    """Build the ranges of every segment already indexed (the schema step that added the
+    table); one device/subscription at a time. Return how many ranges were written."""
+    pairs = connection.execute(
+        sa_select(SEGMENTS.c.device_id, SEGMENTS.c.subscription_id).distinct()
+    ).all()
+    written = 0
+    for device_id, subscription_id in pairs:
+        segments = connection.execute(
+            sa_select(SEGMENTS.c.start, SEGMENTS.c.end, SEGMENTS.c.expires_at).where(
+                SEGMENTS.c.device_id == device_id,
+                SEGMENTS.c.subscription_id == subscription_id,
+            )
+        )
+        change = fold_ranges([], [Recorded(*row) for row in segments])
+        if change.inserts:
+            connection.execute(
+                insert(RANGES), [range_row((device_id, subscription_id), r) for r in change.inserts]
+            )
+        written += len(change.inserts)
+    return written
+
+
+def rekey_grants(connection: Connection) -> int:
+    """Give the pending upload grants the service's id of their camera's segment (the
+    schema step that scoped segment ids to their camera), so that their notices, arriving
+    after the upgrade, find them; return how many. Indexed segments keep their ids."""
+    rows = connection.execute(sa_select(GRANTS.c.segment_id, GRANTS.c.device_id)).all()
+    if rows:
+        rekey = update(GRANTS).where(GRANTS.c.segment_id == bindparam("old"))
+        connection.execute(
+            rekey.values(segment_id=bindparam("new")),
+            [{"old": s, "new": service_segment_id(device, s)} for s, device in rows],
+        )
+    return len(rows)
+
 
 def _add_recorded_ranges(conn: Connection) -> None:
     RecordedRange.__table__.create(conn)  # type: ignore[attr-defined]
     for index in Segment.__table__.indexes:  # type: ignore[attr-defined]
         if index.name == "segments_by_event":
             index.create(conn)
-    log.info(
-        "recorded ranges built from the indexed segments: %d", index_store.backfill_ranges(conn)
-    )
+    log.info("recorded ranges built from the indexed segments: %d", backfill_ranges(conn))
 
 
 def _add_device_credentials(conn: Connection) -> None:
@@ -68,7 +110,7 @@ def _scope_segment_ids(conn: Connection) -> None:
     the device and the camera's id (issue 14, :func:`replay.recording.service_segment_id`).
     Indexed segments keep their ids, so the URLs handed out keep their meaning; the pending
     upload grants take the new ids, so that the notices settling them find them."""
-    log.info("upload grants re-keyed by camera: %d", index_store.rekey_grants(conn))
+    log.info("upload grants re-keyed by camera: %d", rekey_grants(conn))
 
 
 #: Schema steps after version 1 (the first release's tables), in order.
