@@ -115,9 +115,14 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
         await session.commit()
     ttl = services.settings.upload_url_ttl_seconds
     for ask, grant in granted:
-        put = await services.store.presign_put(grant.object_key, expires_in=ttl)
+        # The URL binds the grant's size and SHA-256 (the grant's: a repeated request with
+        # other values gets the first grant's URL), so the store refuses other bytes.
+        put = await services.store.presign_put(
+            grant.object_key, expires_in=ttl, size=grant.bytes, sha256=grant.sha256
+        )
         decisions["accepted"] += 1
-        # ``headers``: what the PUT must carry (S3: the signed ``If-None-Match: *``).
+        # ``headers``: what the PUT must carry (S3: the signed ``If-None-Match: *`` and
+        # ``x-amz-checksum-sha256``; the filesystem store's URL carries all it needs).
         fields = {
             "url": put.url,
             "key": grant.object_key,

@@ -10,13 +10,18 @@ Every key is checked by :func:`validate_key` before any request is made. S3 answ
 endpoint, becomes :class:`S3StoreError` carrying the operation and S3's error code.
 
 Presigned PUTs are conditional writes (``If-None-Match: *``, signed): an upload never
-replaces an object. Presigned URLs are signed with the wall clock: the store checks them
+replaces an object. They also bind the body: ``Content-Length`` and
+``x-amz-checksum-sha256`` are signed headers, so the store refuses, before storing, a body
+of another length (403: the signature) or another digest (400 ``BadDigest``). Found on
+SeaweedFS 4.48 by ``tests/test_s3store.py``; AWS S3 documents both; see docs/uploads.md.
+Presigned URLs are signed with the wall clock: the store checks them
 against its own clock, so the injected service clock cannot take part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import logging
 import re
@@ -35,6 +40,7 @@ from storage.objects import (
     ObjectNotFound,
     ObjectStoreError,
     PresignedPut,
+    check_upload,
     validate_key,
     validate_prefix,
 )
@@ -384,7 +390,7 @@ class S3ObjectStore:
                 )
 
     # -- presigned URLs ----------------------------------------------------------------
-    async def _presign(self, method: str, key: str, expires_in: int, **params: str) -> str:
+    async def _presign(self, method: str, key: str, expires_in: int, **params: Any) -> str:
         validate_key(key)
         if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
             raise ValueError(f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
@@ -400,13 +406,34 @@ class S3ObjectStore:
     async def presign_get(self, key: str, *, expires_in: int) -> str:
         return await self._presign("get_object", key, expires_in)
 
-    async def presign_put(self, key: str, *, expires_in: int) -> PresignedPut:
-        """A conditional write: ``If-None-Match: *`` is among the URL's signed headers, so
-        the PUT must carry it (dropped or changed: 403) and a store that honours it answers
-        412 when the key exists. SeaweedFS 4.48 does both (tests/test_s3store.py); a store
-        that ignores the header would let a live URL replace its object."""
-        url = await self._presign("put_object", key, expires_in, IfNoneMatch="*")
-        return PresignedPut(url, {"If-None-Match": "*"})
+    async def presign_put(
+        self, key: str, *, expires_in: int, size: int, sha256: str
+    ) -> PresignedPut:
+        """A conditional write of exactly the granted bytes. botocore lists ``content-length``,
+        ``if-none-match`` and ``x-amz-checksum-sha256`` among the URL's signed headers, so
+        the PUT must carry them as signed. What SeaweedFS 4.48 does (tests/test_s3store.py):
+        a body of another length, or the checksum header dropped or changed, is 403
+        ``SignatureDoesNotMatch``; a body of the right length with another SHA-256 is 400
+        ``BadDigest`` (its message names Content-MD5, but the SHA-256 is what it checks);
+        an existing key is 412; none of them leaves an object. AWS S3 documents the same
+        (a signed header must match; a checksum header that differs from the body fails
+        the PUT). A store that ignored ``x-amz-checksum-sha256`` (older Ceph RGW) would
+        still hold the size, not the digest: run tests/test_s3store.py against it.
+
+        The headers to send: ``If-None-Match`` and ``x-amz-checksum-sha256`` (base64 of
+        the digest, as S3 wants it); ``Content-Length`` is the body's own, which any HTTP
+        client sends (not chunked)."""
+        check_upload(size, sha256)
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+        url = await self._presign(
+            "put_object",
+            key,
+            expires_in,
+            IfNoneMatch="*",
+            ContentLength=size,
+            ChecksumSHA256=checksum,
+        )
+        return PresignedPut(url, {"If-None-Match": "*", "x-amz-checksum-sha256": checksum})
 
     # -- retention ---------------------------------------------------------------------
     async def set_lifecycle_expiry(self, rules: Mapping[str, int]) -> bool:

@@ -1,5 +1,6 @@
 """Uploads cannot be replaced (issue 13, item 5; issue 14, "re-upload over an indexed
-segment"), end to end on each stack (filesystem store; SeaweedFS with SQLite and PostgreSQL).
+segment"), and the store takes only the bytes granted (issue 16, item 2; issue 14, item 5),
+end to end on each stack (filesystem store; SeaweedFS with SQLite and PostgreSQL).
 
 An eavesdropper on the broker reads the upload URL the service hands a camera in
 ``upload/res``. Once the segment is indexed, neither that URL (still valid) nor a new
@@ -22,6 +23,7 @@ import aiomqtt
 from yarl import URL
 
 from devices.clock import ManualClock
+from tests.conftest import eventually
 from tests.services import Broker
 from tests.test_presence import running
 from tests.test_recording_e2e import Home, camera, home, home_settings
@@ -49,18 +51,24 @@ async def answer_for(spy: aiomqtt.Client, segment_id: str) -> dict[str, Any]:
     raise AssertionError(f"no upload/res for {segment_id}")
 
 
-async def ask(spy: aiomqtt.Client, device_id: str, segment_id: str, home: Home) -> dict[str, Any]:
-    """Publish an ``upload/req`` for ``segment_id`` as ``device_id``; return the answer."""
+def declared(segment_id: str, home: Home, data: bytes = ATTACKER) -> dict[str, Any]:
+    """The fields of an ``upload/req`` (and its ``segment`` notice) declaring ``data``."""
     start = home.clock.now() - timedelta(seconds=10)
-    request = {
-        "req_id": f"again-{device_id}",
+    return {
         "segment_id": segment_id,
         "kind": "continuous",
         "start": start.isoformat(),
         "end": (start + timedelta(seconds=10)).isoformat(),
-        "bytes": len(ATTACKER),
-        "sha256": hashlib.sha256(ATTACKER).hexdigest(),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+async def ask(
+    spy: aiomqtt.Client, device_id: str, segment_id: str, home: Home, data: bytes = ATTACKER
+) -> dict[str, Any]:
+    """Publish an ``upload/req`` for ``segment_id`` as ``device_id``; return the answer."""
+    request = {"req_id": f"again-{device_id}", **declared(segment_id, home, data)}
     await spy.subscribe(f"kj/v1/dev/{device_id}/upload/res", qos=1)
     await spy.publish(f"kj/v1/dev/{device_id}/upload/req", json.dumps(request), qos=1)
     return await answer_for(spy, segment_id)
@@ -98,10 +106,12 @@ async def test_an_indexed_segment_cannot_be_replaced_nor_requested_again(
         assert seg.data is not None
         assert await served(home, seg.segment_id) == seg.data
 
-        # The handed-out URL is still valid, but it stores only a new object.
-        assert await put(sniffed["url"], ATTACKER, sniffed["headers"]) == 412
+        # The handed-out URL is still valid, but it stores only a new object...
+        assert await put(sniffed["url"], seg.data, sniffed["headers"]) == 412
+        # ... of the granted bytes only (issue 16): other ones are refused by the binding.
+        assert await put(sniffed["url"], ATTACKER, sniffed["headers"]) in (400, 403, 413)
         # Without the headers: S3 refuses the signature (403), the filesystem store the key.
-        assert await put(sniffed["url"], ATTACKER, {}) in (403, 412)
+        assert await put(sniffed["url"], seg.data, {}) in (403, 412)
 
         # A new request for the indexed segment, by its camera or another, gets no URL.
         for device_id in ("cam-1", "cam-2"):
@@ -130,3 +140,50 @@ async def test_an_upload_url_lives_upload_url_ttl_seconds(
         status = await put(answer["url"], ATTACKER, answer["headers"])
     on_s3 = stack.get("object_store_url", "").startswith("s3://")
     assert status == (200 if on_s3 else 403)
+
+
+async def test_the_store_takes_only_the_granted_bytes_and_indexing_trusts_it(
+    home: Home, broker: Broker, stack: dict[str, str]
+) -> None:
+    """Issue 16 item 2, issue 14 item 5: the upload URL binds the declared size and SHA-256,
+    so the store refuses a longer, shorter or altered body before storing anything; the
+    notice of the good one is indexed without a read-back, those of the refused ones are
+    rejected as missing, and the indexed object still cannot be overwritten."""
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    video = bytes(range(256)) * 80
+    bodies = {
+        "long": video + b"\x00",
+        "short": video[:-1],
+        "altered": b"\x47" + video[1:],
+        "absent": None,
+        "good": video,
+    }
+    on_s3 = stack.get("object_store_url", "").startswith("s3://")
+    refused = {"long": 403 if on_s3 else 413, "short": 403 if on_s3 else 400, "altered": 400}
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="cam-1") as device:
+        answers = {name: await ask(device, "cam-1", f"seg-{name}", home, video) for name in bodies}
+        assert all(answer["ok"] for answer in answers.values()), answers
+        for name, status in refused.items():
+            answer = answers[name]
+            assert await put(answer["url"], bodies[name] or b"", answer["headers"]) == status
+        store = home.gw.services.store
+        keys = [answers[name]["key"] for name in bodies]
+        assert [await store.head(key) for key in keys] == [None] * len(keys)  # nothing left
+        good = answers["good"]
+        assert await put(good["url"], video, good["headers"]) == 200
+        for name in bodies:
+            notice = json.dumps(declared(f"seg-{name}", home, video))
+            await device.publish("kj/v1/dev/cam-1/segment", notice, qos=1)
+    registry = home.gw.services.metrics.registry
+
+    async def settled() -> bool:
+        missing = {"reason": "missing_object"}
+        return registry.get_sample_value("kanjia_segments_rejected_total", missing) == 4
+
+    await eventually(settled)
+    await home.wait_indexed(1)
+    assert await served(home, "seg-good") == video
+    # Still no overwrite: neither the same bytes (the key is taken) nor others (the binding).
+    assert await put(good["url"], video, good["headers"]) == 412
+    assert await put(good["url"], bodies["altered"] or b"", good["headers"]) in (400, 412)
+    assert await served(home, "seg-good") == video
