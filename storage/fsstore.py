@@ -10,7 +10,9 @@ Presigned URLs point at the gateway's own HTTP (``{base_url}/objects/{key}``) an
 constant time. An upload URL also carries the granted ``bytes`` and ``sha256``, covered by
 its signature (:meth:`verify_put`); :meth:`create_verified` streams the body to a
 temporary file, counting and hashing, and links it into place only if both match. So
-every object a device stored here was checked on the way in (issue 16, item 2).
+every object a device stored here was checked on the way in: the store's record that an
+upload is what was granted is the object's presence under its key, with its size
+(:meth:`stat_many`), and nothing is read back to index it (issue 16, item 2).
 """
 
 from __future__ import annotations
@@ -218,20 +220,14 @@ class FilesystemObjectStore:
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
-    async def get_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
+    async def stat_many(self, keys: Sequence[str]) -> builtins.list[ObjectInfo | None]:
         for key in keys:
             validate_key(key)
         # One trip to a worker thread for the whole batch, not one per object.
-        return await asyncio.to_thread(self._read_many, keys)
+        return await asyncio.to_thread(self._stat_many, keys)
 
-    def _read_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
-        found: builtins.list[bytes | None] = []
-        for key in keys:
-            try:
-                found.append(self._read(key))
-            except ObjectNotFound:
-                found.append(None)
-        return found
+    def _stat_many(self, keys: Sequence[str]) -> builtins.list[ObjectInfo | None]:
+        return [self._info(key, self._stat(key)) for key in keys]
 
     @staticmethod
     def _info(key: str, st: os.stat_result | None) -> ObjectInfo | None:

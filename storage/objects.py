@@ -123,9 +123,10 @@ class ObjectStore(Protocol):
         """The object's bytes; :class:`ObjectNotFound` if absent."""
         ...
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The objects' bytes in the keys' order, ``None`` for an absent one (a batch read:
-        the indexer verifies hundreds of uploads at once)."""
+    async def stat_many(self, keys: Sequence[str]) -> list[ObjectInfo | None]:
+        """Each key's size (and metadata) in the keys' order, ``None`` for an absent one:
+        the indexer confirms hundreds of uploads at once, in a few requests, never reading
+        an object (the store checked its bytes on the way in: :meth:`presign_put`)."""
         ...
 
     async def head(self, key: str) -> ObjectInfo | None:

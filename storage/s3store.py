@@ -14,7 +14,8 @@ replaces an object. They also bind the body: ``Content-Length`` and
 ``x-amz-checksum-sha256`` are signed headers, so the store refuses, before storing, a body
 of another length (403: the signature) or another digest (400 ``BadDigest``). Found on
 SeaweedFS 4.48 by ``tests/test_s3store.py``; AWS S3 documents both; see docs/uploads.md.
-Presigned URLs are signed with the wall clock: the store checks them
+Indexing then confirms uploads by listing (:meth:`S3ObjectStore.stat_many`), never by
+reading them back. Presigned URLs are signed with the wall clock: the store checks them
 against its own clock, so the injected service clock cannot take part.
 """
 
@@ -51,7 +52,8 @@ DEFAULT_REGION = "us-east-1"
 MAX_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 MAX_LIST_PAGE = 1000  # ListObjectsV2 returns at most 1000 keys per page
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # signature v4 presigned URLs live at most 7 days
-GET_MANY_CONCURRENCY = 16  # requests of one batch read in flight at once
+STAT_CONCURRENCY = 16  # requests of one batch existence check in flight at once
+STAT_LIST_SLACK = 16  # a span listing asks for this many keys beyond those it looks for
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9-]+$")
@@ -302,19 +304,69 @@ class S3ObjectStore:
                 data = await body.read()
         return bytes(data)
 
-    async def get_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
+    async def stat_many(self, keys: Sequence[str]) -> builtins.list[ObjectInfo | None]:
+        """Sizes of a batch of keys in a few requests, never one read per object.
+
+        The keys are grouped by their directory (a recording's is one camera's day): a
+        directory asked for one key gets a HEAD; one asked for several gets a listing of
+        just their span (``StartAfter`` the first, until the last is passed). A key the
+        listing did not show is confirmed by a HEAD, so an answer never depends on a
+        store's listing order (SeaweedFS walks its tree; a flat directory is in key
+        order), and costs an extra request only for an object that is really missing.
+        At most :data:`STAT_CONCURRENCY` requests are in flight.
+        """
         for key in keys:
             validate_key(key)
-        gate = asyncio.Semaphore(GET_MANY_CONCURRENCY)
+        groups: dict[str, set[str]] = {}
+        for key in keys:
+            groups.setdefault(key.rpartition("/")[0] + "/", set()).add(key)
+        gate = asyncio.Semaphore(STAT_CONCURRENCY)
+        found: dict[str, ObjectInfo] = {}
 
-        async def one(key: str) -> bytes | None:
+        async def listed(prefix: str, wanted: set[str]) -> None:
+            if len(wanted) > 1:
+                async with gate:
+                    found.update(await self._list_span(prefix, sorted(wanted)))
+            await asyncio.gather(*(headed(key) for key in wanted if key not in found))
+
+        async def headed(key: str) -> None:
             async with gate:
-                try:
-                    return await self.get(key)
-                except ObjectNotFound:
-                    return None
+                info = await self.head(key)
+            if info is not None:
+                found[key] = info
 
-        return list(await asyncio.gather(*(one(key) for key in keys)))
+        await asyncio.gather(*(listed(prefix, wanted) for prefix, wanted in groups.items()))
+        return [found.get(key) for key in keys]
+
+    async def _list_span(self, prefix: str, wanted: builtins.list[str]) -> dict[str, ObjectInfo]:
+        """The objects among ``wanted`` (sorted, all directly in ``prefix``) that one span
+        of ListObjectsV2 pages shows, from just before the first to past the last."""
+        client = self._require_client()
+        seen: dict[str, ObjectInfo] = {}
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "Delimiter": "/",
+            # The first key less its last character sorts just before it.
+            "StartAfter": wanted[0][:-1],
+            "MaxKeys": min(self._list_page_size, len(wanted) + STAT_LIST_SLACK),
+        }
+        targets = set(wanted)
+        while True:
+            with _s3_errors("ListObjectsV2"):
+                page = await client.list_objects_v2(**kwargs)
+            items = page.get("Contents", [])
+            for item in items:
+                if item["Key"] in targets:
+                    seen[item["Key"]] = _info(
+                        item["Key"], item["Size"], item.get("LastModified"), item.get("ETag")
+                    )
+            last = items[-1]["Key"] if items else None
+            token = page.get("NextContinuationToken")
+            done = len(seen) == len(targets) or last is None or last >= wanted[-1]
+            if done or not page.get("IsTruncated") or not token:
+                return seen
+            kwargs["ContinuationToken"] = token
 
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)

@@ -57,18 +57,31 @@ async def test_put_get_head_copy_list_delete(store: FilesystemObjectStore) -> No
         await store.copy("nope/x", "y/x")
 
 
-async def test_get_many_keeps_the_order_and_marks_the_absent(
+async def test_stat_many_keeps_the_order_and_marks_the_absent(
     store: FilesystemObjectStore,
 ) -> None:
     await store.put("rec/7d/cam-1/a.ts", b"aaa")
     await store.put("rec/7d/cam-1/b.ts", b"bbbb")
     (store.root / "rec/7d/cam-1/dir.ts").mkdir()
-    found = await store.get_many(
-        ["rec/7d/cam-1/b.ts", "rec/7d/cam-1/gone.ts", "rec/7d/cam-1/dir.ts", "rec/7d/cam-1/a.ts"]
+    found = await store.stat_many(
+        [
+            "rec/7d/cam-1/b.ts",
+            "rec/7d/cam-1/gone.ts",
+            "rec/7d/cam-1/dir.ts",
+            "rec/7d/cam-1/a.ts",
+            "rec/7d/cam-1/a.ts/under-a-file.ts",
+        ]
     )
-    assert found == [b"bbbb", None, None, b"aaa"]
+    assert [None if info is None else (info.key, info.size) for info in found] == [
+        ("rec/7d/cam-1/b.ts", 4),
+        None,
+        None,
+        ("rec/7d/cam-1/a.ts", 3),
+        None,
+    ]
+    assert await store.stat_many([]) == []
     with pytest.raises(InvalidKey):
-        await store.get_many(["rec/7d/cam-1/a.ts", "../etc/passwd"])
+        await store.stat_many(["rec/7d/cam-1/a.ts", "../etc/passwd"])
 
 
 async def test_create_never_replaces_an_object(store: FilesystemObjectStore) -> None:

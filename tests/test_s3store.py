@@ -8,7 +8,9 @@ import hashlib
 import logging
 import re
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -147,7 +149,7 @@ OPERATIONS: list[Any] = [
     pytest.param(lambda s, k: s.copy(k, "ok/dest"), id="copy-source"),
     pytest.param(lambda s, k: s.copy("ok/source", k), id="copy-dest"),
     pytest.param(lambda s, k: s.delete_many(["ok/first", k]), id="delete-many"),
-    pytest.param(lambda s, k: s.get_many(["ok/first", k]), id="get-many"),
+    pytest.param(lambda s, k: s.stat_many(["ok/first", k]), id="stat-many"),
     pytest.param(_list_all, id="list"),
     pytest.param(lambda s, k: s.presign_get(k, expires_in=60), id="presign-get"),
     pytest.param(
@@ -211,13 +213,62 @@ async def test_missing_key(store: S3ObjectStore) -> None:
     assert await store.head("missing/nothing.ts") is None
 
 
-async def test_get_many_keeps_the_order_and_marks_the_absent(store: S3ObjectStore) -> None:
-    keys = [f"many/cam-1/{n:02d}.ts" for n in range(20)]
-    for n, key in enumerate(keys):
-        await store.put(key, f"segment {n}".encode())
-    found = await store.get_many([keys[3], "many/cam-1/absent.ts", *keys])
-    assert found == [b"segment 3", None, *(f"segment {n}".encode() for n in range(20))]
-    assert await store.get_many([]) == []
+@contextmanager
+def counting(store: S3ObjectStore) -> Iterator[Counter[str]]:
+    """The S3 operations the store calls meanwhile, by name."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    events = store._require_client().meta.events
+    events.register("before-call.s3", count)
+    try:
+        yield calls
+    finally:
+        events.unregister("before-call.s3", count)
+
+
+def day_key(camera: str, n: int) -> str:
+    return f"stat/{camera}/2026/11/20/{n:06d}-continuous-{camera}-{n}.ts"
+
+
+async def test_stat_many_lists_a_directory_once_and_heads_the_rest(store: S3ObjectStore) -> None:
+    """Issue 16, item 2: a batch of one camera's day is confirmed with one listing, not a
+    request per object; a lone key gets a HEAD; a key the listing lacks is confirmed
+    absent by a HEAD."""
+    asked = [day_key("cam-1", n) for n in range(0, 300, 10)]  # 30 keys in one directory
+    missing = {asked[7], asked[-1]}
+    for n, key in enumerate(asked):
+        if key not in missing:
+            await store.put(key, b"s" * (n + 1))
+    for n in range(5, 300, 50):  # objects in the span nobody asked about
+        await store.put(day_key("cam-1", n), b"other")
+    await store.put(day_key("cam-2", 0), b"alone")
+    batch = [day_key("cam-2", 0), *reversed(asked)]
+    with counting(store) as calls:
+        found = await store.stat_many(batch)
+    assert calls == {"ListObjectsV2": 1, "HeadObject": 1 + len(missing)}
+    sizes = {key: (None if key in missing else asked.index(key) + 1) for key in asked}
+    assert [None if info is None else info.size for info in found] == [
+        len(b"alone"),
+        *(sizes[key] for key in reversed(asked)),
+    ]
+    assert [info.key if info else None for info in found] == [
+        None if key in missing else key for key in batch
+    ]
+    assert await store.stat_many([]) == []
+
+
+async def test_stat_many_follows_the_pages_of_a_span(seaweed: SeaweedServer) -> None:
+    asked = [day_key("cam-3", n) for n in range(12)]
+    async with _store_on(seaweed, list_page_size=5) as small_pages:
+        for key in asked:
+            await small_pages.put(key, b"x" * 7)
+        with counting(small_pages) as calls:
+            found = await small_pages.stat_many(asked)
+    assert calls == {"ListObjectsV2": 3}
+    assert [info.size if info else None for info in found] == [7] * 12
 
 
 async def test_copy(store: S3ObjectStore) -> None:

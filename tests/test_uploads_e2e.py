@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -23,10 +24,12 @@ import aiomqtt
 from yarl import URL
 
 from devices.clock import ManualClock
+from storage.s3store import S3ObjectStore
 from tests.conftest import eventually
 from tests.services import Broker
 from tests.test_presence import running
 from tests.test_recording_e2e import Home, camera, home, home_settings
+from tests.test_s3store import counting
 
 __all__ = ["home", "home_settings"]  # the fixtures, shared with the recording tests
 
@@ -167,20 +170,26 @@ async def test_the_store_takes_only_the_granted_bytes_and_indexing_trusts_it(
             answer = answers[name]
             assert await put(answer["url"], bodies[name] or b"", answer["headers"]) == status
         store = home.gw.services.store
+        assert isinstance(store, S3ObjectStore) == on_s3
         keys = [answers[name]["key"] for name in bodies]
-        assert [await store.head(key) for key in keys] == [None] * len(keys)  # nothing left
+        assert await store.stat_many(keys) == [None] * len(keys)  # nothing left behind
         good = answers["good"]
         assert await put(good["url"], video, good["headers"]) == 200
-        for name in bodies:
-            notice = json.dumps(declared(f"seg-{name}", home, video))
-            await device.publish("kj/v1/dev/cam-1/segment", notice, qos=1)
-    registry = home.gw.services.metrics.registry
+        with ExitStack() as watching:
+            calls = Counter[str]()
+            if isinstance(store, S3ObjectStore):
+                calls = watching.enter_context(counting(store))
+            for name in bodies:
+                notice = json.dumps(declared(f"seg-{name}", home, video))
+                await device.publish("kj/v1/dev/cam-1/segment", notice, qos=1)
+            registry = home.gw.services.metrics.registry
 
-    async def settled() -> bool:
-        missing = {"reason": "missing_object"}
-        return registry.get_sample_value("kanjia_segments_rejected_total", missing) == 4
+            async def settled() -> bool:
+                missing = {"reason": "missing_object"}
+                return registry.get_sample_value("kanjia_segments_rejected_total", missing) == 4
 
-    await eventually(settled)
+            await eventually(settled)
+    assert calls["GetObject"] == 0, "indexing read an object back"
     await home.wait_indexed(1)
     assert await served(home, "seg-good") == video
     # Still no overwrite: neither the same bytes (the key is taken) nor others (the binding).
