@@ -9,9 +9,10 @@ Pre-loading the broker measures each consumer's own capacity, not the publisher'
 
 The gateway's figure includes all the work of each message: telemetry updates presence
 (coalesced writes), an event is inserted into ``camera_events``, and a segment notice is
-verified against the object store (size and SHA-256 of a ``--segment-bytes`` object) and
-indexed (the upload grant becomes a ``segments`` row). Grants and objects are prepared
-beforehand, as the upload handshake would have left them.
+confirmed against the object store (its ``--segment-bytes`` object exists with the granted
+size: the store checked its SHA-256 when it was uploaded, docs/uploads.md) and indexed (the
+upload grant becomes a ``segments`` row). Grants and objects are prepared beforehand, as
+the upload handshake would have left them.
 
 With ``--gateways N`` the gateway side is N gateway processes on one shared subscription
 (``KANJIA_MQTT_SHARED_GROUP``: the broker deals the queued messages out between their
