@@ -241,8 +241,13 @@ class FilesystemObjectStore:
         return self._info(key, await asyncio.to_thread(self._stat, key))
 
     def _stat(self, key: str) -> os.stat_result | None:
+        # Not through _path(): resolving a path walks it one lstat per component in Python,
+        # which dominated a batch check (issue 16). validate_key() leaves no '..' nor an
+        # absolute path, and the store never makes symlinks; a symlink at the key itself is
+        # no object (lstat). Only a size is revealed here, never contents: get() resolves.
+        validate_key(key)
         try:
-            st = self._path(key).stat()
+            st = os.lstat(os.path.join(self.root, key))
         except (FileNotFoundError, NotADirectoryError):
             return None
         return st if stat.S_ISREG(st.st_mode) else None

@@ -63,8 +63,10 @@ async def test_stat_many_keeps_the_order_and_marks_the_absent(
     await store.put("rec/7d/cam-1/a.ts", b"aaa")
     await store.put("rec/7d/cam-1/b.ts", b"bbbb")
     (store.root / "rec/7d/cam-1/dir.ts").mkdir()
+    (store.root / "rec/7d/cam-1/link.ts").symlink_to(store.root / "rec/7d/cam-1/a.ts")
     found = await store.stat_many(
         [
+            "rec/7d/cam-1/link.ts",  # a symlink is no object (the store never makes one)
             "rec/7d/cam-1/b.ts",
             "rec/7d/cam-1/gone.ts",
             "rec/7d/cam-1/dir.ts",
@@ -73,6 +75,7 @@ async def test_stat_many_keeps_the_order_and_marks_the_absent(
         ]
     )
     assert [None if info is None else (info.key, info.size) for info in found] == [
+        None,
         ("rec/7d/cam-1/b.ts", 4),
         None,
         None,
