@@ -23,7 +23,9 @@ gateways together on a signal, so that none drains alone while another is still 
 ``--gateways 1`` measures one gateway the same way, for the comparison.
 
 Run: ``.venv/bin/python -m bench.ingest [--messages 10000] [--db sqlite|postgresql]
-[--per-kind] [--profile FILE] [--gateways N]``. Goal: >= 0.8 of the bare rate.
+[--store file|s3] [--per-kind] [--profile FILE] [--gateways N]``; ``--store s3`` runs a
+private SeaweedFS (``weed mini``) for the objects instead of the filesystem store.
+Goal: >= 0.8 of the bare rate.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -62,6 +65,7 @@ from replay.models import CameraEvent, Segment, UploadGrant
 from replay.recording import SegmentKind, object_key
 from simulators.fleet import parse_metrics
 from simulators.media import synthetic_segment
+from tests.seaweed import seaweed_server
 from tests.services import mosquitto
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -394,6 +398,7 @@ async def run_once(
     devices: int,
     profile: Path | None,
     gateways: int,
+    store_url: str | None = None,
 ) -> tuple[Drain, Drain, float]:
     bare = BareSubscriber(port)
     bare.register()
@@ -402,7 +407,7 @@ async def run_once(
             bench_settings(
                 tmp,
                 database_url=url,
-                object_store_url=(tmp / f"objects-{db}").as_uri(),
+                object_store_url=store_url or (tmp / f"objects-{db}").as_uri(),
                 mqtt_url=f"mqtt://127.0.0.1:{port}",
                 mqtt_client_id=f"kanjia-bench-ingest-{db}-{n}",
                 mqtt_shared_group=SHARED_GROUP if gateways else "",
@@ -495,7 +500,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     heading(
         f"ingest: {args.messages} messages from {args.devices} cameras, QoS 1, "
-        f"database {args.db}, segments of {args.segment_bytes} bytes, {side}"
+        f"database {args.db}, store {args.store}, segments of {args.segment_bytes} bytes, "
+        f"{side}"
     )
     for label, mix in mixes:
         messages, grants, objects = build_messages(
@@ -503,7 +509,11 @@ async def run(args: argparse.Namespace) -> None:
         )
         with tempfile.TemporaryDirectory(prefix="kanjia-bench-ingest-") as tmp_name:
             tmp = Path(tmp_name)
-            with mosquitto(tmp) as broker:
+            with mosquitto(tmp) as broker, ExitStack() as stack:
+                store_url = None
+                if args.store == "s3":
+                    seaweed = stack.enter_context(seaweed_server(tmp / "seaweed"))
+                    store_url = seaweed.url_for_bucket("kanjia-bench-ingest")
                 baseline, measured, publish_rate = await run_once(
                     tmp=tmp,
                     db=args.db,
@@ -514,6 +524,7 @@ async def run(args: argparse.Namespace) -> None:
                     devices=args.devices,
                     profile=args.profile if label.startswith("mix") else None,
                     gateways=args.gateways,
+                    store_url=store_url,
                 )
         row(f"{label}: publisher (pre-load)", f"{publish_rate:,.0f} msg/s")
         row(f"{label}: bare paho subscriber", f"{baseline.rate:,.0f} msg/s")
@@ -535,6 +546,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=1_000)
     parser.add_argument("--segment-bytes", type=int, default=66_000)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--store",
+        choices=("file", "s3"),
+        default="file",
+        help="the object store: files (default) or a private SeaweedFS (weed mini)",
+    )
     parser.add_argument("--per-kind", action="store_true", help="also each kind alone")
     parser.add_argument("--profile", type=Path, help="cProfile the gateway's drain (mix)")
     parser.add_argument("--seed", type=int, default=1)
