@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from storage.fsstore import (
     SignedUpload,
 )
 from storage.objects import InvalidKey, ObjectExists, ObjectNotFound, UploadRefused
-from tests.conftest import T0, StartGateway
+from tests.conftest import T0, StartGateway, eventually
 
 
 @pytest.fixture
@@ -328,3 +329,38 @@ async def test_an_upload_of_other_bytes_is_refused_before_it_is_stored(
         r = await http.put(url, data=data)
         assert (r.status, (await r.json())["error"]["code"]) == (412, "object_exists")
         assert leftovers(store) == [key]
+
+
+async def test_a_client_gone_mid_body_leaves_nothing(
+    start_gateway: StartGateway, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No temporary file left, and no error logged: a camera losing its link mid-upload
+    is an outcome, not a fault of the service."""
+    data = bytes(range(256)) * 4096  # 1 MiB
+    key = "rec/7d/cam-1/cut.ts"
+    async with start_gateway(clock=clock, mqtt=False) as gw:
+        store = gw.services.fs_store
+        assert store is not None
+        url = URL((await store.presign_put(key, expires_in=60, **granted(data))).url)
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        head = (
+            f"PUT {url.raw_path_qs} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        )
+        writer.write(head.encode() + data[: len(data) // 2])
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the half body is taken in (and written to a temp file)
+        writer.close()
+        await writer.wait_closed()
+        del reader
+
+        async def cleaned() -> bool:
+            return leftovers(store) == []
+
+        await eventually(cleaned)
+        assert await store.head(key) is None
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == []
+        answered = {"route": "/objects/{key}", "status": "400"}
+        registry = gw.services.metrics.registry
+        assert registry.get_sample_value("kanjia_http_requests_total", answered) == 1

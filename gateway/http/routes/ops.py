@@ -183,6 +183,9 @@ async def put_object(request: web.Request) -> web.StreamResponse:
     except UploadRefused as exc:
         status = 413 if exc.reason == "too_large" else 400
         raise ApiError(status, exc.reason, str(exc)) from exc
+    except ConnectionResetError as exc:
+        # The client went away mid-body: nothing was stored; an outcome, not a fault.
+        raise ApiError(400, "upload_incomplete", "the connection closed mid-body") from exc
     return web.Response(status=200)
 
 
