@@ -9,9 +9,10 @@ Pre-loading the broker measures each consumer's own capacity, not the publisher'
 
 The gateway's figure includes all the work of each message: telemetry updates presence
 (coalesced writes), an event is inserted into ``camera_events``, and a segment notice is
-verified against the object store (size and SHA-256 of a ``--segment-bytes`` object) and
-indexed (the upload grant becomes a ``segments`` row). Grants and objects are prepared
-beforehand, as the upload handshake would have left them.
+confirmed against the object store (its ``--segment-bytes`` object exists with the granted
+size: the store checked its SHA-256 when it was uploaded, docs/uploads.md) and indexed (the
+upload grant becomes a ``segments`` row). Grants and objects are prepared beforehand, as
+the upload handshake would have left them.
 
 With ``--gateways N`` the gateway side is N gateway processes on one shared subscription
 (``KANJIA_MQTT_SHARED_GROUP``: the broker deals the queued messages out between their
@@ -22,7 +23,9 @@ gateways together on a signal, so that none drains alone while another is still 
 ``--gateways 1`` measures one gateway the same way, for the comparison.
 
 Run: ``.venv/bin/python -m bench.ingest [--messages 10000] [--db sqlite|postgresql]
-[--per-kind] [--profile FILE] [--gateways N]``. Goal: >= 0.8 of the bare rate.
+[--store file|s3] [--per-kind] [--profile FILE] [--gateways N]``; ``--store s3`` runs a
+private SeaweedFS (``weed mini``) for the objects instead of the filesystem store.
+Goal: >= 0.8 of the bare rate.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -61,6 +65,7 @@ from replay.models import CameraEvent, Segment, UploadGrant
 from replay.recording import SegmentKind, object_key, service_segment_id
 from simulators.fleet import parse_metrics
 from simulators.media import synthetic_segment
+from tests.seaweed import seaweed_server
 from tests.services import mosquitto
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -81,6 +86,7 @@ class Drain:
     messages: int
     seconds: float
     shares: tuple[int, ...] = ()  # messages each gateway process handled
+    cpu_seconds: float | None = None  # this process's CPU (all threads) over the drain
 
     @property
     def rate(self) -> float:
@@ -280,7 +286,11 @@ async def gateway_drain(gateway: Gateway, expected: int, segments: int, events: 
 
     The gateway's own counters are polled every ``POLL`` seconds (reading three counters
     costs the loop a few microseconds); the database is read once at the end, to confirm.
+    The process's CPU time over the drain (every thread; the publisher and the bare
+    subscriber are done by then) is the gateway's cost per message, a figure that a busy
+    shared machine disturbs far less than a rate.
     """
+    cpu_began = time.process_time()
     first = None
     deadline = time.perf_counter() + 900
     while True:
@@ -301,12 +311,13 @@ async def gateway_drain(gateway: Gateway, expected: int, segments: int, events: 
         await asyncio.sleep(POLL if first is not None else 0.001)
     assert first is not None
     elapsed = time.perf_counter() - first
+    cpu = time.process_time() - cpu_began
     async with gateway.services.db.session() as session:
         rows = (await session.exec(select(func.count()).select_from(Segment))).one()
         event_rows = (await session.exec(select(func.count()).select_from(CameraEvent))).one()
     if rows < segments or event_rows < events:
         raise RuntimeError(f"counted {indexed} segments but found {rows} rows")
-    return Drain(expected, elapsed)
+    return Drain(expected, elapsed, cpu_seconds=cpu)
 
 
 # -- several gateway processes on the shared subscription -------------------------------
@@ -393,6 +404,7 @@ async def run_once(
     devices: int,
     profile: Path | None,
     gateways: int,
+    store_url: str | None = None,
 ) -> tuple[Drain, Drain, float]:
     bare = BareSubscriber(port)
     bare.register()
@@ -401,7 +413,7 @@ async def run_once(
             bench_settings(
                 tmp,
                 database_url=url,
-                object_store_url=(tmp / f"objects-{db}").as_uri(),
+                object_store_url=store_url or (tmp / f"objects-{db}").as_uri(),
                 mqtt_url=f"mqtt://127.0.0.1:{port}",
                 mqtt_client_id=f"kanjia-bench-ingest-{db}-{n}",
                 mqtt_shared_group=SHARED_GROUP if gateways else "",
@@ -494,7 +506,8 @@ async def run(args: argparse.Namespace) -> None:
     )
     heading(
         f"ingest: {args.messages} messages from {args.devices} cameras, QoS 1, "
-        f"database {args.db}, segments of {args.segment_bytes} bytes, {side}"
+        f"database {args.db}, store {args.store}, segments of {args.segment_bytes} bytes, "
+        f"{side}"
     )
     for label, mix in mixes:
         messages, grants, objects = build_messages(
@@ -502,7 +515,11 @@ async def run(args: argparse.Namespace) -> None:
         )
         with tempfile.TemporaryDirectory(prefix="kanjia-bench-ingest-") as tmp_name:
             tmp = Path(tmp_name)
-            with mosquitto(tmp) as broker:
+            with mosquitto(tmp) as broker, ExitStack() as stack:
+                store_url = None
+                if args.store == "s3":
+                    seaweed = stack.enter_context(seaweed_server(tmp / "seaweed"))
+                    store_url = seaweed.url_for_bucket("kanjia-bench-ingest")
                 baseline, measured, publish_rate = await run_once(
                     tmp=tmp,
                     db=args.db,
@@ -513,12 +530,16 @@ async def run(args: argparse.Namespace) -> None:
                     devices=args.devices,
                     profile=args.profile if label.startswith("mix") else None,
                     gateways=args.gateways,
+                    store_url=store_url,
                 )
         row(f"{label}: publisher (pre-load)", f"{publish_rate:,.0f} msg/s")
         row(f"{label}: bare paho subscriber", f"{baseline.rate:,.0f} msg/s")
         row(f"{label}: gateway, indexing done", f"{measured.rate:,.0f} msg/s")
         if measured.shares:
             row(f"{label}: messages per gateway process", " / ".join(map(str, measured.shares)))
+        if measured.cpu_seconds is not None:
+            per_message = measured.cpu_seconds / measured.messages * 1e6
+            row(f"{label}: gateway CPU per message", f"{per_message:,.0f} µs")
         row(
             f"{label}: ratio gateway / bare (goal >= 0.8)",
             ratio(measured.rate, baseline.rate),
@@ -534,6 +555,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=1_000)
     parser.add_argument("--segment-bytes", type=int, default=66_000)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--store",
+        choices=("file", "s3"),
+        default="file",
+        help="the object store: files (default) or a private SeaweedFS (weed mini)",
+    )
     parser.add_argument("--per-kind", action="store_true", help="also each kind alone")
     parser.add_argument("--profile", type=Path, help="cProfile the gateway's drain (mix)")
     parser.add_argument("--seed", type=int, default=1)

@@ -3,26 +3,28 @@
 ``upload/req`` → the service decides (pure :func:`replay.recording.decide_upload`) →
 ``upload/res`` with a short-lived presigned PUT URL (and the headers the PUT must carry)
 or a refusal naming the rule → the camera PUTs a new object (never a replacement) →
-``segment`` → the service checks the object exists with the announced size (and
-checksum, for small objects) before indexing it. A camera's ``segment_id`` is its own:
-grants and segments are keyed by (device id, ``segment_id``), indexed under the service's
-id of it (:func:`replay.recording.service_segment_id`), which the app sees. Indexing is
-idempotent by camera segment (events by ``event_id``); an indexed segment is acknowledged
-data and survives a restart, and a new request for it is refused ``segment_exists``.
+``segment`` → the service checks the object exists with the granted size before indexing
+it (the store refused any other bytes on the way in: the URL binds the grant's size and
+SHA-256, :meth:`storage.objects.ObjectStore.presign_put`). A camera's ``segment_id`` is its
+own: grants and segments are keyed by (device id, ``segment_id``), indexed under the
+service's id of it (:func:`replay.recording.service_segment_id`), which the app sees.
+Indexing is idempotent by camera segment (events by ``event_id``); an indexed segment is
+acknowledged data and survives a restart, and a new request for it is refused
+``segment_exists``.
 
 Messages arrive checked and typed (:mod:`gateway.mqtt.messages`: a malformed one is
 counted at the edge; an invalid upload request is answered by :func:`refuse_invalid`) and
 are written in batches by the gateway's group commits (:mod:`gateway.batching`):
 :func:`answer_uploads` decides a batch of requests with a handful of queries and one
 commit, then answers each;
-:func:`index_batch` checks a batch of uploaded objects with one batch read and indexes them,
+:func:`index_batch` confirms a batch of uploaded objects with one batch existence check
+(:meth:`~storage.objects.ObjectStore.stat_many`: no object is read back) and indexes them,
 with the batch's events, in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -47,9 +49,6 @@ from replay.models import UploadGrant
 from replay.subscriptions import active_subscriptions
 
 log = logging.getLogger(__name__)
-
-#: Objects up to this size have their SHA-256 checked before indexing.
-CHECKSUM_LIMIT = 2 * 1024 * 1024
 
 #: What the recording group commit indexes: segment notices and camera events.
 RecordingItem = SegmentNotice | EventNotice
@@ -117,9 +116,14 @@ async def answer_uploads(services: Services, asks: Sequence[UploadAsk]) -> None:
         await session.commit()
     ttl = services.settings.upload_url_ttl_seconds
     for ask, grant in granted:
-        put = await services.store.presign_put(grant.object_key, expires_in=ttl)
+        # The URL binds the grant's size and SHA-256 (the grant's: a repeated request with
+        # other values gets the first grant's URL), so the store refuses other bytes.
+        put = await services.store.presign_put(
+            grant.object_key, expires_in=ttl, size=grant.bytes, sha256=grant.sha256
+        )
         decisions["accepted"] += 1
-        # ``headers``: what the PUT must carry (S3: the signed ``If-None-Match: *``).
+        # ``headers``: what the PUT must carry (S3: the signed ``If-None-Match: *`` and
+        # ``x-amz-checksum-sha256``; the filesystem store's URL carries all it needs).
         fields = {
             "url": put.url,
             "key": grant.object_key,
@@ -250,32 +254,25 @@ async def _index_segments(
 
 
 async def _verify(services: Services, grants: list[UploadGrant]) -> list[str | None]:
-    """For each grant, why its object may not be indexed, or ``None``. Small objects are
-    read (one batch read) and their size and SHA-256 checked; large ones only looked at."""
-    small = [grant for grant in grants if grant.bytes <= CHECKSUM_LIMIT]
-    found = await services.store.get_many([grant.object_key for grant in small])
-    # One worker-thread trip hashes the batch (hashlib lets go of the GIL).
-    digests = await asyncio.to_thread(
-        lambda: [None if data is None else hashlib.sha256(data).hexdigest() for data in found]
-    )
-    problems = {
-        grant.segment_id: _problem(grant, None if data is None else len(data), digest)
-        for grant, data, digest in zip(small, found, digests, strict=True)
-    }
-    for grant in grants:
-        if grant.bytes > CHECKSUM_LIMIT:
-            info = await services.store.head(grant.object_key)
-            problems[grant.segment_id] = _problem(grant, None if info is None else info.size)
-    return [problems[grant.segment_id] for grant in grants]
+    """For each grant, why its object may not be indexed, or ``None``.
+
+    One batch existence check (:meth:`~storage.objects.ObjectStore.stat_many`), no object
+    read back: the upload URL bound the grant's size and SHA-256 and the store refused any
+    other body before storing it (docs/uploads.md), so an object under the granted key with
+    the granted size is the granted one. The size is still compared: it costs nothing and
+    catches an object put there by other means."""
+    infos = await services.store.stat_many([grant.object_key for grant in grants])
+    return [
+        _problem(grant, None if info is None else info.size)
+        for grant, info in zip(grants, infos, strict=True)
+    ]
 
 
-def _problem(grant: UploadGrant, size: int | None, digest: str | None = None) -> str | None:
+def _problem(grant: UploadGrant, size: int | None) -> str | None:
     if size is None:
         return "missing_object"
     if size != grant.bytes:
         return "size_mismatch"
-    if digest is not None and digest != grant.sha256:
-        return "checksum_mismatch"
     return None
 
 

@@ -35,6 +35,19 @@ class ObjectExists(ObjectStoreError):
         self.key = key
 
 
+class UploadRefused(ObjectStoreError):
+    """A presigned upload's body is not what its URL was granted for; nothing was stored.
+
+    ``reason`` is ``too_large`` (more bytes than granted: refused as soon as they came),
+    ``size_mismatch`` (fewer) or ``checksum_mismatch`` (the SHA-256 differs).
+    """
+
+    def __init__(self, key: str, reason: str, message: str) -> None:
+        super().__init__(f"upload to {key!r} refused: {message}")
+        self.key = key
+        self.reason = reason
+
+
 class ObjectNotFound(ObjectStoreError, KeyError):
     """No object under that key."""
 
@@ -58,6 +71,17 @@ class PresignedPut:
 
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_upload(size: int, sha256: str) -> None:
+    """Raise ``ValueError`` unless ``size`` and ``sha256`` can bind a presigned upload."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"an upload's size must be a whole number of bytes >= 1, not {size!r}")
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise ValueError(f"sha256 must be 64 lower-case hexadecimal digits, not {sha256!r}")
 
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
@@ -99,9 +123,10 @@ class ObjectStore(Protocol):
         """The object's bytes; :class:`ObjectNotFound` if absent."""
         ...
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """The objects' bytes in the keys' order, ``None`` for an absent one (a batch read:
-        the indexer verifies hundreds of uploads at once)."""
+    async def stat_many(self, keys: Sequence[str]) -> list[ObjectInfo | None]:
+        """Each key's size (and metadata) in the keys' order, ``None`` for an absent one:
+        the indexer confirms hundreds of uploads at once, in a few requests, never reading
+        an object (the store checked its bytes on the way in: :meth:`presign_put`)."""
         ...
 
     async def head(self, key: str) -> ObjectInfo | None:
@@ -124,9 +149,16 @@ class ObjectStore(Protocol):
         """A URL that GETs the object for ``expires_in`` seconds without other credentials."""
         ...
 
-    async def presign_put(self, key: str, *, expires_in: int) -> PresignedPut:
+    async def presign_put(
+        self, key: str, *, expires_in: int, size: int, sha256: str
+    ) -> PresignedPut:
         """A URL that PUTs a new object for ``expires_in`` seconds without other
-        credentials; it never replaces an object already stored under ``key``."""
+        credentials; it never replaces an object already stored under ``key``.
+
+        The URL binds the body: the store refuses, before storing anything, a body that is
+        not exactly ``size`` bytes whose SHA-256 is ``sha256`` (hex). So an object found
+        under a key presigned so *is* those bytes, and indexing need not read it back
+        (issue 16, item 2; docs/uploads.md says how each store enforces it)."""
         ...
 
     async def close(self) -> None: ...

@@ -10,13 +10,19 @@ Every key is checked by :func:`validate_key` before any request is made. S3 answ
 endpoint, becomes :class:`S3StoreError` carrying the operation and S3's error code.
 
 Presigned PUTs are conditional writes (``If-None-Match: *``, signed): an upload never
-replaces an object. Presigned URLs are signed with the wall clock: the store checks them
+replaces an object. They also bind the body: ``Content-Length`` and
+``x-amz-checksum-sha256`` are signed headers, so the store refuses, before storing, a body
+of another length (403: the signature) or another digest (400 ``BadDigest``). Found on
+SeaweedFS 4.48 by ``tests/test_s3store.py``; AWS S3 documents both; see docs/uploads.md.
+Indexing then confirms uploads by listing (:meth:`S3ObjectStore.stat_many`), never by
+reading them back. Presigned URLs are signed with the wall clock: the store checks them
 against its own clock, so the injected service clock cannot take part.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import logging
 import re
@@ -35,6 +41,7 @@ from storage.objects import (
     ObjectNotFound,
     ObjectStoreError,
     PresignedPut,
+    check_upload,
     validate_key,
     validate_prefix,
 )
@@ -45,7 +52,8 @@ DEFAULT_REGION = "us-east-1"
 MAX_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 MAX_LIST_PAGE = 1000  # ListObjectsV2 returns at most 1000 keys per page
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # signature v4 presigned URLs live at most 7 days
-GET_MANY_CONCURRENCY = 16  # requests of one batch read in flight at once
+STAT_CONCURRENCY = 16  # requests of one batch existence check in flight at once
+STAT_LIST_SLACK = 16  # a span listing asks for this many keys beyond those it looks for
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9-]+$")
@@ -296,19 +304,69 @@ class S3ObjectStore:
                 data = await body.read()
         return bytes(data)
 
-    async def get_many(self, keys: Sequence[str]) -> builtins.list[bytes | None]:
+    async def stat_many(self, keys: Sequence[str]) -> builtins.list[ObjectInfo | None]:
+        """Sizes of a batch of keys in a few requests, never one read per object.
+
+        The keys are grouped by their directory (a recording's is one camera's day): a
+        directory asked for one key gets a HEAD; one asked for several gets a listing of
+        just their span (``StartAfter`` the first, until the last is passed). A key the
+        listing did not show is confirmed by a HEAD, so an answer never depends on a
+        store's listing order (SeaweedFS walks its tree; a flat directory is in key
+        order), and costs an extra request only for an object that is really missing.
+        At most :data:`STAT_CONCURRENCY` requests are in flight.
+        """
         for key in keys:
             validate_key(key)
-        gate = asyncio.Semaphore(GET_MANY_CONCURRENCY)
+        groups: dict[str, set[str]] = {}
+        for key in keys:
+            groups.setdefault(key.rpartition("/")[0] + "/", set()).add(key)
+        gate = asyncio.Semaphore(STAT_CONCURRENCY)
+        found: dict[str, ObjectInfo] = {}
 
-        async def one(key: str) -> bytes | None:
+        async def listed(prefix: str, wanted: set[str]) -> None:
+            if len(wanted) > 1:
+                async with gate:
+                    found.update(await self._list_span(prefix, sorted(wanted)))
+            await asyncio.gather(*(headed(key) for key in wanted if key not in found))
+
+        async def headed(key: str) -> None:
             async with gate:
-                try:
-                    return await self.get(key)
-                except ObjectNotFound:
-                    return None
+                info = await self.head(key)
+            if info is not None:
+                found[key] = info
 
-        return list(await asyncio.gather(*(one(key) for key in keys)))
+        await asyncio.gather(*(listed(prefix, wanted) for prefix, wanted in groups.items()))
+        return [found.get(key) for key in keys]
+
+    async def _list_span(self, prefix: str, wanted: builtins.list[str]) -> dict[str, ObjectInfo]:
+        """The objects among ``wanted`` (sorted, all directly in ``prefix``) that one span
+        of ListObjectsV2 pages shows, from just before the first to past the last."""
+        client = self._require_client()
+        seen: dict[str, ObjectInfo] = {}
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "Delimiter": "/",
+            # The first key less its last character sorts just before it.
+            "StartAfter": wanted[0][:-1],
+            "MaxKeys": min(self._list_page_size, len(wanted) + STAT_LIST_SLACK),
+        }
+        targets = set(wanted)
+        while True:
+            with _s3_errors("ListObjectsV2"):
+                page = await client.list_objects_v2(**kwargs)
+            items = page.get("Contents", [])
+            for item in items:
+                if item["Key"] in targets:
+                    seen[item["Key"]] = _info(
+                        item["Key"], item["Size"], item.get("LastModified"), item.get("ETag")
+                    )
+            last = items[-1]["Key"] if items else None
+            token = page.get("NextContinuationToken")
+            done = len(seen) == len(targets) or last is None or last >= wanted[-1]
+            if done or not page.get("IsTruncated") or not token:
+                return seen
+            kwargs["ContinuationToken"] = token
 
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
@@ -384,7 +442,7 @@ class S3ObjectStore:
                 )
 
     # -- presigned URLs ----------------------------------------------------------------
-    async def _presign(self, method: str, key: str, expires_in: int, **params: str) -> str:
+    async def _presign(self, method: str, key: str, expires_in: int, **params: Any) -> str:
         validate_key(key)
         if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
             raise ValueError(f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
@@ -400,13 +458,34 @@ class S3ObjectStore:
     async def presign_get(self, key: str, *, expires_in: int) -> str:
         return await self._presign("get_object", key, expires_in)
 
-    async def presign_put(self, key: str, *, expires_in: int) -> PresignedPut:
-        """A conditional write: ``If-None-Match: *`` is among the URL's signed headers, so
-        the PUT must carry it (dropped or changed: 403) and a store that honours it answers
-        412 when the key exists. SeaweedFS 4.48 does both (tests/test_s3store.py); a store
-        that ignores the header would let a live URL replace its object."""
-        url = await self._presign("put_object", key, expires_in, IfNoneMatch="*")
-        return PresignedPut(url, {"If-None-Match": "*"})
+    async def presign_put(
+        self, key: str, *, expires_in: int, size: int, sha256: str
+    ) -> PresignedPut:
+        """A conditional write of exactly the granted bytes. botocore lists ``content-length``,
+        ``if-none-match`` and ``x-amz-checksum-sha256`` among the URL's signed headers, so
+        the PUT must carry them as signed. What SeaweedFS 4.48 does (tests/test_s3store.py):
+        a body of another length, or the checksum header dropped or changed, is 403
+        ``SignatureDoesNotMatch``; a body of the right length with another SHA-256 is 400
+        ``BadDigest`` (its message names Content-MD5, but the SHA-256 is what it checks);
+        an existing key is 412; none of them leaves an object. AWS S3 documents the same
+        (a signed header must match; a checksum header that differs from the body fails
+        the PUT). A store that ignored ``x-amz-checksum-sha256`` (older Ceph RGW) would
+        still hold the size, not the digest: run tests/test_s3store.py against it.
+
+        The headers to send: ``If-None-Match`` and ``x-amz-checksum-sha256`` (base64 of
+        the digest, as S3 wants it); ``Content-Length`` is the body's own, which any HTTP
+        client sends (not chunked)."""
+        check_upload(size, sha256)
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
+        url = await self._presign(
+            "put_object",
+            key,
+            expires_in,
+            IfNoneMatch="*",
+            ContentLength=size,
+            ChecksumSHA256=checksum,
+        )
+        return PresignedPut(url, {"If-None-Match": "*", "x-amz-checksum-sha256": checksum})
 
     # -- retention ---------------------------------------------------------------------
     async def set_lifecycle_expiry(self, rules: Mapping[str, int]) -> bool:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import re
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -146,10 +149,12 @@ OPERATIONS: list[Any] = [
     pytest.param(lambda s, k: s.copy(k, "ok/dest"), id="copy-source"),
     pytest.param(lambda s, k: s.copy("ok/source", k), id="copy-dest"),
     pytest.param(lambda s, k: s.delete_many(["ok/first", k]), id="delete-many"),
-    pytest.param(lambda s, k: s.get_many(["ok/first", k]), id="get-many"),
+    pytest.param(lambda s, k: s.stat_many(["ok/first", k]), id="stat-many"),
     pytest.param(_list_all, id="list"),
     pytest.param(lambda s, k: s.presign_get(k, expires_in=60), id="presign-get"),
-    pytest.param(lambda s, k: s.presign_put(k, expires_in=60), id="presign-put"),
+    pytest.param(
+        lambda s, k: s.presign_put(k, expires_in=60, size=1, sha256="0" * 64), id="presign-put"
+    ),
 ]
 
 
@@ -208,13 +213,62 @@ async def test_missing_key(store: S3ObjectStore) -> None:
     assert await store.head("missing/nothing.ts") is None
 
 
-async def test_get_many_keeps_the_order_and_marks_the_absent(store: S3ObjectStore) -> None:
-    keys = [f"many/cam-1/{n:02d}.ts" for n in range(20)]
-    for n, key in enumerate(keys):
-        await store.put(key, f"segment {n}".encode())
-    found = await store.get_many([keys[3], "many/cam-1/absent.ts", *keys])
-    assert found == [b"segment 3", None, *(f"segment {n}".encode() for n in range(20))]
-    assert await store.get_many([]) == []
+@contextmanager
+def counting(store: S3ObjectStore) -> Iterator[Counter[str]]:
+    """The S3 operations the store calls meanwhile, by name."""
+    calls: Counter[str] = Counter()
+
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
+
+    events = store._require_client().meta.events
+    events.register("before-call.s3", count)
+    try:
+        yield calls
+    finally:
+        events.unregister("before-call.s3", count)
+
+
+def day_key(camera: str, n: int) -> str:
+    return f"stat/{camera}/2026/11/20/{n:06d}-continuous-{camera}-{n}.ts"
+
+
+async def test_stat_many_lists_a_directory_once_and_heads_the_rest(store: S3ObjectStore) -> None:
+    """Issue 16, item 2: a batch of one camera's day is confirmed with one listing, not a
+    request per object; a lone key gets a HEAD; a key the listing lacks is confirmed
+    absent by a HEAD."""
+    asked = [day_key("cam-1", n) for n in range(0, 300, 10)]  # 30 keys in one directory
+    missing = {asked[7], asked[-1]}
+    for n, key in enumerate(asked):
+        if key not in missing:
+            await store.put(key, b"s" * (n + 1))
+    for n in range(5, 300, 50):  # objects in the span nobody asked about
+        await store.put(day_key("cam-1", n), b"other")
+    await store.put(day_key("cam-2", 0), b"alone")
+    batch = [day_key("cam-2", 0), *reversed(asked)]
+    with counting(store) as calls:
+        found = await store.stat_many(batch)
+    assert calls == {"ListObjectsV2": 1, "HeadObject": 1 + len(missing)}
+    sizes = {key: (None if key in missing else asked.index(key) + 1) for key in asked}
+    assert [None if info is None else info.size for info in found] == [
+        len(b"alone"),
+        *(sizes[key] for key in reversed(asked)),
+    ]
+    assert [info.key if info else None for info in found] == [
+        None if key in missing else key for key in batch
+    ]
+    assert await store.stat_many([]) == []
+
+
+async def test_stat_many_follows_the_pages_of_a_span(seaweed: SeaweedServer) -> None:
+    asked = [day_key("cam-3", n) for n in range(12)]
+    async with _store_on(seaweed, list_page_size=5) as small_pages:
+        for key in asked:
+            await small_pages.put(key, b"x" * 7)
+        with counting(small_pages) as calls:
+            found = await small_pages.stat_many(asked)
+    assert calls == {"ListObjectsV2": 3}
+    assert [info.size if info else None for info in found] == [7] * 12
 
 
 async def test_copy(store: S3ObjectStore) -> None:
@@ -297,9 +351,14 @@ async def test_wrong_secret_is_refused(seaweed: SeaweedServer, store: S3ObjectSt
 # -- presigned URLs --------------------------------------------------------------------
 
 
+def granted(data: bytes) -> dict[str, Any]:
+    """``presign_put``'s binding of ``data``: its size and SHA-256."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 async def test_presigned_put_then_get(store: S3ObjectStore) -> None:
     data = bytes(range(256)) * 64
-    put = await store.presign_put("ps/cam-1/upload.ts", expires_in=60)
+    put = await store.presign_put("ps/cam-1/upload.ts", expires_in=60, **granted(data))
     get_url = await store.presign_get("ps/cam-1/upload.ts", expires_in=60)
     async with aiohttp.ClientSession() as http:
         async with http.put(URL(put.url, encoded=True), data=data, headers=put.headers) as response:
@@ -366,7 +425,7 @@ async def test_tampered_presigned_get_is_refused(
 
 
 async def test_presigned_put_to_another_key_is_refused(store: S3ObjectStore) -> None:
-    put = await store.presign_put("ps/put/mine.ts", expires_in=60)
+    put = await store.presign_put("ps/put/mine.ts", expires_in=60, **granted(b"forged"))
     url = put.url
     forged = url.replace("/ps/put/mine.ts?", "/ps/put/theirs.ts?")
     assert forged != url
@@ -409,29 +468,37 @@ async def test_a_conditional_put_onto_an_existing_key_is_refused(store: S3Object
 
 
 async def test_a_presigned_put_never_replaces_what_it_stored(store: S3ObjectStore) -> None:
-    put = await store.presign_put("inm/cam-1/seg.ts", expires_in=60)
-    assert put.headers == {"If-None-Match": "*"}
+    put = await store.presign_put("inm/cam-1/seg.ts", expires_in=60, **granted(b"original"))
+    assert put.headers["If-None-Match"] == "*"
     assert "if-none-match" in parse_qs(urlsplit(put.url).query)["X-Amz-SignedHeaders"][0]
     assert (await _put(put.url, b"original", put.headers))[0] == 200
-    status, body = await _put(put.url, b"attacker", put.headers)
+    status, body = await _put(put.url, b"original", put.headers)  # the very bytes granted
     assert (status, "PreconditionFailed" in body) == (412, True)
     await store.put("inm/cam-1/by-service.ts", b"the service's")
-    other = await store.presign_put("inm/cam-1/by-service.ts", expires_in=60)
+    other = await store.presign_put(
+        "inm/cam-1/by-service.ts", expires_in=60, **granted(b"attacker")
+    )
     assert (await _put(other.url, b"attacker", other.headers))[0] == 412
     assert await store.get("inm/cam-1/seg.ts") == b"original"
     assert await store.get("inm/cam-1/by-service.ts") == b"the service's"
 
 
+CHECKSUM = base64.b64encode(hashlib.sha256(b"attacker").digest()).decode()
+
+
 @pytest.mark.parametrize(
     "headers",
-    [pytest.param({}, id="dropped"), pytest.param({"If-None-Match": '"etag"'}, id="changed")],
+    [
+        pytest.param({"x-amz-checksum-sha256": CHECKSUM}, id="dropped"),
+        pytest.param({"If-None-Match": '"etag"', "x-amz-checksum-sha256": CHECKSUM}, id="changed"),
+    ],
 )
 async def test_the_condition_is_signed_into_the_url(
     store: S3ObjectStore, headers: dict[str, str]
 ) -> None:
     await store.put("inm/signed/kept.ts", b"original")
     for key in ("inm/signed/kept.ts", "inm/signed/fresh.ts"):
-        put = await store.presign_put(key, expires_in=60)
+        put = await store.presign_put(key, expires_in=60, **granted(b"attacker"))
         status, body = await _put(put.url, b"attacker", headers)
         assert (status, "SignatureDoesNotMatch" in body) == (403, True)
     assert await store.get("inm/signed/kept.ts") == b"original"
@@ -439,14 +506,63 @@ async def test_the_condition_is_signed_into_the_url(
 
 
 async def test_of_racing_presigned_puts_exactly_one_wins(store: S3ObjectStore) -> None:
-    put = await store.presign_put("inm/race.ts", expires_in=60)
-    bodies = [bytes([65 + i]) * 50_000 for i in range(16)]
+    body = bytes(range(250)) * 200
+    put = await store.presign_put("inm/race.ts", expires_in=60, **granted(body))
     statuses = [
         status
-        for status, _ in await asyncio.gather(*(_put(put.url, b, put.headers) for b in bodies))
+        for status, _ in await asyncio.gather(
+            *(_put(put.url, body, put.headers) for _ in range(16))
+        )
     ]
     assert sorted(statuses) == [200] + [412] * 15
-    assert await store.get("inm/race.ts") == bodies[statuses.index(200)]
+    assert await store.get("inm/race.ts") == body
+
+
+# What SeaweedFS 4.48 does with an upload URL that binds the body (issue 16, item 2; issue
+# 14, item 5), found here: botocore signs ``content-length`` and ``x-amz-checksum-sha256``
+# (given as ContentLength and ChecksumSHA256) into the presigned PUT, and SeaweedFS
+# - refuses a body of another length, longer or shorter, with 403 SignatureDoesNotMatch
+#   (the Content-Length differs from the signed one);
+# - refuses a body of the right length with other bytes with 400 BadDigest (its message
+#   says "Content-Md5", but the SHA-256 header is what it compared);
+# - refuses the PUT with the checksum header dropped or changed: 403 SignatureDoesNotMatch;
+# - stores nothing on any of these refusals (HEAD finds nothing; a retry with the right
+#   bytes through the same conditional URL still succeeds), and reports the checksum on a
+#   HEAD with ``ChecksumMode=ENABLED``; listings do not carry it.
+# A signed Content-Length alone (no checksum) lets other bytes of the same length in.
+
+
+async def test_a_presigned_put_takes_only_the_granted_bytes(store: S3ObjectStore) -> None:
+    data = bytes(range(256)) * 40
+    key = "bind/cam-1/seg.ts"
+    put = await store.presign_put(key, expires_in=60, **granted(data))
+    checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert put.headers == {"If-None-Match": "*", "x-amz-checksum-sha256": checksum}
+    signed = parse_qs(urlsplit(put.url).query)["X-Amz-SignedHeaders"][0].split(";")
+    assert {"content-length", "if-none-match", "x-amz-checksum-sha256"} <= set(signed)
+    other = b"\x47" + data[1:]
+    other_checksum = base64.b64encode(hashlib.sha256(other).digest()).decode()
+    refusals = [
+        (data + b"x", put.headers, 403, "SignatureDoesNotMatch"),
+        (data * 10, put.headers, 403, "SignatureDoesNotMatch"),
+        (data[:-1], put.headers, 403, "SignatureDoesNotMatch"),
+        (other, put.headers, 400, "BadDigest"),
+        (other, {"If-None-Match": "*"}, 403, "SignatureDoesNotMatch"),
+        (other, {"If-None-Match": "*", "x-amz-checksum-sha256": other_checksum}, 403,
+         "SignatureDoesNotMatch"),
+    ]  # fmt: skip
+    for body, headers, status, code in refusals:
+        got, text = await _put(put.url, body, headers)
+        assert (got, code in text) == (status, True), (len(body), headers, text)
+        assert await store.head(key) is None
+    assert (await _put(put.url, data, put.headers))[0] == 200
+    assert await store.get(key) == data
+    response = await store._require_client().head_object(
+        Bucket=BUCKET, Key=key, ChecksumMode="ENABLED"
+    )
+    assert response["ChecksumSHA256"] == checksum
+    status, text = await _put(put.url, data, put.headers)
+    assert (status, "PreconditionFailed" in text) == (412, True)
 
 
 # -- lifecycle -------------------------------------------------------------------------

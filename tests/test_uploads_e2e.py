@@ -1,5 +1,6 @@
 """Uploads cannot be replaced (issue 13, item 5; issue 14, "re-upload over an indexed
-segment"), end to end on each stack (filesystem store; SeaweedFS with SQLite and PostgreSQL).
+segment"), and the store takes only the bytes granted (issue 16, item 2; issue 14, item 5),
+end to end on each stack (filesystem store; SeaweedFS with SQLite and PostgreSQL).
 
 An eavesdropper on the broker reads the upload URL the service hands a camera in
 ``upload/res``. Once the segment is indexed, neither that URL (still valid) nor a new
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -24,9 +26,12 @@ from yarl import URL
 
 from devices.clock import ManualClock
 from replay.recording import service_segment_id
+from storage.s3store import S3ObjectStore
+from tests.conftest import eventually
 from tests.services import Broker
 from tests.test_presence import running
 from tests.test_recording_e2e import Home, app_id, camera, home, home_settings
+from tests.test_s3store import counting
 
 __all__ = ["home", "home_settings"]  # the fixtures, shared with the recording tests
 
@@ -54,8 +59,8 @@ async def answer_for(
     raise AssertionError(f"no upload/res for {segment_id}")
 
 
-def segment_body(segment_id: str, home: Home, data: bytes = ATTACKER) -> dict[str, Any]:
-    """The fields of an ``upload/req`` and ``segment`` of ``data``, recorded 10 s ago."""
+def declared(segment_id: str, home: Home, data: bytes = ATTACKER) -> dict[str, Any]:
+    """The fields of an ``upload/req`` (and its ``segment`` notice) declaring ``data``."""
     start = home.clock.now() - timedelta(seconds=10)
     return {
         "segment_id": segment_id,
@@ -71,7 +76,7 @@ async def ask(
     spy: aiomqtt.Client, device_id: str, segment_id: str, home: Home, data: bytes = ATTACKER
 ) -> dict[str, Any]:
     """Publish an ``upload/req`` for ``segment_id`` as ``device_id``; return the answer."""
-    request = {"req_id": f"again-{device_id}", **segment_body(segment_id, home, data)}
+    request = {"req_id": f"again-{device_id}", **declared(segment_id, home, data)}
     await spy.subscribe(f"kj/v1/dev/{device_id}/upload/res", qos=1)
     await spy.publish(f"kj/v1/dev/{device_id}/upload/req", json.dumps(request), qos=1)
     return await answer_for(spy, segment_id, device_id)
@@ -109,10 +114,12 @@ async def test_an_indexed_segment_cannot_be_replaced_nor_requested_again(
         assert seg.data is not None
         assert await served(home, app_id(seg)) == seg.data
 
-        # The handed-out URL is still valid, but it stores only a new object.
-        assert await put(sniffed["url"], ATTACKER, sniffed["headers"]) == 412
+        # The handed-out URL is still valid, but it stores only a new object...
+        assert await put(sniffed["url"], seg.data, sniffed["headers"]) == 412
+        # ... of the granted bytes only (issue 16): other ones are refused by the binding.
+        assert await put(sniffed["url"], ATTACKER, sniffed["headers"]) in (400, 403, 413)
         # Without the headers: S3 refuses the signature (403), the filesystem store the key.
-        assert await put(sniffed["url"], ATTACKER, {}) in (403, 412)
+        assert await put(sniffed["url"], seg.data, {}) in (403, 412)
 
         # A new request for the indexed segment by its camera gets no URL (issue 14)...
         again = await ask(spy, "cam-1", seg.segment_id, home)
@@ -134,7 +141,7 @@ async def record(
     answer = await ask(client, device_id, segment_id, home, data)
     assert answer["ok"], answer
     assert await put(answer["url"], data, answer["headers"]) in (200, 201)
-    notice = json.dumps(segment_body(segment_id, home, data))
+    notice = json.dumps(declared(segment_id, home, data))
     await client.publish(f"kj/v1/dev/{device_id}/segment", notice, qos=1)
     return answer
 
@@ -161,7 +168,7 @@ async def test_two_cameras_record_under_the_same_segment_id_and_neither_squats(
         assert mine["segment_id"] == squat["segment_id"] == "seg-0001", "the camera's own id"
         # A repeated notice changes nothing; each camera's id is indexed, so refused.
         for device_id in ("cam-1", "cam-2"):
-            notice = json.dumps(segment_body("seg-0001", home, video[device_id]))
+            notice = json.dumps(declared("seg-0001", home, video[device_id]))
             await client.publish(f"kj/v1/dev/{device_id}/segment", notice, qos=1)
             refused = await ask(client, device_id, "seg-0001", home, video[device_id])
             assert refused["code"] == "segment_exists", refused
@@ -188,3 +195,56 @@ async def test_an_upload_url_lives_upload_url_ttl_seconds(
         status = await put(answer["url"], ATTACKER, answer["headers"])
     on_s3 = stack.get("object_store_url", "").startswith("s3://")
     assert status == (200 if on_s3 else 403)
+
+
+async def test_the_store_takes_only_the_granted_bytes_and_indexing_trusts_it(
+    home: Home, broker: Broker, stack: dict[str, str]
+) -> None:
+    """Issue 16 item 2, issue 14 item 5: the upload URL binds the declared size and SHA-256,
+    so the store refuses a longer, shorter or altered body before storing anything; the
+    notice of the good one is indexed without a read-back, those of the refused ones are
+    rejected as missing, and the indexed object still cannot be overwritten."""
+    await home.subscribe("cam-1", "continuous-7d", "o-1")
+    video = bytes(range(256)) * 80
+    bodies = {
+        "long": video + b"\x00",
+        "short": video[:-1],
+        "altered": b"\x47" + video[1:],
+        "absent": None,
+        "good": video,
+    }
+    on_s3 = stack.get("object_store_url", "").startswith("s3://")
+    refused = {"long": 403 if on_s3 else 413, "short": 403 if on_s3 else 400, "altered": 400}
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="cam-1") as device:
+        answers = {name: await ask(device, "cam-1", f"seg-{name}", home, video) for name in bodies}
+        assert all(answer["ok"] for answer in answers.values()), answers
+        for name, status in refused.items():
+            answer = answers[name]
+            assert await put(answer["url"], bodies[name] or b"", answer["headers"]) == status
+        store = home.gw.services.store
+        assert isinstance(store, S3ObjectStore) == on_s3
+        keys = [answers[name]["key"] for name in bodies]
+        assert await store.stat_many(keys) == [None] * len(keys)  # nothing left behind
+        good = answers["good"]
+        assert await put(good["url"], video, good["headers"]) == 200
+        with ExitStack() as watching:
+            calls = Counter[str]()
+            if isinstance(store, S3ObjectStore):
+                calls = watching.enter_context(counting(store))
+            for name in bodies:
+                notice = json.dumps(declared(f"seg-{name}", home, video))
+                await device.publish("kj/v1/dev/cam-1/segment", notice, qos=1)
+            registry = home.gw.services.metrics.registry
+
+            async def settled() -> bool:
+                missing = {"reason": "missing_object"}
+                return registry.get_sample_value("kanjia_segments_rejected_total", missing) == 4
+
+            await eventually(settled)
+    assert calls["GetObject"] == 0, "indexing read an object back"
+    await home.wait_indexed(1)
+    assert await served(home, service_segment_id("cam-1", "seg-good")) == video
+    # Still no overwrite: neither the same bytes (the key is taken) nor others (the binding).
+    assert await put(good["url"], video, good["headers"]) == 412
+    assert await put(good["url"], bodies["altered"] or b"", good["headers"]) in (400, 412)
+    assert await served(home, service_segment_id("cam-1", "seg-good")) == video

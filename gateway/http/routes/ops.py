@@ -12,8 +12,8 @@ from devices.clock import ClockNotAdjustable
 from gateway import health, retention
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body
 from gateway.http.requests import OPENAPI, services_of
-from storage.fsstore import FilesystemObjectStore, SignatureError
-from storage.objects import ObjectExists, ObjectNotFound
+from storage.fsstore import FilesystemObjectStore, SignatureError, SignedUpload
+from storage.objects import ObjectExists, ObjectNotFound, UploadRefused
 
 api = Api()
 
@@ -99,16 +99,15 @@ async def advance_clock(request: web.Request) -> web.StreamResponse:
     return json_out(ClockOut(now=now.isoformat(), adjustable=True))
 
 
-def _signed(request: web.Request, method: str) -> tuple[FilesystemObjectStore, str]:
+def _fs_store(request: web.Request) -> FilesystemObjectStore:
     store = services_of(request).fs_store
     if store is None:
         raise ApiError(404, "not_found", "this gateway does not serve objects")
-    key = request.match_info["key"]
-    try:
-        store.verify(method, key, request.query.get("expires"), request.query.get("sig"))
-    except SignatureError as exc:
-        raise ApiError(403, "forbidden", f"presigned URL refused: {exc.reason}") from exc
-    return store, key
+    return store
+
+
+def _refused(exc: SignatureError) -> ApiError:
+    return ApiError(403, "forbidden", f"presigned URL refused: {exc.reason}")
 
 
 @api.route(
@@ -121,7 +120,12 @@ def _signed(request: web.Request, method: str) -> tuple[FilesystemObjectStore, s
     errors=(403, 404),
 )
 async def get_object(request: web.Request) -> web.StreamResponse:
-    store, key = _signed(request, "GET")
+    store = _fs_store(request)
+    key = request.match_info["key"]
+    try:
+        store.verify("GET", key, request.query.get("expires"), request.query.get("sig"))
+    except SignatureError as exc:
+        raise _refused(exc) from exc
     try:
         data = await store.get(key)
     except ObjectNotFound as exc:
@@ -130,21 +134,58 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     return web.Response(body=data, content_type=content_type)
 
 
+#: Read size of an upload's body (the store batches these into larger writes).
+UPLOAD_CHUNK = 64 * 1024
+
+
+def _granted(request: web.Request) -> tuple[FilesystemObjectStore, str, SignedUpload]:
+    """The store, the key and what the upload URL's signature binds (size, SHA-256); the
+    request's ``Content-Length`` must be that size, checked before any body is read."""
+    store = _fs_store(request)
+    key = request.match_info["key"]
+    query = request.query
+    try:
+        grant = store.verify_put(
+            key,
+            expires=query.get("expires"),
+            sig=query.get("sig"),
+            size=query.get("bytes"),
+            sha256=query.get("sha256"),
+        )
+    except SignatureError as exc:
+        raise _refused(exc) from exc
+    length = request.content_length
+    if length is None:
+        raise ApiError(411, "length_required", f"send Content-Length: {grant.size}")
+    if length > grant.size:
+        raise ApiError(413, "too_large", f"{length} bytes sent, {grant.size} granted")
+    if length < grant.size:
+        raise ApiError(400, "size_mismatch", f"{length} bytes sent, {grant.size} granted")
+    return store, key, grant
+
+
 @api.route(
     "PUT",
     "/objects/{key:.+}",
     auth="none",
     tag="objects",
-    summary="Upload a new object through a presigned URL; an existing one is never replaced",
-    errors=(403, 412),
+    summary="Upload a new object through a presigned URL: exactly the granted bytes (size "
+    "and SHA-256 bound into the URL), checked before it is stored; never a replacement",
+    errors=(400, 403, 411, 412, 413),
 )
 async def put_object(request: web.Request) -> web.StreamResponse:
-    store, key = _signed(request, "PUT")
+    store, key, grant = _granted(request)
     try:
-        await store.create(key, await request.read())
+        await store.create_verified(key, request.content.iter_chunked(UPLOAD_CHUNK), grant=grant)
     except ObjectExists as exc:
         # 412 as S3 answers a PUT with ``If-None-Match: *`` onto an existing key.
         raise ApiError(412, "object_exists", f"an object is already stored at {key}") from exc
+    except UploadRefused as exc:
+        status = 413 if exc.reason == "too_large" else 400
+        raise ApiError(status, exc.reason, str(exc)) from exc
+    except ConnectionResetError as exc:
+        # The client went away mid-body: nothing was stored; an outcome, not a fault.
+        raise ApiError(400, "upload_incomplete", "the connection closed mid-body") from exc
     return web.Response(status=200)
 
 
