@@ -129,6 +129,11 @@ class BrokerControl:
     def stop(self) -> None:
         self._stack.close()
 
+    @property
+    def saved(self) -> bool:
+        """Whether Mosquitto saved its state (it does when stopped, with persistence)."""
+        return (self._base / "mosquitto.db").is_file()
+
 
 @dataclass
 class Scenario:
@@ -334,7 +339,9 @@ async def test_broker_restart_with_persistence(
     scenario: OpenScenario, media: dict[str, bytes], table: list[str]
 ) -> None:
     async with scenario("broker-persistent", persistent_broker=True) as sc:
-        assert_nothing_lost(*await run_fault(sc, media, _restart_broker, table))
+        counts = await run_fault(sc, media, _restart_broker, table)
+        assert sc.broker.saved, "the broker restarted without its saved state"
+        assert_nothing_lost(*counts)
 
 
 async def test_broker_restart_without_persistence(
