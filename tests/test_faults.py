@@ -321,12 +321,16 @@ async def test_gateway_sigkill_mid_burst(
 async def test_gateway_sigterm_mid_burst(
     scenario: OpenScenario, media: dict[str, bytes], table: list[str]
 ) -> None:
+    codes: list[int] = []
+
     async def stop_and_restart(sc: Scenario) -> None:
-        assert await sc.gateway.signal(signal.SIGTERM) == 0
+        codes.append(await sc.gateway.signal(signal.SIGTERM))
         await sc.gateway.start()
 
     async with scenario("gateway-sigterm") as sc:
         assert_nothing_lost(*await run_fault(sc, media, stop_and_restart, table))
+        log = sc.gateway.log_path.read_text(errors="replace")
+        assert codes == [0], f"a graceful stop exits 0; its log ends:\n{log[-4000:]}"
 
 
 async def _restart_broker(sc: Scenario) -> None:
