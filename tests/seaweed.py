@@ -249,10 +249,11 @@ class SeaweedProcess:
             log = _log_tail(self._log_path)
             raise SeaweedStartError(f"{exc}; log {self._log_path}:\n{log}") from exc
 
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, SIGKILL after 10 s) and remove its gRPC sockets."""
+    def stop(self, *, grace: float = 10.0) -> None:
+        """Stop the process (SIGTERM, SIGKILL after ``grace`` seconds) and remove its gRPC
+        sockets."""
         if self._process is not None:
-            stop_process(self._process, grace=10.0)
+            stop_process(self._process, grace=grace)
             self._process = None
         _remove_grpc_sockets(self._ports, self._admin)
 

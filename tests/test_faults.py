@@ -362,7 +362,9 @@ async def test_object_store_outage(
     scenario: OpenScenario, media: dict[str, bytes], table: list[str], weed: SeaweedServer
 ) -> None:
     async def outage(sc: Scenario) -> None:
-        await asyncio.to_thread(weed.process.stop)
+        # SIGTERM; SIGKILL after 2 s: weed waits for idle keep-alive connections (the
+        # gateway's pool) and took the whole 10-s grace half the time.
+        await asyncio.to_thread(weed.process.stop, grace=2.0)
         await asyncio.sleep(OUTAGE_SECONDS)
         await asyncio.to_thread(weed.process.start)
 
