@@ -34,6 +34,20 @@ T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 
 PG_ENV = "KANJIA_TEST_POSTGRES_URL"
 
+#: Lines of the fault suite's counts table (``tests/test_faults.py``), printed after the run.
+FAULT_TABLE = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """The fault suite's counts, in every run's output (CI runs without ``-s``)."""
+    lines = config.stash.get(FAULT_TABLE, [])
+    if lines:
+        terminalreporter.write_sep("=", "fault suite: acknowledged, indexed, stored (issue 14)")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:

@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -59,6 +59,8 @@ class SeaweedServer:
     data_dir: Path
     log_path: Path
     startup_seconds: float
+    #: The running process, to stop and start again (an outage).
+    process: SeaweedProcess = field(repr=False, compare=False)
 
     def url_for_bucket(self, bucket: str) -> str:
         """The ``s3://`` URL that :meth:`S3ObjectStore.from_url` understands."""
@@ -191,33 +193,69 @@ def seaweed_server(tmp_dir: Path) -> Iterator[SeaweedServer]:
     started = time.monotonic()
     with ExitStack() as reserved:
         ports, admin = _reserve_ports(reserved)
-    s3_port = ports[_PLAIN_PORTS.index("s3.port")]
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            _command(data_dir, config, ports, admin),
-            cwd=data_dir,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    process = SeaweedProcess(data_dir, config, log_path, env=env, ports=ports, admin=admin)
+    log_path.write_bytes(b"")
+    process.start()
     try:
-        try:
-            _wait_for_s3(s3_port, process, STARTUP_TIMEOUT)
-        except SeaweedStartError as exc:
-            raise SeaweedStartError(f"{exc}; log {log_path}:\n{_log_tail(log_path)}") from exc
         yield SeaweedServer(
-            endpoint=endpoint,
+            endpoint=f"http://127.0.0.1:{process.s3_port}",
             access_key=access_key,
             secret_key=secret_key,
             region=REGION,
             data_dir=data_dir,
             log_path=log_path,
             startup_seconds=time.monotonic() - started,
+            process=process,
         )
     finally:
-        stop_process(process, grace=10.0)
-        _remove_grpc_sockets(ports, admin)
+        process.stop()
+
+
+class SeaweedProcess:
+    """The ``weed mini`` process of a server: :meth:`stop` (by its PID) and :meth:`start`
+    again on the same ports, data directory and credentials make an object-store outage."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: Path,
+        log_path: Path,
+        *,
+        env: dict[str, str],
+        ports: list[int],
+        admin: int,
+    ) -> None:
+        self._data_dir, self._config, self._log_path = data_dir, config, log_path
+        self._env, self._ports, self._admin = env, ports, admin
+        self.s3_port = ports[_PLAIN_PORTS.index("s3.port")]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start ``weed mini`` (its log appended) and wait until S3 answers."""
+        if self._process is not None and self._process.poll() is None:
+            raise RuntimeError("weed mini is already running")
+        with self._log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(
+                _command(self._data_dir, self._config, self._ports, self._admin),
+                cwd=self._data_dir,
+                env=self._env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            _wait_for_s3(self.s3_port, self._process, STARTUP_TIMEOUT)
+        except SeaweedStartError as exc:
+            self.stop()
+            log = _log_tail(self._log_path)
+            raise SeaweedStartError(f"{exc}; log {self._log_path}:\n{log}") from exc
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """Stop the process (SIGTERM, SIGKILL after ``grace`` seconds) and remove its gRPC
+        sockets."""
+        if self._process is not None:
+            stop_process(self._process, grace=grace)
+            self._process = None
+        _remove_grpc_sockets(self._ports, self._admin)
 
 
 def _remove_grpc_sockets(ports: list[int], admin: int) -> None:

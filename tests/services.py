@@ -61,9 +61,12 @@ def mosquitto_binary() -> str:
 
 
 @contextmanager
-def mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Broker]:
+def mosquitto(
+    tmp_dir: Path, *, port: int | None = None, persistent: bool = False
+) -> Iterator[Broker]:
     """A private Mosquitto on a free loopback port, or on ``port`` to restart one there
-    (anonymous, no persistence)."""
+    (anonymous). ``persistent``: it saves its retained messages and sessions in ``tmp_dir``
+    when stopped and loads them when started again there."""
     port = port or free_port()
     settings = (
         f"listener {port} 127.0.0.1\n"
@@ -72,22 +75,32 @@ def mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Broker]:
         # The gateway acknowledges after commit: room for a batch awaiting its PUBACKs.
         "max_inflight_messages 1000\n"
     )
-    with _started(tmp_dir / "mosquitto", settings, [port]) as process:
+    if persistent:
+        # As root Mosquitto would drop to the user "mosquitto", who cannot write here.
+        settings += f"user {getpass.getuser()}\n"
+    persistence = tmp_dir if persistent else None
+    with _started(tmp_dir / "mosquitto", settings, [port], persistence=persistence) as process:
         yield Broker(port=port, process=process)
 
 
-#: How every test Mosquitto's configuration ends: no persistence, notices and worse logged.
-_COMMON_CONF = (
-    "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
-)
+#: How every test Mosquitto's configuration ends: notices and worse logged.
+_LOG_CONF = "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
 
 
 @contextmanager
-def _started(base: Path, settings: str, ports: Iterable[int]) -> Iterator[subprocess.Popen[bytes]]:
+def _started(
+    base: Path, settings: str, ports: Iterable[int], *, persistence: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """Mosquitto on ``settings`` (written to ``base``.conf, its log appended to ``base``.log)
-    until the block ends, once every one of ``ports`` listens; stopped by its PID."""
+    until the block ends, once every one of ``ports`` listens; stopped by its PID. Without
+    ``persistence`` (a directory) it keeps nothing across a restart."""
     conf, log = base.with_suffix(".conf"), base.with_suffix(".log")
-    conf.write_text(settings + _COMMON_CONF)
+    keep = (
+        "persistence false\n"
+        if persistence is None
+        else f"persistence true\npersistence_location {persistence}/\n"
+    )
+    conf.write_text(settings + keep + _LOG_CONF)
     with log.open("ab") as log_file:
         process = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stderr=log_file)
     try:
