@@ -118,6 +118,9 @@ class MqttSession:
         self._backoff_max = backoff_max
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        #: Set when the current connection is gone: publishes waiting for their
+        #: acknowledgement on it give up (NotConnected) instead of waiting forever.
+        self._gone = asyncio.Event()
 
     def receiving(
         self, on_message: OnMessage, on_fresh_session: OnFreshSession | None = None
@@ -142,6 +145,7 @@ class MqttSession:
                     for topic in self._topics:
                         await client.subscribe(topic, qos=1)
                     self._client = client
+                    self._gone = asyncio.Event()
                     self.connected.set()
                     self._metrics.mqtt_connected.set(1)
                     self._metrics.mqtt_reconnects.inc()
@@ -163,6 +167,7 @@ class MqttSession:
                 log.warning("MQTT session lost (%s)%s; retrying in %.1fs", exc, hint, delay)
             finally:
                 self._client = None
+                self._gone.set()
                 self.connected.clear()
                 self._metrics.mqtt_connected.set(0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -202,10 +207,20 @@ class MqttSession:
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None:
-        client = self._client
+        client, gone = self._client, self._gone
         if client is None:
             raise NotConnected("the MQTT session is down")
+        sending = asyncio.ensure_future(client.publish(topic, payload, qos=qos, retain=retain))
+        lost = asyncio.ensure_future(gone.wait())
         try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
+            await asyncio.wait({sending, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not sending.done():
+                sending.cancel()  # the connection went first (or we were cancelled)
+        if sending.cancelled():
+            raise NotConnected("the MQTT session closed before the broker acknowledged")
+        try:
+            sending.result()
         except aiomqtt.MqttError as exc:
             raise NotConnected(str(exc)) from exc
