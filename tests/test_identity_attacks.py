@@ -251,7 +251,8 @@ async def test_anonymous_wrong_password_and_borrowed_client_ids_are_refused(
         assert await refused(s.url(CAM, passwords[OTHER]), client_id=CAM)
         await asyncio.sleep(0.2)
         assert cam.connected.is_set(), "the real camera was not kicked"
-        assert (await s.device_view(CAM))["online"]
+        # Shown online once presence is flushed (every 0.25 s), and it stays so.
+        await eventually(lambda: _view_is(s, CAM, "online", True))
         assert s.gw.services.mqtt is not None
         assert s.gw.services.mqtt.connected.is_set(), "the gateway's session was not taken"
 
