@@ -15,6 +15,7 @@ from devices.router import RouterManager
 from devices.router_store import new_router_manager
 from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.config import Settings
+from gateway.credential_cache import CredentialCache
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession
@@ -37,6 +38,8 @@ class Services:
     catalog: PlanCatalog
     #: The gateway's MQTT session; ``None`` in a gateway started without MQTT.
     mqtt: MqttSession | None
+    #: What the broker's HTTP hooks read of device credentials (a component).
+    credential_cache: CredentialCache
     reported: ReportedVersions = field(default_factory=ReportedVersions)
     #: The gateway's pool of router SSH sessions (R13).
     router_manager: RouterManager = field(default_factory=new_router_manager)
