@@ -15,19 +15,21 @@ The baseline, in the same run and the same way: a bare aiohttp handler in a chil
 answering the same shape after checking the same bearer token, without a database.
 
 Run: ``.venv/bin/python -m bench.broker_hooks [--db sqlite|postgresql|both] [--rate 500]
-[--devices 2000] [--seconds 20]``. Goal: p99 < 10 ms at 500 calls/s.
+[--devices 2000] [--seconds 20] [--cache-seconds S]``. Goal: p99 < 10 ms at 500 calls/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hmac
 import logging
 import multiprocessing
 import random
 import secrets
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +48,8 @@ from gateway.credentials import credential_key
 from gateway.lifecycle import freeze_heap, listening_socket
 from gateway.service import Gateway
 from replay.migrations import open_database
-from simulators.fleet import percentile
+from simulators.fleet import parse_metrics, percentile
+from simulators.fleet.metrics import metric_total
 from tests.services import mosquitto
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
@@ -79,12 +82,16 @@ class Figures:
     latencies: list[float]
     wrong: int
     failed: int
+    #: The server process's CPU time per measured call (seconds): what the load on the
+    #: shared machine does not change much, unlike the latencies.
+    cpu_per_call: float = 0.0
 
     def summary(self) -> str:
         p50, p99 = (percentile(self.latencies, q) * 1000 for q in (50, 99))
         return (
-            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(self.latencies) * 1000:.1f} ms "
-            f"({len(self.latencies)} calls, {self.wrong} wrong answers, {self.failed} failed)"
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(self.latencies) * 1000:.1f} ms, "
+            f"server CPU {self.cpu_per_call * 1000:.2f} ms/call ({len(self.latencies)} calls, "
+            f"{self.wrong} wrong answers, {self.failed} failed)"
         )
 
     @property
@@ -167,6 +174,12 @@ def bare_app() -> web.Application:
     return app
 
 
+async def _obey(channel: Connection) -> None:
+    """Answer the parent's "cpu" (this process's CPU seconds) until it says "stop"."""
+    while await asyncio.to_thread(channel.recv) != "stop":
+        channel.send(time.process_time())
+
+
 def _server_process(
     kind: str, settings: dict[str, Any], log_file: str, channel: Connection
 ) -> None:
@@ -179,7 +192,7 @@ def _server_process(
             await runner.setup()
             await web.SockSite(runner, sock).start()
             channel.send(f"http://127.0.0.1:{sock.getsockname()[1]}")
-            await asyncio.to_thread(channel.recv)
+            await _obey(channel)
             await runner.cleanup()
             return
         loaded = load_settings(environ={}, overrides=settings)
@@ -194,7 +207,7 @@ def _server_process(
             await asyncio.wait_for(mqtt.connected.wait(), 10)
             freeze_heap()  # as kanjia serve does
             channel.send(gateway.url)
-            await asyncio.to_thread(channel.recv)
+            await _obey(channel)
 
     asyncio.run(serve())
 
@@ -214,6 +227,11 @@ class Server:
     @property
     def pid(self) -> int | None:
         return self._process.pid
+
+    async def cpu(self) -> float:
+        """The child's CPU seconds so far."""
+        self._channel.send("cpu")
+        return float(await asyncio.to_thread(self._channel.recv))
 
     async def __aenter__(self) -> Server:
         self._process.start()
@@ -265,18 +283,35 @@ async def offer(
 
 
 async def measure(
-    url: str, calls: list[Call], args: argparse.Namespace, *, warmup: int, check: bool
+    server: Server, calls: list[Call], args: argparse.Namespace, *, warmup: int, check: bool
 ) -> Figures:
     """The warm-up calls, then the measured ones, on the same keep-alive connections."""
     headers = {"Authorization": f"Bearer {HOOK_TOKEN}"}
     connector = aiohttp.TCPConnector(limit=args.connections)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-        await offer(http, url, calls[:warmup], rate=args.rate, check=check)
-        return await offer(http, url, calls[warmup:], rate=args.rate, check=check)
+        await offer(http, server.url, calls[:warmup], rate=args.rate, check=check)
+        cpu = await server.cpu()
+        figures = await offer(http, server.url, calls[warmup:], rate=args.rate, check=check)
+        cpu = await server.cpu() - cpu
+    return dataclasses.replace(figures, cpu_per_call=cpu / max(1, len(calls) - warmup))
+
+
+async def cache_figures(url: str) -> str:
+    """What the gateway's credential cache answered, from its own metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as r:
+        metrics = parse_metrics(await r.text())
+    hits = metric_total(metrics, "kanjia_broker_hook_lookups_total", 'source="cache"')
+    misses = metric_total(metrics, "kanjia_broker_hook_lookups_total", 'source="database"')
+    reads = metric_total(metrics, "kanjia_broker_hook_reads_total")
+    return (
+        f"{hits:,.0f} from the cache, {misses:,.0f} read ({reads:,.0f} database queries, "
+        "refreshes included)"
+    )
 
 
 async def run_db(args: argparse.Namespace, db: str) -> None:
     warmup = int(args.rate * args.warmup)
+    cache = {} if args.cache_seconds is None else {"broker_hook_cache_seconds": args.cache_seconds}
     with tempfile.TemporaryDirectory(prefix="kanjia-bench-hooks-") as tmp_name:
         tmp = Path(tmp_name)
         with mosquitto(tmp) as broker:
@@ -288,17 +323,20 @@ async def run_db(args: argparse.Namespace, db: str) -> None:
                     mqtt_auth="http-hooks",
                     broker_hook_token=HOOK_TOKEN,
                     log_level="INFO",
+                    **cache,
                 )
                 passwords = await provision(settings, args.devices)
                 calls = plan_calls(warmup + int(args.rate * args.seconds), passwords, args.seed)
                 async with Server("bare", None, tmp / "bare.log") as bare:
                     # It allows everything: its answers are not checked.
-                    baseline = await measure(bare.url, calls, args, warmup=warmup, check=False)
+                    baseline = await measure(bare, calls, args, warmup=warmup, check=False)
                 async with Server("gateway", settings, tmp / "gateway.log") as gateway:
                     row(f"{db}: gateway process", f"pid {gateway.pid} (for py-spy)")
-                    measured = await measure(gateway.url, calls, args, warmup=warmup, check=True)
+                    measured = await measure(gateway, calls, args, warmup=warmup, check=True)
+                    lookups = await cache_figures(gateway.url)
     row(f"{db}: bare aiohttp handler (baseline)", baseline.summary())
     row(f"{db}: gateway hooks", measured.summary())
+    row(f"{db}: credential lookups (whole run)", lookups)
     row(f"{db}: ratio p99 gateway / bare", ratio(measured.p99, baseline.p99))
     met = measured.p99 < GOAL_P99 and measured.wrong == 0 and measured.failed == 0
     row(f"{db}: goal p99 < 10 ms at {args.rate:.0f} calls/s", "met" if met else "missed")
@@ -323,6 +361,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--devices", type=int, default=2_000)
     parser.add_argument("--connections", type=int, default=16, help="keep-alive connections")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--cache-seconds", type=float, help="KANJIA_BROKER_HOOK_CACHE_SECONDS (default: its own)"
+    )
     asyncio.run(run(parser.parse_args(argv)))
 
 
