@@ -61,7 +61,11 @@ async def broker_admin_on(stack: AsyncExitStack, settings: Settings) -> tuple[Br
     admin, and the session uses the service identity the admin set up."""
     if settings.mqtt_auth != "mosquitto-dynsec":
         return NoBrokerAdmin(), settings.mqtt_url
-    admin = DynsecAdmin(url=settings.mqtt_url, client_id=settings.mqtt_client_id)
+    admin = DynsecAdmin(
+        url=settings.mqtt_url,
+        client_id=settings.mqtt_client_id,
+        ca_file=settings.mqtt_ca_file or None,
+    )
     await stack.enter_async_context(admin)
     return admin, admin.service_url
 
