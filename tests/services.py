@@ -65,16 +65,14 @@ def mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Broker]:
     """A private Mosquitto on a free loopback port, or on ``port`` to restart one there
     (anonymous, no persistence)."""
     port = port or free_port()
-    settings = (
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
-        "max_queued_messages 100000\n"
-        # The gateway acknowledges after commit: room for a batch awaiting its PUBACKs.
-        "max_inflight_messages 1000\n"
-    )
+    settings = f"listener {port} 127.0.0.1\nallow_anonymous true\n{_QUEUES}"
     with _started(tmp_dir / "mosquitto", settings, [port]) as process:
         yield Broker(port=port, process=process)
 
+
+#: Room for a benchmark's pre-loaded messages in a persistent session, and for a batch the
+#: gateway has not acknowledged yet (it acknowledges after commit).
+_QUEUES = "max_queued_messages 100000\nmax_inflight_messages 1000\n"
 
 #: How every test Mosquitto's configuration ends: no persistence, notices and worse logged.
 _COMMON_CONF = (
@@ -222,7 +220,7 @@ def dynsec_mosquitto(
         f"plugin_opt_config_file {state}\n"
         f"listener {port} 127.0.0.1\n"
         f"{tls_listener}"
-        "max_inflight_messages 1000\n"
+        f"{_QUEUES}"
     )
     ports = [port] if tls_port is None else [port, tls_port]
     with _started(tmp_dir / "mosquitto-dynsec", settings, ports) as process:
