@@ -327,6 +327,8 @@ async def run_db(args: argparse.Namespace, db: str) -> None:
                 )
                 passwords = await provision(settings, args.devices)
                 calls = plan_calls(warmup + int(args.rate * args.seconds), passwords, args.seed)
+                # The load's own collector pauses over this process's heap are not latency.
+                freeze_heap()
                 async with Server("bare", None, tmp / "bare.log") as bare:
                     # It allows everything: its answers are not checked.
                     baseline = await measure(bare, calls, args, warmup=warmup, check=False)
