@@ -359,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="sqlite")
     parser.add_argument("--rate", type=float, default=500.0, help="calls per second offered")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured, after warm-up")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds offered first")
+    parser.add_argument(
+        "--warmup", type=float, default=10.0, help="seconds offered first (the steady state)"
+    )
     parser.add_argument("--devices", type=int, default=2_000)
     parser.add_argument("--connections", type=int, default=16, help="keep-alive connections")
     parser.add_argument("--seed", type=int, default=1)
