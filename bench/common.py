@@ -6,20 +6,24 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from devices.credentials import DeviceCredential, hash_password, new_password
 from devices.models import Account, Device, DeviceKind
 from gateway.config import Settings, load_settings
+from gateway.credentials import credential_key
 from gateway.desired import publish_pending, refresh_desired
+from gateway.mqtt.dynsec import DEVICE_ROLE, DynsecAdmin, device_acls, device_role, new_client
 from gateway.service import Gateway
 from replay import subscriptions
 from simulators.fleet import HouseholdSpec
 from storage.db import async_url
+from tests.services import DYNSEC_ADMIN, Broker, DynsecBroker, dynsec_mosquitto, mosquitto
 
 PG_ENV = "KANJIA_TEST_POSTGRES_URL"
 PLATFORM_TOKEN = "bench-platform-token"  # noqa: S105 - of a throwaway local service
@@ -123,6 +127,53 @@ async def provision_fleet(gateway: Gateway, homes: Sequence[HouseholdSpec]) -> N
             await refresh_desired(services, session, ids[start : start + 500])
         await session.commit()
     await publish_pending(services)
+
+
+#: ``--auth`` of the benchmarks that start a broker: anonymous, or per-device credentials on
+#: Mosquitto's dynamic security (``KANJIA_MQTT_AUTH=mosquitto-dynsec``).
+AUTH_CHOICES = ("none", "mosquitto-dynsec")
+
+
+def private_broker(auth: str, tmp: Path) -> AbstractContextManager[Broker | DynsecBroker]:
+    """A private Mosquitto for ``--auth``: anonymous, or with dynamic security (its ``url``
+    then carries the plugin's admin, as ``KANJIA_MQTT_URL`` does)."""
+    if auth not in AUTH_CHOICES:
+        raise ValueError(f"auth must be one of {', '.join(AUTH_CHOICES)}, not {auth!r}")
+    return dynsec_mosquitto(tmp) if auth == "mosquitto-dynsec" else mosquitto(tmp)
+
+
+def admin_login(broker: Broker | DynsecBroker) -> tuple[str, str] | None:
+    """Who may read every device's messages on ``broker`` (a baseline subscriber): the
+    dynamic security plugin's admin, or anyone on an anonymous broker (``None``)."""
+    return (DYNSEC_ADMIN, broker.admin_password) if isinstance(broker, DynsecBroker) else None
+
+
+async def credential_devices(gateway: Gateway, device_ids: Sequence[str]) -> dict[str, str]:
+    """Credentials for bound devices as ``POST /platform/v1/devices/{id}/credentials`` makes
+    them (a keyed hash in the database; with dynamic security a broker client and a role per
+    device), in bulk: the rows in one commit, the broker's clients in control messages of
+    100 commands (``bench/dynsec_issue.py``: one by one costs a file rewrite each). Before
+    the gateway restarts, as its re-sync would remove broker clients the database lacks.
+    The passwords, by device id."""
+    services = gateway.services
+    key, now = credential_key(services.settings), services.clock.now()
+    passwords = {device_id: new_password() for device_id in device_ids}
+    async with services.db.session() as session:
+        session.add_all(
+            DeviceCredential(device_id=d, password_hash=hash_password(key, p), issued_at=now)
+            for d, p in passwords.items()
+        )
+        await session.commit()
+    if isinstance(services.broker_admin, DynsecAdmin):
+        commands = []
+        for device_id, password in passwords.items():
+            role = device_role(device_id)
+            commands += [
+                {"command": "createRole", "rolename": role, "acls": device_acls(device_id)},
+                new_client(device_id, password, [DEVICE_ROLE, role]),
+            ]
+        await services.broker_admin.run(commands)
+    return passwords
 
 
 @contextmanager

@@ -22,9 +22,15 @@ counters show everything indexed. The processes import everything, then start th
 gateways together on a signal, so that none drains alone while another is still loading.
 ``--gateways 1`` measures one gateway the same way, for the comparison.
 
+With ``--auth mosquitto-dynsec`` the broker runs Mosquitto's dynamic security, the gateway
+``KANJIA_MQTT_AUTH=mosquitto-dynsec``, and every camera has its own credentials (issued in
+bulk, :func:`bench.common.credential_devices`): the pre-load publishes each camera's
+messages on its own connection, and the bare subscriber signs in as the plugin's admin.
+
 Run: ``.venv/bin/python -m bench.ingest [--messages 10000] [--db sqlite|postgresql]
-[--store file|s3] [--per-kind] [--profile FILE] [--gateways N]``; ``--store s3`` runs a
-private SeaweedFS (``weed mini``) for the objects instead of the filesystem store.
+[--store file|s3] [--per-kind] [--profile FILE] [--gateways N] [--auth none|mosquitto-dynsec]``;
+``--store s3`` runs a private SeaweedFS (``weed mini``) for the objects instead of the
+filesystem store.
 Goal: >= 0.8 of the bare rate.
 """
 
@@ -42,6 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,7 +61,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter
 from sqlmodel import func, select
 
-from bench.common import bench_settings, database, heading, ratio, row
+from bench.common import (
+    AUTH_CHOICES,
+    admin_login,
+    bench_settings,
+    credential_devices,
+    database,
+    heading,
+    private_broker,
+    ratio,
+    row,
+)
 from devices.clock import ManualClock
 from devices.models import Account, Device, DeviceKind
 from gateway.config import Settings, load_settings
@@ -66,7 +83,7 @@ from replay.recording import SegmentKind, object_key, service_segment_id
 from simulators.fleet import parse_metrics
 from simulators.media import synthetic_segment
 from tests.seaweed import seaweed_server
-from tests.services import mosquitto
+from tests.services import Broker, DynsecBroker
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 KINDS = ("telemetry", "event", "segment")
@@ -79,6 +96,7 @@ class Message:
     topic: str
     payload: bytes
     kind: str
+    device: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,23 +167,51 @@ def build_messages(
                 "bytes": len(data),
                 "sha256": sha,
             }
-        messages.append(Message(f"{PREFIX}{device}/{kind}", json.dumps(body).encode(), kind))
+        topic = f"{PREFIX}{device}/{kind}"
+        messages.append(Message(topic, json.dumps(body).encode(), kind, device))
     return messages, grants, objects
 
 
 # -- paho: the publisher and the bare subscriber ------------------------------------------
 
 
-def _client(client_id: str, *, clean: bool) -> paho.Client:
+#: A broker login: (username, password).
+Login = tuple[str, str]
+
+
+def _client(client_id: str, *, clean: bool, login: Login | None = None) -> paho.Client:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)
+    if login is not None:
+        client.username_pw_set(*login)
     return client
 
 
-def publish_all(port: int, messages: Sequence[Message]) -> float:
-    """Publish at QoS 1 (in-flight window 100) until every PUBACK came; returns seconds."""
-    client = _client(f"bench-pub-{random.getrandbits(32):08x}", clean=True)
+def publish_all(
+    port: int, messages: Sequence[Message], passwords: dict[str, str] | None = None
+) -> float:
+    """Publish at QoS 1 (in-flight window 100) until every PUBACK came; returns seconds.
+    With ``passwords`` (the broker checks each device's identity) each device publishes its
+    own messages on its own connection, 16 devices at a time."""
+    if passwords is None:
+        return _publish(port, f"bench-pub-{random.getrandbits(32):08x}", None, messages)
+    by_device: dict[str, list[Message]] = {}
+    for message in messages:
+        by_device.setdefault(message.device, []).append(message)
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        done = [
+            pool.submit(_publish, port, device, (device, passwords[device]), its)
+            for device, its in by_device.items()
+        ]
+        for each in done:
+            each.result()
+    return time.perf_counter() - began
+
+
+def _publish(port: int, client_id: str, login: Login | None, messages: Sequence[Message]) -> float:
+    client = _client(client_id, clean=True, login=login)
     done = threading.Event()
     acked = 0
 
@@ -194,11 +240,12 @@ class BareSubscriber:
 
     CLIENT_ID = "bench-bare-subscriber"
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, login: Login | None = None) -> None:
         self.port = port
+        self.login = login
 
     def register(self) -> None:
-        client = _client(self.CLIENT_ID, clean=False)
+        client = _client(self.CLIENT_ID, clean=False, login=self.login)
         subscribed = threading.Event()
         client.on_subscribe = lambda *_args: subscribed.set()
         client.connect("127.0.0.1", self.port)
@@ -210,7 +257,7 @@ class BareSubscriber:
         client.loop_stop()
 
     def drain(self, expected: int) -> Drain:
-        client = _client(self.CLIENT_ID, clean=False)
+        client = _client(self.CLIENT_ID, clean=False, login=self.login)
         done = threading.Event()
         stamps: list[float] = []
 
@@ -397,7 +444,7 @@ async def run_once(
     *,
     tmp: Path,
     db: str,
-    port: int,
+    broker: Broker | DynsecBroker,
     messages: list[Message],
     grants: list[UploadGrant],
     objects: dict[str, bytes],
@@ -406,15 +453,18 @@ async def run_once(
     gateways: int,
     store_url: str | None = None,
 ) -> tuple[Drain, Drain, float]:
-    bare = BareSubscriber(port)
+    port, dynsec = broker.port, isinstance(broker, DynsecBroker)
+    bare = BareSubscriber(port, admin_login(broker))
     bare.register()
+    passwords = None
     async with database(db, tmp) as url:
         settings = [
             bench_settings(
                 tmp,
                 database_url=url,
                 object_store_url=store_url or (tmp / f"objects-{db}").as_uri(),
-                mqtt_url=f"mqtt://127.0.0.1:{port}",
+                mqtt_url=broker.url,
+                mqtt_auth="mosquitto-dynsec" if dynsec else "none",
                 mqtt_client_id=f"kanjia-bench-ingest-{db}-{n}",
                 mqtt_shared_group=SHARED_GROUP if gateways else "",
                 url_signing_key="bench-" + "k" * 32,  # one filesystem store, shared
@@ -430,8 +480,11 @@ async def run_once(
                 await asyncio.wait_for(mqtt.connected.wait(), 10)
                 if n == 0:
                     await provision(gateway, devices, grants, objects)
+                if n == 0 and dynsec:
+                    ids = [camera(c) for c in range(devices)]
+                    passwords = await credential_devices(gateway, ids)
         # Every session is registered and gone: the broker now queues for all of them.
-        published = await asyncio.to_thread(publish_all, port, messages)
+        published = await asyncio.to_thread(publish_all, port, messages, passwords)
         baseline = await asyncio.to_thread(bare.drain, len(messages))
         segments = sum(m.kind == "segment" for m in messages)
         events = sum(m.kind == "event" for m in messages)
@@ -507,7 +560,7 @@ async def run(args: argparse.Namespace) -> None:
     heading(
         f"ingest: {args.messages} messages from {args.devices} cameras, QoS 1, "
         f"database {args.db}, store {args.store}, segments of {args.segment_bytes} bytes, "
-        f"{side}"
+        f"{side}, broker auth {args.auth}"
     )
     for label, mix in mixes:
         messages, grants, objects = build_messages(
@@ -515,7 +568,7 @@ async def run(args: argparse.Namespace) -> None:
         )
         with tempfile.TemporaryDirectory(prefix="kanjia-bench-ingest-") as tmp_name:
             tmp = Path(tmp_name)
-            with mosquitto(tmp) as broker, ExitStack() as stack:
+            with private_broker(args.auth, tmp) as broker, ExitStack() as stack:
                 store_url = None
                 if args.store == "s3":
                     seaweed = stack.enter_context(seaweed_server(tmp / "seaweed"))
@@ -523,7 +576,7 @@ async def run(args: argparse.Namespace) -> None:
                 baseline, measured, publish_rate = await run_once(
                     tmp=tmp,
                     db=args.db,
-                    port=broker.port,
+                    broker=broker,
                     messages=messages,
                     grants=grants,
                     objects=objects,
@@ -564,6 +617,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-kind", action="store_true", help="also each kind alone")
     parser.add_argument("--profile", type=Path, help="cProfile the gateway's drain (mix)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--auth",
+        choices=AUTH_CHOICES,
+        default="none",
+        help="mosquitto-dynsec: each camera publishes as itself, per-device credentials",
+    )
     parser.add_argument(
         "--gateways",
         type=int,

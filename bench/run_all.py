@@ -36,6 +36,12 @@ RUNS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("replay_queries", "bench.replay_queries", (), ("--runs", "50")),
     ("retention_sweep", "bench.retention_sweep", (), ("--segments", "5000")),
     ("router_tuning", "bench.router_tuning", (), ("--routers", "50")),
+    (
+        "broker_hooks",
+        "bench.broker_hooks",
+        ("--db", "both"),
+        ("--db", "both", "--seconds", "5", "--warmup", "5"),
+    ),
 )
 
 

@@ -19,11 +19,13 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import Field, SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,7 +41,9 @@ __all__ = [
     "Issued",
     "credentialed_devices",
     "current_credential",
+    "current_hashes",
     "hash_password",
+    "is_device_id",
     "issue",
     "issued_at_of",
     "may_access",
@@ -105,8 +109,13 @@ def hash_password(key: bytes, password: str) -> str:
     return hmac.new(key, password.encode(), hashlib.sha256).hexdigest()
 
 
+def is_device_id(name: str) -> bool:
+    """Whether ``name`` can be a device id (what a broker's username must be)."""
+    return _DEVICE_ID.fullmatch(name) is not None
+
+
 def may_connect(
-    credential: DeviceCredential | None,
+    stored_hash: str | None,
     *,
     key: bytes,
     client_id: str | None,
@@ -114,12 +123,14 @@ def may_connect(
     password: str | None,
 ) -> bool:
     """A client may connect only as a device with current credentials, its client id
-    its username (so no one takes another device's client id), and its password right."""
-    if credential is None or not credential.current or not password:
+    its username (so no one takes another device's client id), and its password right.
+
+    ``stored_hash`` is the stored hash of the current password of the device named
+    ``username`` (``None``: it has no current credentials).
+    """
+    if stored_hash is None or not password or not username or client_id != username:
         return False
-    if not username or client_id != username or username != credential.device_id:
-        return False
-    return hmac.compare_digest(hash_password(key, password), credential.password_hash)
+    return hmac.compare_digest(hash_password(key, password), stored_hash)
 
 
 def may_access(device_id: str, topic: str, action: str) -> bool:
@@ -128,7 +139,7 @@ def may_access(device_id: str, topic: str, action: str) -> bool:
     Only the exact topics of the device's own prefix pass: another device's topics, the
     gateway's, wildcards (``#``, ``+``) and shared subscriptions (``$share/...``) are denied.
     """
-    if not _DEVICE_ID.fullmatch(device_id):
+    if not is_device_id(device_id):
         return False
     allowed = {"publish": DEVICE_PUBLISH, "subscribe": DEVICE_SUBSCRIBE}.get(action)
     prefix = f"{TOPIC_PREFIX}{device_id}/"
@@ -144,6 +155,25 @@ async def current_credential(session: AsyncSession, device_id: str) -> DeviceCre
     """The device's credentials if they are current (one read by primary key)."""
     credential = await session.get(DeviceCredential, device_id)
     return credential if credential is not None and credential.current else None
+
+
+#: The current hashes of the devices bound to ``ids`` (built once: the broker's hooks run it
+#: at their rate).
+_CURRENT_HASHES: Final = sa.select(
+    col(DeviceCredential.device_id), col(DeviceCredential.password_hash)
+).where(
+    col(DeviceCredential.device_id).in_(sa.bindparam("ids", expanding=True)),
+    col(DeviceCredential.revoked_at).is_(None),
+)
+
+
+async def current_hashes(conn: AsyncConnection, device_ids: Collection[str]) -> dict[str, str]:
+    """The stored hash of each of ``device_ids`` that has current credentials: one read on
+    a bare connection (no session, no ORM objects), for the broker's hooks."""
+    if not device_ids:
+        return {}
+    rows = await conn.execute(_CURRENT_HASHES, {"ids": list(device_ids)})
+    return {str(row[0]): str(row[1]) for row in rows}
 
 
 async def issue(session: AsyncSession, *, device_id: str, key: bytes, now: datetime) -> Issued:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     mqtt_auth: MqttAuth | None = None
     #: Bearer token of ``/broker/v1/*`` (the broker's HTTP hooks); empty: the hooks are off.
     broker_hook_token: str = ""
+    #: Seconds a gateway's hooks use what they read of a device's credentials: a change
+    #: made through another gateway process reaches this one's hooks within it (0: none kept).
+    broker_hook_cache_seconds: float = Field(default=5.0, ge=0)
     #: HMAC key of device passwords' stored hashes; empty: derived from the platform token.
     credential_key: str = ""
     database_url: str = Field(default_factory=lambda: f"sqlite:///{_var_dir() / 'kanjia.db'}")

@@ -4,8 +4,10 @@ The database is the truth: a password is issued or revoked in one commit, and on
 is the broker integration told (:attr:`gateway.services.Services.broker_admin`: with
 Mosquitto's dynamic security it creates or removes the broker's client; with HTTP hooks
 it has nothing to do, since the broker asks :func:`authenticate` and :func:`authorize`).
-The hooks answer from one read by primary key and a fast keyed hash, so they stay cheap at
-the rate a broker calls them. Passwords never reach a log.
+The hooks answer from :class:`gateway.credential_cache.CredentialCache` (what it read of a
+device's stored hash, kept a few seconds; this process forgets a device's entry once its
+credentials change) and a fast keyed hash, so they stay cheap at the rate a broker calls
+them. Passwords never reach a log.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ async def issue_credentials(services: Services, device_id: str) -> Issued:
             now=services.clock.now(),
         )
         await session.commit()
+    services.credential_cache.forget(device_id)
     await services.broker_admin.issue(issued.device_id, issued.username, issued.password)
     _rotated(services, device_id)
     log.info("credentials issued to device %s", device_id)
@@ -71,6 +74,7 @@ async def revoke_credentials(services: Services, device_id: str) -> None:
     async with services.db.writing() as session:
         await credentials.revoke(session, device_id=device_id, now=services.clock.now())
         await session.commit()
+    services.credential_cache.forget(device_id)
     await services.broker_admin.revoke(device_id)
     _rotated(services, device_id)
     log.info("credentials of device %s revoked", device_id)
@@ -110,10 +114,10 @@ async def authenticate(
     client id its username, its password right? Anonymous clients are refused."""
     if not username or not password or client_id != username:
         return False
-    async with services.db.session() as session:
-        credential = await credentials.current_credential(session, username)
+    if not credentials.is_device_id(username):
+        return False  # never a device: no read
     return credentials.may_connect(
-        credential,
+        await services.credential_cache.stored_hash(username),
         key=credential_key(services.settings),
         client_id=client_id,
         username=username,
@@ -125,10 +129,10 @@ async def authorize(
     services: Services, *, client_id: str | None, username: str | None, topic: str, action: str
 ) -> bool:
     """The broker's question on publish and subscribe: the topic rule for the device the
-    client is, and its credentials still current (so a revocation bites at the next call)."""
+    client is, and its credentials still current (so a revocation bites at the next call,
+    through another gateway process within ``KANJIA_BROKER_HOOK_CACHE_SECONDS``)."""
     if not username or client_id != username:
         return False
     if not credentials.may_access(username, topic, action):
         return False
-    async with services.db.session() as session:
-        return await credentials.current_credential(session, username) is not None
+    return await services.credential_cache.stored_hash(username) is not None

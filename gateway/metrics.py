@@ -36,6 +36,17 @@ class Metrics:
             "Credentialed devices the broker did not know at start: their password is lost",
             registry=r,
         )
+        self.broker_hook_lookups = Counter(
+            "kanjia_broker_hook_lookups",
+            "Credential lookups of the broker's HTTP hooks, by source (cache or database)",
+            ["source"],
+            registry=r,
+        )
+        self.broker_hook_reads = Counter(
+            "kanjia_broker_hook_reads",
+            "Database queries of the broker hooks' credential cache (misses and refreshes)",
+            registry=r,
+        )
         self.mqtt_reconnects = Counter(
             "kanjia_mqtt_reconnects", "MQTT session (re)connections", registry=r
         )

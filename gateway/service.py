@@ -28,6 +28,7 @@ from gateway import presence
 from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.callbacks import CallbackSender
 from gateway.config import Settings, derived_key
+from gateway.credential_cache import CredentialCache
 from gateway.credentials import resync_broker
 from gateway.desired import republish_all
 from gateway.http.access_log import RedactingAccessLogger
@@ -60,7 +61,11 @@ async def broker_admin_on(stack: AsyncExitStack, settings: Settings) -> tuple[Br
     admin, and the session uses the service identity the admin set up."""
     if settings.mqtt_auth != "mosquitto-dynsec":
         return NoBrokerAdmin(), settings.mqtt_url
-    admin = DynsecAdmin(url=settings.mqtt_url, client_id=settings.mqtt_client_id)
+    admin = DynsecAdmin(
+        url=settings.mqtt_url,
+        client_id=settings.mqtt_client_id,
+        ca_file=settings.mqtt_ca_file or None,
+    )
     await stack.enter_async_context(admin)
     return admin, admin.service_url
 
@@ -97,7 +102,7 @@ class Gateway:
     async def _start(self) -> None:
         """Enter every component on one stack, in order; leaving it stops them in reverse:
         jobs, then MQTT receiving, then ingest (which drains), then presence (a last
-        flush), then HTTP, the object store and the database."""
+        flush), then HTTP, the hooks' credential cache, the object store and the database."""
         settings, stack = self.settings, self._stack
         # Presigned URLs must name the port, so bind it before the store opens.
         sock = listening_socket(settings.http_host, settings.http_port)
@@ -113,6 +118,7 @@ class Gateway:
                 CallbackSender(services=services, url=settings.platform_callback_url)
             )
             services.jobs.add(CALLBACK_JOB, 1.0, sender.deliver_due)
+        await stack.enter_async_context(services.credential_cache.running())
         await stack.enter_async_context(http_server(create_app(services=services), sock))
         ingest = Ingest(services)
         await stack.enter_async_context(presence.flushing(services))
@@ -159,6 +165,9 @@ class Gateway:
             jobs=JobRunner(clock=clock, metrics=metrics),
             catalog=catalog,
             mqtt=mqtt,
+            credential_cache=CredentialCache(
+                db=db, ttl=settings.broker_hook_cache_seconds, metrics=metrics
+            ),
             broker_admin=broker_admin,
         )
 

@@ -16,6 +16,7 @@ from devices.router_store import new_router_manager
 from gateway.batching import HeldAcks
 from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
 from gateway.config import Settings
+from gateway.credential_cache import CredentialCache
 from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession
@@ -38,6 +39,8 @@ class Services:
     catalog: PlanCatalog
     #: The gateway's MQTT session; ``None`` in a gateway started without MQTT.
     mqtt: MqttSession | None
+    #: What the broker's HTTP hooks read of device credentials (a component).
+    credential_cache: CredentialCache
     reported: ReportedVersions = field(default_factory=ReportedVersions)
     #: Acknowledgements of ``state``, ``telemetry`` and ``reported`` messages, held until
     #: the presence flush that writes them commits (:func:`gateway.presence.flush`).

@@ -68,13 +68,7 @@ def mosquitto(
     (anonymous). ``persistent``: it saves its retained messages and sessions in ``tmp_dir``
     when stopped and loads them when started again there."""
     port = port or free_port()
-    settings = (
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
-        "max_queued_messages 100000\n"
-        # The gateway acknowledges after commit: room for a batch awaiting its PUBACKs.
-        "max_inflight_messages 1000\n"
-    )
+    settings = f"listener {port} 127.0.0.1\nallow_anonymous true\n{_QUEUES}"
     if persistent:
         # As root Mosquitto would drop to the user "mosquitto", who cannot write here.
         settings += f"user {getpass.getuser()}\n"
@@ -82,6 +76,10 @@ def mosquitto(
     with _started(tmp_dir / "mosquitto", settings, [port], persistence=persistence) as process:
         yield Broker(port=port, process=process)
 
+
+#: Room for a benchmark's pre-loaded messages in a persistent session, and for a batch the
+#: gateway has not acknowledged yet (it acknowledges after commit).
+_QUEUES = "max_queued_messages 100000\nmax_inflight_messages 1000\n"
 
 #: How every test Mosquitto's configuration ends: notices and worse logged.
 _LOG_CONF = "log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n"
@@ -137,19 +135,25 @@ def make_certificates(tmp_dir: Path) -> tuple[Path, Path, Path]:
     return ca_file, cert_file, key_file
 
 
+def _tls_listener(tmp_dir: Path, port: int) -> tuple[str, Path]:
+    """The configuration of a TLS listener on ``port`` with new certificates
+    (:func:`make_certificates`), and the CA file that clients must trust."""
+    ca_file, cert_file, key_file = make_certificates(tmp_dir)
+    listener = (
+        f"listener {port} 127.0.0.1\ncafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\n"
+    )
+    return listener, ca_file
+
+
 @contextmanager
 def mosquitto_tls(tmp_dir: Path) -> Iterator[TlsBroker]:
     """A private Mosquitto (anonymous, no persistence) listening on two free loopback
     ports: plain MQTT, and MQTT over TLS with a certificate that ``ca_file`` signed."""
     port, tls_port = free_port(), free_port()
-    ca_file, cert_file, key_file = make_certificates(tmp_dir)
+    tls_listener, ca_file = _tls_listener(tmp_dir, tls_port)
     settings = (
         # Run as root, Mosquitto would drop to user mosquitto, who cannot read the key files.
-        f"user {getpass.getuser()}\n"
-        f"listener {port} 127.0.0.1\n"
-        f"listener {tls_port} 127.0.0.1\n"
-        f"cafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\n"
-        "allow_anonymous true\n"
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\n{tls_listener}allow_anonymous true\n"
     )
     with _started(tmp_dir / "mosquitto", settings, [port, tls_port]) as process:
         yield TlsBroker(port=port, process=process, tls_port=tls_port, ca_file=ca_file)
@@ -161,28 +165,48 @@ DYNSEC_ADMIN = "kanjia-admin"
 
 @dataclass(frozen=True, slots=True)
 class DynsecBroker:
-    """A Mosquitto whose clients, roles and ACLs are the dynamic security plugin's."""
+    """A Mosquitto whose clients, roles and ACLs are the dynamic security plugin's, on every
+    listener: a plain one (``port``) and, when started with ``tls=True``, a TLS one."""
 
     port: int
     process: subprocess.Popen[bytes]
     admin_password: str
     state_file: Path
+    tls_port: int | None = None
+    #: The CA (PEM) that signed the TLS listener's certificate.
+    ca_file: Path | None = None
 
     @property
     def url(self) -> str:
         """The URL with the plugin's admin identity (what ``KANJIA_MQTT_URL`` carries)."""
-        return f"mqtt://{DYNSEC_ADMIN}:{self.admin_password}@127.0.0.1:{self.port}"
+        return self.address(DYNSEC_ADMIN, self.admin_password)
+
+    def address(
+        self, user: str | None = None, password: str | None = None, *, tls: bool = False
+    ) -> str:
+        """``mqtt://`` (or, with ``tls``, ``mqtts://``) URL of a listener, with a login."""
+        login = f"{user}:{password}@" if user is not None else ""
+        if not tls:
+            return f"mqtt://{login}127.0.0.1:{self.port}"
+        if self.tls_port is None:
+            raise ValueError("this broker was started without a TLS listener")
+        return f"mqtts://{login}127.0.0.1:{self.tls_port}"
 
 
 @contextmanager
-def dynsec_mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[DynsecBroker]:
-    """Mosquitto with dynamic security on a free loopback port, anonymous clients refused.
+def dynsec_mosquitto(
+    tmp_dir: Path, *, port: int | None = None, tls: bool = False
+) -> Iterator[DynsecBroker]:
+    """Mosquitto with dynamic security on a free loopback port, anonymous clients refused;
+    with ``tls``, also on a TLS listener whose certificate a test CA signed (``trustme``).
 
     The plugin's file is made as Mosquitto's documentation says (``mosquitto_ctrl dynsec
     init FILE USER PASSWORD``) the first time; started again on the same ``tmp_dir`` (and
     ``port``), the broker reloads what the plugin saved.
     """
     port = port or free_port()
+    tls_port = free_port() if tls else None
+    tls_listener, ca_file = _tls_listener(tmp_dir, tls_port) if tls_port else ("", None)
     state = tmp_dir / "dynamic-security.json"
     password_file = tmp_dir / "admin-password"
     if not state.exists():
@@ -208,7 +232,11 @@ def dynsec_mosquitto(tmp_dir: Path, *, port: int | None = None) -> Iterator[Dyns
         f"plugin {DYNSEC_PLUGIN}\n"
         f"plugin_opt_config_file {state}\n"
         f"listener {port} 127.0.0.1\n"
-        "max_inflight_messages 1000\n"
+        f"{tls_listener}"
+        f"{_QUEUES}"
     )
-    with _started(tmp_dir / "mosquitto-dynsec", settings, [port]) as process:
-        yield DynsecBroker(port, process, password_file.read_text(), state)
+    ports = [port] if tls_port is None else [port, tls_port]
+    with _started(tmp_dir / "mosquitto-dynsec", settings, ports) as process:
+        yield DynsecBroker(
+            port, process, password_file.read_text(), state, tls_port=tls_port, ca_file=ca_file
+        )

@@ -35,7 +35,7 @@ from gateway.mqtt.dynsec import (
     service_acls,
 )
 from gateway.mqtt.messages import INBOUND, topic
-from gateway.mqtt.session import broker_address
+from gateway.mqtt.session import broker_address, broker_tls
 from tests.conftest import StartGateway, eventually, platform_headers
 from tests.services import DynsecBroker, dynsec_mosquitto
 
@@ -55,18 +55,26 @@ def new_id(kind: str = "cam") -> str:
     return f"{kind}-{secrets.token_hex(4)}"
 
 
-def connect(url: str, *, client_id: str) -> aiomqtt.Client:
+def connect(url: str, *, client_id: str, ca_file: Path | None = None) -> aiomqtt.Client:
+    """A client of ``url`` (``mqtts://``: verified against ``ca_file``)."""
     host, port, user, password = broker_address(url)
-    return aiomqtt.Client(host, port, username=user, password=password, identifier=client_id)
+    return aiomqtt.Client(
+        host,
+        port,
+        username=user,
+        password=password,
+        identifier=client_id,
+        tls_context=broker_tls(url, str(ca_file) if ca_file else None),
+    )
 
 
 def device_url(broker: DynsecBroker, device_id: str, password: str) -> str:
     return f"mqtt://{device_id}:{password}@127.0.0.1:{broker.port}"
 
 
-async def refused(url: str, *, client_id: str) -> bool:
+async def refused(url: str, *, client_id: str, ca_file: Path | None = None) -> bool:
     try:
-        async with connect(url, client_id=client_id):
+        async with connect(url, client_id=client_id, ca_file=ca_file):
             return False
     except aiomqtt.MqttError:
         return True

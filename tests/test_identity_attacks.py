@@ -39,8 +39,8 @@ from replay.recording import service_segment_id
 from simulators.camera import CameraSimulator
 from simulators.device import BrokerLogin
 from tests.conftest import StartGateway, eventually, platform_headers
-from tests.services import DynsecBroker, dynsec_mosquitto
-from tests.test_dynsec import REFUSED, connect, device_url, granted, refused
+from tests.services import DYNSEC_ADMIN, DynsecBroker, dynsec_mosquitto
+from tests.test_dynsec import REFUSED, connect, granted, refused
 from tests.test_presence import running
 from tests.test_uploads_e2e import ATTACKER, answer_for, put
 
@@ -57,6 +57,8 @@ class Site:
     http: aiohttp.ClientSession
     clock: ManualClock
     app_token: str
+    #: Devices, observers and the gateway on the broker's TLS listener (``mqtts://``).
+    tls: bool = False
 
     async def platform(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         r = await self.http.request(method, f"{self.gw.url}{path}", json=body, headers=H)
@@ -72,17 +74,37 @@ class Site:
         assert body["username"] == device_id
         return str(body["password"])
 
+    @property
+    def ca_file(self) -> Path | None:
+        return self.broker.ca_file if self.tls else None
+
+    def address(self, user: str | None = None, password: str | None = None) -> str:
+        """The broker's URL on this site's listener (plain or TLS), with a login or none."""
+        return self.broker.address(user, password, tls=self.tls)
+
     def url(self, device_id: str, password: str) -> str:
-        return device_url(self.broker, device_id, password)
+        return self.address(device_id, password)
+
+    @property
+    def admin_url(self) -> str:
+        """The plugin's admin, who may read everything (an eavesdropper's view)."""
+        return self.address(DYNSEC_ADMIN, self.broker.admin_password)
+
+    def connect(self, url: str, *, client_id: str) -> aiomqtt.Client:
+        return connect(url, client_id=client_id, ca_file=self.ca_file)
+
+    async def refused(self, url: str, *, client_id: str) -> bool:
+        return await refused(url, client_id=client_id, ca_file=self.ca_file)
 
     def camera(self, password: str) -> CameraSimulator:
+        ca_file = str(self.ca_file) if self.ca_file else None
         return CameraSimulator(
             device_id=CAM,
-            mqtt_url=f"mqtt://127.0.0.1:{self.broker.port}",
+            mqtt_url=self.address(),
             clock=self.clock,
             telemetry_interval=None,
             record=False,
-            login=BrokerLogin(username=CAM, password=password),
+            login=BrokerLogin(username=CAM, password=password, ca_file=ca_file),
         )
 
     def heard(self, kind: str) -> float:
@@ -109,12 +131,18 @@ class Site:
 
 @asynccontextmanager
 async def site(
-    start_gateway: StartGateway, broker: DynsecBroker, clock: ManualClock, gateway_id: str
+    start_gateway: StartGateway,
+    broker: DynsecBroker,
+    clock: ManualClock,
+    gateway_id: str,
+    *,
+    tls: bool = False,
 ) -> AsyncIterator[Site]:
     async with (
         start_gateway(
             clock=clock,
-            mqtt_url=broker.url,
+            mqtt_url=broker.address(DYNSEC_ADMIN, broker.admin_password, tls=tls),
+            mqtt_ca_file=str(broker.ca_file) if tls else "",
             mqtt_auth="mosquitto-dynsec",
             mqtt_client_id=gateway_id,
         ) as gw,
@@ -126,7 +154,7 @@ async def site(
             headers=H,
         )
         token = (await r.json())["token"] if r.status == 201 else ""  # none before provision
-        yield Site(gw, broker, http, clock, token)
+        yield Site(gw, broker, http, clock, token, tls=tls)
 
 
 async def provision(s: Site) -> dict[str, str]:
@@ -161,31 +189,47 @@ async def provision(s: Site) -> dict[str, str]:
 
 
 @pytest.fixture
-async def dynsec(tmp_path: Path) -> AsyncIterator[DynsecBroker]:
-    """A Mosquitto of this test's own (its file is restarted on in one test)."""
+def transport() -> str:
+    """How the site's clients reach the broker: plain MQTT, unless a test asks for both
+    (:data:`OVER_TLS_TOO`)."""
+    return "mqtt"
+
+
+#: The key attacks run again with every client (gateway, devices, attacker, observers) on
+#: the broker's TLS listener, with dynamic security as on the plain one (issue 13, item 4).
+OVER_TLS_TOO = pytest.mark.parametrize("transport", ["mqtt", "mqtts"])
+
+
+@pytest.fixture
+async def dynsec(tmp_path: Path, transport: str) -> AsyncIterator[DynsecBroker]:
+    """A Mosquitto of this test's own (its file is restarted on in one test), with a TLS
+    listener too when the test runs over ``mqtts``."""
     (tmp_path / "broker").mkdir()
-    with dynsec_mosquitto(tmp_path / "broker") as broker:
+    with dynsec_mosquitto(tmp_path / "broker", tls=transport == "mqtts") as broker:
         yield broker
 
 
 @pytest.fixture
 async def household(
-    start_gateway: StartGateway, dynsec: DynsecBroker, clock: ManualClock
+    start_gateway: StartGateway, dynsec: DynsecBroker, clock: ManualClock, transport: str
 ) -> AsyncIterator[tuple[Site, dict[str, str]]]:
-    async with site(start_gateway, dynsec, clock, "kanjia-gw-1") as s:
+    async with site(start_gateway, dynsec, clock, "kanjia-gw-1", tls=transport == "mqtts") as s:
+        assert s.address().startswith(f"{transport}://")
+        assert s.gw.settings.mqtt_url.startswith(f"{transport}://")
         yield s, await provision(s)
 
 
 async def upload_one(s: Site, cam: CameraSimulator, at: float = 30) -> tuple[Any, dict[str, Any]]:
     """One segment uploaded by the running camera, and the ``upload/res`` it was handed (as
     the plugin's admin, with every right, saw it: what an eavesdropper would need)."""
-    async with connect(s.broker.url, client_id="observer") as observer:
+    async with s.connect(s.admin_url, client_id="observer") as observer:
         await observer.subscribe(topic(CAM, "upload/res"), qos=1)
         seg = await cam.upload(s.http, start=s.clock.now() - timedelta(seconds=at), seconds=10)
         assert seg.ok, seg.code
         return seg, await answer_for(observer, seg.segment_id)
 
 
+@OVER_TLS_TOO
 async def test_a_credentialed_camera_uploads_plays_back_and_converges(
     household: tuple[Site, dict[str, str]],
 ) -> None:
@@ -235,20 +279,20 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@OVER_TLS_TOO
 async def test_anonymous_wrong_password_and_borrowed_client_ids_are_refused(
     household: tuple[Site, dict[str, str]],
 ) -> None:
     s, passwords = household
     gateway_id = s.gw.settings.mqtt_client_id
-    anonymous = f"mqtt://127.0.0.1:{s.broker.port}"
-    assert await refused(anonymous, client_id=CAM)
-    assert await refused(s.url(CAM, "not-the-password"), client_id=CAM)
+    assert await s.refused(s.address(), client_id=CAM)
+    assert await s.refused(s.url(CAM, "not-the-password"), client_id=CAM)
     async with running(s.camera(passwords[CAM])) as cam:
         # The camera's client id, or the gateway's, with the attacker's own credentials.
-        assert await refused(s.url(OTHER, passwords[OTHER]), client_id=CAM)
-        assert await refused(s.url(OTHER, passwords[OTHER]), client_id=gateway_id)
+        assert await s.refused(s.url(OTHER, passwords[OTHER]), client_id=CAM)
+        assert await s.refused(s.url(OTHER, passwords[OTHER]), client_id=gateway_id)
         # The camera's username with the attacker's password.
-        assert await refused(s.url(CAM, passwords[OTHER]), client_id=CAM)
+        assert await s.refused(s.url(CAM, passwords[OTHER]), client_id=CAM)
         await asyncio.sleep(0.2)
         assert cam.connected.is_set(), "the real camera was not kicked"
         # Shown online once presence is flushed (every 0.25 s), and it stays so.
@@ -257,13 +301,14 @@ async def test_anonymous_wrong_password_and_borrowed_client_ids_are_refused(
         assert s.gw.services.mqtt.connected.is_set(), "the gateway's session was not taken"
 
 
+@OVER_TLS_TOO
 async def test_subscribing_to_everything_is_refused_and_delivers_nothing(
     household: tuple[Site, dict[str, str]],
 ) -> None:
     s, passwords = household
     async with (
         running(s.camera(passwords[CAM])) as cam,
-        connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker,
+        s.connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker,
     ):
         assert isinstance(cam, CameraSimulator)
         assert await granted(attacker, "#") == REFUSED
@@ -276,6 +321,7 @@ async def test_subscribing_to_everything_is_refused_and_delivers_nothing(
     print("subscribe '#' as a device: SUBACK 0x80, nothing delivered")
 
 
+@OVER_TLS_TOO
 async def test_another_devices_topics_change_nothing(
     household: tuple[Site, dict[str, str]],
 ) -> None:
@@ -283,7 +329,7 @@ async def test_another_devices_topics_change_nothing(
     async with running(s.camera(passwords[CAM])):
         await eventually(lambda: _view_is(s, CAM, "online", True))
         before = {kind: s.heard(kind) for kind in ("upload/req", "segment", "state")}
-        async with connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
+        async with s.connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
             start = s.clock.now() - timedelta(seconds=20)
             notice = {
                 "segment_id": f"{CAM}-forged",
@@ -312,7 +358,7 @@ async def _view_is(s: Site, device_id: str, key: str, wanted: Any) -> bool:
 
 async def retained_desired(s: Site) -> dict[str, Any]:
     """The camera's retained ``desired``, as a client with every right reads it."""
-    async with connect(s.broker.url, client_id="reader") as reader:
+    async with s.connect(s.admin_url, client_id="reader") as reader:
         await reader.subscribe(topic(CAM, "desired"), qos=1)
         async with asyncio.timeout(5):
             message = await anext(reader.messages)
@@ -333,7 +379,7 @@ async def test_a_forged_retained_desired_and_rpc_answer_are_dropped(
         status, command = await s.platform("POST", f"/platform/v1/devices/{CAM}/commands", body)
         assert status == 201, command
         await eventually(lambda: _command_is(s, "sent"))
-        async with connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
+        async with s.connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
             stop = {  # the camera told, in the document's own shape, to stop and suspend
                 **desired,
                 "version": desired["version"] + 1,
@@ -414,7 +460,7 @@ async def test_revocation_drops_the_camera_at_once_and_rotation_refuses_the_old_
     assert status == 204
     print(f"revocation: DELETE credentials → camera disconnected in {latency * 1000:.1f} ms")
     assert latency < 1.0
-    assert await refused(s.url(CAM, passwords[CAM]), client_id=CAM)
+    assert await s.refused(s.url(CAM, passwords[CAM]), client_id=CAM)
     status, body = await s.platform("GET", f"/platform/v1/accounts/{ACCOUNT}/devices")
     assert [d["has_credentials"] for d in body["devices"] if d["device_id"] == CAM] == [False]
 
@@ -424,18 +470,18 @@ async def test_revocation_drops_the_camera_at_once_and_rotation_refuses_the_old_
         newer = await s.issue(CAM)  # rotation drops the live connection too
         latency = await dropped_after(task, started)
     print(f"rotation: POST credentials → camera disconnected in {latency * 1000:.1f} ms")
-    assert await refused(s.url(CAM, new), client_id=CAM)
-    assert not await refused(s.url(CAM, newer), client_id=CAM)
+    assert await s.refused(s.url(CAM, new), client_id=CAM)
+    assert not await s.refused(s.url(CAM, newer), client_id=CAM)
 
 
 async def rules_hold(s: Site, passwords: dict[str, str]) -> None:
     """A quick subset of the attacks, re-checked; then the camera still connects and uploads."""
-    assert await refused(f"mqtt://127.0.0.1:{s.broker.port}", client_id=CAM)
-    assert await refused(s.url(CAM, "not-the-password"), client_id=CAM)
-    assert await refused(s.url(OTHER, passwords[OTHER]), client_id=CAM)
-    assert await refused(s.url(OTHER, passwords[OTHER]), client_id=s.gw.settings.mqtt_client_id)
+    assert await s.refused(s.address(), client_id=CAM)
+    assert await s.refused(s.url(CAM, "not-the-password"), client_id=CAM)
+    assert await s.refused(s.url(OTHER, passwords[OTHER]), client_id=CAM)
+    assert await s.refused(s.url(OTHER, passwords[OTHER]), client_id=s.gw.settings.mqtt_client_id)
     segments = await s.segments()
-    async with connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
+    async with s.connect(s.url(OTHER, passwords[OTHER]), client_id=OTHER) as attacker:
         assert await granted(attacker, "#") == REFUSED
         await attacker.publish(topic(CAM, "segment"), b'{"segment_id": "forged"}', qos=1)
         before = s.heard("segment")

@@ -43,7 +43,7 @@ import aiomqtt
 
 from gateway.lifecycle import running
 from gateway.mqtt.messages import INBOUND, PREFIX
-from gateway.mqtt.session import _as_bytes, broker_address
+from gateway.mqtt.session import _as_bytes, broker_address, broker_tls
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,12 @@ def _acl_key(rule: Mapping[str, Any]) -> tuple[str, str, bool]:
 
 class DynsecAdmin:
     """``async with DynsecAdmin(url=..., client_id=...) as admin``: the broker's device
-    clients, kept by the gateway (a :class:`gateway.broker_admin.BrokerAdmin`)."""
+    clients, kept by the gateway (a :class:`gateway.broker_admin.BrokerAdmin`). An
+    ``mqtts://`` URL is verified against ``ca_file`` (``KANJIA_MQTT_CA_FILE``)."""
 
-    def __init__(self, *, url: str, client_id: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, url: str, client_id: str, timeout: float = 10.0, ca_file: str | None = None
+    ) -> None:
         self._host, self._port, user, password = broker_address(url)
         if not user or not password:
             raise ValueError("the MQTT URL must carry the dynamic security admin's user:password")
@@ -152,6 +155,7 @@ class DynsecAdmin:
             "username": user,
             "password": password,
             "identifier": f"{client_id}.dynsec.{self._tag}",
+            "tls_context": broker_tls(url, ca_file),
         }
         self._client_id = client_id
         self._timeout = timeout
