@@ -125,8 +125,8 @@ class CredentialCache:
                 yield
         finally:
             self._running = False
-            for _, future in self._queue:
-                future.cancel()
+            for future in [*self._asked.values(), *(future for _, future in self._queue)]:
+                future.cancel()  # queued or cut short in flight: no answer will come
             self._queue.clear()
             self._asked.clear()
             await self._close()
