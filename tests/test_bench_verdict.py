@@ -1,0 +1,50 @@
+"""The fleet benchmark's verdict (bench.fleet_size, issue 16 item 3): a size holds only if
+the fleet offered its load, uploads came back within a segment, nothing failed, and the
+backlog did not grow; each way of missing is named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.fleet_size import nominal_rate, verdict
+
+NOMINAL = nominal_rate(4000, segment_seconds=10, telemetry_seconds=30)
+
+
+def report(
+    *, offered: float = NOMINAL, p99: float = 900.0, errors: int = 0, growth: float = 0.0
+) -> dict[str, Any]:
+    samples = [
+        {"t": t, "msgs_per_s": offered, "processed_per_s": offered, "backlog": growth * t}
+        for t in range(60)
+    ]
+    return {"samples": samples, "uploads": {"latency_p99_ms": p99}, "errors": {"total": errors}}
+
+
+def test_the_nominal_rate_of_a_fleet() -> None:
+    assert round(NOMINAL) == 933  # 4,000 cameras: 2 messages a segment, telemetry each 30 s
+
+
+@pytest.mark.parametrize(
+    ("case", "jobs", "reason"),
+    [
+        (report(), 0, None),
+        (report(offered=686), 0, "offered 686 of a nominal 933"),  # the issue's 4,000 run
+        (report(p99=19_800), 0, "upload p99 19,800 ms"),
+        (report(errors=3), 0, "3 errors"),
+        (report(), 1, "1 job failures"),
+        (report(growth=NOMINAL), 0, "backlog grew"),
+    ],
+)
+def test_a_size_holds_only_if_nothing_is_missed(
+    case: dict[str, Any], jobs: float, reason: str | None
+) -> None:
+    holds, _, reasons = verdict(case, nominal=NOMINAL, segment_ms=10_000, job_failures=jobs)
+    if reason is None:
+        assert (holds, reasons) == (True, [])
+    else:
+        assert not holds
+        assert len(reasons) == 1
+        assert reason in reasons[0]
