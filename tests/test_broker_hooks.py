@@ -26,6 +26,7 @@ from tests.test_credentials import (
     HOOK_TOKEN,
     OTHER,
     access,
+    bind_cameras,
     connect,
     creds_url,
     gw,
@@ -146,19 +147,7 @@ async def two_gateways(
         start_gateway(clock=clock, mqtt=False, **settings) as second,
         aiohttp.ClientSession() as http,
     ):
-        r = await http.put(
-            f"{first.url}/platform/v1/accounts/a1",
-            json={"owner_id": "o1", "star_level": 4},
-            headers=platform_headers(),
-        )
-        assert r.status == 201
-        for device_id in (CAM, OTHER):
-            r = await http.post(
-                f"{first.url}/platform/v1/accounts/a1/devices",
-                json={"device_id": device_id, "kind": "camera"},
-                headers=platform_headers(),
-            )
-            assert r.status == 201
+        await bind_cameras(http, first.url)
         yield first, second
 
 

@@ -143,20 +143,25 @@ async def gw(start_gateway: StartGateway, clock: ManualClock) -> AsyncIterator[G
         start_gateway(clock=clock, mqtt=False, broker_hook_token=HOOK_TOKEN) as gateway,
         aiohttp.ClientSession() as http,
     ):
-        r = await http.put(
-            f"{gateway.url}/platform/v1/accounts/a1",
-            json={"owner_id": "o1", "star_level": 4},
+        await bind_cameras(http, gateway.url)
+        yield gateway
+
+
+async def bind_cameras(http: aiohttp.ClientSession, url: str) -> None:
+    """Account ``a1`` with the cameras ``CAM`` and ``OTHER`` bound, through ``url``."""
+    r = await http.put(
+        f"{url}/platform/v1/accounts/a1",
+        json={"owner_id": "o1", "star_level": 4},
+        headers=platform_headers(),
+    )
+    assert r.status == 201
+    for device_id in (CAM, OTHER):
+        r = await http.post(
+            f"{url}/platform/v1/accounts/a1/devices",
+            json={"device_id": device_id, "kind": "camera"},
             headers=platform_headers(),
         )
         assert r.status == 201
-        for device_id in (CAM, OTHER):
-            r = await http.post(
-                f"{gateway.url}/platform/v1/accounts/a1/devices",
-                json={"device_id": device_id, "kind": "camera"},
-                headers=platform_headers(),
-            )
-            assert r.status == 201
-        yield gateway
 
 
 @pytest.fixture

@@ -353,6 +353,19 @@ async def test_broker_restart_with_persistence(
         assert_nothing_lost(*counts)
 
 
+def outage(
+    stop: Callable[[], object], start: Callable[[], object], seconds: float = OUTAGE_SECONDS
+) -> Inject:
+    """A fault: ``stop`` a part the suite started, wait ``seconds``, ``start`` it again."""
+
+    async def cut(sc: Scenario) -> None:
+        await asyncio.to_thread(stop)
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(start)
+
+    return cut
+
+
 async def test_broker_restart_without_persistence(
     scenario: OpenScenario, media: dict[str, bytes], table: list[str]
 ) -> None:
@@ -366,24 +379,15 @@ async def test_broker_restart_without_persistence(
 async def test_object_store_outage(
     scenario: OpenScenario, media: dict[str, bytes], table: list[str], weed: SeaweedServer
 ) -> None:
-    async def outage(sc: Scenario) -> None:
-        # Killed, not stopped: given SIGTERM, weed waits for idle keep-alive connections
-        # (the gateway's pool) and still serves them, so the outage had no clear start.
-        await asyncio.to_thread(weed.process.stop, grace=0.0)
-        await asyncio.sleep(STORE_OUTAGE_SECONDS)
-        await asyncio.to_thread(weed.process.start)
-
+    # Killed, not stopped: given SIGTERM, weed waits for idle keep-alive connections
+    # (the gateway's pool) and still serves them, so the outage had no clear start.
+    cut = outage(lambda: weed.process.stop(grace=0.0), weed.process.start, STORE_OUTAGE_SECONDS)
     async with scenario("object-store-outage") as sc:
-        assert_nothing_lost(*await run_fault(sc, media, outage, table))
+        assert_nothing_lost(*await run_fault(sc, media, cut, table))
 
 
 async def test_database_outage(
     scenario: OpenScenario, media: dict[str, bytes], table: list[str], pg: PgCluster
 ) -> None:
-    async def outage(sc: Scenario) -> None:
-        await asyncio.to_thread(pg.crash)
-        await asyncio.sleep(OUTAGE_SECONDS)
-        await asyncio.to_thread(pg.start)
-
     async with scenario("database-outage") as sc:
-        assert_nothing_lost(*await run_fault(sc, media, outage, table))
+        assert_nothing_lost(*await run_fault(sc, media, outage(pg.crash, pg.start), table))
