@@ -23,8 +23,8 @@ the gateway supplies the key, the clock's instant and the nonce.
   :func:`replay.playback.playback_refusal`, so a session is refused as soon as either no
   longer allows viewing.
 
-:class:`SessionRefused` is not a refusal kind of :mod:`devices.errors`: the gateway
-answers it as an authentication failure (401).
+:class:`SessionRefused` is :class:`~devices.errors.Unauthenticated`: the credential no
+longer names a party.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from devices.clock import aware_utc
-from devices.errors import DomainError, Invalid
+from devices.errors import Invalid, Unauthenticated
 from replay.playback import Refusal, SubscriptionLike
 
 __all__ = [
@@ -70,7 +70,7 @@ _CLAIMS = ("account_id", "device_id", "subscription_id", "nonce", "start", "end"
 SessionCode = Literal["session_invalid", "session_expired"]
 
 
-class SessionRefused(DomainError):
+class SessionRefused(Unauthenticated):
     """A session credential that does not verify (``session_invalid``) or has run out
     (``session_expired``)."""
 

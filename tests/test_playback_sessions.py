@@ -162,7 +162,7 @@ def test_a_credential_lives_until_its_expiry_exactly() -> None:
     for late in (NOW + 20 * MIN, NOW + 20 * MIN + S, NOW + 30 * 24 * H):
         with pytest.raises(SessionRefused) as caught:
             unseal(credential, key=KEY, now=late)
-        assert caught.value.code == "session_expired"
+        assert (caught.value.code, http_status(caught.value)) == ("session_expired", 401)
     # 12:20 UTC is 20:20 in Shanghai: the same instant.
     with pytest.raises(SessionRefused, match="expired"):
         unseal(credential, key=KEY, now=datetime(2026, 5, 1, 20, 20, tzinfo=CST))
@@ -200,7 +200,7 @@ TAMPERED = [
 def test_a_tampered_credential_is_invalid(credential: str) -> None:
     with pytest.raises(SessionRefused) as caught:
         unseal(credential, key=KEY, now=NOW)
-    assert caught.value.code == "session_invalid"
+    assert (caught.value.code, http_status(caught.value)) == ("session_invalid", 401)
 
 
 @pytest.mark.parametrize(

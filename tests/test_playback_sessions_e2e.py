@@ -21,10 +21,17 @@ from urllib.parse import urljoin
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from devices.clock import ManualClock
+from gateway.http.api import ApiError, RouteSpec
+from gateway.http.app import _authorize
+from gateway.http.requests import APP_TOKEN, SERVICES
+from gateway.http.sessions import PLAYBACK_SESSION
 from gateway.service import Gateway
 from replay import index_store
+from replay.playback_sessions import SessionRefused
 from replay.recording import service_segment_id
 from simulators.camera import CameraSimulator, UploadOutcome
 from simulators.media import encode_segment
@@ -353,6 +360,19 @@ async def test_a_session_is_scoped_to_its_device_range_and_account(
         r = await home.http.get(playlist_url, headers=home.auth)  # the app token is not one
         assert r.status == 401
 
+        r = await home.http.get(f"{home.gw.url}/openapi.json")
+        document = await r.json()
+        assert document["components"]["securitySchemes"]["session"] == {
+            "type": "apiKey",
+            "in": "query",
+            "name": "session",
+        }
+        paths = document["paths"]
+        assert paths["/app/v1/devices/{device_id}/playback"]["post"]["security"] == [{"app": []}]
+        for path in ("playback/playlist.m3u8", "playback/segments/{segment_id}.ts"):
+            operation = paths[f"/app/v1/devices/{{device_id}}/{path}"]["get"]
+            assert operation["security"] == [{"session": []}], path
+
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "aiohttp.access")
     assert "session=***" in logged
     assert credential not in logged
@@ -395,3 +415,48 @@ async def test_ffmpeg_plays_a_long_session_on_s3_past_the_presign_life(
             status, data = await home.get(uri)
             assert (status, data.encode("latin-1")) == (200, upload.data)
         assert_played_whole(await ffmpeg_play(url))
+
+
+async def test_an_app_or_session_route_takes_either_credential(
+    broker: Broker, start_gateway: StartGateway, clock: ManualClock
+) -> None:
+    """The auth kind a route that also serves sessions declares (the MP4 export): a
+    ``session`` query value when one is given (and then only it), else the app token."""
+    spec = RouteSpec(
+        method="GET",
+        path="/app/v1/devices/{device_id}/x",
+        handler=lambda _: asyncio.sleep(0, web.Response()),
+        auth="app_or_session",
+        summary="either",
+        body=None,
+        response=None,
+        query=None,
+        status=200,
+        tag="app",
+        content_type="application/json",
+        errors=(),
+    )
+    async with household(start_gateway, broker, clock) as home:
+        _, t0, _ = await record(home, broker, clock, "cam-1", 1, 10)
+        url = await home.session_url("cam-1", t0, t0 + timedelta(seconds=10))
+        credential = url.partition("session=")[2]
+        app = web.Application()
+        app[SERVICES] = home.gw.services
+
+        def asked(query: str = "", **headers: str) -> web.Request:
+            return make_mocked_request("GET", f"/app/v1/devices/cam-1/x{query}", headers, app=app)
+
+        by_session = asked(f"?session={credential}")
+        await _authorize(spec, by_session)
+        assert by_session[PLAYBACK_SESSION].device_id == "cam-1"
+        assert APP_TOKEN not in by_session
+        by_token = asked(**home.auth)
+        await _authorize(spec, by_token)
+        assert by_token[APP_TOKEN].account_id == "acc-1"
+        assert PLAYBACK_SESSION not in by_token
+        with pytest.raises(ApiError) as neither:
+            await _authorize(spec, asked())
+        assert neither.value.status == 401
+        with pytest.raises(SessionRefused) as bad:  # a session given is the credential
+            await _authorize(spec, asked("?session=v1.x.y", **home.auth))
+        assert bad.value.code == "session_invalid"

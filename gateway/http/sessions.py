@@ -38,7 +38,7 @@ from gateway.http.api import ApiError
 from gateway.http.requests import services_of, watchable
 from replay import playback_sessions
 from replay.models import Subscription
-from replay.playback_sessions import PlaybackSession, SessionRefused
+from replay.playback_sessions import PlaybackSession
 
 __all__ = [
     "PLAYBACK_SESSION",
@@ -110,12 +110,9 @@ def authenticated_session(request: web.Request) -> PlaybackSession:
     if not credential:
         raise ApiError(401, "unauthorized", f"a {SESSION_PARAM} query parameter is required")
     services = services_of(request)
-    try:
-        session = playback_sessions.unseal(
-            credential, key=session_key(services.settings), now=services.clock.now()
-        )
-    except SessionRefused as exc:
-        raise ApiError(401, exc.code, exc.message) from exc
+    session = playback_sessions.unseal(  # SessionRefused: 401, its own code
+        credential, key=session_key(services.settings), now=services.clock.now()
+    )
     request[PLAYBACK_SESSION] = session
     return session
 
