@@ -7,6 +7,8 @@ RULES.md is the why, the ``rule`` it cites. Subclasses carry the data of their c
 what it is; the gateway alone decides how to answer each kind (``gateway/http/errors.py``):
 
 - :class:`Invalid`: a request the rules cannot take as given (an unknown plan, R1);
+- :class:`Unauthenticated`: a credential that names no party, or no longer does (an
+  expired playback session);
 - :class:`Forbidden`: the rules refuse this party or this action (only the owner orders, R7);
 - :class:`NotFound`: no such thing, or not this account's (never "forbidden": no probing);
 - :class:`Gone`: it existed and is no more (video past its retention, R5);
@@ -19,7 +21,15 @@ is answered with it; it propagates as any other failure does.
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "DomainError", "Forbidden", "Gone", "Invalid", "NotFound"]
+__all__ = [
+    "Conflict",
+    "DomainError",
+    "Forbidden",
+    "Gone",
+    "Invalid",
+    "NotFound",
+    "Unauthenticated",
+]
 
 
 class DomainError(Exception):
@@ -45,6 +55,12 @@ class Invalid(DomainError):
     """A request the rules cannot take as given."""
 
     code = "invalid"
+
+
+class Unauthenticated(DomainError):
+    """The credential presented does not name a party, or no longer does."""
+
+    code = "unauthorized"
 
 
 class Forbidden(DomainError):

@@ -15,12 +15,21 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from devices.errors import Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
+from devices.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Unauthenticated,
+)
 
 #: The status of each kind of refusal.
 STATUSES: Final[Mapping[type[DomainError], int]] = MappingProxyType(
     {
         Invalid: 400,
+        Unauthenticated: 401,
         Forbidden: 403,
         NotFound: 404,
         Gone: 404,  # the contract answers video past its retention 404, never 410 (R5)

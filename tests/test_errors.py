@@ -14,7 +14,15 @@ from devices.accounts import DeviceBoundElsewhere, KindMismatch
 from devices.broadband import Refusal as BroadbandRefusal
 from devices.broadband_store import CorruptState
 from devices.clock import ClockNotAdjustable
-from devices.errors import Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
+from devices.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Unauthenticated,
+)
 from devices.orders import OrderIdReused
 from devices.router import ProvisioningError
 from devices.router_store import BroadbandInactive as RouterBroadbandInactive
@@ -23,6 +31,7 @@ from devices.uci import InvalidSetting, RouterOutputError
 from gateway.errors import STATUSES, http_status
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
+from replay.playback_sessions import SessionRefused
 from replay.recording import InvalidUpload
 from replay.subscriptions import (
     AlreadySubscribed,
@@ -36,6 +45,8 @@ from replay.subscriptions import BroadbandInactive as ReplayBroadbandInactive
 #: Every domain error and the status it is answered with; 500: a fault, not a refusal.
 EXPECTED: dict[type[DomainError], int] = {
     Invalid: 400,
+    Unauthenticated: 401,
+    SessionRefused: 401,  # issue 15: session_invalid, session_expired
     Forbidden: 403,
     NotFound: 404,
     Gone: 404,
@@ -140,7 +151,7 @@ def test_kinds_are_inherited_and_unknown_errors_are_faults() -> None:
 
 
 def test_the_table_lists_only_the_kinds() -> None:
-    assert set(STATUSES) == {Invalid, Forbidden, NotFound, Gone, Conflict}
+    assert set(STATUSES) == {Invalid, Unauthenticated, Forbidden, NotFound, Gone, Conflict}
 
 
 def test_errors_carry_their_data() -> None:

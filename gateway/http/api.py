@@ -24,8 +24,19 @@ from gateway.answers import error_body as error_body
 
 log = logging.getLogger(__name__)
 
-#: Who may call a route: anyone, the platform, an app user, or the broker (its HTTP hooks).
-Auth = Literal["none", "platform", "app", "broker"]
+#: Who may call a route: anyone, the platform, an app user, the broker (its HTTP hooks),
+#: the holder of a playback session (its ``session`` query value, gateway.http.sessions),
+#: or an app user or a session holder alike.
+Auth = Literal["none", "platform", "app", "broker", "session", "app_or_session"]
+
+#: The security requirements of each kind of caller (OpenAPI: any one of them will do).
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "platform": [{"platform": []}],
+    "app": [{"app": []}],
+    "broker": [{"broker": []}],
+    "session": [{"session": []}],
+    "app_or_session": [{"app": []}, {"session": []}],
+}
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -224,7 +235,7 @@ def _operation(
         }
     op["responses"] = responses
     if spec.auth != "none":
-        op["security"] = [{spec.auth: []}]
+        op["security"] = _SECURITY[spec.auth]
     return op
 
 
@@ -254,6 +265,7 @@ def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> di
                 "platform": {"type": "http", "scheme": "bearer"},
                 "app": {"type": "http", "scheme": "bearer"},
                 "broker": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "query", "name": "session"},
             },
         },
     }

@@ -27,6 +27,7 @@ from gateway.http.routes import (
     subscriptions,
     thumbnails,
 )
+from gateway.http.sessions import SESSION_PARAM, authenticated_session
 from gateway.services import Services
 from storage.objects import InvalidKey
 
@@ -58,8 +59,12 @@ def _bearer(request: web.Request) -> str | None:
 
 async def _authorize(spec: RouteSpec, request: web.Request) -> None:
     """The route's caller: the platform's token, the broker hooks' own token (the hooks
-    are 404, as if absent, while ``KANJIA_BROKER_HOOK_TOKEN`` is unset), or an app token."""
+    are 404, as if absent, while ``KANJIA_BROKER_HOOK_TOKEN`` is unset), an app token, or
+    a playback session's credential in the query (``app_or_session``: when one is given)."""
     if spec.auth == "none":
+        return
+    if spec.auth == "session" or (spec.auth == "app_or_session" and SESSION_PARAM in request.query):
+        authenticated_session(request)
         return
     services = services_of(request)
     if spec.auth == "broker" and not services.settings.broker_hook_token:

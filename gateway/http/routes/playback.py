@@ -1,19 +1,26 @@
-"""Companion-app playback: timeline, HLS playlist and segment URLs.
+"""Companion-app playback: timeline, HLS playlists, segment URLs and playback sessions.
 
 Only what the family may watch is shown: segments recorded under the device's current
 subscription (R5, R6), younger than their retention, while broadband is active (R8). A
 device of another account is 404, never 403.
+
+A playback session (issue 15, :mod:`replay.playback_sessions`) is a playlist URL that
+carries its own credential, for players that send no header: its segments point back
+here, and each is judged again and presigned when fetched, so none runs out while the
+session lives (``KANJIA_URL_TTL_SECONDS`` bounds only the redirect's target).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from aiohttp import web
 from pydantic import AwareDatetime, model_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
+from devices.errors import NotFound
+from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
 from gateway.http.requests import (
     app_token_of,
     path_id,
@@ -21,7 +28,15 @@ from gateway.http.requests import (
     viewable_segment,
     watchable,
 )
-from replay import index_store, playback
+from gateway.http.sessions import (
+    SESSION_PARAM,
+    issue_session,
+    playlist_path,
+    segment_uri,
+    session_viewing,
+)
+from replay import index_store, playback, playback_sessions
+from replay.index_store import Piece
 from replay.models import Subscription
 
 api = Api()
@@ -63,6 +78,20 @@ class TimelineOut(Out):
     events: list[EventOut]
 
 
+class SessionAsk(Body):
+    start: AwareDatetime
+    end: AwareDatetime
+
+
+class SessionOut(Out):
+    device_id: str
+    start: datetime
+    end: datetime
+    #: The HLS playlist; its ``session`` query value is the credential (no header needed).
+    url: str
+    expires_at: datetime
+
+
 class SegmentUrlOut(Out):
     segment_id: str
     device_id: str
@@ -71,6 +100,19 @@ class SegmentUrlOut(Out):
     end: datetime
     url: str
     expires_in: int
+
+
+def _require(segments: Sequence[Piece]) -> None:
+    if not segments:
+        raise ApiError(404, "no_recording", "nothing recorded in that range")
+
+
+def _m3u8(entries: list[tuple[str, datetime, float]]) -> web.Response:
+    return web.Response(
+        text=playback.hls_playlist(entries),
+        content_type="application/vnd.apple.mpegurl",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def _asked(
@@ -149,8 +191,7 @@ async def playlist(request: web.Request) -> web.StreamResponse:
         segments = await index_store.segments_between(
             session, current, query.start, query.end, services.clock.now()
         )
-    if not segments:
-        raise ApiError(404, "no_recording", "nothing recorded in that range")
+    _require(segments)
     ttl = services.settings.url_ttl_seconds
     entries = [
         (
@@ -160,9 +201,7 @@ async def playlist(request: web.Request) -> web.StreamResponse:
         )
         for s in segments
     ]
-    return web.Response(
-        text=playback.hls_playlist(entries), content_type="application/vnd.apple.mpegurl"
-    )
+    return _m3u8(entries)
 
 
 @api.route(
@@ -191,3 +230,126 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
             expires_in=ttl,
         )
     )
+
+
+@api.route(
+    "POST",
+    "/app/v1/devices/{device_id}/playback",
+    auth="app",
+    tag="app",
+    summary="A playback session: an HLS playlist URL that carries its own credential",
+    body=SessionAsk,
+    response=SessionOut,
+    status=201,
+    errors=(403, 404),
+)
+async def create_playback_session(request: web.Request) -> web.StreamResponse:
+    """Open a playback session over ``[start, end)`` of a camera the family may watch
+    (R1, R5, R6, R8): the answer's ``url`` is an HLS playlist whose ``session`` query
+    value is the credential, so ``<video src>`` or ffmpeg play it with no header. It
+    lives until the range has played through from now plus 5 minutes (``expires_at``);
+    each of its segments stays fetchable all that time; it is refused as soon as the
+    family may no longer watch. A range over 12 hours is 400 ``range_too_long``; one with
+    nothing recorded, 404 ``no_recording``."""
+    services = services_of(request)
+    device_id = path_id(request, "device_id")
+    asked = parse_body(await request.read(), SessionAsk)
+    playback_sessions.check_range(asked.start, asked.end)
+    account_id = app_token_of(request).account_id
+    now = services.clock.now()
+    async with services.db.session() as db:
+        current = await watchable(db, account_id, device_id)
+        cutoff = playback.retention_cutoff(current.retention_days, now)  # R5
+        stored = await index_store.ranges_between(
+            db, device_id, current.subscription_id, max(asked.start, cutoff), asked.end
+        )
+    if not playback.visible_ranges(stored, start=asked.start, end=asked.end, cutoff=cutoff):
+        raise ApiError(404, "no_recording", "nothing recorded in that range")
+    credential, session = issue_session(
+        services.settings,
+        account_id=account_id,
+        subscription=current,
+        start=asked.start,
+        end=asked.end,
+        now=now,
+    )
+    base = services.settings.public_url.rstrip("/") or str(request.url.origin())
+    return json_out(
+        SessionOut(
+            device_id=device_id,
+            start=session.start,
+            end=session.end,
+            url=base + playlist_path(device_id, credential),
+            expires_at=session.expires_at,
+        ),
+        status=201,
+    )
+
+
+@api.route(
+    "GET",
+    "/app/v1/devices/{device_id}/playback/playlist.m3u8",
+    auth="session",
+    tag="app",
+    summary="A playback session's HLS VOD playlist",
+    content_type="application/vnd.apple.mpegurl",
+    errors=(403, 404),
+)
+async def session_playlist(request: web.Request) -> web.StreamResponse:
+    """The session's range as an HLS VOD playlist of what is recorded and viewable now,
+    read afresh on each fetch; each segment URI points back at this gateway, relative to
+    the playlist, with the same ``session`` value. Refused as soon as the family may no
+    longer watch (403: R5, R6, R8); 401 once the session expired."""
+    services = services_of(request)
+    device_id = path_id(request, "device_id")
+    async with services.db.session() as db:
+        session, current = await session_viewing(request, db, device_id)
+        segments = await index_store.segments_between(
+            db, current, session.start, session.end, services.clock.now()
+        )
+    _require(segments)
+    credential = request.query[SESSION_PARAM]
+    return _m3u8(
+        [
+            (segment_uri(s.segment_id, credential), s.start, (s.end - s.start).total_seconds())
+            for s in segments
+        ]
+    )
+
+
+@api.route(
+    "GET",
+    "/app/v1/devices/{device_id}/playback/segments/{segment_id}.ts",
+    auth="session",
+    tag="app",
+    summary="One segment of a playback session: a redirect to it, presigned now",
+    status=302,
+    errors=(403, 404),
+)
+async def session_segment(request: web.Request) -> web.StreamResponse:
+    """Redirect (302) to the segment on the object store, presigned at this moment for
+    ``KANJIA_URL_TTL_SECONDS``, on the filesystem store and on S3 alike. The segment must
+    be the session's device's, overlap its range and be viewable now (R5, R6, R8, its
+    retention): the session and what the family may watch are judged on every fetch."""
+    services = services_of(request)
+    device_id = path_id(request, "device_id")
+    segment_id = path_id(request, "segment_id")
+    now = services.clock.now()
+    async with services.db.session() as db:
+        session, current = await session_viewing(request, db, device_id)
+        segment = await index_store.segment(db, segment_id)
+    if (
+        segment is None
+        or segment.device_id != device_id
+        or not session.covers(segment.start, segment.end)
+    ):
+        raise NotFound("segment", segment_id, on=f"this playback session of {device_id}")
+    verdict = playback.viewable(
+        segment, current_subscription=current, broadband_state="active", now=now
+    )
+    if verdict is not True:
+        raise verdict.error()
+    url = await services.store.presign_get(
+        segment.object_key, expires_in=services.settings.url_ttl_seconds
+    )
+    return web.Response(status=302, headers={"Location": url, "Cache-Control": "no-store"})
