@@ -206,7 +206,12 @@ class CameraSimulator(SimulatedDevice):
                             recorder.restart(cursor)
                     try:
                         await self._stretch(http, recorder, cursor, cursor + step)
-                    except (TimeoutError, aiohttp.ClientError, aiomqtt.MqttError) as exc:
+                    except (
+                        TimeoutError,
+                        aiohttp.ClientError,
+                        aiomqtt.MqttError,
+                        MediaError,
+                    ) as exc:
                         self.outcomes["errors"] += 1
                         log.warning("%s: recording failed: %s", self.device_id, exc)
                     cursor += step
