@@ -14,6 +14,7 @@ H.264 drawn, detected on (opencv) and encoded (PyAV) by the camera's own recordi
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
 from sqlmodel import select
 
@@ -31,7 +33,7 @@ from replay.models import CameraEvent, Segment
 from simulators.camera import CameraSimulator
 from simulators.clips import floor_to
 from simulators.scene import Actor, Scene
-from tests.conftest import StartGateway, eventually, platform_headers
+from tests.conftest import T0, StartGateway, eventually, platform_headers
 from tests.services import Broker
 from tests.test_presence import running
 
@@ -193,3 +195,44 @@ async def test_two_events_20_s_apart_on_an_event_plan_make_one_clip(home: Home) 
     # Pre-roll: 10 s before the first event, back to its key frame (2-s grid).
     assert clip.start == floor_to(first.at - timedelta(seconds=10), timedelta(seconds=2))
     assert clip.start >= start
+
+
+async def test_a_camera_whose_clock_jumps_skips_ahead_with_a_gap(broker: Broker) -> None:
+    """A clock that jumps an hour (or runs faster than frames are drawn): the camera does
+    not draw the hour it missed; it carries on from the present, the hour a gap (no
+    recording, no events), as a camera that was offline. Synthetic media, no plan."""
+    clock = ManualClock(floor_to(T0, STEP))
+    start = clock.now()
+    hour = timedelta(hours=1)
+    scene = Scene(
+        seed="cam-1",
+        actors=[
+            Actor(kind="person", start=start + timedelta(seconds=5), duration_s=4),
+            Actor(kind="pet", start=start + hour / 2, duration_s=4),
+            Actor(kind="door", start=start + hour + timedelta(seconds=25), duration_s=3),
+        ],
+    )
+    camera = CameraSimulator(
+        device_id="cam-jump", mqtt_url=broker.url, clock=clock, scene=scene, media="synthetic"
+    )
+    host, port = broker.url.removeprefix("mqtt://").split(":")
+    async with (
+        aiomqtt.Client(host, int(port), identifier="watch-cam-jump") as watcher,
+        running(camera),
+    ):
+        await watcher.subscribe("kj/v1/dev/cam-jump/event", qos=1)
+        for until in (start + STEP, start + hour + 3 * STEP):
+            clock.set(until)
+
+            async def recorded(until: datetime = until) -> bool:
+                return camera.recorded_until == until
+
+            await eventually(recorded)
+        heard = []
+        async with asyncio.timeout(5):
+            async for message in watcher.messages:
+                heard.append(json.loads(bytes(message.payload))["type"])
+                if len(heard) == 2:
+                    break
+    assert heard == ["person", "door"], "the pet passed in the gap"
+    assert camera.outcomes["errors"] == 0
