@@ -254,8 +254,9 @@ class CameraSimulator(SimulatedDevice):
     async def _watch(
         self, recorder: Recorder | None, start: datetime, end: datetime, *, record: bool
     ) -> list[tuple[datetime, str, float]]:
-        """The events that began in ``[start, end)``: detected on the frames as they are
-        recorded (real media), or the scripted actors' (synthetic)."""
+        """The events found in ``[start, end)``: detected on the frames as they are drawn
+        (real media; an episode is reported when it ends, so it may have begun in the
+        stretch before), or the scripted actors that start in it (synthetic)."""
         if recorder is None:
             return [(a.start, a.kind, 1.0) for a in self.scene.actors if start <= a.start < end]
         found: list[tuple[datetime, str, float]] = []
