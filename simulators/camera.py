@@ -1,9 +1,14 @@
 """A simulated camera that records: real H.264 segments or sized placeholders.
 
+It watches its room all the time, whatever its recording mode: motion detection (opencv
+background subtraction on its own frames; scripted ground truth in synthetic mode) runs
+in every mode and reports each event, so a continuous timeline carries event marks too.
 It follows its desired recording mode (R1): ``continuous`` uploads a segment of
-``segment_seconds`` for every stretch of its clock; ``event`` detects motion on its own
-frames (opencv background subtraction; scripted ground truth in synthetic mode) and
-uploads one one-minute clip per event, the event inside it; ``off`` records nothing.
+``segment_seconds`` for every stretch of its clock; ``event`` uploads one-minute clips,
+an event during a running clip joining it (:mod:`simulators.clips`: clips never
+overlap); ``off`` records nothing. With real media its video is one continuous H.264
+stream cut at key frames (:mod:`simulators.stream`): segments and clips played one after
+the other are one stream, counters and timestamps running on across boundaries.
 Each upload is the MQTT contract's handshake: ``upload/req`` → ``upload/res`` (a
 presigned PUT URL or a refusal) → HTTP PUT → ``segment``.
 """
@@ -17,22 +22,29 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import aiohttp
 import aiomqtt
 
+from simulators.clips import CLIP_SECONDS, PRE_ROLL_SECONDS, ClipPlan, floor_to
 from simulators.device import SimulatedDevice
-from simulators.media import MotionDetector, encode_segment, synthetic_segment
-from simulators.scene import Layout, Scene
+from simulators.media import MotionDetector, synthetic_segment
+from simulators.scene import Frame, Layout, Scene
+from simulators.stream import KEYFRAME_SECONDS, MediaError, Recorder
 
 log = logging.getLogger(__name__)
 
 Media = Literal["real", "synthetic"]
-CLIP_SECONDS = 60
-PRE_ROLL_SECONDS = 10
+__all__ = ["CLIP_SECONDS", "PRE_ROLL_SECONDS", "CameraSimulator", "Media", "UploadOutcome"]
+
+#: Video a recording camera holds: a clip is uploaded within a segment of its end.
+HOLD_SECONDS = CLIP_SECONDS + 60
+#: A camera this far behind its clock (the clock jumped, or runs faster than frames can be
+#: drawn) skips ahead to the present: a gap in its recording, as an offline camera has.
+MAX_LAG = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,12 @@ class CameraSimulator(SimulatedDevice):
             raise ValueError("segment_seconds must be more than 0 and at most 60")
         if media not in ("real", "synthetic"):
             raise ValueError("media must be real or synthetic")
+        if media == "real" and record and segment_seconds % KEYFRAME_SECONDS:
+            # Segments and clips start on key frames (simulators.stream).
+            raise ValueError(
+                f"segment_seconds must be a multiple of the {KEYFRAME_SECONDS}-s key-frame "
+                "interval for a camera that records real video"
+            )
         self.media = media
         self.segment_seconds = segment_seconds
         self.synthetic_bytes = synthetic_bytes
@@ -75,6 +93,11 @@ class CameraSimulator(SimulatedDevice):
         self._ids = itertools.count(1)
         self.outcomes: Counter[str] = Counter()
         self._detector = MotionDetector(layout=Layout.for_size(self.scene.width, self.scene.height))
+        #: The stream media_for() cuts its segments from (real media).
+        self._segments: Recorder | None = None
+        self._clips = ClipPlan(grid=timedelta(seconds=KEYFRAME_SECONDS))
+        #: The end of the last stretch the recording loop has been through.
+        self.recorded_until: datetime | None = None
 
     @property
     def mode(self) -> str:
@@ -93,11 +116,13 @@ class CameraSimulator(SimulatedDevice):
 
     # -- media -------------------------------------------------------------------------
     def media_for(self, start: datetime, seconds: float) -> bytes:
+        """The video of ``[start, start + seconds)``: with real media, cut from one stream
+        that carries on whenever a segment starts where the last one ended."""
         if self.media == "synthetic":
             return synthetic_segment(self.synthetic_bytes, f"{self.device_id}:{start}")
-        return encode_segment(
-            self.scene, start, seconds, width=self.scene.width, height=self.scene.height
-        )
+        if self._segments is None:
+            self._segments = Recorder(self.scene, keep_s=CLIP_SECONDS)
+        return self._segments.segment(start, seconds)
 
     # -- the upload handshake ----------------------------------------------------------
     async def upload(
@@ -163,49 +188,81 @@ class CameraSimulator(SimulatedDevice):
         return [("record", self._record())] if self.record else []
 
     async def _record(self) -> None:
-        async with aiohttp.ClientSession() as http:
-            cursor = self.clock.now()
-            pending_clips: list[tuple[datetime, str]] = []
-            while True:
-                await self.clock.sleep(self.segment_seconds)
-                start, cursor = cursor, self.clock.now()
-                seconds = min((cursor - start).total_seconds(), 60.0)
-                start = cursor - timedelta(seconds=seconds)
-                try:
-                    if self.mode == "continuous":
-                        await self.upload(http, start=start, seconds=seconds)
-                    elif self.mode == "event":
-                        pending_clips += await self._detect(start, seconds)
-                        pending_clips = await self._upload_due_clips(http, pending_clips)
-                except (TimeoutError, aiohttp.ClientError, aiomqtt.MqttError) as exc:
-                    self.outcomes["errors"] += 1
-                    log.warning("%s: recording failed: %s", self.device_id, exc)
+        """Stretch after stretch of ``segment_seconds`` on the clock's grid: watch and
+        record it, report its events, upload what is due (module docstring)."""
+        step = timedelta(seconds=self.segment_seconds)
+        recorder = Recorder(self.scene, keep_s=HOLD_SECONDS) if self.media == "real" else None
+        cursor = floor_to(self.clock.now(), step)
+        if recorder is not None:
+            recorder.restart(cursor)
+        try:
+            async with aiohttp.ClientSession() as http:
+                while True:
+                    await self._until(cursor + step)
+                    if self.clock.now() - (cursor + step) > MAX_LAG:
+                        cursor = floor_to(self.clock.now(), step) - step
+                        self._clips = replace(self._clips, running=None, ended=())
+                        if recorder is not None:
+                            recorder.restart(cursor)
+                    try:
+                        await self._stretch(http, recorder, cursor, cursor + step)
+                    except (
+                        TimeoutError,
+                        aiohttp.ClientError,
+                        aiomqtt.MqttError,
+                        MediaError,
+                    ) as exc:
+                        self.outcomes["errors"] += 1
+                        log.warning("%s: recording failed: %s", self.device_id, exc)
+                    cursor += step
+                    self.recorded_until = cursor
+        finally:
+            if recorder is not None:
+                recorder.close()
 
-    async def _detect(self, start: datetime, seconds: float) -> list[tuple[datetime, str]]:
-        end = start + timedelta(seconds=seconds)
-        found: list[tuple[datetime, str, float]] = []
-        if self.media == "synthetic":
-            found = [(a.start, a.kind, 1.0) for a in self.scene.actors if start <= a.start < end]
-        else:
-            frames = await asyncio.to_thread(lambda: list(self.scene.frames(start, seconds, 10)))
-            for event in self._detector.detect(frames):
-                found.append((event.at, event.type, event.score))
-        clips = []
-        for at, kind, score in found:
+    async def _stretch(
+        self, http: aiohttp.ClientSession, recorder: Recorder | None, start: datetime, end: datetime
+    ) -> None:
+        mode = self.mode
+        for at, kind, score in await self._watch(recorder, start, end, record=mode != "off"):
             event_id = f"{self.device_id}-ev-{int(at.timestamp() * 1000)}"
             await self.report_event(event_id=event_id, kind=kind, at=at, score=score)
-            clips.append((at - timedelta(seconds=PRE_ROLL_SECONDS), event_id))
-        return clips
+            if mode == "event":
+                earliest = recorder.earliest if recorder is not None else None
+                self._clips, placed = self._clips.add(event_id, at, earliest=earliest)
+                self.outcomes[f"event:{placed}"] += 1
+        if mode == "continuous":
+            data = recorder.video(start, end) if recorder is not None else None
+            await self.upload(http, start=start, seconds=self.segment_seconds, data=data)
+        self._clips, clips = self._clips.due(end)
+        for clip in clips:
+            try:
+                data = recorder.video(clip.start, clip.end) if recorder is not None else None
+            except MediaError as exc:
+                self.outcomes["clip_lost"] += 1
+                log.warning("%s: %s", self.device_id, exc)
+                continue
+            await self.upload(
+                http,
+                start=clip.start,
+                seconds=clip.seconds,
+                kind="event",
+                event_id=clip.event_id,
+                data=data,
+            )
 
-    async def _upload_due_clips(
-        self, http: aiohttp.ClientSession, clips: list[tuple[datetime, str]]
-    ) -> list[tuple[datetime, str]]:
-        now, waiting = self.clock.now(), []
-        for clip_start, event_id in clips:
-            if clip_start + timedelta(seconds=CLIP_SECONDS) <= now:
-                await self.upload(
-                    http, start=clip_start, seconds=CLIP_SECONDS, kind="event", event_id=event_id
-                )
-            else:
-                waiting.append((clip_start, event_id))
-        return waiting
+    async def _watch(
+        self, recorder: Recorder | None, start: datetime, end: datetime, *, record: bool
+    ) -> list[tuple[datetime, str, float]]:
+        """The events found in ``[start, end)``: detected on the frames as they are drawn
+        (real media; an episode is reported when it ends, so it may have begun in the
+        stretch before), or the scripted actors that start in it (synthetic)."""
+        if recorder is None:
+            return [(a.start, a.kind, 1.0) for a in self.scene.actors if start <= a.start < end]
+        found: list[tuple[datetime, str, float]] = []
+
+        def watch(at: datetime, frame: Frame) -> None:
+            found.extend((e.at, e.type, e.score) for e in self._detector.feed(frame, at))
+
+        await asyncio.to_thread(recorder.record, end, encode=record, watch=watch)
+        return found

@@ -23,6 +23,7 @@ import random
 import ssl
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -163,6 +164,12 @@ class SimulatedDevice:
     def background(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         """Further loops of a kind of device, run while connected."""
         return []
+
+    async def _until(self, at: datetime) -> None:
+        """Sleep until ``at`` on the device's clock (at once if it has passed)."""
+        left = (at - self.clock.now()).total_seconds()
+        if left > 0:
+            await self.clock.sleep(left)
 
     async def _telemetry(self, client: aiomqtt.Client, interval: float) -> None:
         while True:

@@ -1,12 +1,10 @@
 """The camera simulator's media: H.264 segments in MPEG-TS, motion detection, placeholders.
 
-* :func:`encode_segment` draws ``seconds`` of a :class:`~simulators.scene.Scene` and encodes
-  them with libx264 (PyAV) as ``yuv420p``, preset ``ultrafast``, tune ``zerolatency`` (no
-  B-frames), one GOP per segment so the segment opens on an IDR frame with its SPS/PPS,
-  muxed into MPEG-TS: every segment is independently playable in HLS. Presentation times
-  are the segment's wall time on the 90 kHz MPEG-TS clock (modulo 2^33, the PTS field's
-  width), so consecutive segments of one camera continue each other's timestamps and an
-  HLS player needs a discontinuity tag only where the recording really has a gap.
+* :func:`encode_segment` (from ``simulators.stream``, where a camera's continuous stream
+  and its segmenting live) draws ``seconds`` of a :class:`~simulators.scene.Scene` as one
+  H.264 segment in MPEG-TS opening on an IDR frame: every segment is independently
+  playable in HLS. Presentation times are the segment's wall time on the 90 kHz MPEG-TS
+  clock (modulo 2^33, the PTS field's width).
 * :func:`read_timestamp` (from ``simulators.scene``) reads the burned-in time strip of a
   frame read back with ``replay.media`` (the service's own decoding, for thumbnails).
 * :class:`MotionDetector` is the camera's own detection: MOG2 background subtraction on
@@ -20,33 +18,28 @@
 
 from __future__ import annotations
 
-import io
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from fractions import Fraction
 from typing import Literal
 
-import av
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from simulators.scene import (
-    DEFAULT_FPS,
-    DEFAULT_HEIGHT,
-    DEFAULT_WIDTH,
     Actor,
     Frame,
     Layout,
     Region,
-    Scene,
     read_timestamp,
 )
+from simulators.stream import H264_ENCODER, EncodeError, MediaError, encode_segment
 
 __all__ = [
+    "H264_ENCODER",
     "DetectedEvent",
     "EncodeError",
     "EventType",
@@ -61,78 +54,10 @@ __all__ = [
 
 EventType = Literal["person", "pet", "door", "motion"]
 
-#: The H.264 encoder used; PyAV's wheels ship libx264 (checked in the tests).
-H264_ENCODER = "libx264"
-_TS_CLOCK = 90_000
-_PTS_WRAP = 1 << 33
 _TS_PACKET = 188
 
 
-class MediaError(Exception):
-    """Root of the errors raised by the camera simulator's media code."""
-
-
-class EncodeError(MediaError):
-    """PyAV could not encode or mux a segment."""
-
-    def __init__(self, start: datetime, reason: str) -> None:
-        super().__init__(f"Could not encode the segment starting {start.isoformat()}: {reason}")
-        self.start = start
-        self.reason = reason
-
-
-# Encoding ----------------------------------------------------------------------------------
-
-
-def encode_segment(
-    scene: Scene,
-    start: datetime,
-    seconds: float,
-    *,
-    fps: int = DEFAULT_FPS,
-    width: int = DEFAULT_WIDTH,
-    height: int = DEFAULT_HEIGHT,
-) -> bytes:
-    """``seconds`` of ``scene`` from ``start`` as an MPEG-TS segment of H.264 video.
-
-    ``width`` and ``height`` must be the scene's; ``round(seconds * fps)`` frames are
-    encoded, the first at ``start`` exactly, so its time strip reads back as ``start``'s
-    second.
-    """
-    if start.tzinfo is None:
-        raise ValueError("The segment start must be timezone-aware.")
-    if not 1 <= fps <= 60:
-        raise ValueError("The frame rate must be between 1 and 60 frames per second.")
-    if not 0 < seconds <= 60:
-        raise ValueError("A segment lasts more than 0 and at most 60 seconds.")
-    if (width, height) != (scene.width, scene.height):
-        raise ValueError("The segment size must match the scene's width and height.")
-    count = round(seconds * fps)
-    if count < 1:
-        raise ValueError("A segment must hold at least one frame.")
-    # The segment's wall time on the MPEG-TS 90 kHz clock, wrapped like the PTS field.
-    base = round(start.timestamp() * _TS_CLOCK) % _PTS_WRAP
-    out = io.BytesIO()
-    try:
-        with av.open(out, mode="w", format="mpegts") as container:
-            stream = container.add_stream(H264_ENCODER, rate=fps)
-            if not isinstance(stream, av.VideoStream):
-                raise EncodeError(start, f"{H264_ENCODER} did not give a video stream")
-            stream.width = width
-            stream.height = height
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.time_base = Fraction(1, _TS_CLOCK)
-            stream.codec_context.gop_size = count  # one GOP: the segment opens on an IDR
-            stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "26"}
-            for i, (_, image) in enumerate(scene.frames(start, seconds, fps)):
-                frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-                frame.pts = base + round(i * _TS_CLOCK / fps)
-                frame.time_base = Fraction(1, _TS_CLOCK)
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
-    except av.FFmpegError as exc:
-        raise EncodeError(start, str(exc)) from exc
-    return out.getvalue()
+# Placeholders ------------------------------------------------------------------------------
 
 
 def synthetic_segment(size: int, seed: int | str) -> bytes:

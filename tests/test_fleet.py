@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from devices.clock import SimClock
+from simulators.clips import floor_to
 from simulators.fleet import (
     FleetCamera,
     FleetOptions,
@@ -33,6 +34,7 @@ from simulators.fleet import (
     plan_fleet,
     run_fleet,
 )
+from simulators.scene import Actor, Scene
 from tests.services import Broker
 
 
@@ -314,3 +316,80 @@ async def test_a_fleet_camera_cuts_contiguous_segments_however_long_its_uploads_
     ends = [end for _, end in camera.cut]
     assert all(b - a == timedelta(seconds=10) for a, b in itertools.pairwise(ends))
     assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(camera.cut))
+
+
+class _EventCamera(FleetCamera):
+    """A fleet camera whose people pass at set times; its events and uploads are noted."""
+
+    def __init__(self, *, mode: str, offsets: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        start = self.clock.now()
+        self.scene = Scene(
+            seed=self.device_id,
+            actors=[
+                Actor(kind="person", start=start + timedelta(seconds=s), duration_s=4)
+                for s in offsets
+            ],
+        )
+        self.desired = {"version": 1, "recording": {"mode": mode}}
+        self.reported: list[datetime] = []
+        self.cut: list[tuple[datetime, datetime, str | None]] = []
+
+    async def report_event(self, *, event_id: str, kind: str, at: datetime, score: float) -> None:
+        self.reported.append(at)
+
+    async def _upload_one(
+        self, start: datetime, seconds: float, kind: str, event_id: str | None
+    ) -> None:
+        self.cut.append((start, start + timedelta(seconds=seconds), event_id))
+
+
+def _event_camera(http: aiohttp.ClientSession, mode: str, offsets: list[float]) -> _EventCamera:
+    go = asyncio.Event()
+    go.set()
+    return _EventCamera(
+        mode=mode,
+        offsets=offsets,
+        pacing=Pacing.for_speed(speed=1000, telemetry_s=30, segment_s=10, min_real_s=0),
+        http=http,
+        uploads=Uploads(),
+        rogue=False,
+        horizon_s=600,
+        clock=SimClock(datetime(2026, 12, 1, tzinfo=UTC), speed=1000),
+        device_id="cam-events",
+        counters=WorkerCounters(),
+        go=go,
+        mqtt_url="mqtt://127.0.0.1:1",
+        media="synthetic",
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "clips"),
+    [
+        # Events are reported in every mode; only an event plan records clips.
+        ("continuous", []),
+        ("off", []),
+        # 20 s apart: one clip carries both (R1); 110 s on, a clip of its own.
+        ("event", [(10, 30), (140,)]),
+    ],
+)
+async def test_a_fleet_camera_reports_events_in_every_mode_and_never_overlaps_clips(
+    mode: str, clips: list[tuple[float, ...]]
+) -> None:
+    """``clips``: the events (seconds from the first actor's start - 10 s) each clip holds."""
+    offsets: list[float] = [10, 30, 140]
+    async with aiohttp.ClientSession() as http:
+        camera = _event_camera(http, mode, offsets)
+        t0 = camera.scene.actors[0].start - timedelta(seconds=10)
+        await asyncio.wait_for(camera._events(), 10)
+    assert [(at - t0).total_seconds() for at in camera.reported] == offsets
+    assert len(camera.cut) == len(clips)
+    for (start, end, event_id), held in zip(camera.cut, clips, strict=True):
+        first = t0 + timedelta(seconds=held[0])
+        assert event_id == f"cam-events-ev-{int(first.timestamp() * 1000)}"
+        assert end - start == timedelta(seconds=60)
+        # Pre-roll: 10 s, back to a key frame of the 2-s grid.
+        assert start == floor_to(first - timedelta(seconds=10), timedelta(seconds=2))
+        assert all(start <= t0 + timedelta(seconds=s) < end for s in held)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(camera.cut))

@@ -17,7 +17,7 @@ import aiohttp
 import aiomqtt
 
 from devices.clock import Clock
-from simulators.camera import CLIP_SECONDS, PRE_ROLL_SECONDS, CameraSimulator
+from simulators.camera import CameraSimulator
 from simulators.device import SimulatedDevice
 from simulators.fleet.options import Pacing
 from simulators.scene import Scene, script_actors
@@ -110,11 +110,6 @@ class FleetDevice(SimulatedDevice):
         """Further loops of a kind of fleet device."""
         return []
 
-    async def _until(self, at: datetime) -> None:
-        left = (at - self.clock.now()).total_seconds()
-        if left > 0:
-            await self.clock.sleep(left)
-
     async def _paced_telemetry(self) -> None:
         """Telemetry on the device's own cadence (see ``FleetCamera._continuous``)."""
         await self.go.wait()
@@ -139,10 +134,11 @@ class FleetRouter(FleetDevice):
 class FleetCamera(FleetDevice, CameraSimulator):
     """A camera of the fleet, paced by :class:`Pacing` (see the module docstring).
 
-    Continuous mode uploads the last ``segment_seconds`` every ``segment_every``; event
-    mode reports each scripted actor as an event and uploads its one-minute clip (R1).
-    A rogue camera ignores its desired mode and always records continuously, so the
-    service's refusals (R1, R8) are exercised.
+    Continuous mode uploads the last ``segment_seconds`` every ``segment_every``; every
+    scripted actor is reported as an event, in every mode, and event mode records it in a
+    one-minute clip that later events join (R1; clips never overlap). A rogue camera
+    ignores its desired mode and always records continuously, so the service's refusals
+    (R1, R8) are exercised.
     """
 
     def __init__(
@@ -176,8 +172,6 @@ class FleetCamera(FleetDevice, CameraSimulator):
         self.rogue = rogue
 
     def loops(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
-        if self.rogue:
-            return [("continuous", self._continuous())]
         return [("continuous", self._continuous()), ("events", self._events())]
 
     def _recording(self) -> str:
@@ -200,19 +194,32 @@ class FleetCamera(FleetDevice, CameraSimulator):
             end += timedelta(seconds=every)
 
     async def _events(self) -> None:
+        """Each scripted actor is an event, reported whatever the recording mode (the
+        camera's detection runs in every mode). Recording events, the camera places it in
+        a clip (R1, :class:`~simulators.clips.ClipPlan`: it opens a clip or joins the
+        running one, so clips never overlap) and uploads each clip once it has ended."""
         await self.go.wait()
         for actor in self.scene.actors:
             if actor.start < self.clock.now():
                 continue  # before the fleet was up, or before a reconnection
+            await self._clips_until(actor.start)
             await self._until(actor.start)
-            if self.mode != "event":
-                continue
             event_id = f"{self.device_id}-ev-{int(actor.start.timestamp() * 1000)}"
             await self.report_event(event_id=event_id, kind=actor.kind, at=actor.start, score=1.0)
             self.counters.events += 1
-            clip_start = actor.start - timedelta(seconds=PRE_ROLL_SECONDS)
-            await self._until(clip_start + timedelta(seconds=CLIP_SECONDS))
-            await self._upload(clip_start, CLIP_SECONDS, "event", event_id)
+            if self._recording() == "event":
+                self._clips, _ = self._clips.add(event_id, actor.start)
+        await self._clips_until(None)
+
+    async def _clips_until(self, at: datetime | None) -> None:
+        """Upload the clips that end by ``at`` (None: all), each once its end has come."""
+        running = self._clips.running
+        while running is not None and (at is None or running.end <= at):
+            await self._until(running.end)
+            self._clips, clips = self._clips.due(running.end)
+            for clip in clips:
+                await self._upload(clip.start, clip.seconds, "event", clip.event_id)
+            running = self._clips.running
 
     async def _upload(
         self, start: datetime, seconds: float, kind: str, event_id: str | None = None
