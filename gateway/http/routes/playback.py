@@ -92,7 +92,7 @@ async def _asked(
     summary="Recorded ranges and events of a camera",
     query=RangeQuery,
     response=TimelineOut,
-    errors=(403, 404),
+    errors=("not_entitled", "unsubscribed", ("broadband_inactive", 403)),
 )
 async def timeline(request: web.Request) -> web.StreamResponse:
     """Recorded ranges (clipped to the asked range and to retention) and the events that
@@ -140,9 +140,11 @@ async def timeline(request: web.Request) -> web.StreamResponse:
     summary="An HLS VOD playlist of presigned segment URLs",
     query=RangeQuery,
     content_type="application/vnd.apple.mpegurl",
-    errors=(403, 404),
+    errors=("not_entitled", "unsubscribed", ("broadband_inactive", 403), "no_recording"),
 )
 async def playlist(request: web.Request) -> web.StreamResponse:
+    """An HLS VOD playlist of presigned segment URLs over the asked range, of what the family
+    may watch now (R5, R6, R8); 404 no_recording when nothing in the range is viewable."""
     services = services_of(request)
     async with services.db.session() as session:
         _, query, current = await _asked(request, session)
@@ -172,9 +174,17 @@ async def playlist(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="A playable URL of one segment",
     response=SegmentUrlOut,
-    errors=(403, 404),
+    errors=(
+        "not_entitled",
+        "unsubscribed",
+        ("broadband_inactive", 403),
+        "previous_subscription",
+        "expired",
+    ),
 )
 async def segment_url(request: web.Request) -> web.StreamResponse:
+    """A presigned, expiring URL of one segment the family may watch now: recorded under the
+    current subscription (R6), within retention (R5), while broadband is active (R8)."""
     services = services_of(request)
     async with services.db.session() as session:
         s = await viewable_segment(request, session)
