@@ -29,6 +29,27 @@ from simulators.fleet.run import run_fleet
 from simulators.fleet.workers import worker_process
 
 
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    """Where the run writes: the report, the work directory, the log (not options)."""
+    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the run keeps its logs (and an embedded service its database and "
+        f"objects); default: a new directory under ./{WORK_ROOT}/, removed after a run "
+        "that passes unless --keep",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="one level for every logger of the work directory's fleet.log, third-party "
+        "ones included (amqtt, asyncssh ...); default: the fleet's and the service's INFO, "
+        "the others from WARNING",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanjia simulate",
@@ -64,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="app timeline/playlist requests per simulated hour",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--service-url", help="a running service (else an embedded one)")
     parser.add_argument("--platform-token")
     parser.add_argument("--mqtt-url", help="the broker (embedded mode: instead of amqtt)")
@@ -86,22 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", type=datetime.fromisoformat, default=DEFAULT_START, help="embedded clock start"
     )
     parser.add_argument("--prefix", default="", help="id prefix (default sim<seed>)")
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        help="where the run keeps its logs (and an embedded service its database and "
-        f"objects); default: a new directory under ./{WORK_ROOT}/, removed after a run "
-        "that passes unless --keep",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="one level for every logger of the work directory's fleet.log, third-party "
-        "ones included (amqtt, asyncssh ...); default: the fleet's and the service's INFO, "
-        "the others from WARNING",
-    )
+    _output_options(parser)
     return parser
 
 
