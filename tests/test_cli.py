@@ -1,19 +1,23 @@
-"""The two ways to start: ``kanjia demo`` and ``kanjia serve`` (issue 2, #2 and SIGTERM)."""
+"""The two ways to start: ``kanjia demo`` and ``kanjia serve`` (issue 2, #2 and SIGTERM), and
+what they log (issue 15 item 8)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from gateway.cli import OWN_LOGGERS, configure_logging
 from gateway.config import ConfigError, load_settings, require_for_serve
 from gateway.lifecycle import free_port
 from tests.conftest import PLATFORM_TOKEN, eventually
@@ -145,3 +149,73 @@ def test_http_hooks_need_their_token() -> None:
     require_for_serve(settings.model_copy(update={"broker_hook_token": "hook-token"}))
     with pytest.raises(ConfigError, match="mosquitto-dynsec"):
         load_settings(environ={"KANJIA_MQTT_AUTH": "open"})
+
+
+@pytest.mark.parametrize(
+    ("flags", "third_party_heard"),
+    [
+        pytest.param([], False, id="quiet-by-default"),
+        pytest.param(["--log-level", "info"], True, id="log-level-info"),
+    ],
+)
+async def test_demo_keeps_third_party_chatter_out_unless_asked(
+    tmp_path: Path, flags: list[str], third_party_heard: bool
+) -> None:
+    """asyncssh says INFO for each SSH connection (the demo's router is reached over SSH
+    before the banner): by default only the service's own INFO lines are written, and the
+    banner is not buried; ``--log-level`` lets every logger speak at that level."""
+    proc = await asyncio.create_subprocess_exec(
+        *KANJIA,
+        "demo",
+        "--http-port",
+        "0",
+        *flags,
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = await read_until(proc.stdout, r"try:\s+curl", timeout=20)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        stderr = (await asyncio.wait_for(proc.stderr.read(), 10)).decode()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert banner.startswith("Kanjia demo is running")
+    assert "INFO gateway.service: gateway listening on" in stderr, "the service's own INFO"
+    assert ("INFO asyncssh:" in stderr) is third_party_heard, stderr[-2000:]
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """The logging configuration as it was, back after the test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    own = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, was in own.items():
+        logging.getLogger(name).setLevel(was)
+
+
+@pytest.mark.usefixtures("root_logging")
+@pytest.mark.parametrize(
+    ("everyone", "service_info", "third_party_info"),
+    [
+        pytest.param(None, True, False, id="default"),
+        pytest.param("DEBUG", True, True, id="debug-for-all"),
+        pytest.param("WARNING", False, False, id="warning-for-all"),
+    ],
+)
+def test_log_levels_of_the_service_and_of_third_parties(
+    everyone: str | None, service_info: bool, third_party_info: bool
+) -> None:
+    configure_logging("INFO", everyone=everyone, fmt="%(message)s")
+    assert logging.getLogger("gateway.service").isEnabledFor(logging.INFO) is service_info
+    assert logging.getLogger("replay.plans").isEnabledFor(logging.INFO) is service_info
+    for name in ("asyncssh", "amqtt.broker", "botocore.credentials", "transitions.core"):
+        assert logging.getLogger(name).isEnabledFor(logging.INFO) is third_party_info, name
+    assert logging.getLogger("asyncssh").isEnabledFor(logging.WARNING)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
@@ -23,9 +24,16 @@ from simulators.fleet import (
     HouseholdSpec,
     Pacing,
     PlanShare,
+    Samples,
+    StatusLine,
     Uploads,
     WorkerCounters,
+    WorkerHandle,
+    WorkerPool,
+    WorkerSpec,
     app_verdict,
+    backlog,
+    cadences,
     main,
     parse_duration,
     parse_metrics,
@@ -33,7 +41,9 @@ from simulators.fleet import (
     percentile,
     plan_fleet,
     run_fleet,
+    verdict,
 )
+from simulators.fleet.cli import build_parser, verdict_lines, work_directory
 from simulators.scene import Actor, Scene
 from tests.services import Broker
 
@@ -269,6 +279,12 @@ async def test_ten_households_run_end_to_end_with_no_error(tmp_path: Path, broke
     assert orders["converged"] == orders["applied"]
     assert report["app"]["requests"] > 0
     assert report["events"] > 0
+    assert all(sample["backlog"] >= 0 for sample in report["samples"])
+    # 3600x with a 1-s floor: a segment and a telemetry message every real second.
+    assert report["cadences"]["segment_every_real_s"] == 1.0
+    assert report["cadences"]["telemetry_every_real_s"] == 1.0
+    assert report["verdict"]["figures"]["errors"] == 0
+    assert report["verdict"]["figures"]["telemetry_nominal_per_s"] == total
 
 
 class _TimedCamera(FleetCamera):
@@ -393,3 +409,212 @@ async def test_a_fleet_camera_reports_events_in_every_mode_and_never_overlaps_cl
         assert start == floor_to(first - timedelta(seconds=10), timedelta(seconds=2))
         assert all(start <= t0 + timedelta(seconds=s) < end for s in held)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(camera.cut))
+
+
+# --- the terminal (issue 15 item 8) --------------------------------------------------------
+
+
+class _Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_off_a_terminal_the_status_is_plain_lines_at_each_phase_and_every_few_seconds() -> None:
+    out, ticks = io.StringIO(), _Ticks()
+    status = StatusLine(out, plain_every=5.0, monotonic=ticks)
+    assert not status.tty
+    status.show("connecting", "0/4 devices connected")
+    ticks.now += 1
+    status.show("connecting", "2/4 devices connected")  # too soon: not printed
+    ticks.now += 4
+    status.show("connecting", "3/4 devices connected")
+    ticks.now += 0.5
+    status.show("connected", "4/4 devices in 5.5 s")  # a new phase: at once
+    status.show("running", "1/60 s", "devices 4/4 connected")
+    status.done()
+    assert out.getvalue().splitlines() == [
+        "connecting | 0/4 devices connected",
+        "connecting | 3/4 devices connected",
+        "connected | 4/4 devices in 5.5 s",
+        "running | 1/60 s | devices 4/4 connected",
+    ]
+    assert "\r" not in out.getvalue()
+    assert "\x1b" not in out.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_status_redraws_in_place() -> None:
+    out = _Terminal()
+    status = StatusLine(out)
+    status.show("connecting", "1/4 devices connected")
+    status.show("connecting", "2/4 devices connected")
+    status.show("running", "1/60 s", "devices 4/4 connected")
+    status.done()
+    text = out.getvalue()
+    assert status.tty
+    assert "2/4 devices connected" in text
+    assert "devices 4/4 connected" in text
+    # Each redraw goes back over the block drawn before: cursor up, erase the line.
+    assert text.count("\x1b[1A\x1b[2K") >= 1
+    assert " | " not in text, "no plain lines on a terminal"
+
+
+@pytest.mark.parametrize(
+    ("published", "processed", "expected"),
+    [
+        (120, 100, 20),
+        (100, 100, 0),
+        # The gateway counted more than the devices sent (a broker's Last Will, a QoS 1
+        # message delivered twice): that is no backlog.
+        (100, 103, 0),
+        (0, 0, 0),
+    ],
+)
+def test_the_backlog_is_never_negative(published: int, processed: int, expected: int) -> None:
+    assert backlog(published, processed) == expected
+
+
+def test_a_sample_never_has_a_negative_backlog() -> None:
+    samples = Samples()
+    zero = {"connected": 4, "published": 0, "uploads": 0}
+    samples.begin(0.0, zero, 0.0)
+    row = samples.take(1.0, {"connected": 4, "published": 50, "uploads": 2}, 53.0)
+    assert row["backlog"] == 0
+    row = samples.take(2.0, {"connected": 4, "published": 90, "uploads": 3}, 80.0)
+    assert row["backlog"] == 10
+
+
+def _spec() -> WorkerSpec:
+    return WorkerSpec(
+        mqtt_url="mqtt://127.0.0.1:1",
+        clock_start=datetime(2026, 12, 1, tzinfo=UTC).isoformat(),
+        clock_speed=1.0,
+        clock_mono=0.0,
+        devices=(),
+        media="synthetic",
+        synthetic_bytes=1,
+        pacing=Pacing.for_speed(speed=1, telemetry_s=30, segment_s=10, min_real_s=0),
+        horizon_s=1.0,
+        connect_concurrency=1,
+        report_every=0.5,
+    )
+
+
+async def test_fresh_totals_wait_for_snapshots_taken_after_the_gateway_was_read() -> None:
+    """The devices' count is read after the gateway's: the backlog's lag cannot go negative."""
+    pool = WorkerPool(on_version=lambda *_: None)
+    handle = WorkerHandle(
+        _spec(), clock=SimClock(datetime(2026, 12, 1, tzinfo=UTC), speed=1), inline=True
+    )
+    handle.on_snapshot = pool._take
+    pool.handles.append(handle)
+    handle._take({"at": 10.0, "connected": 1, "devices": 1, "published": 5})
+    waiting = asyncio.create_task(pool.fresh_totals(20.0, within=60))
+    await asyncio.sleep(0)
+    handle._take({"at": 15.0, "connected": 1, "devices": 1, "published": 7})  # still older
+    for _ in range(10):  # the waiter sees it, and waits on
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    handle._take({"at": 21.0, "connected": 1, "devices": 1, "published": 9})
+    totals = await waiting
+    assert totals["published"] == 9
+    assert totals["at"] == 21.0
+
+
+@pytest.mark.parametrize(
+    ("speed", "min_real", "segment_real", "telemetry_real", "floored"),
+    [
+        pytest.param(1.0, 5.0, 10.0, 30.0, False, id="real-time"),
+        pytest.param(60.0, 5.0, 5.0, 5.0, True, id="60x-at-the-floor"),
+        pytest.param(3600.0, 1.0, 1.0, 1.0, True, id="3600x"),
+        pytest.param(2.0, 0.0, 5.0, 15.0, False, id="2x-no-floor"),
+    ],
+)
+def test_the_report_gives_the_effective_cadences_in_real_seconds(
+    speed: float, min_real: float, segment_real: float, telemetry_real: float, floored: bool
+) -> None:
+    options = FleetOptions(clock_speed=speed, min_real_interval=min_real)
+    pace = cadences(options)
+    assert pace["segment_every_real_s"] == segment_real
+    assert pace["telemetry_every_real_s"] == telemetry_real
+    assert pace["segment_every_sim_s"] == segment_real * speed
+    assert pace["floored"] is floored
+
+
+_PASSING: dict[str, Any] = {
+    "devices": 100,
+    "telemetry_sent": 2000,  # 100 devices, one every 5 s, over 100 s: nominal 20/s
+    "run_s": 100.0,
+    "telemetry_every_real_s": 5.0,
+    "segment_every_real_s": 5.0,
+    "uploads": 500,
+    "upload_p99_ms": 800.0,
+    "errors": 0,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "passes", "says"),
+    [
+        pytest.param({}, True, None, id="passes"),
+        pytest.param({"telemetry_sent": 1900}, True, None, id="95-percent-offered"),
+        pytest.param({"telemetry_sent": 1899}, False, "under 95 %", id="under-95-percent"),
+        pytest.param(
+            {"telemetry_sent": 10, "run_s": 9.0}, True, None, id="too-short-to-judge-the-rate"
+        ),
+        pytest.param({"upload_p99_ms": 5000.0}, False, "upload p99", id="p99-a-whole-segment"),
+        pytest.param({"upload_p99_ms": 4999.0}, True, None, id="p99-under-a-segment"),
+        pytest.param({"uploads": 0, "upload_p99_ms": 0.0}, True, None, id="no-uploads"),
+        pytest.param({"errors": 1}, False, "1 error(s)", id="an-error"),
+    ],
+)
+def test_the_verdict_and_its_thresholds(
+    change: dict[str, Any], passes: bool, says: str | None
+) -> None:
+    judged = verdict(**{**_PASSING, **change})
+    assert judged["pass"] is passes
+    assert judged["thresholds"] == {
+        "telemetry_offered_min_share": 0.95,
+        "upload_p99_max_ms": 5000.0,
+        "errors_max": 0,
+    }
+    if says is None:
+        assert judged["reasons"] == []
+    else:
+        assert any(says in reason for reason in judged["reasons"]), judged["reasons"]
+
+
+def test_the_summary_tells_the_cadences_and_the_verdict() -> None:
+    options = FleetOptions(clock_speed=60.0)
+    report = {
+        "cadences": cadences(options),
+        "verdict": verdict(**{**_PASSING, "errors": 2}),
+    }
+    lines = verdict_lines(report)
+    assert lines[0].startswith("cadences at x60: a 10-s segment every 5 s real (300 s simulated)")
+    assert "telemetry every 5 s real" in lines[0]
+    assert lines[1].startswith("verdict: FAIL")
+    assert "upload p99 under 5000 ms" in lines[2]
+    assert lines[3] == "  fails: 2 error(s)"
+
+
+def test_the_work_directory_is_under_the_current_one_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first, second = work_directory(None), work_directory(None)
+    assert first.parent == second.parent == tmp_path / "var" / "simulate"
+    assert first != second
+    assert first.is_dir()
+    given = work_directory(Path("mine"))
+    assert given == tmp_path / "mine"
+    assert "./var/simulate" in build_parser().format_help()

@@ -172,6 +172,15 @@ async def test_openapi_document_is_valid_and_lists_the_routes(
         assert "put" in doc["paths"]["/platform/v1/accounts/{account_id}"]
         assert "get" in doc["paths"]["/app/v1/devices"]
         assert "post" in doc["paths"]["/ops/v1/clock"]
+        # What the wire answers is what the document lists (issue 15 item 7).
+        get_account = doc["paths"]["/platform/v1/accounts/{account_id}"]["get"]
+        assert get_account["description"]
+        r = await http.get(f"{gw.url}/platform/v1/accounts/nobody", headers=platform_headers())
+        assert r.status == 404
+        assert (await r.json())["error"]["code"] in get_account["responses"]["404"]["x-error-codes"]
+        r = await http.get(f"{gw.url}/platform/v1/accounts/nobody")
+        assert r.status == 401
+        assert (await r.json())["error"]["code"] in get_account["responses"]["401"]["x-error-codes"]
 
 
 async def test_clock_endpoint_moves_a_manual_clock(

@@ -1,17 +1,25 @@
 """The HTTP plumbing shared by every route: declared routes, errors, bodies, OpenAPI.
 
 Every route is declared once with :meth:`Api.route` (method, path, auth, body and
-response models); the same declaration registers the aiohttp handler and produces the
-OpenAPI 3 document, so the published contract cannot drift from the code. Every error
-leaves as ``{"error": {"code", "message", "rule"?}}`` with its status.
+response models, the error codes it answers); the same declaration registers the aiohttp
+handler and produces the OpenAPI 3 document, so the published contract cannot drift from
+the code. Every error leaves as ``{"error": {"code", "message", "rule"?}}`` with its
+status.
+
+An operation's ``description`` is its handler's docstring; its error responses are the
+codes the route declares (``errors=``, each checked against
+:data:`gateway.errors.ERROR_CODES`) and those every route of its kind can answer
+(:func:`shared_errors`), grouped by status, each status listing its codes
+(``x-error-codes`` and an ``enum`` on ``error.code``).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -21,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from devices.orders import Answer
 from gateway.answers import Out as Out
 from gateway.answers import error_body as error_body
+from gateway.errors import ERROR_CODES, Declared, declared_status
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +139,14 @@ class RouteSpec:
     status: int
     tag: str
     content_type: str
-    errors: tuple[int, ...]
+    #: The codes the route declares it answers, with their statuses (:func:`shared_errors`
+    #: adds those of every route of its kind).
+    errors: tuple[tuple[str, int], ...]
+    #: The handler's docstring: the operation's description.
+    description: str = ""
+    #: Statuses answered with a body of their own instead of the error shape, and what
+    #: they mean (a router's failed change answers its per-change results).
+    answers: Mapping[int, tuple[type[BaseModel], str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,30 +161,40 @@ class Api:
         path: str,
         *,
         auth: Auth,
-        summary: str,
+        summary: str = "",
         body: type[BaseModel] | None = None,
         response: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None,
         status: int = 200,
         tag: str = "ops",
         content_type: str = "application/json",
-        errors: tuple[int, ...] = (),
+        errors: tuple[Declared, ...] = (),
+        answers: Mapping[int, tuple[type[BaseModel], str]] | None = None,
     ) -> Callable[[Handler], Handler]:
+        """Declare a route. ``errors``: the codes of :data:`gateway.errors.ERROR_CODES` it
+        answers beyond :func:`shared_errors` (``("not_found", "router_busy")``; a code of
+        several statuses as a pair, ``("broadband_inactive", 403)``); an unknown code is a
+        ``ValueError`` here, at import. ``summary`` defaults to the docstring's first line."""
+        resolved = tuple(declared_status(d) for d in errors)
+
         def register(handler: Handler) -> Handler:
+            description = inspect.getdoc(handler) or ""
             self.routes.append(
                 RouteSpec(
                     method=method.upper(),
                     path=path,
                     handler=handler,
                     auth=auth,
-                    summary=summary,
+                    summary=summary or description.partition("\n")[0],
                     body=body,
                     response=response,
                     query=query,
                     status=status,
                     tag=tag,
                     content_type=content_type,
-                    errors=errors,
+                    errors=resolved,
+                    description=description,
+                    answers=dict(answers or {}),
                 )
             )
             return handler
@@ -198,6 +224,77 @@ def _parameters(spec: RouteSpec) -> list[dict[str, Any]]:
     return params
 
 
+def shared_errors(spec: RouteSpec) -> tuple[tuple[str, int], ...]:
+    """The codes every route of ``spec``'s kind can answer, whatever it declares: a fault
+    (500), a missing or wrong token (401), a body or query that does not parse (400), an
+    id in the path that names nothing (404), the broker's hooks while they are off (404)."""
+    codes = ["internal"]
+    if spec.auth != "none":
+        codes.append("unauthorized")
+    if spec.body is not None:
+        codes += ["invalid_body", "invalid_json"]
+    if spec.query is not None:
+        codes.append("invalid_query")
+    if spec.auth == "broker" or _PATH_PARAM.search(spec.path):
+        codes.append("not_found")
+    return tuple((code, ERROR_CODES[code].status) for code in codes)
+
+
+def error_codes(spec: RouteSpec) -> dict[int, list[str]]:
+    """Every code the route can answer, by status (declared and shared, once each)."""
+    by_status: dict[int, list[str]] = {}
+    for code, status in (*spec.errors, *shared_errors(spec)):
+        if code not in by_status.setdefault(status, []):
+            by_status[status].append(code)
+    return dict(sorted(by_status.items()))
+
+
+def _error_response(
+    codes: list[str], error_ref: dict[str, Any], answer: tuple[Any, str] | None
+) -> dict[str, Any]:
+    """One error status: its codes (each with its meaning), its body's schema."""
+    meanings = "; ".join(f"`{code}`: {ERROR_CODES[code].meaning}" for code in codes)
+    if answer is not None:
+        schema, what = answer
+        description = f"{what}. Codes: {meanings}" if codes else what
+    else:
+        schema = {
+            "allOf": [
+                error_ref,
+                {"properties": {"error": {"properties": {"code": {"enum": codes}}}}},
+            ]
+        }
+        description = meanings
+    out: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if codes:
+        out["x-error-codes"] = codes
+    return out
+
+
+def _responses(
+    spec: RouteSpec,
+    ref: Callable[[type[BaseModel]], dict[str, Any]],
+    error_ref: dict[str, Any],
+) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "success"}
+    if spec.response is not None:
+        ok["content"] = {spec.content_type: {"schema": ref(spec.response)}}
+    elif spec.content_type != "application/json":
+        ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {str(spec.status): ok}
+    by_status = error_codes(spec)
+    for status in spec.answers:
+        by_status.setdefault(status, [])
+    for status, codes in sorted(by_status.items()):
+        answer = spec.answers.get(status)
+        other = None if answer is None else (ref(answer[0]), answer[1])
+        responses[str(status)] = _error_response(codes, error_ref, other)
+    return responses
+
+
 def _operation(
     spec: RouteSpec,
     ref: Callable[[type[BaseModel]], dict[str, Any]],
@@ -209,6 +306,8 @@ def _operation(
         "operationId": f"{spec.method.lower()}_{spec.handler.__name__}",
         "tags": [spec.tag],
     }
+    if spec.description:
+        op["description"] = spec.description
     params = _parameters(spec)
     if params:
         op["parameters"] = params
@@ -217,23 +316,7 @@ def _operation(
             "required": True,
             "content": {"application/json": {"schema": ref(spec.body)}},
         }
-    ok: dict[str, Any] = {"description": "success"}
-    if spec.response is not None:
-        ok["content"] = {spec.content_type: {"schema": ref(spec.response)}}
-    elif spec.content_type != "application/json":
-        ok["content"] = {spec.content_type: {"schema": {"type": "string"}}}
-    responses: dict[str, Any] = {str(spec.status): ok}
-    codes = set(spec.errors)
-    if spec.body is not None or spec.query is not None:
-        codes.add(400)
-    if spec.auth != "none":
-        codes.add(401)
-    for code in sorted(codes):
-        responses[str(code)] = {
-            "description": "error",
-            "content": {"application/json": {"schema": error_ref}},
-        }
-    op["responses"] = responses
+    op["responses"] = _responses(spec, ref, error_ref)
     if spec.auth != "none":
         op["security"] = _SECURITY[spec.auth]
     return op

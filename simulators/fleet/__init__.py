@@ -8,8 +8,9 @@ plays the platform (broadband stop/resume orders, ``--stop-rate`` per simulated 
 the companion app (timeline and playlist requests, ``--app-rate`` per simulated hour).
 
 Without ``--service-url`` it starts an embedded service: an amqtt broker (or the broker
-named by ``--mqtt-url``) and a gateway on SQLite and the filesystem store in a temporary
-directory, on a :class:`~devices.clock.SimClock` that the fleet shares. With it, the fleet
+named by ``--mqtt-url``) and a gateway on SQLite and the filesystem store in the run's
+work directory (``--workdir``; by default a new one under ``./var/simulate``), on a
+:class:`~devices.clock.SimClock` that the fleet shares. With it, the fleet
 reads the service's clock once and runs a clock of ``--clock-speed`` from there.
 
 Accelerated time and real cadence: device cadences are clock seconds (telemetry every 30,
@@ -18,10 +19,14 @@ once per ``--min-real-interval`` real seconds (5). At 3600x a continuous camera 
 uploads a 10-s segment every five simulated hours, and an event camera sees an event
 every 10-30 real seconds: the wire and the rules run at a rate one machine can carry.
 
-Progress goes to stderr as a refreshing status line; the final report is JSON
-(``--report FILE``), and the exit status is 1 when anything counted as an error.
-Errors are what should never happen: device or upload failures, unexpected HTTP answers,
-orders whose devices did not converge, and the gateway's own failure counters.
+Progress goes to stderr: one status block redrawn in place on a terminal (``rich``),
+plain lines elsewhere. The report (JSON with ``--report FILE``) gives the effective
+cadences (real seconds between segments and telemetry at the clock's speed) and a verdict
+(``report.verdict``): the devices offered at least 95 % of their nominal telemetry, the
+upload p99 stayed under a segment's real cadence, and nothing counted as an error; the
+exit status is 1 when it fails. Errors are what should never happen: device or upload
+failures, unexpected HTTP answers, orders whose devices did not converge, and the
+gateway's own failure counters.
 Refusals (``not_entitled``, ``suspended``...) are the rules at work and are only counted.
 
 The modules: ``options`` and ``households`` (pure: what to run), ``devices`` and
@@ -47,8 +52,10 @@ from simulators.fleet.options import (
     parse_duration,
     parse_plan_mix,
 )
+from simulators.fleet.progress import Samples, StatusLine, backlog
+from simulators.fleet.report import cadences, verdict
 from simulators.fleet.run import run_fleet
-from simulators.fleet.workers import WorkerHandle, WorkerSpec
+from simulators.fleet.workers import WorkerHandle, WorkerPool, WorkerSpec
 
 __all__ = [
     "DEFAULT_PLANS",
@@ -65,11 +72,16 @@ __all__ = [
     "PlanShare",
     "ProvisioningError",
     "Role",
+    "Samples",
+    "StatusLine",
     "Uploads",
     "WorkerCounters",
     "WorkerHandle",
+    "WorkerPool",
     "WorkerSpec",
     "app_verdict",
+    "backlog",
+    "cadences",
     "main",
     "parse_duration",
     "parse_metrics",
@@ -77,4 +89,5 @@ __all__ = [
     "percentile",
     "plan_fleet",
     "run_fleet",
+    "verdict",
 ]

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,10 +29,34 @@ from simulators.fleet.run import run_fleet
 from simulators.fleet.workers import worker_process
 
 
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    """Where the run writes: the report, the work directory, the log (not options)."""
+    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where the run keeps its logs (and an embedded service its database and "
+        f"objects); default: a new directory under ./{WORK_ROOT}/, removed after a run "
+        "that passes unless --keep",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="one level for every logger of the work directory's fleet.log, third-party "
+        "ones included (amqtt, asyncssh ...); default: the fleet's and the service's INFO, "
+        "the others from WARNING",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kanjia simulate",
-        description="Run simulated households (cameras, routers, satellites) against a gateway.",
+        description="Run simulated households (cameras, routers, satellites) against a gateway. "
+        "Shows a live status (redrawn in place on a terminal, plain lines otherwise), then a "
+        "report: the effective cadences and a pass/fail verdict with its thresholds; exits 1 "
+        "when the run fails.",
     )
     parser.add_argument("--households", type=int, default=10)
     parser.add_argument(
@@ -60,7 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="app timeline/playlist requests per simulated hour",
     )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--service-url", help="a running service (else an embedded one)")
     parser.add_argument("--platform-token")
     parser.add_argument("--mqtt-url", help="the broker (embedded mode: instead of amqtt)")
@@ -82,16 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", type=datetime.fromisoformat, default=DEFAULT_START, help="embedded clock start"
     )
     parser.add_argument("--prefix", default="", help="id prefix (default sim<seed>)")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    _output_options(parser)
     return parser
 
+
+#: Where the runs' work directories go by default, under the current directory.
+WORK_ROOT = "var/simulate"
+#: The project's loggers: INFO in fleet.log; the others from WARNING unless --log-level.
+OWN_LOGGERS = ("gateway", "devices", "replay", "storage", "simulators")
 
 #: Flags named otherwise than the option they set (the others are named alike).
 _OPTION_OF_FLAG = {"segment_bytes": "synthetic_bytes"}
 
 
 def options_from(args: argparse.Namespace) -> FleetOptions:
-    """The options that the flags set (``--report`` and ``--keep`` are not options)."""
+    """The options that the flags set (``--report``, ``--workdir``, ``--keep`` and
+    ``--log-level`` are not options)."""
     names = {field.name for field in dataclasses.fields(FleetOptions)}
     given = {_OPTION_OF_FLAG.get(flag, flag): value for flag, value in vars(args).items()}
     return FleetOptions(**{name: value for name, value in given.items() if name in names})
@@ -121,7 +151,53 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         )
     lines.append(f"app requests {app['requests']} (p99 {app['latency_p99_ms']} ms)")
     lines.append(f"errors {errors['total']}" + (f": {errors}" if errors["total"] else ""))
-    return lines
+    return [*lines, *verdict_lines(report)]
+
+
+def verdict_lines(report: Mapping[str, Any]) -> list[str]:
+    """The effective cadences, and the verdict with its thresholds and reasons."""
+    pace, judged = report["cadences"], report["verdict"]
+    floored = " (slowed to the --min-real-interval floor)" if pace["floored"] else ""
+    figures, limits = judged["figures"], judged["thresholds"]
+    rate = (
+        f"telemetry offered {figures['telemetry_offered_per_s']:g} of a nominal "
+        f"{figures['telemetry_nominal_per_s']:g} msg/s"
+        if figures["telemetry_rate_judged"]
+        else "telemetry rate not judged (a run shorter than two telemetry periods)"
+    )
+    lines = [
+        f"cadences at x{pace['clock_speed']:g}: a {pace['segment_s']:g}-s segment every "
+        f"{pace['segment_every_real_s']:g} s real ({pace['segment_every_sim_s']:g} s "
+        f"simulated), telemetry every {pace['telemetry_every_real_s']:g} s real "
+        f"({pace['telemetry_every_sim_s']:g} s simulated){floored}",
+        f"verdict: {'PASS' if judged['pass'] else 'FAIL'}; {rate}",
+        f"  passes with: telemetry offered >= {limits['telemetry_offered_min_share']:.0%} of "
+        f"nominal, upload p99 under {limits['upload_p99_max_ms']:g} ms (a segment's real "
+        f"cadence), no error",
+    ]
+    return lines + [f"  fails: {reason}" for reason in judged["reasons"]]
+
+
+def _logging(workdir: Path, everyone: str | None) -> None:
+    """The run's log, ``fleet.log`` in the work directory (the terminal shows the status)."""
+    logging.basicConfig(
+        filename=workdir / "fleet.log",
+        level=everyone or logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(everyone or logging.INFO)
+
+
+def work_directory(given: Path | None) -> Path:
+    """``--workdir``, or a new directory under ``./var/simulate`` named by the time."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        return given.resolve()
+    root = Path(WORK_ROOT)
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root)).resolve()
 
 
 async def _main(options: FleetOptions, workdir: Path) -> dict[str, Any]:
@@ -142,26 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = options_from(args)
     except ValueError as exc:
         parser.error(str(exc))
-    workdir = Path(tempfile.mkdtemp(prefix="kanjia-fleet-"))
-    logging.basicConfig(
-        filename=workdir / "fleet.log",
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("amqtt", "transitions"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    workdir = work_directory(args.workdir)
+    _logging(workdir, args.log_level)
     try:
         report = asyncio.run(_main(options, workdir))
     except FleetError as exc:
         print(f"kanjia simulate: {exc}", file=sys.stderr)
         return 2
-    errors = int(report["errors"]["total"])
+    passed = bool(report["verdict"]["pass"])
     if args.report:
         args.report.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for line in summary_lines(report):
         print(line)
-    if errors or args.keep:
+    if not passed or args.keep or args.workdir is not None:
         print(f"work directory (logs): {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if errors else 0
+    return 0 if passed else 1

@@ -174,7 +174,7 @@ class BroadbandOrders:
         """Outstanding orders converge while the devices are still up (or count as errors)."""
         until = time.monotonic() + within
         while self.pending and time.monotonic() < until:
-            status.show(f"waiting for {len(self.pending)} order(s) to converge...")
+            status.show("settling", f"{len(self.pending)} order(s) to converge")
             await asyncio.sleep(0.25)
         self.expire(final=True)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import aiohttp
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from simulators.fleet.metrics import metric_total
 from simulators.fleet.platform import Platform
@@ -20,25 +23,69 @@ MESSAGES = "kanjia_mqtt_messages_total"
 
 
 class StatusLine:
-    def __init__(self, out: TextIO | None) -> None:
+    """The run's live status on ``out``: on a terminal one block redrawn in place
+    (:mod:`rich`), elsewhere (a pipe, a file, CI) plain lines: at once when the phase
+    changes, else at most one per ``plain_every`` seconds.
+
+    ``show(phase, *lines)``: the phase (``connecting``, ``running``, ``draining`` ...) and
+    what to say of it, one fact a line (joined by `` | `` on a plain line).
+    """
+
+    def __init__(
+        self,
+        out: TextIO | None,
+        *,
+        plain_every: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.out = out
         self.tty = bool(out is not None and out.isatty())
-        self._last_plain = 0.0
+        self.plain_every = plain_every
+        self._monotonic = monotonic
+        self._phase: str | None = None
+        self._last_plain = -float("inf")
+        self._live: Live | None = None
 
-    def show(self, text: str, *, force: bool = False) -> None:
+    def show(self, phase: str, *lines: str) -> None:
         if self.out is None:
             return
         if self.tty:
-            self.out.write("\r\x1b[2K" + text)
-            self.out.flush()
-        elif force or time.monotonic() - self._last_plain >= 10:
-            self._last_plain = time.monotonic()
-            print(text, file=self.out, flush=True)
+            self._redraw(phase, lines)
+            return
+        now = self._monotonic()
+        if phase != self._phase or now - self._last_plain >= self.plain_every:
+            self._last_plain = now
+            print(" | ".join((phase, *lines)), file=self.out, flush=True)
+        self._phase = phase
+
+    def _redraw(self, phase: str, lines: Sequence[str]) -> None:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold cyan", no_wrap=True)
+        grid.add_column()
+        for i, line in enumerate(lines or ("",)):
+            grid.add_row(phase if i == 0 else "", line)
+        if self._live is None:
+            console = Console(file=self.out, force_terminal=True, highlight=False)
+            self._live = Live(grid, console=console, auto_refresh=False, transient=False)
+            self._live.start()
+        self._live.update(grid, refresh=True)
+        self._phase = phase
 
     def done(self) -> None:
-        if self.out is not None and self.tty:
-            self.out.write("\n")
-            self.out.flush()
+        """The last status stays on screen; what follows is printed below it."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def backlog(published: float, processed: float) -> float:
+    """Device messages sent that the gateway has not counted yet; never below zero.
+
+    ``published`` must be read after ``processed`` (:meth:`WorkerPool.fresh_totals`). The
+    gateway also counts messages no device counted: the broker's Last Will of a device
+    whose connection dropped, a QoS 1 message delivered twice. Those can make the raw
+    difference negative; that is no backlog, and it reads 0."""
+    return max(0.0, published - processed)
 
 
 class Samples:
@@ -64,7 +111,7 @@ class Samples:
             "msgs_per_s": round((totals["published"] - prev["published"]) / span, 1),
             "uploads_per_s": round((totals["uploads"] - prev["uploads"]) / span, 2),
             "processed_per_s": round((processed - self._prev_processed) / span, 1),
-            "backlog": totals["published"] - processed,
+            "backlog": backlog(totals["published"], processed),
         }
         self.rows.append(row)
         self._prev_t, self._prev, self._prev_processed = at, totals, processed
@@ -101,9 +148,9 @@ class GatewayIntake:
     async def drain(self, published: int, *, within: float, status: StatusLine) -> None:
         """After the devices stopped: the gateway catches up with what they sent."""
         until = time.monotonic() + within
-        while (backlog := published - await self.read()) > 0:
+        while (left := published - await self.read()) > 0:
             if time.monotonic() > until:
-                self.errors["gateway:backlog_not_drained"] += int(backlog)
+                self.errors["gateway:backlog_not_drained"] += int(left)
                 return
-            status.show(f"gateway backlog {backlog:.0f} message(s)...")
+            status.show("draining", f"gateway backlog {left:.0f} message(s)")
             await asyncio.sleep(0.25)

@@ -8,7 +8,7 @@ from typing import Any
 
 from simulators.fleet.households import HouseholdSpec
 from simulators.fleet.metrics import percentile_ms
-from simulators.fleet.options import NO_PLAN
+from simulators.fleet.options import NO_PLAN, FleetOptions
 from simulators.fleet.target import Target
 
 
@@ -78,3 +78,78 @@ def errors_summary(*counts: Mapping[str, int]) -> dict[str, int]:
     for count in counts:
         errors.update(count)
     return {"total": sum(errors.values()), **dict(sorted(errors.items()))}
+
+
+def cadences(options: FleetOptions) -> dict[str, Any]:
+    """The devices' effective cadences, in simulated and in real seconds at the clock's
+    speed: ``floored`` when ``--min-real-interval`` slowed one down (a camera then records
+    a segment's length of video every ``segment_every``, with gaps between)."""
+    pacing, speed = options.pacing, options.clock_speed
+    return {
+        "clock_speed": speed,
+        "segment_s": pacing.segment_seconds,
+        "segment_every_sim_s": pacing.segment_every,
+        "segment_every_real_s": round(pacing.segment_every / speed, 3),
+        "telemetry_every_sim_s": pacing.telemetry_every,
+        "telemetry_every_real_s": round(pacing.telemetry_every / speed, 3),
+        "event_gap_real_s": [round(gap / speed, 3) for gap in pacing.event_gap],
+        "floored": pacing.segment_every > pacing.segment_seconds
+        or pacing.telemetry_every > options.telemetry_seconds,
+    }
+
+
+#: A run passes when the devices offered at least this share of their nominal telemetry.
+MIN_OFFERED_SHARE = 0.95
+#: The offered rate is judged only over at least this many telemetry periods.
+MIN_PERIODS_JUDGED = 2
+
+
+def verdict(
+    *,
+    devices: int,
+    telemetry_sent: int,
+    run_s: float,
+    telemetry_every_real_s: float,
+    segment_every_real_s: float,
+    uploads: int,
+    upload_p99_ms: float,
+    errors: int,
+) -> dict[str, Any]:
+    """Whether the run passes, its thresholds, its figures and every reason it fails.
+
+    It passes when (1) the devices kept their cadence: the telemetry they sent over the
+    measured run is at least 95 % of its nominal rate (every device, one message each
+    telemetry period; telemetry goes on whatever the plans and stops, so it measures the
+    fleet itself; judged over at least two periods), (2) the upload round trip's p99 stays
+    under the real time between two segments (else uploads pile up), and (3) nothing was
+    counted as an error (the gateway's backlog not drained at the end is one).
+    """
+    nominal = devices / telemetry_every_real_s if telemetry_every_real_s > 0 else 0.0
+    offered = telemetry_sent / run_s if run_s > 0 else 0.0
+    judged = run_s >= MIN_PERIODS_JUDGED * telemetry_every_real_s
+    limit_ms = round(segment_every_real_s * 1000, 1)
+    reasons = []
+    if judged and offered < MIN_OFFERED_SHARE * nominal:
+        reasons.append(
+            f"telemetry offered {offered:,.1f} msg/s, under 95 % of the nominal {nominal:,.1f}"
+        )
+    if uploads and upload_p99_ms >= limit_ms:
+        reasons.append(f"upload p99 {upload_p99_ms:,.0f} ms, not under {limit_ms:,.0f} ms")
+    if errors:
+        reasons.append(f"{errors} error(s)")
+    return {
+        "pass": not reasons,
+        "reasons": reasons,
+        "thresholds": {
+            "telemetry_offered_min_share": MIN_OFFERED_SHARE,
+            "upload_p99_max_ms": limit_ms,
+            "errors_max": 0,
+        },
+        "figures": {
+            "telemetry_nominal_per_s": round(nominal, 2),
+            "telemetry_offered_per_s": round(offered, 2),
+            "telemetry_rate_judged": judged,
+            "upload_p99_ms": upload_p99_ms,
+            "errors": errors,
+        },
+    }

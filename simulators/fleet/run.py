@@ -24,11 +24,13 @@ from simulators.fleet.orders import BroadbandOrders
 from simulators.fleet.platform import Platform
 from simulators.fleet.progress import GatewayIntake, Samples, StatusLine
 from simulators.fleet.report import (
+    cadences,
     errors_summary,
     fleet_summary,
     messages_summary,
     service_summary,
     uploads_summary,
+    verdict,
 )
 from simulators.fleet.target import Target, embedded_service, remote_service
 from simulators.fleet.workers import WorkerPool, WorkerSpec
@@ -115,6 +117,10 @@ class FleetRun:
         self.intake = GatewayIntake(platform=platform, errors=self.errors)
         self.samples = Samples()
         self.elapsed = 0.0
+        #: Telemetry messages the devices sent during the measured run, and over how many
+        #: seconds (from fresh snapshots at both ends): the verdict's offered rate.
+        self.telemetry_sent = 0
+        self.telemetry_window = 0.0
         self._stop = asyncio.Event()
         #: The broker identity each device signs in with, by device id (issue 13); a
         #: device without one connects as the URL says. Provisioning issues them through
@@ -207,13 +213,15 @@ class FleetRun:
             now, seen = time.monotonic(), self.pool.totals()["connected"]
             if seen > connected:
                 connected, progress_at = seen, now
-            self.setup.status.show(f"connecting {connected}/{total} devices...")
+            self.setup.status.show("connecting", f"{connected}/{total} devices connected")
             if connected >= total or now - progress_at > RAMP_STALL_SECONDS:
                 break
             await asyncio.sleep(0.2)
         if connected < total:
             self.errors["device:not_connected_at_start"] += total - connected
-        return time.monotonic() - started
+        ramp = time.monotonic() - started
+        self.setup.status.show("connected", f"{connected}/{total} devices in {ramp:.1f} s")
+        return ramp
 
     def _load(
         self, per_sim_hour: float, act: Callable[[], Coroutine[Any, Any, None]]
@@ -233,7 +241,10 @@ class FleetRun:
         sim_begin = clock.now()
         begin = time.monotonic()
         end_at = begin + options.duration
-        self.samples.begin(begin, self.pool.totals(), await self.intake.read())
+        processed = await self.intake.read()
+        totals = await self.pool.fresh_totals(begin)
+        telemetry_begin, telemetry_at = totals["published_by"].get("telemetry", 0), totals["at"]
+        self.samples.begin(begin, totals, processed)
         async with asyncio.TaskGroup() as tg:
             load = self._load(options.app_rate, self.app.request)
             loads = [tg.create_task(load, name="fleet[app]")]
@@ -242,12 +253,18 @@ class FleetRun:
                 loads.append(tg.create_task(load, name="fleet[orders]"))
             while not self._stop.is_set() and time.monotonic() < end_at:
                 await asyncio.sleep(options.status_interval)
-                now, totals = time.monotonic(), self.pool.totals()
-                sample = self.samples.take(now, totals, await self.intake.read())
+                # The gateway's count first, then the devices' from after it (backlog).
+                read_at = time.monotonic()
+                processed = await self.intake.read()
+                totals = await self.pool.fresh_totals(read_at)
+                sample = self.samples.take(time.monotonic(), totals, processed)
                 self.orders.expire()
-                status.show(self._status(now - begin, totals, sample))
+                status.show("running", *self._status(time.monotonic() - begin, totals, sample))
             await cancel_all(loads)
         self.elapsed = time.monotonic() - begin
+        totals = await self.pool.fresh_totals(time.monotonic())
+        self.telemetry_sent = totals["published_by"].get("telemetry", 0) - telemetry_begin
+        self.telemetry_window = totals["at"] - telemetry_at
         sim_end = clock.now()
         return {
             "run_s": round(self.elapsed, 2),
@@ -290,10 +307,33 @@ class FleetRun:
     ) -> dict[str, Any]:
         setup, totals, intake = self.setup, self.pool.totals(), self.intake
         elapsed = max(self.elapsed, 1e-6)
+        uploads = uploads_summary(
+            totals,
+            elapsed=elapsed,
+            latency=self.pool.upload_latency,
+            indexed=intake.since_start(metrics_end, "kanjia_segments_indexed_total"),
+            swept=intake.since_start(metrics_end, "kanjia_segments_swept_total"),
+        )
+        errors = errors_summary(
+            self.errors, totals["errors"], failures_between(intake.start, metrics_end)
+        )
+        pace = cadences(setup.options)
+        judged = verdict(
+            devices=totals["devices"],
+            telemetry_sent=self.telemetry_sent,
+            run_s=self.telemetry_window,
+            telemetry_every_real_s=pace["telemetry_every_real_s"],
+            segment_every_real_s=pace["segment_every_real_s"],
+            uploads=uploads["ok"],
+            upload_p99_ms=uploads["latency_p99_ms"],
+            errors=errors["total"],
+        )
         return {
             "options": setup.options.summary(),
             "service": service_summary(setup.target),
             "fleet": fleet_summary(setup.households),
+            "cadences": pace,
+            "verdict": judged,
             "timing": timing,
             "devices": {
                 "total": totals["devices"],
@@ -304,35 +344,32 @@ class FleetRun:
             "messages": messages_summary(
                 totals, elapsed=elapsed, processed=intake.since_start(metrics_end)
             ),
-            "uploads": uploads_summary(
-                totals,
-                elapsed=elapsed,
-                latency=self.pool.upload_latency,
-                indexed=intake.since_start(metrics_end, "kanjia_segments_indexed_total"),
-                swept=intake.since_start(metrics_end, "kanjia_segments_swept_total"),
-            ),
+            "uploads": uploads,
             "events": totals["events"],
             "orders": self.orders.summary(),
             "app": self.app.summary(),
-            "errors": errors_summary(
-                self.errors, totals["errors"], failures_between(intake.start, metrics_end)
-            ),
+            "errors": errors,
             "samples": self.samples.rows,
         }
 
-    def _status(self, elapsed: float, totals: dict[str, Any], sample: dict[str, float]) -> str:
+    def _status(
+        self, elapsed: float, totals: dict[str, Any], sample: dict[str, float]
+    ) -> list[str]:
+        """The running status, one fact a line."""
         refused = totals["refusals"]
         refusals = " ".join(f"{k}:{v}" for k, v in sorted(refused.items())) or "none"
         errors = sum(totals["errors"].values()) + sum(self.errors.values())
+        options = self.setup.options
         sim = self.setup.target.clock.now().astimezone(UTC).strftime("%Y-%m-%d %H:%M")
-        return (
-            f"[{elapsed:5.0f}/{self.setup.options.duration:.0f}s] sim {sim} | "
-            f"dev {totals['connected']}/{totals['devices']} | "
-            f"msg/s {sample['msgs_per_s']:.0f} | up/s {sample['uploads_per_s']:.1f} | "
-            f"refused {refusals} | {self.orders.status()} | "
-            f"app {sum(self.app.outcomes.values())} | "
-            f"backlog {sample['backlog']:.0f} | errors {errors}"
-        )
+        return [
+            f"{elapsed:.0f}/{options.duration:.0f} s, simulated {sim} (x{options.clock_speed:g})",
+            f"devices {totals['connected']}/{totals['devices']} connected",
+            f"{sample['msgs_per_s']:.0f} msg/s, {sample['uploads_per_s']:.1f} uploads/s, "
+            f"gateway backlog {sample['backlog']:.0f}",
+            f"refused {refusals}; {self.orders.status()}; "
+            f"app {sum(self.app.outcomes.values())} requests",
+            f"errors {errors}",
+        ]
 
 
 async def run_fleet(

@@ -113,6 +113,8 @@ class DeviceWorker:
         """Totals so far, and the versions and latencies since the last snapshot."""
         c = self.counters
         snap = {
+            # When it was taken: the machine's monotonic clock, which the parent shares.
+            "at": time.monotonic(),
             "connected": self.connected,
             "devices": len(self.spec.devices),
             "published": sum(c.published.values()),
@@ -343,6 +345,8 @@ class WorkerPool:
         self.upload_latency: list[float] = []
         #: Called with each device id, the version it applied and when (monotonic).
         self._on_version = on_version
+        #: Set at each snapshot (:meth:`fresh_totals` waits on it).
+        self._snapshot = asyncio.Event()
 
     async def start(self, spec: WorkerSpec, *, clock: Clock, inline: bool) -> None:
         handle = WorkerHandle(spec, clock=clock, inline=inline)
@@ -354,6 +358,29 @@ class WorkerPool:
         for device_id, version, at in snap.get("versions", []):
             self._on_version(device_id, int(version), float(at))
         self.upload_latency.extend(snap.get("latencies", []))
+        self._snapshot.set()
+
+    async def fresh_totals(self, after: float, *, within: float = 2.0) -> dict[str, Any]:
+        """The totals once every worker's snapshot was taken at or after ``after``
+        (monotonic), waiting up to ``within`` seconds for them (then what there is).
+
+        What the devices had sent by a moment is then at least what they had sent when
+        the gateway's count was read before it: the backlog cannot go below zero by the
+        snapshots' lag alone."""
+        deadline = time.monotonic() + within
+        while True:
+            self._snapshot.clear()
+            # A worker's final snapshot counts all it will ever send.
+            if all(
+                h.latest.get("final") or h.latest.get("at", after) >= after for h in self.handles
+            ):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._snapshot.wait(), left)
+        return self.totals()
 
     async def stop(self) -> None:
         for handle in self.handles:
@@ -372,7 +399,10 @@ class WorkerPool:
         def total(key: str) -> int:
             return sum(int(snap.get(key, 0)) for snap in snaps)
 
+        taken = [float(snap["at"]) for snap in snaps if "at" in snap]
         return {
+            #: When the snapshots were taken (their mean, monotonic); 0 before any.
+            "at": sum(taken) / len(taken) if taken else 0.0,
             "connected": total("connected"),
             "devices": total("devices"),
             "published": total("published"),

@@ -20,6 +20,8 @@ api = Api()
     response=DeviceList,
 )
 async def app_devices(request: web.Request) -> web.StreamResponse:
+    """The cameras and routers of the token's account, with their presence (online, last seen)
+    and firmware; a family sees only its own devices."""
     services = services_of(request)
     token = app_token_of(request)
     async with services.db.session() as session:

@@ -113,6 +113,11 @@ def _order_route(action: broadband.Action, summary: str) -> None:
         return answer_out(await broadband.run_order(services, _order(action, account_id, body)))
 
     handler.__name__ = f"broadband_{action.replace('-', '_')}"
+    handler.__doc__ = f"""{summary}.
+
+    Answers 200 with the account's broadband view (``applied: false`` and a ``reason``
+    when the order changed nothing: ``stale``, ``already_stopped``, ``not_stopped``), or 409
+    with the rule's refusal. A repeated ``order_id`` answers the first result."""
     api.route(
         "POST",
         f"/platform/v1/broadband/{{account_id}}/{action}",
@@ -121,7 +126,13 @@ def _order_route(action: broadband.Action, summary: str) -> None:
         summary=summary,
         body=model,
         response=broadband.BroadbandViewOut,
-        errors=(404, 409),
+        errors=(
+            "not_found",
+            "active_subscriptions",
+            "torn_down",
+            "emergency_not_allowed",
+            "order_id_reused",
+        ),
     )(handler)
 
 
@@ -138,9 +149,12 @@ _order_route("emergency-resume", "Emergency resume for 7 days during an arrears 
     tag="broadband",
     summary="The account's broadband view with its devices' convergence",
     response=broadband.BroadbandViewOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def broadband_view(request: web.Request) -> web.StreamResponse:
+    """The account's broadband view: state, the stop types in force, any emergency resume
+    running, and whether each of its devices has reported the desired state that follows
+    (convergence)."""
     services = services_of(request)
     view = await broadband.current_view(services, path_id(request, "account_id"))
     return json_out(view)
@@ -193,6 +207,9 @@ def _answered(index: int, order: broadband.BroadbandOrder, answer: Answer) -> Ba
     response=BatchOut,
 )
 async def broadband_batch(request: web.Request) -> web.StreamResponse:
+    """Apply up to 1,000 broadband orders, each on its own (one bad order does not fail the
+    others), and answer per order, in order, with the status and body its single route would
+    answer."""
     services = services_of(request)
     batch = parse_body(await request.read(), BatchIn)
     parsed = [_batch_order(raw) for raw in batch.orders]

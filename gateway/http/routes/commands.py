@@ -45,9 +45,12 @@ class CommandList(Out):
     body=CommandIn,
     response=CommandOut,
     status=201,
-    errors=(404, 409),
+    errors=("not_found", "order_id_reused"),
 )
 async def create_command(request: web.Request) -> web.StreamResponse:
+    """Queue an imperative command for a device (rpc/req): sent over MQTT, retried up to
+    max_attempts and timed out after deadline_seconds. With an order_id, a repeated order
+    answers the first command."""
     services = services_of(request)
     device_id = path_id(request, "device_id")
     body = parse_body(await request.read(), CommandIn)
@@ -71,9 +74,10 @@ async def create_command(request: web.Request) -> web.StreamResponse:
     tag="commands",
     summary="The device's commands, newest first",
     response=CommandList,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def list_commands(request: web.Request) -> web.StreamResponse:
+    """The device's commands, newest first, with their status, attempts and result."""
     services = services_of(request)
     device_id = path_id(request, "device_id")
     rows = await commands.list_commands(services, device_id)

@@ -68,9 +68,12 @@ class BrokerVerdict(Out):
     summary="Issue (or rotate) a bound device's MQTT credentials; the password is shown once",
     response=CredentialsOut,
     status=201,
-    errors=(404, 409),
+    errors=("not_found", "reserved_client_id"),
 )
 async def issue_credentials(request: web.Request) -> web.StreamResponse:
+    """Issue MQTT credentials to a bound device, or rotate them: a new password, shown in this
+    answer only (stored as a keyed hash), registered with the broker after the commit. The
+    gateway's own client id cannot be issued (409)."""
     services = services_of(request)
     issued = await credentials.issue_credentials(services, path_id(request, "device_id"))
     return json_out(CredentialsOut.model_validate(issued, from_attributes=True), 201)
@@ -83,9 +86,11 @@ async def issue_credentials(request: web.Request) -> web.StreamResponse:
     tag="platform",
     summary="Revoke a device's MQTT credentials",
     status=204,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def revoke_credentials(request: web.Request) -> web.StreamResponse:
+    """Revoke the device's MQTT credentials: removed from the database and then from the
+    broker, so the device can no longer connect."""
     await credentials.revoke_credentials(services_of(request), path_id(request, "device_id"))
     return web.Response(status=204)
 
@@ -100,12 +105,14 @@ def _hook(name: str, summary: str, body: type[BrokerRequest]) -> Callable[[Handl
         summary=summary,
         body=body,
         response=BrokerVerdict,
-        errors=(404,),
     )
 
 
 @_hook("authenticate", "EMQX-style HTTP authentication: may this client connect?", AuthenticateIn)
 async def broker_authenticate(request: web.Request) -> web.StreamResponse:
+    """The broker asks whether a client may connect: allowed when the client id is the
+    username, a device's id, and the password that device's current one. Anonymous clients
+    and missing fields are denied. 404 while the hooks are off."""
     ask = parse_body(await request.read(), AuthenticateIn)
     services = services_of(request)
     allowed = await credentials.authenticate(
@@ -116,6 +123,10 @@ async def broker_authenticate(request: web.Request) -> web.StreamResponse:
 
 @_hook("authorize", "EMQX-style HTTP authorization: may this client use a topic?", AuthorizeIn)
 async def broker_authorize(request: web.Request) -> web.StreamResponse:
+    """The broker asks whether a client may publish or subscribe to a topic: allowed only
+    by the topic rule for the device the client is, and while its credentials are current
+    (a revocation bites at the next call). A missing field denies. 404 while the hooks are
+    off."""
     ask = parse_body(await request.read(), AuthorizeIn)
     allowed = await credentials.authorize(
         services_of(request),

@@ -55,9 +55,20 @@ async def _saved(session: AsyncSession, object_key: str) -> FamilyCloudItem | No
     summary="Save a clip to the family cloud (R14)",
     response=SavedOut,
     status=201,
-    errors=(403, 404, 409),
+    errors=(
+        "not_entitled",
+        "unsubscribed",
+        ("broadband_inactive", 403),
+        "previous_subscription",
+        "expired",
+        "family_cloud_closed",
+        "quota_exceeded",
+    ),
 )
 async def save_segment(request: web.Request) -> web.StreamResponse:
+    """Save a viewable segment to the account's family cloud in one action (R14): a copy
+    outside replay retention, counted against the quota (409 quota_exceeded). Saving it again
+    answers the item saved before (200). Closed after three months stopped (409, R15)."""
     services = services_of(request)
     account_id = app_token_of(request).account_id
     quota = services.settings.family_cloud_quota_bytes

@@ -33,9 +33,12 @@ class HealthOut(Out):
     auth="none",
     summary="Liveness and dependencies: 503, with this same report, while any is down",
     response=HealthOut,
-    errors=(503,),
+    answers={503: (HealthOut, "a dependency is down: the same report, status degraded")},
 )
 async def healthz(request: web.Request) -> web.StreamResponse:
+    """Check each dependency now (MQTT, the database, the object store) and report it: 200
+    while all answer, 503 with the same report (status degraded) while any is down. Load
+    balancers and orchestrators probe it; it needs no token."""
     # The documented exception to the error envelope: a 503 carries the report itself.
     report = await health.check(services_of(request))
     out = HealthOut(
@@ -49,6 +52,8 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 @api.route("GET", "/metrics", auth="none", summary="Prometheus metrics", content_type="text/plain")
 async def metrics(request: web.Request) -> web.StreamResponse:
+    """The gateway's Prometheus metrics in the text exposition format: HTTP and MQTT traffic,
+    ingest batches, jobs, and the dependency gauges, read fresh at each scrape."""
     services = services_of(request)
     await health.check(services)  # the dependency gauges are read fresh, not remembered
     body = generate_latest(services.metrics.registry)
@@ -59,6 +64,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 @api.route("GET", "/openapi.json", auth="none", summary="This OpenAPI document")
 async def openapi(request: web.Request) -> web.StreamResponse:
+    """This OpenAPI 3.1 document: every route with its parameters, bodies, answers and the
+    error codes it can answer, built from the same declarations that register the routes."""
     return web.json_response(request.app[OPENAPI])
 
 
@@ -73,6 +80,8 @@ class ClockOut(Out):
 
 @api.route("GET", "/ops/v1/clock", auth="platform", summary="The service clock", response=ClockOut)
 async def get_clock(request: web.Request) -> web.StreamResponse:
+    """The service clock's current time and whether it can be moved (a manual or simulated
+    clock, as the demo and the fleet simulator run; never the wall clock)."""
     clock = services_of(request).clock
     return json_out(ClockOut(now=clock.now().isoformat(), adjustable=clock.adjustable))
 
@@ -84,9 +93,12 @@ async def get_clock(request: web.Request) -> web.StreamResponse:
     body=ClockIn,
     response=ClockOut,
     summary="Move a manual or simulated clock; Clock-driven jobs then run",
-    errors=(404,),
+    errors=("not_found",),
 )
 async def advance_clock(request: web.Request) -> web.StreamResponse:
+    """Move a manual or simulated clock forward by advance_seconds, then run every clock-driven
+    job (renewals, retention, emergency-resume expiry) once at the new time. The wall clock
+    cannot be moved: 404 not_found."""
     services = services_of(request)
     if not services.clock.adjustable:
         raise ApiError(404, "not_found", "the wall clock cannot be moved")
@@ -117,9 +129,12 @@ def _refused(exc: SignatureError) -> ApiError:
     tag="objects",
     summary="Download through a presigned URL",
     content_type="application/octet-stream",
-    errors=(403, 404),
+    errors=("forbidden", "not_found", "invalid_key"),
 )
 async def get_object(request: web.Request) -> web.StreamResponse:
+    """Download an object of the filesystem store through a presigned URL (expires and sig in
+    the query, as presign_get made them). A gateway on S3 serves no objects (404); a URL
+    expired or signed for another key is 403."""
     store = _fs_store(request)
     key = request.match_info["key"]
     try:
@@ -171,9 +186,23 @@ def _granted(request: web.Request) -> tuple[FilesystemObjectStore, str, SignedUp
     tag="objects",
     summary="Upload a new object through a presigned URL: exactly the granted bytes (size "
     "and SHA-256 bound into the URL), checked before it is stored; never a replacement",
-    errors=(400, 403, 411, 412, 413),
+    errors=(
+        "forbidden",
+        "not_found",
+        "invalid_key",
+        "length_required",
+        "too_large",
+        "size_mismatch",
+        "checksum_mismatch",
+        "upload_incomplete",
+        "object_exists",
+    ),
 )
 async def put_object(request: web.Request) -> web.StreamResponse:
+    """Upload a new object of the filesystem store through a presigned URL: exactly the granted
+    bytes (size and SHA-256 bound into the URL and checked before the object is stored), with
+    Content-Length. An existing object is never replaced (412 object_exists, as S3 answers If-
+    None-Match)."""
     store, key, grant = _granted(request)
     try:
         await store.create_verified(key, request.content.iter_chunked(UPLOAD_CHUNK), grant=grant)
@@ -200,6 +229,8 @@ _CONSOLE = (Path(__file__).parents[1] / "console.html").read_bytes()
     content_type="text/html",
 )
 async def console(request: web.Request) -> web.StreamResponse:
+    """The web console: a single page that reads the app's and the platform's routes with the
+    token given in the URL fragment (never sent to the server in the URL)."""
     return web.Response(body=_CONSOLE, content_type="text/html", charset="utf-8")
 
 
@@ -229,6 +260,9 @@ class ReconcileOut(Out):
     summary="Remove unindexed recordings; report indexed ones with no object",
 )
 async def run_reconcile(request: web.Request) -> web.StreamResponse:
+    """Reconcile the object store with the index: delete stored recordings no segment indexes,
+    report indexed segments whose object is missing. A device whose orphans look like a mass
+    deletion is refused and reported unless allow_mass_delete is true."""
     body = parse_body(await request.read(), ReconcileIn)
     result = await retention.reconcile(
         services_of(request), allow_mass_delete=body.allow_mass_delete

@@ -84,9 +84,12 @@ class RevokedOut(Out):
     summary="Create or update a broadband account",
     body=AccountIn,
     response=AccountOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def put_account(request: web.Request) -> web.StreamResponse:
+    """Create the broadband account, or update its owner, star level and name: 201 when
+    created, 200 when it existed. The platform's CRM is the source of accounts; the service
+    keeps its own broadband state (stops, resumes) beside them."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     body = parse_body(await request.read(), AccountIn)
@@ -109,9 +112,11 @@ async def put_account(request: web.Request) -> web.StreamResponse:
     tag="platform",
     summary="A broadband account",
     response=AccountOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def get_account(request: web.Request) -> web.StreamResponse:
+    """One broadband account: owner, star level (R11), name and when it was created and last
+    changed."""
     services = services_of(request)
     async with services.db.session() as session:
         account = await accounts.get_account(session, path_id(request, "account_id"))
@@ -127,9 +132,12 @@ async def get_account(request: web.Request) -> web.StreamResponse:
     body=DeviceIn,
     response=DeviceOut,
     status=201,
-    errors=(404, 409),
+    errors=("not_found", "device_bound_elsewhere", "device_kind_mismatch"),
 )
 async def bind_device(request: web.Request) -> web.StreamResponse:
+    """Bind a camera or a router to the account: 201 when bound now, 200 when it already was. A
+    device bound to another account, or bound as the other kind, is 409. A new camera's desired
+    state is written and published."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     body = parse_body(await request.read(), DeviceIn)
@@ -156,9 +164,12 @@ async def bind_device(request: web.Request) -> web.StreamResponse:
     tag="platform",
     summary="The account's devices with their desired-state convergence",
     response=ConvergedDeviceList,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def list_account_devices(request: web.Request) -> web.StreamResponse:
+    """The account's devices with their presence, their desired-state convergence (desired and
+    reported versions) and whether each has current MQTT credentials (never the secret),
+    including those the broker lost and must be issued again."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     async with services.db.session() as session:
@@ -190,9 +201,11 @@ async def list_account_devices(request: web.Request) -> web.StreamResponse:
     body=AppTokenIn,
     response=AppTokenOut,
     status=201,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def create_app_token(request: web.Request) -> web.StreamResponse:
+    """Issue a bearer token for one user of the companion app, scoped to one account, valid for
+    KANJIA_APP_TOKEN_TTL_DAYS; the token is shown in this answer only (it is stored hashed)."""
     services = services_of(request)
     body = parse_body(await request.read(), AppTokenIn)
     async with services.db.writing() as session:
@@ -220,9 +233,10 @@ async def create_app_token(request: web.Request) -> web.StreamResponse:
     tag="platform",
     summary="Revoke one app token at once",
     status=204,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def revoke_app_token(request: web.Request) -> web.StreamResponse:
+    """Revoke one app token by its token_id, at once: its next request is 401."""
     services = services_of(request)
     async with services.db.writing() as session:
         await accounts.revoke_app_token(session, path_id(request, "token_id"))
@@ -237,9 +251,10 @@ async def revoke_app_token(request: web.Request) -> web.StreamResponse:
     tag="platform",
     summary="Revoke every app token of the account at once",
     response=RevokedOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def revoke_account_tokens(request: web.Request) -> web.StreamResponse:
+    """Revoke every app token of the account at once and say how many were revoked."""
     services = services_of(request)
     async with services.db.writing() as session:
         revoked = await accounts.revoke_account_tokens(session, path_id(request, "account_id"))

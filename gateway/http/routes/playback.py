@@ -134,7 +134,7 @@ async def _asked(
     summary="Recorded ranges and events of a camera",
     query=RangeQuery,
     response=TimelineOut,
-    errors=(403, 404),
+    errors=("not_entitled", "unsubscribed", ("broadband_inactive", 403)),
 )
 async def timeline(request: web.Request) -> web.StreamResponse:
     """Recorded ranges (clipped to the asked range and to retention) and the events that
@@ -182,9 +182,11 @@ async def timeline(request: web.Request) -> web.StreamResponse:
     summary="An HLS VOD playlist of presigned segment URLs",
     query=RangeQuery,
     content_type="application/vnd.apple.mpegurl",
-    errors=(403, 404),
+    errors=("not_entitled", "unsubscribed", ("broadband_inactive", 403), "no_recording"),
 )
 async def playlist(request: web.Request) -> web.StreamResponse:
+    """An HLS VOD playlist of presigned segment URLs over the asked range, of what the family
+    may watch now (R5, R6, R8); 404 no_recording when nothing in the range is viewable."""
     services = services_of(request)
     async with services.db.session() as session:
         _, query, current = await _asked(request, session)
@@ -211,9 +213,17 @@ async def playlist(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="A playable URL of one segment",
     response=SegmentUrlOut,
-    errors=(403, 404),
+    errors=(
+        "not_entitled",
+        "unsubscribed",
+        ("broadband_inactive", 403),
+        "previous_subscription",
+        "expired",
+    ),
 )
 async def segment_url(request: web.Request) -> web.StreamResponse:
+    """A presigned, expiring URL of one segment the family may watch now: recorded under the
+    current subscription (R6), within retention (R5), while broadband is active (R8)."""
     services = services_of(request)
     async with services.db.session() as session:
         s = await viewable_segment(request, session)
@@ -241,7 +251,14 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
     body=SessionAsk,
     response=SessionOut,
     status=201,
-    errors=(403, 404),
+    errors=(
+        "invalid_range",
+        "range_too_long",
+        "not_entitled",
+        "unsubscribed",
+        ("broadband_inactive", 403),
+        "no_recording",
+    ),
 )
 async def create_playback_session(request: web.Request) -> web.StreamResponse:
     """Open a playback session over ``[start, end)`` of a camera the family may watch
@@ -293,7 +310,16 @@ async def create_playback_session(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="A playback session's HLS VOD playlist",
     content_type="application/vnd.apple.mpegurl",
-    errors=(403, 404),
+    errors=(
+        "session_invalid",
+        "session_expired",
+        "session_scope",
+        "not_entitled",
+        "unsubscribed",
+        "previous_subscription",
+        ("broadband_inactive", 403),
+        "no_recording",
+    ),
 )
 async def session_playlist(request: web.Request) -> web.StreamResponse:
     """The session's range as an HLS VOD playlist of what is recorded and viewable now,
@@ -324,7 +350,16 @@ async def session_playlist(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="One segment of a playback session: a redirect to it, presigned now",
     status=302,
-    errors=(403, 404),
+    errors=(
+        "session_invalid",
+        "session_expired",
+        "session_scope",
+        "not_entitled",
+        "unsubscribed",
+        "previous_subscription",
+        ("broadband_inactive", 403),
+        "expired",
+    ),
 )
 async def session_segment(request: web.Request) -> web.StreamResponse:
     """Redirect (302) to the segment on the object store, presigned at this moment for

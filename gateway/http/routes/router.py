@@ -342,6 +342,11 @@ def _tune_answer(tuning: router_ops.Tuning) -> web.Response:
 
 # --- access -------------------------------------------------------------------------------
 
+_FAILED = "the router failed: the results so far, and the error"
+#: Router-side failures answer the results, not the error shape (the module's docstring).
+_FAILED_CHANGE = dict.fromkeys((422, 502, 504), (ChangesOut, _FAILED))
+_FAILED_TUNING = dict.fromkeys((422, 502, 504), (TuneOut, _FAILED))
+
 
 @api.route(
     "PUT",
@@ -351,9 +356,13 @@ def _tune_answer(tuning: router_ops.Tuning) -> web.Response:
     summary="Provision a router's SSH access; pins its host key (trust on first use)",
     body=AccessIn,
     response=AccessOut,
-    errors=(404, 422, 502, 504),
+    errors=("router_failed", "router_auth_failed", "router_host_key_changed", "router_timed_out"),
 )
 async def put_router_access(request: web.Request) -> web.StreamResponse:
+    """Provision how the service logs in to the router over SSH, and pin the host key it
+    presents (trust on first use); answers its fingerprint. Later, the pinned key must still be
+    presented unless trust_new_host_key says the box was replaced (502
+    router_host_key_changed)."""
     services = services_of(request)
     device_id = path_id(request, "device_id")
     body = parse_body(await request.read(), AccessIn)
@@ -385,9 +394,12 @@ async def put_router_access(request: web.Request) -> web.StreamResponse:
     tag="routers",
     summary="A router's status, WiFi configuration, mesh and clients (SSH and telemetry)",
     response=RouterOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def get_router(request: web.Request) -> web.StreamResponse:
+    """The router's status from SSH and its last telemetry: board, radios and WiFi interfaces,
+    band steering, the mesh and its clients. When SSH fails the view still answers 200 from
+    telemetry, and ssh says what failed."""
     services = services_of(request)
     view = await router_ops.router_view(services, path_id(request, "device_id"))
     return json_out(RouterOut.of(view))
@@ -400,9 +412,11 @@ async def get_router(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="The family's router: status, WiFi, mesh and clients (read-only)",
     response=RouterOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def app_router(request: web.Request) -> web.StreamResponse:
+    """The family's router as the app sees it (read-only): the same view as the platform's, for
+    a router of the token's account only."""
     services = services_of(request)
     token = app_token_of(request)
     view = await router_ops.router_view(
@@ -422,9 +436,23 @@ async def app_router(request: web.Request) -> web.StreamResponse:
     summary="Change SSID, passphrase, channels or band steering (R12: refused while stopped)",
     body=WifiIn,
     response=ChangesOut,
-    errors=(404, 409, 422, 502, 504),
+    answers=_FAILED_CHANGE,
+    errors=(
+        "broadband_inactive",
+        "router_not_provisioned",
+        "router_busy",
+        "router_invalid",
+        "router_failed",
+        "router_auth_failed",
+        "router_host_key_changed",
+        "router_timed_out",
+        "invalid_setting",
+    ),
 )
 async def post_router_wifi(request: web.Request) -> web.StreamResponse:
+    """Change the SSID, passphrase, channels or band steering; each change is recorded as a
+    device command. Refused while broadband is stopped (409, R12). A router-side failure
+    answers the per-change results with an error (422, 502, 504)."""
     services = services_of(request)
     device_id = path_id(request, "device_id")
     body = parse_body(await request.read(), WifiIn)
@@ -444,9 +472,21 @@ async def post_router_wifi(request: web.Request) -> web.StreamResponse:
     tag="routers",
     summary="Reboot the router (R12: refused while stopped)",
     response=ChangesOut,
-    errors=(404, 409, 502, 504),
+    answers=_FAILED_CHANGE,
+    errors=(
+        "broadband_inactive",
+        "router_not_provisioned",
+        "router_busy",
+        "router_invalid",
+        "router_failed",
+        "router_auth_failed",
+        "router_host_key_changed",
+        "router_timed_out",
+    ),
 )
 async def post_router_reboot(request: web.Request) -> web.StreamResponse:
+    """Reboot the router, recorded as a device command. Refused while broadband is stopped
+    (409, R12); a router-side failure answers the result with an error (502, 504)."""
     services = services_of(request)
     changes = await router_ops.reboot(services, path_id(request, "device_id"))
     return _changes_answer(changes)
@@ -460,9 +500,23 @@ async def post_router_reboot(request: web.Request) -> web.StreamResponse:
     summary="Tune the WiFi channels from telemetry and a scan; before/after scores (R13)",
     body=TuneIn,
     response=TuneOut,
-    errors=(404, 409, 502, 504),
+    answers=_FAILED_TUNING,
+    errors=(
+        "broadband_inactive",
+        "router_not_provisioned",
+        "router_busy",
+        "router_invalid",
+        "router_failed",
+        "router_auth_failed",
+        "router_host_key_changed",
+        "router_timed_out",
+        "telemetry_timeout",
+    ),
 )
 async def post_router_tune(request: web.Request) -> web.StreamResponse:
+    """Tune the WiFi channels (R13): from telemetry and a scan, pick better channels, apply
+    them, and compare scores before and after, rolling back a change that made things worse.
+    504 telemetry_timeout when no telemetry came in time."""
     services = services_of(request)
     device_id = path_id(request, "device_id")
     raw = await request.read()

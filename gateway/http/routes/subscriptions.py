@@ -167,9 +167,21 @@ def completion_report(order_id: str, action: str, at: datetime, result: Out) -> 
     body=SubscribeIn,
     response=SubscribeOut,
     status=201,
-    errors=(403, 404, 409),
+    errors=(
+        "not_found",
+        "unknown_plan",
+        "invalid",
+        "not_account_owner",
+        "already_subscribed",
+        "broadband_inactive",
+        "order_id_reused",
+    ),
 )
 async def create_subscription(request: web.Request) -> web.StreamResponse:
+    """Order a cloud-replay product for a camera (R1-R3, R7): effective at once, the first
+    month charged by day (R3). Only the account's owner orders (403); one product per camera
+    (409, R2); none while broadband is stopped (409, R8). A repeated order_id answers the first
+    result."""
     services = services_of(request)
     raw = await request.read()
     body = parse_body(raw, SubscribeIn)
@@ -221,9 +233,12 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
     summary="Unsubscribe at once (R5)",
     body=UnsubscribeIn,
     response=UnsubscribeOut,
-    errors=(404, 409),
+    errors=("not_found", "not_active", "invalid_time", "order_id_reused"),
 )
 async def unsubscribe(request: web.Request) -> web.StreamResponse:
+    """Unsubscribe at once (R5): the month's final charge by day up to the unsubscription day,
+    and the recorded video is no longer viewable. An unsubscribed subscription is 409
+    not_active; a repeated order_id answers the first result."""
     services = services_of(request)
     subscription_id = path_id(request, "subscription_id")
     body = parse_body(await request.read(), UnsubscribeIn)
@@ -263,9 +278,11 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
     tag="replay",
     summary="One subscription",
     response=SubscriptionOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def get_subscription(request: web.Request) -> web.StreamResponse:
+    """One subscription: its plan, family, retention, monthly fee, channel, status, dates and
+    the current 24-month tariff term (R4)."""
     services = services_of(request)
     async with services.db.session() as session:
         s = await subs.get_subscription(session, path_id(request, "subscription_id"))
@@ -279,9 +296,11 @@ async def get_subscription(request: web.Request) -> web.StreamResponse:
     tag="replay",
     summary="The account's subscriptions",
     response=SubscriptionList,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def list_subscriptions(request: web.Request) -> web.StreamResponse:
+    """Every subscription of the account, active and ended (an unsubscribed one is kept six
+    months, R5)."""
     services = services_of(request)
     async with services.db.session() as session:
         found = await subs.account_subscriptions(session, path_id(request, "account_id"))
@@ -296,9 +315,12 @@ async def list_subscriptions(request: web.Request) -> web.StreamResponse:
     summary="The account's cloud-replay charges of one month (R3-R5, R7)",
     query=ChargesQuery,
     response=ChargesOut,
-    errors=(404,),
+    errors=("not_found",),
 )
 async def charges(request: web.Request) -> web.StreamResponse:
+    """The account's cloud-replay charges of one month (month=YYYY-MM): per subscription the
+    days active and the amount (R3-R5, half-up to the cent), and their total, in CNY (billed
+    with the broadband account, R7)."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)

@@ -31,9 +31,18 @@ def _thumbnail(data: bytes) -> bytes:
     tag="app",
     summary="The first frame of a segment as JPEG",
     content_type="image/jpeg",
-    errors=(403, 404, 422),
+    errors=(
+        "not_entitled",
+        "unsubscribed",
+        ("broadband_inactive", 403),
+        "previous_subscription",
+        "expired",
+        "not_decodable",
+    ),
 )
 async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """The first frame of a viewable segment as JPEG (the timeline's event thumbnails); the
+    same viewing rules as the segment's URL, and 422 when the segment holds no decodable video."""
     services = services_of(request)
     async with services.db.session() as session:
         s = await viewable_segment(request, session)
