@@ -531,3 +531,20 @@ async def test_the_health_panel_reads_prometheus_text(page: Page, household: Hou
         "jobs": {"sweep": {"runs": 6, "failed": 1}},
         "bucket": ["+Inf", 9],
     }
+
+
+async def test_signing_out_forgets_the_token(page: Page, household: Household) -> None:
+    """Sign out of the family's view: the tab forgets the token (a reload asks for one);
+    the platform token then opens the operator's view in the same tab."""
+    await _family(page, household)
+    await expect(page.locator("#device-list button.device")).to_have_count(3)
+    await page.locator("#logout").click()
+    await expect(page.locator("#login")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('kanjia.console')") is None
+    await page.reload()
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#family")).to_be_hidden()
+    await page.locator("#token").fill(PLATFORM_TOKEN)
+    await page.locator("#token").press("Enter")
+    await expect(page.locator("#accounts-body tr[data-account-id]").first).to_be_visible()
+    await expect(page.locator("#family")).to_be_hidden()

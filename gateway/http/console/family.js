@@ -35,6 +35,8 @@ export async function showFamily() {
 export function hideFamily() {
   clearInterval(presenceTimer);
   $("family").hidden = true;
+  $("player").removeAttribute("src");
+  Object.assign(view, { devices: [], device: null, timeline: null, selection: null, position: null, playingFrom: null });
 }
 
 function wire() {
@@ -61,10 +63,11 @@ function wire() {
     $("player-state").textContent = `The video could not be played${err ? `: ${err.message || err.code}` : ""}`;
     $("player-state").className = "state error";
   };
-  document.addEventListener("keydown", (e) => {
-    if (e.key === "Escape") $("popover").hidden = true;
-  });
 }
+
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") $("popover").hidden = true;
+});
 
 // --- devices ---------------------------------------------------------------------------------
 

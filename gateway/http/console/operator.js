@@ -9,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 const PAGE = 20;
 let healthTimer = null;
 let serviceMonth = null; // YYYY-MM of the service clock
-const pages = { accounts: [], orders: [] };
+const pages = { accounts: { items: [] }, orders: { items: [] } };
 
 export async function showOperator() {
   $("operator").hidden = false;
@@ -34,6 +34,7 @@ export async function showOperator() {
 export function hideOperator() {
   clearInterval(healthTimer);
   $("operator").hidden = true;
+  $("account-detail").hidden = true;
 }
 
 function table(headings, rows, empty) {
