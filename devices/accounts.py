@@ -7,7 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlmodel import col, select
+from sqlalchemy import case
+from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.errors import Conflict, NotFound
@@ -75,6 +76,52 @@ async def get_account(session: AsyncSession, account_id: str) -> Account:
     if account is None:
         raise NotFound("account", account_id)
     return account
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSummary:
+    """An account as the operator lists it, with how many devices it has and how many are
+    online now."""
+
+    account: Account
+    devices: int
+    online: int
+
+
+async def list_accounts(
+    session: AsyncSession,
+    *,
+    prefix: str | None,
+    broadband_state: str | None,
+    after: str | None,
+    limit: int,
+) -> list[AccountSummary]:
+    """Accounts in ``account_id`` order after ``after``, at most ``limit``; ``prefix``
+    matches the start of the account id or of the owner's id, ``broadband_state`` the state
+    (active, stopped, torn_down)."""
+    query = select(Account)
+    if prefix:
+        query = query.where(
+            or_(
+                col(Account.account_id).startswith(prefix, autoescape=True),
+                col(Account.owner_id).startswith(prefix, autoescape=True),
+            )
+        )
+    if broadband_state is not None:
+        query = query.where(Account.broadband_state == broadband_state)
+    if after is not None:
+        query = query.where(col(Account.account_id) > after)
+    found = list((await session.exec(query.order_by(col(Account.account_id)).limit(limit))).all())
+    counts: dict[str, tuple[int, int]] = {}
+    if found:
+        online = func.sum(case((col(Device.online), 1), else_=0))
+        rows = await session.exec(
+            select(Device.account_id, func.count(), online)
+            .where(col(Device.account_id).in_([a.account_id for a in found]))
+            .group_by(col(Device.account_id))
+        )
+        counts = {account_id: (int(n), int(up or 0)) for account_id, n, up in rows.all()}
+    return [AccountSummary(a, *counts.get(a.account_id, (0, 0))) for a in found]
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,10 @@ class PlatformOrder(SQLModel, table=True):
     status_code: int
     response: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(sa_type=UTCDateTime)
+    #: The account the order concerns, when known (schema 6; older rows from their answer).
+    account_id: str | None = Field(default=None, index=True, max_length=64)
+    #: What the order names besides the account: a subscription or a device id.
+    target: str | None = Field(default=None, max_length=128)
 
 
 class CallbackReport(SQLModel, table=True):

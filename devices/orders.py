@@ -62,8 +62,11 @@ def record_order(
     answer: Answer,
     now: datetime,
     report: dict[str, Any] | None,
+    account_id: str | None = None,
+    target: str | None = None,
 ) -> None:
-    """Stage the answer (and a completion report) in the caller's transaction."""
+    """Stage the answer (and a completion report) in the caller's transaction, with the
+    account the order concerns and its target when known (the operator lists them)."""
     session.add(
         PlatformOrder(
             order_id=order_id,
@@ -72,12 +75,58 @@ def record_order(
             status_code=answer.status,
             response=answer.body,
             created_at=now,
+            account_id=account_id,
+            target=target or None,
         )
     )
     if report is not None:
         session.add(
             CallbackReport(order_id=order_id, payload=report, next_attempt_at=now, created_at=now)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedOrder:
+    """An order as the operator lists it: what was asked, its answer, its report."""
+
+    order: PlatformOrder
+    report: CallbackReport | None
+
+
+async def list_orders(
+    session: AsyncSession,
+    *,
+    account_id: str | None,
+    action: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[RecordedOrder]:
+    """Orders newest first (by when they were answered, then ``order_id``), of one account
+    and one action kind (``broadband`` takes every ``broadband.*``) when given, starting
+    after the ``(created_at, order_id)`` key ``after``; at most ``limit``."""
+    query = select(PlatformOrder, CallbackReport).join(
+        CallbackReport,
+        col(CallbackReport.order_id) == col(PlatformOrder.order_id),
+        isouter=True,
+    )
+    if account_id is not None:
+        query = query.where(PlatformOrder.account_id == account_id)
+    if action is not None:
+        query = query.where(
+            (col(PlatformOrder.action) == action)
+            | col(PlatformOrder.action).startswith(f"{action}.", autoescape=True)
+        )
+    if after is not None:
+        at, order_id = after
+        query = query.where(
+            (col(PlatformOrder.created_at) < at)
+            | ((col(PlatformOrder.created_at) == at) & (col(PlatformOrder.order_id) < order_id))
+        )
+    query = query.order_by(
+        col(PlatformOrder.created_at).desc(), col(PlatformOrder.order_id).desc()
+    ).limit(limit)
+    rows = await session.exec(query)
+    return [RecordedOrder(order, report) for order, report in rows.all()]
 
 
 #: Retry delays of completion reports (clock seconds), the last one repeating.

@@ -266,6 +266,7 @@ async def run_order(services: Services, order: BroadbandOrder) -> Answer:
         target=order.account_id,
         request_body=order.request_body(),
         effect=effect,
+        account_id=order.account_id,
     )
     # Not every change comes with a report (an emergency that lapsed under a refusal).
     services.jobs.trigger(PUBLISH_JOB)

@@ -116,6 +116,13 @@ async def create_command(services: Services, request: CommandRequest) -> cmd.Dev
     return row
 
 
+async def _account_of(services: Services, device_id: str) -> str | None:
+    """The device's account, to record its command order under (None: unknown device)."""
+    async with services.db.session() as session:
+        device = await session.get(Device, device_id)
+    return None if device is None else device.account_id
+
+
 async def order_command(services: Services, request: CommandRequest, order_id: str) -> Answer:
     """Queue a command exactly once for the platform's ``order_id``; a repeat answers the
     first time's :class:`CommandOut` (201)."""
@@ -132,6 +139,7 @@ async def order_command(services: Services, request: CommandRequest, order_id: s
         target=request.device_id,
         request_body=request.request_body(),
         effect=effect,
+        account_id=await _account_of(services, request.device_id),
     )
     services.jobs.trigger(COMMANDS_JOB)
     return answer

@@ -186,6 +186,7 @@ async def run_demo(settings: Settings, *, stop: asyncio.Event | None = None) -> 
                 print(
                     "Kanjia demo is running (Ctrl-C to stop)\n"
                     f"  console:        {base}/console#token={app_token}\n"
+                    f"  operator:       {base}/console#token={token}\n"
                     f"  API:            {base}/openapi.json\n"
                     f"  metrics:        {base}/metrics\n"
                     f"  MQTT broker:    {mqtt_url}\n"

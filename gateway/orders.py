@@ -36,7 +36,10 @@ async def execute_order(
     target: str,
     request_body: dict[str, Any],
     effect: Effect,
+    account_id: str | None = None,
 ) -> Answer:
+    """Run ``effect`` once for ``order_id`` (see the module); the order is recorded with
+    ``account_id``, the account it concerns when the caller knows it, and ``target``."""
     print_ = fingerprint(action, target, request_body)
     now = services.clock.now()
     for _ in range(2):
@@ -59,6 +62,8 @@ async def execute_order(
                 answer=answer,
                 now=now,
                 report=report,
+                account_id=account_id,
+                target=target,
             )
             try:
                 await session.commit()

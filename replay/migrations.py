@@ -113,12 +113,52 @@ def _scope_segment_ids(conn: Connection) -> None:
     log.info("upload grants re-keyed by camera: %d", rekey_grants(conn))
 
 
+ORDERS: Table = devices.models.PlatformOrder.__table__  # type: ignore[attr-defined]
+
+
+def backfill_order_accounts(connection: Connection) -> int:
+    """Give the orders recorded before schema 6 the account their answer names (a
+    subscription's or a broadband view's ``account_id``); the others stay unassigned.
+    Return how many were given one."""
+    rows = connection.execute(
+        sa_select(ORDERS.c.order_id, ORDERS.c.response).where(ORDERS.c.account_id.is_(None))
+    ).all()
+    named = [
+        {"key": order_id, "account": response["account_id"]}
+        for order_id, response in rows
+        if isinstance(response, dict) and isinstance(response.get("account_id"), str)
+    ]
+    if named:
+        connection.execute(
+            update(ORDERS)
+            .where(ORDERS.c.order_id == bindparam("key"))
+            .values(account_id=bindparam("account")),
+            named,
+        )
+    return len(named)
+
+
+def _add_order_accounts(conn: Connection) -> None:
+    """Orders name their account and target (issue 15: the operator lists them by
+    account); the orders recorded before are given the account their answer names."""
+    present = {column["name"] for column in inspect(conn).get_columns("platform_orders")}
+    for name in ("account_id", "target"):
+        if name not in present:
+            kind = ORDERS.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE platform_orders ADD COLUMN {name} {kind}")
+    for index in ORDERS.indexes:
+        if index.name == "ix_platform_orders_account_id":
+            index.create(conn, checkfirst=True)
+    log.info("orders given their account: %d", backfill_order_accounts(conn))
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
     Migration(3, "per-device broker credentials (issue 13)", _add_device_credentials),
     Migration(4, "app tokens expire and can be revoked (issue 14)", _add_app_token_expiry),
     Migration(5, "segment ids belong to their camera (issue 14)", _scope_segment_ids),
+    Migration(6, "orders name their account and target (issue 15)", _add_order_accounts),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

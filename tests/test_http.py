@@ -221,9 +221,25 @@ async def test_healthz_and_metrics(start_gateway: StartGateway, clock: ManualClo
         assert 'route="/healthz"' in text
 
 
-async def test_the_console_page_is_served(start_gateway: StartGateway, clock: ManualClock) -> None:
+async def test_the_console_page_and_its_files_are_served(
+    start_gateway: StartGateway, clock: ManualClock
+) -> None:
+    """The console's page loads its modules and style sheet from the gateway itself (no
+    third-party code); an unknown file is the JSON 404; the page forbids other origins'
+    scripts and sends no referrer (a token never leaves in one)."""
     async with start_gateway(clock=clock, mqtt=False) as gw, aiohttp.ClientSession() as http:
         r = await http.get(f"{gw.url}/console")
         assert r.status == 200
         assert r.content_type == "text/html"
+        page = await r.text()
+        assert '<script type="module" src="/console/main.js">' in page
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+        for name, kind in (("main.js", "text/javascript"), ("console.css", "text/css")):
+            r = await http.get(f"{gw.url}/console/{name}")
+            assert (r.status, r.content_type) == (200, kind)
+        r = await http.get(f"{gw.url}/console/api.js")
         assert "/app/v1/devices" in await r.text()
+        r = await http.get(f"{gw.url}/console/nothing.js")
+        assert r.status == 404
+        assert_error(await r.json(), "not_found")

@@ -209,6 +209,11 @@ class Api:
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
+def openapi_path(path: str) -> str:
+    """A route's path as OpenAPI writes it: ``{name:regex}`` becomes ``{name}``."""
+    return _PATH_PARAM.sub(r"{\1}", path)
+
+
 def _parameters(spec: RouteSpec) -> list[dict[str, Any]]:
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -336,7 +341,7 @@ def openapi_document(routes: list[RouteSpec], *, title: str, version: str) -> di
     error_ref = ref(ErrorOut)
     paths: dict[str, dict[str, Any]] = {}
     for spec in routes:
-        path = _PATH_PARAM.sub(r"{\1}", spec.path)
+        path = openapi_path(spec.path)
         paths.setdefault(path, {})[spec.method.lower()] = _operation(spec, ref, error_ref)
     return {
         "openapi": "3.1.0",

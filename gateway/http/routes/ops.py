@@ -218,20 +218,63 @@ async def put_object(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
-_CONSOLE = (Path(__file__).parents[1] / "console.html").read_bytes()
+#: The console's files (plain HTML, JavaScript modules and CSS, no build step), read once.
+_CONSOLE_DIR = Path(__file__).parents[1] / "console"
+_CONSOLE_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+_CONSOLE = {
+    path.name: (path.read_bytes(), _CONSOLE_TYPES[path.suffix])
+    for path in sorted(_CONSOLE_DIR.iterdir())
+    if path.suffix in _CONSOLE_TYPES
+}
+#: The console talks to this origin only; the player may read HLS from the object store.
+_CONSOLE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' blob: data:; media-src * blob:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _console_file(name: str) -> web.Response:
+    try:
+        body, content_type = _CONSOLE[name]
+    except KeyError as exc:
+        raise ApiError(404, "not_found", f"the console has no file {name}") from exc
+    return web.Response(
+        body=body, content_type=content_type, charset="utf-8", headers=_CONSOLE_HEADERS
+    )
 
 
 @api.route(
     "GET",
     "/console",
     auth="none",
-    summary="The web console (token in the URL fragment)",
+    summary="The web console: the family's and the operator's views",
     content_type="text/html",
 )
 async def console(request: web.Request) -> web.StreamResponse:
-    """The web console: a single page that reads the app's and the platform's routes with the
-    token given in the URL fragment (never sent to the server in the URL)."""
-    return web.Response(body=_CONSOLE, content_type="text/html", charset="utf-8")
+    """The web console's page. Signed in with an app token it shows the family's devices,
+    each camera's day (recordings, gaps by cause, events with thumbnails), playback from
+    any moment, export and save of a range, the saved clips and the router's WiFi; with
+    the platform token, the operator's accounts, devices, broadband, orders, subscriptions,
+    charges and the fleet's health. The token is kept in the tab's session storage; one
+    handed over as ``#token=`` or ``?token=`` is taken out of the address at once."""
+    return _console_file("index.html")
+
+
+@api.route(
+    "GET",
+    "/console/{name:[a-z]+\\.(?:js|css)}",
+    auth="none",
+    summary="The web console's scripts and style sheet",
+    content_type="text/plain",
+    errors=("not_found",),
+)
+async def console_asset(request: web.Request) -> web.StreamResponse:
+    """One of the console's JavaScript modules or its style sheet, served as stored."""
+    return _console_file(request.match_info["name"])
 
 
 class ReconcileIn(Body):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import Field
 
-from devices import accounts, credentials
+from devices import accounts, credentials, orders
 from devices.desired import account_convergence
 from devices.models import Account, DeviceKind
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.http.api import Api, Body, Out, json_out, parse_body
+from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
+from gateway.http.paging import decode_cursor, page
 from gateway.http.requests import DeviceOut, Identifier, path_id, services_of
 
 api = Api()
@@ -260,3 +262,164 @@ async def revoke_account_tokens(request: web.Request) -> web.StreamResponse:
         revoked = await accounts.revoke_account_tokens(session, path_id(request, "account_id"))
         await session.commit()
     return json_out(RevokedOut(revoked=revoked))
+
+
+# --- the operator's lists (issue 15: the console's operator view) --------------------------
+
+#: A page of a list route: 50 items unless asked, at most 200.
+PageSize = Field(default=50, ge=1, le=200)
+Cursor = Field(default=None, min_length=1, max_length=512)
+
+
+class AccountsQuery(Body):
+    limit: int = PageSize
+    cursor: str | None = Cursor
+    #: The start of an account id or of its owner's id.
+    q: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    broadband_state: Literal["active", "stopped", "torn_down"] | None = None
+
+
+class AccountSummaryOut(AccountOut):
+    broadband_state: str
+    devices: int
+    online: int
+
+
+class AccountPage(Out):
+    accounts: list[AccountSummaryOut]
+    #: Pass it back as ``cursor`` for the next page; absent on the last one.
+    next_cursor: str | None = None
+
+
+@api.route(
+    "GET",
+    "/platform/v1/accounts",
+    auth="platform",
+    tag="platform",
+    summary="Accounts, paged and filtered, with their device and online counts",
+    query=AccountsQuery,
+    response=AccountPage,
+)
+async def list_accounts(request: web.Request) -> web.StreamResponse:
+    """The broadband accounts in account-id order, a page at a time (``limit``, and the
+    opaque ``next_cursor`` passed back as ``cursor``), filtered by the start of the account
+    or owner id (``q``) and by broadband state; each with its broadband state, how many
+    devices it has and how many of them are online now."""
+    services = services_of(request)
+    query = parse_query(request, AccountsQuery)
+    after = decode_cursor(query.cursor, 1)[0] if query.cursor else None
+    async with services.db.session() as session:
+        found = await accounts.list_accounts(
+            session,
+            prefix=query.q,
+            broadband_state=query.broadband_state,
+            after=after,
+            limit=query.limit + 1,
+        )
+    shown, cursor = page(found, query.limit, lambda a: (a.account.account_id,))
+    out = [
+        AccountSummaryOut(
+            **AccountOut.of(a.account).model_dump(),
+            broadband_state=a.account.broadband_state,
+            devices=a.devices,
+            online=a.online,
+        )
+        for a in shown
+    ]
+    return json_out(AccountPage(accounts=out, next_cursor=cursor))
+
+
+class OrdersQuery(Body):
+    account_id: Identifier | None = None
+    #: An action (``subscribe``, ``unsubscribe``, ``device.command``, ``broadband.stop``...)
+    #: or its kind (``broadband``: every broadband order).
+    action: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_.-]{0,31}$")
+    limit: int = PageSize
+    cursor: str | None = Cursor
+
+
+class ReportOut(Out):
+    """The completion report (报竣) owed to the platform's callback for this order."""
+
+    delivered: bool
+    delivered_at: datetime | None = None
+    attempts: int
+    last_error: str | None = None
+
+
+class OrderOut(Out):
+    order_id: str
+    action: str
+    account_id: str | None = None
+    target: str | None = None
+    #: The HTTP status the order was answered with, and that answer's body.
+    status: int
+    result: dict[str, Any]
+    answered_at: datetime
+    report: ReportOut | None = None
+
+    @classmethod
+    def of(cls, recorded: orders.RecordedOrder) -> OrderOut:
+        o, r = recorded.order, recorded.report
+        return cls(
+            order_id=o.order_id,
+            action=o.action,
+            account_id=o.account_id,
+            target=o.target,
+            status=o.status_code,
+            result=o.response,
+            answered_at=o.created_at,
+            report=None
+            if r is None
+            else ReportOut(
+                delivered=r.delivered_at is not None,
+                delivered_at=r.delivered_at,
+                attempts=r.attempts,
+                last_error=r.last_error,
+            ),
+        )
+
+
+class OrderPage(Out):
+    orders: list[OrderOut]
+    next_cursor: str | None = None
+
+
+def _order_key(cursor: str) -> tuple[datetime, str]:
+    at, order_id = decode_cursor(cursor, 2)
+    try:
+        return datetime.fromisoformat(at), order_id
+    except ValueError as exc:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this service gave") from exc
+
+
+@api.route(
+    "GET",
+    "/platform/v1/orders",
+    auth="platform",
+    tag="platform",
+    summary="The platform's orders with each one's answer, newest first, paged",
+    query=OrdersQuery,
+    response=OrderPage,
+)
+async def list_orders(request: web.Request) -> web.StreamResponse:
+    """Every order the platform sent that the service answered under its ``order_id``
+    (subscriptions, unsubscriptions, broadband stops, resumes and teardowns, device
+    commands), newest first, of one account and one action when asked; each with the
+    status and body it was answered with (a refusal too: a repeat gets the same) and the
+    state of its completion report. Paged like the accounts (``limit``, ``cursor``)."""
+    services = services_of(request)
+    query = parse_query(request, OrdersQuery)
+    after = _order_key(query.cursor) if query.cursor else None
+    async with services.db.session() as session:
+        found = await orders.list_orders(
+            session,
+            account_id=query.account_id,
+            action=query.action,
+            after=after,
+            limit=query.limit + 1,
+        )
+    shown, cursor = page(
+        found, query.limit, lambda o: (o.order.created_at.isoformat(), o.order.order_id)
+    )
+    return json_out(OrderPage(orders=[OrderOut.of(o) for o in shown], next_cursor=cursor))

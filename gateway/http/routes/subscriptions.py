@@ -23,6 +23,7 @@ from gateway.http.api import (
 )
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
+from gateway.services import Services
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
@@ -221,8 +222,16 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
         target="",
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
+        account_id=body.account_id,
     )
     return answer_out(answer)
+
+
+async def _account_of(services: Services, subscription_id: str) -> str | None:
+    """The account of a subscription, to record its unsubscription under (None: unknown)."""
+    async with services.db.session() as session:
+        found = await session.get(Subscription, subscription_id)
+    return None if found is None else found.account_id
 
 
 @api.route(
@@ -267,6 +276,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
         target=subscription_id,
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
+        account_id=await _account_of(services, subscription_id),
     )
     return answer_out(answer)
 
