@@ -126,7 +126,7 @@ def test_the_frame_at_an_instant_is_that_instant(offset: float, second: int) -> 
     expected = T0 + timedelta(seconds=second)
     assert read_timestamp(frame_at(data, offset)) == expected
     jpeg = frame_jpeg_at(data, offset)
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    image = np.asarray(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), np.uint8)
     assert read_timestamp(image) == expected, "the strip survives JPEG"
 
 
@@ -135,8 +135,6 @@ def test_garbage_bytes_are_a_decode_error() -> None:
         decode_frames(b"\x00" * 1000)
     with pytest.raises(DecodeError):
         frame_at(b"\x00" * 1000, 1.0)
-    with pytest.raises(DecodeError):
-        decode_frames(b"\x00" * 1000)
 
 
 # Time strip --------------------------------------------------------------------------------
