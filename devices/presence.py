@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, and_, delete, exists, insert, or_
 from sqlalchemy import update as sa_update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -216,3 +216,24 @@ async def presence_changes(
         )
     ).all()
     return [(at, online) for at, online in (*before, *during)]
+
+
+async def prune_changes(session: AsyncSession, table: Table, key: str, before: datetime) -> int:
+    """Forget the changes of a history (``table``: presence or broadband, one row per
+    change, ``change_id``, ``at`` and the ``key`` column naming whose) that happened before
+    ``before``, except each one's last: it still says the state from then on. Return how
+    many; the caller commits."""
+    newer = table.alias("newer")
+    statement = delete(table).where(
+        table.c.at < before,
+        exists().where(
+            newer.c[key] == table.c[key],
+            newer.c.at <= before,
+            or_(
+                newer.c.at > table.c.at,
+                and_(newer.c.at == table.c.at, newer.c.change_id > table.c.change_id),
+            ),
+        ),
+    )
+    result = await (await session.connection()).execute(statement)
+    return int(result.rowcount)

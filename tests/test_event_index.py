@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Float, MetaData, String, Table, insert, inspect, text
 
 from devices import accounts, broadband_store, presence
-from devices.models import DeviceKind
+from devices.models import DeviceKind, PresenceChange
 from devices.presence import PresenceTracker
 from replay import event_index, index_store
 from replay.events import Clip
@@ -260,3 +260,31 @@ async def test_presence_changes_are_kept_at_the_moment_they_happened(database_ur
             two = await presence.presence_changes(session, "cam-2", t(10), t(300))
         assert one == [(t(0), True), (t(30), False)]
         assert two == [(t(0), True), (t(40), False)], "the last change before the start first"
+
+
+async def test_old_history_is_pruned_but_each_ones_last_change_kept(database_url: str) -> None:
+    """What happened before the cut is forgotten, except the last change of each device:
+    it still says the device's state from then on (offline for 40 days stays offline)."""
+    table = PresenceChange.__table__  # type: ignore[attr-defined]
+    day = 86400
+    rows = [
+        ("cam-1", -100 * day, True),
+        ("cam-1", -50 * day, True),
+        ("cam-1", -40 * day, False),  # its last before the cut: kept
+        ("cam-1", -1 * day, True),
+        ("cam-2", -60 * day, True),
+        ("cam-2", -60 * day, False),  # same instant, written later: the last
+        ("cam-3", -1 * day, False),
+    ]
+    async with open_database(database_url) as db:
+        async with db.writing() as session:
+            await (await session.connection()).execute(
+                insert(table), [{"device_id": d, "at": t(at), "online": o} for d, at, o in rows]
+            )
+            assert await presence.prune_changes(session, table, "device_id", t(-35 * day)) == 3
+            await session.commit()
+        async with db.session() as session:
+            one = await presence.presence_changes(session, "cam-1", t(-45 * day), t(0))
+            two = await presence.presence_changes(session, "cam-2", t(-45 * day), t(0))
+        assert one == [(t(-40 * day), False), (t(-day), True)]
+        assert two == [(t(-60 * day), False)]
