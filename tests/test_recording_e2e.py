@@ -727,3 +727,66 @@ async def test_the_timeline_says_why_each_gap_is_there(
     assert start + timedelta(seconds=10) <= offline_since <= stopped, "its last message"
     assert gaps[3][1:] == (stopped, resumed)
     assert gaps[4][1:] == (resumed, now), "not after now: that has not happened yet"
+
+
+async def test_of_two_overlapping_clips_granted_the_first_notice_wins(
+    home: Home, broker: Broker
+) -> None:
+    """R1 on the notice: two overlapping clips both granted (neither indexed when asked),
+    here in one batch: the first notice is indexed, the other refused ``clip_overlaps`` and
+    its grant dropped (its object is no one's, for reconcile). Objects put by the service."""
+    start = home.clock.now() - timedelta(minutes=3)
+    data = b"\x47" * 1880
+    spans = {"one": start, "two": start + timedelta(seconds=30)}
+    async with home.gw.services.db.session() as session:
+        for name, at in spans.items():
+            key = f"rec/7d/cam-1/clip-{name}.ts"
+            session.add(
+                UploadGrant(
+                    segment_id=service_segment_id("cam-1", f"clip-{name}"),
+                    device_id="cam-1",
+                    account_id="acc-1",
+                    subscription_id="sub-x",
+                    kind="event",
+                    start=at,
+                    end=at + timedelta(seconds=60),
+                    bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    event_id=f"ev-{name}",
+                    object_key=key,
+                    retention_class="7d",
+                    expires_at=at + timedelta(days=7),
+                    granted_at=at,
+                )
+            )
+            await home.gw.services.store.put(key, data)
+        await session.commit()
+
+    def notice(name: str) -> str:
+        return json.dumps(
+            {
+                "segment_id": f"clip-{name}",
+                "kind": "event",
+                "event_id": f"ev-{name}",
+                "start": spans[name].isoformat(),
+                "end": (spans[name] + timedelta(seconds=60)).isoformat(),
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="clip-notices") as client:
+        for name in ("one", "two"):
+            await client.publish("kj/v1/dev/cam-1/segment", notice(name), qos=1)
+    registry = home.gw.services.metrics.registry
+
+    async def settled() -> bool:
+        labels = {"reason": "clip_overlaps"}
+        return registry.get_sample_value("kanjia_segments_rejected_total", labels) == 1
+
+    await eventually(settled)
+    async with home.gw.services.db.session() as session:
+        indexed = (await session.exec(select(Segment.segment_id))).all()
+        waiting = (await session.exec(select(UploadGrant.segment_id))).all()
+    assert indexed == [service_segment_id("cam-1", "clip-one")]
+    assert waiting == [], "the refused clip's grant is gone"
