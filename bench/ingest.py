@@ -529,7 +529,7 @@ async def batching_what_if(db: str, rows: int) -> tuple[float, float]:
                 async with data.session() as session:
                     await session.get(Device, "cam")
                     await session.get(Account, "acc")
-                    if await session.get(CameraEvent, f"one-{i}") is None:
+                    if await session.get(CameraEvent, ("cam", f"one-{i}")) is None:
                         session.add(
                             CameraEvent(event_id=f"one-{i}", device_id="cam", type="person", at=T0)
                         )

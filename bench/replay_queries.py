@@ -38,7 +38,7 @@ from devices.models import Account, AppToken, Device
 from gateway.config import load_settings
 from gateway.lifecycle import freeze_heap
 from gateway.service import Gateway
-from replay import index_store
+from replay import event_index, index_store
 from replay.index_store import LONGEST
 from replay.models import Subscription
 from storage.db import async_url
@@ -182,7 +182,7 @@ async def seed(gw: Gateway, *, cameras: int, other_segments: int) -> int:
                 rows += len(batch)
         # A busy camera: a detection every EVENT_EVERY, each shown on the timeline.
         events = int(DAYS * timedelta(days=1) / EVENT_EVERY)
-        await index_store.add_events(
+        await event_index.add_events(
             session,
             [
                 {

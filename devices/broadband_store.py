@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import JSON, Column, update
+from sqlalchemy import JSON, Column, Index, update
 from sqlmodel import Field, SQLModel, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,6 +34,7 @@ from devices.models import Account
 from storage.db import UTCDateTime
 
 __all__ = [
+    "BroadbandChange",
     "BroadbandRecord",
     "CorruptState",
     "FamilyCloudAction",
@@ -49,6 +50,7 @@ __all__ = [
     "load_record",
     "lock",
     "save",
+    "state_changes",
     "state_of",
 ]
 
@@ -90,6 +92,20 @@ class BroadbandRecord(SQLModel, table=True):
     last_applied: bool | None = None
     last_reason: str | None = Field(default=None, max_length=32)
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class BroadbandChange(SQLModel, table=True):
+    """The account's ``Account.broadband_state`` changing (``active``, ``stopped``,
+    ``torn_down``), kept so that the timeline can say a gap is the broadband's being
+    stopped (R8, issue 15). Written by :func:`save` with the change."""
+
+    __tablename__ = "broadband_changes"
+    __table_args__ = (Index("broadband_changes_by_account_time", "account_id", "at"),)
+
+    change_id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(max_length=64)
+    at: datetime = Field(sa_type=UTCDateTime)
+    state: str = Field(max_length=16)
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -232,7 +248,36 @@ def save(
         account.broadband_state = state.state
         account.updated_at = now
         session.add(account)
+        session.add(BroadbandChange(account_id=account.account_id, at=now, state=state.state))
     return changed
+
+
+async def state_changes(
+    session: AsyncSession, account_id: str, start: datetime, end: datetime
+) -> list[tuple[datetime, str]]:
+    """The account's broadband state changes ``(at, state)`` in time order that tell its
+    state over ``[start, end)``: the last one at or before ``start``, then those up to
+    ``end``."""
+    before = (
+        await session.exec(
+            select(BroadbandChange.at, BroadbandChange.state)
+            .where(BroadbandChange.account_id == account_id, col(BroadbandChange.at) <= start)
+            .order_by(col(BroadbandChange.at).desc(), col(BroadbandChange.change_id).desc())
+            .limit(1)
+        )
+    ).all()
+    during = (
+        await session.exec(
+            select(BroadbandChange.at, BroadbandChange.state)
+            .where(
+                BroadbandChange.account_id == account_id,
+                col(BroadbandChange.at) > start,
+                col(BroadbandChange.at) < end,
+            )
+            .order_by(col(BroadbandChange.at), col(BroadbandChange.change_id))
+        )
+    ).all()
+    return [(at, state) for at, state in (*before, *during)]
 
 
 async def family_cloud_open(session: AsyncSession, account_id: str, now: datetime) -> bool:

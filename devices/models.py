@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
 from storage.db import UTCDateTime
@@ -47,6 +47,22 @@ class Device(SQLModel, table=True):
     firmware: str | None = Field(default=None, max_length=64)
     telemetry: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     bound_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class PresenceChange(SQLModel, table=True):
+    """A device going online or offline, kept so that the timeline can say a gap is the
+    camera's being offline (issue 15). Written with the presence it records
+    (:mod:`devices.presence`); ``at`` is when it happened as the service knows it: the
+    first message after silence, the Will or ``state`` received, or the last message
+    before a silence the sweep noticed."""
+
+    __tablename__ = "presence_changes"
+    __table_args__ = (Index("presence_changes_by_device_time", "device_id", "at"),)
+
+    change_id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(max_length=64)
+    at: datetime = Field(sa_type=UTCDateTime)
+    online: bool
 
 
 class AppToken(SQLModel, table=True):

@@ -16,13 +16,17 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import col, select, update
+from sqlalchemy import Table, and_, delete, exists, insert, or_
+from sqlalchemy import update as sa_update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices.models import Device
+from devices.models import Device, PresenceChange
 from storage.transient import is_transient
 
 log = logging.getLogger(__name__)
+
+_CHANGES: Table = PresenceChange.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -137,6 +141,7 @@ class PresenceTracker:
         known: set[str] = set()
         went_online: set[str] = set()
         went_offline: set[str] = set()
+        changes: list[dict[str, object]] = []
         for device in rows.all():
             known.add(device.device_id)
             pending = batch[device.device_id]
@@ -146,11 +151,16 @@ class PresenceTracker:
                 device.online = pending.online
                 device.online_changed_at = pending.seen
                 (went_online if pending.online else went_offline).add(device.device_id)
+                changes.append(
+                    {"device_id": device.device_id, "at": pending.seen, "online": pending.online}
+                )
             if pending.firmware is not None:
                 device.firmware = pending.firmware
             if pending.telemetry is not None:
                 device.telemetry = pending.telemetry
             session.add(device)
+        if changes:
+            await (await session.connection()).execute(insert(_CHANGES), changes)
         await session.commit()
         return FlushResult(
             updated=len(known),
@@ -160,12 +170,70 @@ class PresenceTracker:
         )
 
     async def sweep(self, session: AsyncSession, now: datetime) -> int:
-        """Mark offline every online device silent past the timeout; return how many."""
+        """Mark offline every online device silent past the timeout; return how many. Each
+        change is kept (:class:`~devices.models.PresenceChange`) at the device's last
+        message: it has been silent since."""
         cutoff = now - self.timeout
-        result = await session.exec(
-            update(Device)
+        connection = await session.connection()
+        result = await connection.execute(
+            sa_update(Device)
             .where(col(Device.online).is_(True), col(Device.last_seen) < cutoff)
             .values(online=False, online_changed_at=now)
+            .returning(col(Device.device_id), col(Device.last_seen))
         )
+        silent = [
+            {"device_id": device_id, "at": last_seen, "online": False}
+            for device_id, last_seen in result.all()
+        ]
+        if silent:
+            await connection.execute(insert(_CHANGES), silent)
         await session.commit()
-        return int(result.rowcount)
+        return len(silent)
+
+
+async def presence_changes(
+    session: AsyncSession, device_id: str, start: datetime, end: datetime
+) -> list[tuple[datetime, bool]]:
+    """The device's presence changes ``(at, online)`` in time order that tell its presence
+    over ``[start, end)``: the last one at or before ``start``, then those up to ``end``."""
+    before = (
+        await session.exec(
+            select(PresenceChange.at, PresenceChange.online)
+            .where(PresenceChange.device_id == device_id, col(PresenceChange.at) <= start)
+            .order_by(col(PresenceChange.at).desc(), col(PresenceChange.change_id).desc())
+            .limit(1)
+        )
+    ).all()
+    during = (
+        await session.exec(
+            select(PresenceChange.at, PresenceChange.online)
+            .where(
+                PresenceChange.device_id == device_id,
+                col(PresenceChange.at) > start,
+                col(PresenceChange.at) < end,
+            )
+            .order_by(col(PresenceChange.at), col(PresenceChange.change_id))
+        )
+    ).all()
+    return [(at, online) for at, online in (*before, *during)]
+
+
+async def prune_changes(session: AsyncSession, table: Table, key: str, before: datetime) -> int:
+    """Forget the changes of a history (``table``: presence or broadband, one row per
+    change, ``change_id``, ``at`` and the ``key`` column naming whose) that happened before
+    ``before``, except each one's last: it still says the state from then on. Return how
+    many; the caller commits."""
+    newer = table.alias("newer")
+    statement = delete(table).where(
+        table.c.at < before,
+        exists().where(
+            newer.c[key] == table.c[key],
+            newer.c.at <= before,
+            or_(
+                newer.c.at > table.c.at,
+                and_(newer.c.at == table.c.at, newer.c.change_id > table.c.change_id),
+            ),
+        ),
+    )
+    result = await (await session.connection()).execute(statement)
+    return int(result.rowcount)

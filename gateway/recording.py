@@ -8,9 +8,10 @@ it (the store refused any other bytes on the way in: the URL binds the grant's s
 SHA-256, :meth:`storage.objects.ObjectStore.presign_put`). A camera's ``segment_id`` is its
 own: grants and segments are keyed by (device id, ``segment_id``), indexed under the
 service's id of it (:func:`replay.recording.service_segment_id`), which the app sees.
-Indexing is idempotent by camera segment (events by ``event_id``); an indexed segment is
-acknowledged data and survives a restart, and a new request for it is refused
-``segment_exists``.
+Indexing is idempotent by camera segment (events by the camera's ``event_id``); an
+indexed segment is acknowledged data and survives a restart, and a new request for it is
+refused ``segment_exists``. An event clip overlapping one of the camera's indexed clips is
+refused ``clip_overlaps`` (R1), on request and again on its notice (then its grant goes).
 
 Messages arrive checked and typed (:mod:`gateway.mqtt.messages`: a malformed one is
 counted at the edge; an invalid upload request is answered by :func:`refuse_invalid`) and
@@ -44,7 +45,8 @@ from gateway.mqtt.messages import (
     UploadAsk,
 )
 from gateway.services import Services
-from replay import index_store, recording
+from replay import event_index, index_store, recording
+from replay.events import Clip, overlapping_clip
 from replay.models import UploadGrant
 from replay.subscriptions import active_subscriptions
 
@@ -155,6 +157,7 @@ async def _decide(
     subscriptions = await active_subscriptions(session, cameras)
     segments = {(ask.request.device_id, ask.request.segment_id) for ask in asks}
     indexed, grants = await index_store.known(session, segments)
+    clips = await _clips_near(session, [ask.request for ask in asks])
     answers: list[UploadAnswer] = []
     granted: list[tuple[UploadAsk, UploadGrant]] = []
     for ask in asks:
@@ -169,6 +172,7 @@ async def _decide(
             entitlement=recording.entitlement_of(subscriptions.get(device.device_id)),
             broadband_state=account_state(account.broadband_state),
             now=now,
+            clips=clips.get(request.device_id, ()),
         )
         segment = (request.device_id, request.segment_id)
         if isinstance(decision, recording.Refuse) or segment in indexed:
@@ -182,6 +186,17 @@ async def _decide(
             grants[segment] = grant
         granted.append((ask, grant))
     return answers, granted
+
+
+async def _clips_near(
+    session: AsyncSession, requests: Sequence[recording.UploadRequest | UploadGrant]
+) -> dict[str, list[Clip]]:
+    """The indexed event clips the batch's event clips may overlap, per device (R1)."""
+    spans: dict[str, list[tuple[datetime, datetime]]] = {}
+    for request in requests:
+        if request.kind == recording.SegmentKind.EVENT:
+            spans.setdefault(request.device_id, []).append((request.start, request.end))
+    return await event_index.event_clips_near(session, spans)
 
 
 def _refusal(ask: UploadAsk, decision: recording.Decision) -> tuple[str, UploadAnswer]:
@@ -243,13 +258,24 @@ async def _index_segments(
             continue
         todo[segment] = grant
     problems = await _verify(services, list(todo.values()))
+    clips = await _clips_near(session, list(todo.values()))
     checked: list[UploadGrant] = []
+    overlapping: list[str] = []
     for grant, problem in zip(todo.values(), problems, strict=True):
+        if problem is None and grant.kind == recording.SegmentKind.EVENT:
+            mine = clips.setdefault(grant.device_id, [])
+            if overlapping_clip(grant.segment_id, grant.start, grant.end, mine) is not None:
+                problem = "clip_overlaps"  # R1: the clip indexed first (or earlier) wins
+                overlapping.append(grant.object_key)
+            else:
+                mine.append(Clip(grant.segment_id, grant.start, grant.end))
         if problem is not None:
             rejected[problem] += 1
             log.warning("segment %s refused: %s", grant.segment_id, problem)
             continue
         checked.append(grant)
+    # The refused clip's grant goes: its object is no one's, for reconcile to delete.
+    await index_store.delete_grants(session, overlapping)
     return await index_store.index_granted(session, checked, services.clock.now())
 
 
@@ -297,4 +323,4 @@ async def _add_events(
                 "score": event.score,
             }
         )
-    return await index_store.add_events(session, rows)
+    return await event_index.add_events(session, rows)

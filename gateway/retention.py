@@ -15,6 +15,11 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from devices import presence
+from devices.broadband_store import BroadbandChange
+from devices.models import PresenceChange
 from gateway.services import Services
 from replay import index_store
 from replay.reconcile import UPLOAD_GRACE, GrantFate, ReconcilePlan, grant_fate, reconcile_plan
@@ -46,6 +51,26 @@ async def sweep_expired(services: Services, *, batch: int = SWEEP_BATCH) -> int:
             await session.commit()
         swept += len(rows)
         services.metrics.segments_swept.inc(len(rows))
+
+
+async def prune_histories(services: Services) -> int:
+    """Forget presence and broadband changes older than the longest retention of the
+    catalog and a day (the timeline's gaps never look further back), each device's and
+    account's last change kept; return how many."""
+    days = max(plan.retention_days for plan in services.catalog) + 1
+    before = services.clock.now() - timedelta(days=days)
+
+    async def prune(session: AsyncSession) -> int:
+        pruned = 0
+        for table, key in (
+            (PresenceChange.__table__, "device_id"),  # type: ignore[attr-defined]
+            (BroadbandChange.__table__, "account_id"),  # type: ignore[attr-defined]
+        ):
+            pruned += await presence.prune_changes(session, table, key, before)
+        await session.commit()
+        return pruned
+
+    return await services.db.write(prune, name="history prune")
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("retention_sweep", 60, retention.sweep_expired),
     JobSpec("stale_grants", 600, retention.drop_stale_grants),
     JobSpec("reconcile", 86400, retention.reconcile),
+    JobSpec("history_prune", 3600, retention.prune_histories),
     JobSpec(PUBLISH_JOB, 2.0, publish_pending),
     JobSpec("tariff_terms", 3600, roll_terms),
 )

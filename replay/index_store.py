@@ -1,16 +1,17 @@
-"""The recording index's statements: the one home of the SQL on the segments, upload
-grants, camera events and recorded ranges tables (:mod:`replay.models`).
+"""The recording index's statements: the home of the SQL on the segments, upload grants
+and recorded ranges tables (:mod:`replay.models`); camera events and the event clips'
+rules are :mod:`replay.event_index`.
 
 Its callers keep the orchestration (object store, metrics, MQTT answers) and name what
 they do here: indexing over MQTT (:mod:`gateway.recording`: :func:`known`,
-:func:`add_grant`, :func:`index_granted`, :func:`add_events`), the
-app's playback routes (:func:`ranges_between`, :func:`shown_events`,
+:func:`add_grant`, :func:`index_granted`), the
+app's playback routes (:func:`ranges_between`,
 :func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
 :func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
 :func:`owned_object_keys`, :func:`retention_classes`, :func:`grants_before`,
 :func:`delete_grants`), schema
 steps (:mod:`replay.migrations`) and the benchmarks, which seed
-through :func:`add_segments` and :func:`add_events` as indexing does. The write path was
+through :func:`add_segments` as indexing does. The write path was
 tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per row, its
 grants and segments are found by one ``IN`` on the primary key (the service's id of each
 camera's segment, :func:`replay.recording.service_segment_id`), and its ranges are read
@@ -40,13 +41,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, delete, insert, or_, update
+from sqlalchemy import Table, bindparam, delete, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from replay.models import CameraEvent, RecordedRange, Segment, Subscription, UploadGrant
+from replay.models import RecordedRange, Segment, Subscription, UploadGrant
 from replay.playback import DEFAULT_GAP_TOLERANCE_S, Range, RangeChanges, Recorded, fold_ranges
 from replay.recording import (
     EVENT_CLIP_TOLERANCE_S,
@@ -63,8 +64,6 @@ __all__ = [
     "CameraSegment",
     "Known",
     "Piece",
-    "ShownEvent",
-    "add_events",
     "add_grant",
     "add_segments",
     "delete_grants",
@@ -80,13 +79,11 @@ __all__ = [
     "retention_classes",
     "segment",
     "segments_between",
-    "shown_events",
 ]
 
 _RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
 _SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
 _GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
-_EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
 #: What an upload grant copies from the request it answers.
 _REQUEST_FIELDS = ("device_id", "start", "end", "bytes", "sha256", "event_id")
 #: What a segment row copies from its upload grant.
@@ -211,30 +208,6 @@ async def add_segments(session: AsyncSession, rows: Sequence[Mapping[str, Any]])
     connection = await session.connection()
     await connection.execute(insert(_SEGMENTS), rows)
     await _extend_ranges(connection, rows)
-
-
-async def add_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Add the camera events (``event_id``, ``device_id``, ``type``, ``at``, ``score``) that
-    are not stored yet, each once, in the caller's transaction; return how many."""
-    if not rows:
-        return 0
-    ids = list({row["event_id"] for row in rows})
-    seen = set(
-        (
-            await session.exec(
-                select(CameraEvent.event_id).where(col(CameraEvent.event_id).in_(ids))
-            )
-        ).all()
-    )
-    new: list[Mapping[str, Any]] = []
-    for row in rows:
-        if row["event_id"] not in seen:
-            seen.add(row["event_id"])
-            new.append(row)
-    if new:
-        connection = await session.connection()
-        await connection.execute(insert(_EVENTS), new)
-    return len(new)
 
 
 # Recorded ranges -----------------------------------------------------------------------
@@ -416,121 +389,6 @@ async def segments_between(
 async def segment(session: AsyncSession, segment_id: str) -> Segment | None:
     """One indexed segment, or ``None``."""
     return await session.get(Segment, segment_id)
-
-
-class _Event(NamedTuple):
-    """An event with the id of the device's last segment that started at or before it."""
-
-    event_id: str
-    type: str
-    at: datetime
-    latest_id: str | None
-
-
-#: Events whose video is looked up per statement (bound parameters: asyncpg allows 32,767).
-_EVENTS_PER_READ = 1000
-
-
-class ShownEvent(NamedTuple):
-    event_id: str
-    type: str
-    at: datetime
-    segment: Piece
-
-
-async def shown_events(
-    session: AsyncSession,
-    subscription: Subscription,
-    start: datetime,
-    end: datetime,
-    now: datetime,
-) -> list[ShownEvent]:
-    """The events of ``[start, end)`` that have viewable video, each with the segment that
-    shows it: the event's own clip, else the segment recorded at its instant.
-
-    Two statements, each led by an index, never a walk over the range's segments: the
-    events, each with the id of the device's last segment that started at or before it
-    (a backward index seek per event); then those segments and the events' clips by id.
-    """
-    connection = await session.connection()
-    events = await _events_with_latest(connection, subscription, start, end)
-    by_id, clips = await _watchable_pieces(connection, subscription, events, now)
-    shown: list[ShownEvent] = []
-    for event_id, kind, at, latest_id in events:
-        holder = clips.get(event_id)
-        if holder is None and latest_id in by_id and at < by_id[latest_id].end:
-            holder = by_id[latest_id]
-        if holder is not None:  # an event without viewable video is not on the timeline
-            shown.append(ShownEvent(event_id, kind, at, holder))
-    return shown
-
-
-async def _events_with_latest(
-    connection: AsyncConnection, subscription: Subscription, start: datetime, end: datetime
-) -> Sequence[_Event]:
-    """The events (id, type, instant, ``latest_id``) of the subscription's time in
-    ``[start, end)``, each with the device's last segment that started at or before it."""
-    latest = (
-        sa_select(col(Segment.segment_id))
-        .where(
-            col(Segment.device_id) == col(CameraEvent.device_id),
-            col(Segment.start) <= col(CameraEvent.at),
-            col(Segment.start) > start - LONGEST,
-        )
-        .order_by(col(Segment.start).desc())
-        .limit(1)
-        .correlate(CameraEvent)
-        .scalar_subquery()
-        .label("latest_id")
-    )
-    result = await connection.execute(
-        sa_select(col(CameraEvent.event_id), col(CameraEvent.type), col(CameraEvent.at), latest)
-        .where(
-            col(CameraEvent.device_id) == subscription.device_id,
-            col(CameraEvent.at) >= max(start, subscription.started_at),
-            col(CameraEvent.at) < end,
-        )
-        .order_by(col(CameraEvent.at))
-    )
-    return [_Event(*row) for row in result.all()]
-
-
-async def _watchable_pieces(
-    connection: AsyncConnection,
-    subscription: Subscription,
-    events: Sequence[_Event],
-    now: datetime,
-) -> tuple[dict[str, Piece], dict[str, Piece]]:
-    """The events' candidate segments that may be watched (R5, R6): by segment id, and the
-    events' own clips by event id."""
-    by_id: dict[str, Piece] = {}
-    clips: dict[str, Piece] = {}
-    for first in range(0, len(events), _EVENTS_PER_READ):
-        chunk = events[first : first + _EVENTS_PER_READ]
-        found = await connection.execute(
-            sa_select(
-                *_PIECE_COLUMNS,
-                col(Segment.device_id),
-                col(Segment.subscription_id),
-                col(Segment.expires_at),
-            ).where(
-                or_(
-                    col(Segment.segment_id).in_([e.latest_id for e in chunk if e.latest_id]),
-                    col(Segment.event_id).in_([e.event_id for e in chunk]),
-                )
-            )
-        )
-        for *columns, device_id, subscription_id, expires_at in found:
-            piece = Piece._make(columns)
-            mine = (device_id, subscription_id) == (
-                subscription.device_id,
-                subscription.subscription_id,
-            )
-            if mine and expires_at > now:  # R5, R6: only what may be watched
-                by_id[piece.segment_id] = piece
-                if piece.event_id is not None:
-                    clips[piece.event_id] = piece
-    return by_id, clips
 
 
 # Retention -------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ import devices.commands
 import devices.credentials
 import devices.models
 import devices.router_store
+from devices.broadband_store import BroadbandChange
+from devices.models import PresenceChange
 from replay.index_store import range_row
-from replay.models import RecordedRange, Segment, UploadGrant
+from replay.models import CameraEvent, RecordedRange, Segment, UploadGrant
 from replay.playback import Recorded, fold_ranges
 from replay.recording import service_segment_id
 from storage.db import Database, Migration, schema_version
@@ -35,6 +37,9 @@ METADATA = SQLModel.metadata
 SEGMENTS: Table = Segment.__table__  # type: ignore[attr-defined]
 RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
 GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
+EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
+PRESENCE: Table = PresenceChange.__table__  # type: ignore[attr-defined]
+BROADBAND: Table = BroadbandChange.__table__  # type: ignore[attr-defined]
 
 
 def backfill_ranges(connection: Connection) -> int:
@@ -117,7 +122,7 @@ ORDERS: Table = devices.models.PlatformOrder.__table__  # type: ignore[attr-defi
 
 
 def backfill_order_accounts(connection: Connection) -> int:
-    """Give the orders recorded before schema 6 the account their answer names (a
+    """Give the orders recorded before schema 7 the account their answer names (a
     subscription's or a broadband view's ``account_id``); the others stay unassigned.
     Return how many were given one."""
     rows = connection.execute(
@@ -152,13 +157,57 @@ def _add_order_accounts(conn: Connection) -> None:
     log.info("orders given their account: %d", backfill_order_accounts(conn))
 
 
+def _rekey_events(conn: Connection) -> None:
+    """``camera_events`` keyed by (device, event id): SQLite cannot change a primary key,
+    so the table is rebuilt there; PostgreSQL swaps the constraint."""
+    key = inspect(conn).get_pk_constraint("camera_events")
+    if key["constrained_columns"] == ["device_id", "event_id"]:
+        return
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f'ALTER TABLE camera_events DROP CONSTRAINT "{key["name"]}"')
+        conn.exec_driver_sql("ALTER TABLE camera_events ADD PRIMARY KEY (device_id, event_id)")
+        return
+    columns = "device_id, event_id, type, at, score"
+    conn.exec_driver_sql("DROP INDEX IF EXISTS events_by_device_time")
+    conn.exec_driver_sql("ALTER TABLE camera_events RENAME TO camera_events_v5")
+    EVENTS.create(conn)
+    conn.exec_driver_sql(
+        f"INSERT INTO camera_events ({columns}) SELECT {columns} FROM camera_events_v5"  # noqa: S608
+    )
+    conn.exec_driver_sql("DROP TABLE camera_events_v5")
+
+
+def _events_and_gap_causes(conn: Connection) -> None:
+    """Issue 15: an event's id is its camera's own, and the timeline says why a gap is
+    there. The presence and broadband histories start from what is known now: a device
+    offline since ``online_changed_at``, an account stopped since ``inactive_since``."""
+    _rekey_events(conn)
+    tables = set(inspect(conn).get_table_names())
+    if "presence_changes" not in tables:
+        PRESENCE.create(conn)
+        conn.exec_driver_sql(
+            "INSERT INTO presence_changes (device_id, at, online) "
+            "SELECT device_id, online_changed_at, online FROM devices "
+            "WHERE online_changed_at IS NOT NULL"
+        )
+    if "broadband_changes" not in tables:
+        BROADBAND.create(conn)
+        conn.exec_driver_sql(
+            "INSERT INTO broadband_changes (account_id, at, state) "
+            "SELECT a.account_id, b.inactive_since, a.broadband_state "
+            "FROM accounts a JOIN broadband_states b ON b.account_id = a.account_id "
+            "WHERE b.inactive_since IS NOT NULL AND a.broadband_state <> 'active'"
+        )
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
     Migration(3, "per-device broker credentials (issue 13)", _add_device_credentials),
     Migration(4, "app tokens expire and can be revoked (issue 14)", _add_app_token_expiry),
     Migration(5, "segment ids belong to their camera (issue 14)", _scope_segment_ids),
-    Migration(6, "orders name their account and target (issue 15)", _add_order_accounts),
+    Migration(6, "event ids belong to their camera; gap causes (issue 15)", _events_and_gap_causes),
+    Migration(7, "orders name their account and target (issue 15)", _add_order_accounts),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

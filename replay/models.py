@@ -116,13 +116,16 @@ class RecordedRange(SQLModel, table=True):
 
 
 class CameraEvent(SQLModel, table=True):
-    """A detection the camera reported (person, pet, door, motion)."""
+    """A detection the camera reported (person, pet, door, motion). Its ``event_id`` is the
+    camera's own: the key is (device, event id), so no camera can take another's (schema 6).
+    Its video is derived, never stored: the segment whose time holds its instant
+    (:func:`replay.events.link_event`)."""
 
     __tablename__ = "camera_events"
     __table_args__ = (Index("events_by_device_time", "device_id", "at"),)
 
+    device_id: str = Field(primary_key=True, max_length=64)
     event_id: str = Field(primary_key=True, max_length=80)
-    device_id: str = Field(max_length=64)
     type: str = Field(max_length=16)
     at: datetime = Field(sa_type=UTCDateTime)
     score: float = 0.0

@@ -31,6 +31,11 @@ presigning, ``storage/`` the object store.
      code; the app's HTTP side says ``broadband_inactive`` for the same rule.
   3. ``in_future``: the segment ends more than ``max_skew_s`` after ``now``.
   4. ``too_old``: the segment would be born expired (``end + retention <= now``).
+  5. ``clip_overlaps`` (R1): an event clip that overlaps an event clip of the camera
+     already indexed (:func:`replay.events.overlapping_clip`; the caller hands the clips
+     that may overlap). An event during a clip joins that clip: the camera extends the
+     clip it is recording rather than start another. The segment notice is checked again
+     when it is indexed (a clip indexed meanwhile, or earlier in the same batch, wins).
 
 - **Retention (R5).** A segment is kept ``retention_days`` after it was recorded, counted
   from its end: ``expires_at = end + retention_days`` (:func:`expiry`). It is expired from
@@ -63,6 +68,7 @@ from typing import Literal, Protocol, TypeAlias
 from devices.broadband import AccountState
 from devices.clock import aware_utc
 from devices.errors import Invalid
+from replay.events import Clip, overlapping_clip
 from replay.plans import Family
 
 __all__ = [
@@ -83,6 +89,7 @@ __all__ = [
     "SegmentKind",
     "SubscriptionLike",
     "UploadRequest",
+    "clip_overlap",
     "decide_upload",
     "desired_recording_mode",
     "entitlement_of",
@@ -139,7 +146,9 @@ class SegmentKind(StrEnum):
 
 
 RecordingMode: TypeAlias = Literal["off", "continuous", "event"]
-RefusalCode: TypeAlias = Literal["not_entitled", "suspended", "in_future", "too_old"]
+RefusalCode: TypeAlias = Literal[
+    "not_entitled", "suspended", "in_future", "too_old", "clip_overlaps"
+]
 
 
 _DEVICE_ID_ERROR = "1 to 64 of A-Z a-z 0-9 . _ : - not starting with a dot"
@@ -421,8 +430,10 @@ def decide_upload(
     broadband_state: AccountState,
     now: datetime,
     max_skew_s: float = 30,
+    clips: Iterable[Clip] = (),
 ) -> Decision:
-    """Accept or refuse one upload; the order of the checks is the module docstring's."""
+    """Accept or refuse one upload; the order of the checks is the module docstring's.
+    ``clips``: the camera's indexed event clips that may overlap it (ids are the service's)."""
     now = aware_utc(now, "now")
     if max_skew_s < 0:
         raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
@@ -455,10 +466,33 @@ def decide_upload(
                 f"{entitled.retention_days} days ago: it would be born expired"
             ),
         )
+    overlap = clip_overlap(request, clips)
+    if overlap is not None:
+        return overlap
     return Accept(
         retention_class=retention_class(entitled.retention_days),
         expires_at=expires_at,
         subscription_id=entitled.subscription_id,
+    )
+
+
+def clip_overlap(request: UploadRequest, clips: Iterable[Clip]) -> Refuse | None:
+    """``clip_overlaps`` (R1) if ``request`` is an event clip overlapping one of ``clips``
+    (other than itself), else ``None``."""
+    if request.kind is not SegmentKind.EVENT:
+        return None
+    own = service_segment_id(request.device_id, request.segment_id)
+    hit = overlapping_clip(own, request.start, request.end, clips)
+    if hit is None:
+        return None
+    return Refuse(
+        code="clip_overlaps",
+        rule="R1",
+        message=(
+            f"the clip {request.start.isoformat()} to {request.end.isoformat()} overlaps the "
+            f"indexed clip {hit.segment_id} ({hit.start.isoformat()} to {hit.end.isoformat()}): "
+            "an event during a clip joins that clip"
+        ),
     )
 
 

@@ -11,7 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
-from replay.media import DecodeError, decode_first_frame, decode_frames, first_frame_jpeg
+from replay.media import (
+    DecodeError,
+    decode_first_frame,
+    decode_frames,
+    first_frame_jpeg,
+    frame_at,
+    frame_jpeg_at,
+)
 from simulators.media import (
     H264_ENCODER,
     DetectedEvent,
@@ -107,9 +114,27 @@ def test_the_thumbnail_is_the_first_frame_as_jpeg() -> None:
     assert image.shape == decode_first_frame(data).shape == (180, 320, 3)
 
 
+@pytest.mark.parametrize(
+    ("offset", "second"),
+    [(0.0, 7), (0.4, 7), (3.5, 10), (12.0, 19), (19.95, 26), (25.0, 26)],
+    ids=["start", "same-second", "mid", "late", "last-frame", "past-the-end-is-the-last"],
+)
+def test_the_frame_at_an_instant_is_that_instant(offset: float, second: int) -> None:
+    """Issue 15: an event's thumbnail is the frame of its instant, not the clip's first."""
+    start = T0 + timedelta(seconds=7)
+    data = encode_segment(Scene(seed=1), start, 20.0, fps=10, width=320, height=180)
+    expected = T0 + timedelta(seconds=second)
+    assert read_timestamp(frame_at(data, offset)) == expected
+    jpeg = frame_jpeg_at(data, offset)
+    image = np.asarray(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), np.uint8)
+    assert read_timestamp(image) == expected, "the strip survives JPEG"
+
+
 def test_garbage_bytes_are_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         decode_frames(b"\x00" * 1000)
+    with pytest.raises(DecodeError):
+        frame_at(b"\x00" * 1000, 1.0)
 
 
 # Time strip --------------------------------------------------------------------------------

@@ -304,16 +304,16 @@ async def test_orders_answered_at_one_instant_page_by_their_id(platform: Platfor
     assert [o["order_id"] for o in listed] == ["b-4", "b-3", "b-2", "b-1", "b-0"]
 
 
-async def test_schema_6_gives_older_orders_the_account_their_answer_names(
+async def test_schema_7_gives_older_orders_the_account_their_answer_names(
     database_url: str,
 ) -> None:
-    """Orders recorded before schema 6 had no account: the step fills it from the answer
+    """Orders recorded before schema 7 had no account: the step fills it from the answer
     where the answer names one (a subscription, a broadband view), else leaves it empty."""
     async with open_database(database_url) as db, db.engine.begin() as conn:
         await conn.execute(text("DROP INDEX ix_platform_orders_account_id"))
         await conn.execute(text("ALTER TABLE platform_orders DROP COLUMN account_id"))
         await conn.execute(text("ALTER TABLE platform_orders DROP COLUMN target"))
-        await conn.execute(text("UPDATE kanjia_schema SET version = 5"))
+        await conn.execute(text("UPDATE kanjia_schema SET version = 6"))
         insert = text(
             "INSERT INTO platform_orders "
             "(order_id, action, fingerprint, status_code, response, created_at) "

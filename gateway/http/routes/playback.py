@@ -2,7 +2,10 @@
 
 Only what the family may watch is shown: segments recorded under the device's current
 subscription (R5, R6), younger than their retention, while broadband is active (R8). A
-device of another account is 404, never 403.
+device of another account is 404, never 403. The timeline's events each name the segment
+that shows them (:func:`replay.events.link_event`: the same on every read) and a
+thumbnail of their instant; its gaps say why they are there where the service knows
+(:mod:`replay.gaps`); it is gzip-compressed when the request accepts gzip.
 
 A playback session (issue 15, :mod:`replay.playback_sessions`) is a playlist URL that
 carries its own credential, for players that send no header: its segments point back
@@ -13,12 +16,14 @@ session lives (``KANJIA_URL_TTL_SECONDS`` bounds only the redirect's target).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.web import ContentCoding
 from pydantic import AwareDatetime, model_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from devices import broadband_store, presence
 from devices.errors import NotFound
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
 from gateway.http.requests import (
@@ -35,7 +40,7 @@ from gateway.http.sessions import (
     segment_uri,
     session_viewing,
 )
-from replay import index_store, playback, playback_sessions
+from replay import event_index, gaps, index_store, playback, playback_sessions
 from replay.index_store import Piece
 from replay.models import Subscription
 
@@ -70,12 +75,19 @@ class EventOut(Out):
     thumbnail_url: str | None = None
 
 
+class GapOut(Out):
+    start: datetime
+    end: datetime
+    cause: gaps.Cause
+
+
 class TimelineOut(Out):
     device_id: str
     start: datetime
     end: datetime
     ranges: list[RangeOut]
     events: list[EventOut]
+    gaps: list[GapOut]
 
 
 class SessionAsk(Body):
@@ -137,8 +149,12 @@ async def _asked(
     errors=("not_entitled", "unsubscribed", ("broadband_inactive", 403)),
 )
 async def timeline(request: web.Request) -> web.StreamResponse:
-    """Recorded ranges (clipped to the asked range and to retention) and the events that
-    have viewable video, each with the segment that shows it."""
+    """Recorded ranges (clipped to the asked range and to retention), the events that have
+    viewable video, each with the segment that shows it (the one whose time holds the
+    event's instant, the same on every read) and a thumbnail of that instant, and the gaps
+    between the ranges, each with its cause where the service knows it (``not_entitled``,
+    ``broadband_stopped``, ``offline``, else ``unknown``). Gzip-compressed when the
+    request's ``Accept-Encoding`` accepts gzip."""
     services = services_of(request)
     now = services.clock.now()
     async with services.db.session() as session:
@@ -151,9 +167,10 @@ async def timeline(request: web.Request) -> web.StreamResponse:
             max(query.start, cutoff),
             query.end,
         )
-        events = await index_store.shown_events(session, current, query.start, query.end, now)
-    ranges = playback.visible_ranges(stored, start=query.start, end=query.end, cutoff=cutoff)
-    return json_out(
+        events = await event_index.shown_events(session, current, query.start, query.end, now)
+        ranges = playback.visible_ranges(stored, start=query.start, end=query.end, cutoff=cutoff)
+        holes = await _gaps(session, current, query, ranges, cutoff=cutoff, now=now)
+    response = json_out(
         TimelineOut(
             device_id=device_id,
             start=query.start,
@@ -165,13 +182,64 @@ async def timeline(request: web.Request) -> web.StreamResponse:
                     type=e.type,
                     at=e.at,
                     segment_id=e.segment.segment_id,
-                    # relative to the API
-                    thumbnail_url=f"/app/v1/segments/{e.segment.segment_id}/thumbnail.jpg",
+                    thumbnail_url=thumbnail_url(e.segment.segment_id, e.at),
                 )
                 for e in events
             ],
+            gaps=[GapOut(start=g.start, end=g.end, cause=g.cause) for g in holes],
         )
     )
+    if accepts_gzip(request):
+        response.enable_compression(ContentCoding.gzip)
+    return response
+
+
+def thumbnail_url(segment_id: str, at: datetime) -> str:
+    """The thumbnail of the instant ``at`` of a segment, relative to the API (UTC, ``Z``:
+    nothing to escape in a query)."""
+    stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"/app/v1/segments/{segment_id}/thumbnail.jpg?at={stamp}"
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    """Whether ``Accept-Encoding`` accepts gzip (named, or ``*``, with a non-zero q)."""
+    for item in request.headers.get(hdrs.ACCEPT_ENCODING, "").split(","):
+        coding, _, parameters = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = parameters.strip().removeprefix("q=").strip() if parameters else "1"
+        try:
+            return float(q or "1") > 0
+        except ValueError:
+            return False
+    return False
+
+
+async def _gaps(
+    session: AsyncSession,
+    current: Subscription,
+    query: RangeQuery,
+    ranges: list[tuple[datetime, datetime]],
+    *,
+    cutoff: datetime,
+    now: datetime,
+) -> list[gaps.Gap]:
+    """The timeline's gaps with their causes: before the subscription (not entitled, R6),
+    broadband stopped (R8) and the camera offline, from their histories."""
+    span = gaps.window(query.start, query.end, cutoff=cutoff, now=now)
+    if span is None:
+        return []
+    low, high = span
+    offline = await presence.presence_changes(session, current.device_id, low, high)
+    stopped = await broadband_store.state_changes(session, current.account_id, low, high)
+    known: dict[gaps.Cause, list[tuple[datetime, datetime]]] = {
+        "not_entitled": [(low, current.started_at)] if low < current.started_at else [],
+        "broadband_stopped": gaps.down_periods(
+            [(at, state != "active") for at, state in stopped], low, high
+        ),
+        "offline": gaps.down_periods([(at, not online) for at, online in offline], low, high),
+    }
+    return gaps.timeline_gaps(span, ranges, known)
 
 
 @api.route(
