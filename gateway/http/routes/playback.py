@@ -1,4 +1,4 @@
-"""Companion-app playback: timeline, HLS playlist and segment URLs.
+"""Companion-app playback: timeline, HLS playlist, segment URLs and MP4 clips.
 
 Only what the family may watch is shown: segments recorded under the device's current
 subscription (R5, R6), younger than their retention, while broadband is active (R8). A
@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, model_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway import exports
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_query
 from gateway.http.requests import (
     app_token_of,
@@ -191,3 +192,52 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
             expires_in=ttl,
         )
     )
+
+
+def _clip_viewer(request: web.Request) -> str:
+    """The account asking for an MP4 clip: the app token's.
+
+    MERGE (issue 15, playback sessions): a playback session's credential (the ``session``
+    query parameter) is to be accepted here as well; the route's ``auth`` and
+    :class:`RangeQuery` (which refuses unknown parameters) then widen with it.
+    """
+    return app_token_of(request).account_id
+
+
+@api.route(
+    "GET",
+    "/app/v1/devices/{device_id}/clip.mp4",
+    auth="app",
+    tag="app",
+    summary="The recorded part of a range as one MP4 (at most an hour)",
+    query=RangeQuery,
+    content_type="video/mp4",
+    errors=(403, 404),
+)
+async def clip_mp4(request: web.Request) -> web.StreamResponse:
+    """What the camera recorded in ``[start, end)`` and the family may watch (R5, R6, R8),
+    as one standard MP4: the segments remuxed without re-encoding, gaps skipped, timestamps
+    continuous from 0, opening on the keyframe at or before ``start``. At most an hour (400
+    ``range_too_long``); 404 ``nothing_recorded`` when nothing viewable was recorded there.
+    ``X-Recorded-Seconds`` gives the MP4's duration."""
+    services = services_of(request)
+    device_id = path_id(request, "device_id")
+    query = parse_query(request, RangeQuery)
+    account_id = _clip_viewer(request)
+    async with services.db.session() as session:
+        current = await watchable(session, account_id, device_id)
+    async with exports.exported(services, current, query.start, query.end) as export:
+        name = f"{device_id}-{export.result.first:%Y%m%dT%H%M%SZ}.mp4"
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "video/mp4",
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "X-Recorded-Seconds": f"{export.result.seconds:.3f}",
+            }
+        )
+        response.content_length = export.bytes
+        await response.prepare(request)
+        async for chunk in exports.chunks(export.path):
+            await response.write(chunk)
+        await response.write_eof()
+    return response
