@@ -165,11 +165,13 @@ class _Mp4:
         self.time_base = Fraction(1, 90_000)
         self.packets = 0
 
+    @staticmethod
+    def _shape(stream: VideoStream) -> tuple[str, int, int]:
+        return (stream.codec_context.name, stream.width, stream.height)
+
     def accepts(self, stream: VideoStream) -> bool:
-        shape = (stream.codec_context.name, stream.width, stream.height)
-        if self.shape is None:
-            self.shape = shape
-        return shape == self.shape
+        """Whether the stream's packets fit the track: any do before the first is written."""
+        return self.shape is None or self._shape(stream) == self.shape
 
     def write(self, stream: VideoStream, packets: list[_Timed]) -> None:
         if self.container is None:
@@ -179,6 +181,7 @@ class _Mp4:
             out = self.container.add_stream_from_template(stream)
             assert isinstance(out, VideoStream)
             self.stream = out
+            self.shape = self._shape(stream)
             assert stream.time_base is not None
             self.time_base = stream.time_base
         assert self.stream is not None

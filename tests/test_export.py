@@ -180,6 +180,10 @@ def test_a_segment_of_another_size_is_left_out(tmp_path: Path) -> None:
     sources = [Source(T, segment(T)), Source(T + 10 * S, other)]
     done = remux_mp4(sources, tmp_path / "one-size.mp4", start=T, end=T + 20 * S)
     assert (done.segments, done.skipped) == (1, 1)
+    # The track takes the size of the first segment exported, not of one before the range.
+    sources = [Source(T - 10 * S, other), Source(T, segment(T))]
+    done = remux_mp4(sources, tmp_path / "first.mp4", start=T, end=T + 10 * S)
+    assert (done.segments, done.skipped) == (1, 0)
 
 
 def test_nothing_in_the_range_is_nothing_to_export(tmp_path: Path) -> None:
