@@ -92,7 +92,7 @@ async def exported(
     device recorded in ``[start, end)`` under ``subscription`` and may still be watched.
 
     Refused: a range longer than an hour (``range_too_long``), nothing viewable recorded in
-    it (:class:`~replay.clips.NothingRecorded`, ``nothing_recorded``).
+    it (:class:`~replay.clips.NothingRecorded`, ``no_recording``).
     """
     refusal = export_refusal(start, end)
     if refusal is not None:

@@ -47,7 +47,7 @@ FamilyCloudUse: TypeAlias = Literal["save", "list", "download", "delete"]
 class NothingRecorded(NotFound):
     """Nothing the family may watch was recorded in the range asked for an export."""
 
-    code = "nothing_recorded"
+    code = "no_recording"
 
     def __init__(self, device_id: str, start: datetime, end: datetime) -> None:
         super().__init__("recording", f"from {start.isoformat()} to {end.isoformat()}")

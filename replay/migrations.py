@@ -126,13 +126,13 @@ def _family_cloud_ranges(conn: Connection) -> None:
     elif conn.dialect.name == "sqlite":
         for index in inspect(conn).get_indexes(name):
             conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
-        conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_before_6")
+        conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_before_8")
         FAMILY_ITEMS.create(conn)
         kept = "item_id, account_id, segment_id, device_id, object_key, bytes, saved_at"
         conn.exec_driver_sql(
-            f"INSERT INTO {name} ({kept}) SELECT {kept} FROM {name}_before_6"  # noqa: S608
+            f"INSERT INTO {name} ({kept}) SELECT {kept} FROM {name}_before_8"  # noqa: S608
         )
-        conn.exec_driver_sql(f"DROP TABLE {name}_before_6")
+        conn.exec_driver_sql(f"DROP TABLE {name}_before_8")
     else:
         conn.exec_driver_sql(f"ALTER TABLE {name} ALTER COLUMN segment_id DROP NOT NULL")
         quote = conn.dialect.identifier_preparer.quote
@@ -157,7 +157,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "per-device broker credentials (issue 13)", _add_device_credentials),
     Migration(4, "app tokens expire and can be revoked (issue 14)", _add_app_token_expiry),
     Migration(5, "segment ids belong to their camera (issue 14)", _scope_segment_ids),
-    Migration(6, "family-cloud items hold a range, an MP4 (issue 15)", _family_cloud_ranges),
+    # 6 and 7 are issue 15's other steps (events keyed by camera, orders' accounts), on main.
+    Migration(8, "family-cloud items hold a range, an MP4 (issue 15)", _family_cloud_ranges),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

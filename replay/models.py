@@ -134,7 +134,7 @@ class FamilyCloudItem(SQLModel, table=True):
     Either one segment copied as it is (``segment_id`` set, a ``.ts`` object) or a range of
     a camera's recording exported as one MP4 (``segment_id`` ``None``, issue 15). ``start``
     and ``end`` are the recorded range it holds; ``None`` only for a segment saved before
-    schema 6 whose segment had already expired when the schema was upgraded.
+    schema 8 whose segment had already expired when the schema was upgraded.
     """
 
     __tablename__ = "family_cloud_items"

@@ -214,8 +214,8 @@ async def test_schema_5_scopes_segment_ids_to_their_camera(database_url: str) ->
         assert await index_store.known(session, [pending, mine]) == ({pending, mine}, {})
 
 
-def _family_items_before_6() -> Table:
-    """``family_cloud_items`` as schema 5 had it: one segment per item, no range."""
+def _family_items_before_8() -> Table:
+    """``family_cloud_items`` as schema 7 had it: one segment per item, no range."""
     return Table(
         "family_cloud_items",
         MetaData(),
@@ -229,12 +229,12 @@ def _family_items_before_6() -> Table:
     )
 
 
-async def test_schema_6_gives_family_cloud_items_a_range(database_url: str) -> None:
-    """Issue 15: a version-5 database's saved segments keep their ids and get their
+async def test_schema_8_gives_family_cloud_items_a_range(database_url: str) -> None:
+    """Issue 15: a version-7 database's saved segments keep their ids and get their
     segment's range (``None`` once the segment is gone); an item may then be a range's MP4
     (no segment), and takes an id after the old ones."""
     kept = _segment("cam-1", T)
-    old = _family_items_before_6()
+    old = _family_items_before_8()
     rows: list[dict[str, object]] = [
         {"segment_id": kept["segment_id"], "object_key": "family/acc/a.ts"},
         {"segment_id": "swept-long-ago", "object_key": "family/acc/b.ts"},
@@ -250,7 +250,7 @@ async def test_schema_6_gives_family_cloud_items_a_range(database_url: str) -> N
         await conn.run_sync(old.create)
         await conn.execute(insert(old), [row | common for row in rows])
         await conn.execute(insert(Segment.__table__), [kept])  # type: ignore[attr-defined]
-        await conn.execute(text("UPDATE kanjia_schema SET version = 5"))
+        await conn.execute(text("UPDATE kanjia_schema SET version = :v"), {"v": SCHEMA_VERSION - 1})
     async with open_database(database_url) as db, db.session() as session:
         query = sqlmodel.select(FamilyCloudItem).order_by(sqlmodel.col(FamilyCloudItem.item_id))
         items = (await session.exec(query)).all()

@@ -311,9 +311,9 @@ def test_family_cloud_refusal_r15(
         assert (http_status(refusal), refusal.code, refusal.rule) == (*expected, "R15")
 
 
-def test_nothing_recorded_is_not_found() -> None:
+def test_no_recording_is_not_found() -> None:
     error = NothingRecorded("cam-1", T, T + S)
-    assert (http_status(error), error.code) == (404, "nothing_recorded")
+    assert (http_status(error), error.code) == (404, "no_recording")
     assert "cam-1" in error.message
 
 

@@ -128,7 +128,7 @@ async def test_exports_serve_only_what_the_family_may_watch(
     hour = timedelta(hours=1)
     assert await ask("cam-1", start, start + hour + S) == (400, "range_too_long")
     assert await ask("cam-1", start, start - S) == (400, "invalid_query")
-    assert await ask("cam-1", start + 20 * S, start + 60 * S) == (404, "nothing_recorded")
+    assert await ask("cam-1", start + 20 * S, start + 60 * S) == (404, "no_recording")
     assert await ask("cam-9", start, start + 10 * S) == (404, "not_found")
     r = await home.http.get(
         f"{home.gw.url}/app/v1/devices/cam-1/clip.mp4",

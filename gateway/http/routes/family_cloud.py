@@ -149,7 +149,7 @@ async def save_segment(request: web.Request) -> web.StreamResponse:
 )
 async def save_range(request: web.Request) -> web.StreamResponse:
     """Export what the camera recorded in ``[start, end)`` and the family may watch (R5,
-    R6, R8) as one MP4, at most an hour (400 ``range_too_long``; 404 ``nothing_recorded``),
+    R6, R8) as one MP4, at most an hour (400 ``range_too_long``; 404 ``no_recording``),
     and keep it in the account's family cloud, outside replay retention, counted against
     the quota (R14): 201 with the item and the quota after it, 200 with the item if that
     exact range was saved already, 409 ``quota_exceeded`` (R14) or ``family_cloud_closed``

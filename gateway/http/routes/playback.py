@@ -194,14 +194,18 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _clip_viewer(request: web.Request) -> str:
-    """The account asking for an MP4 clip: the app token's.
+async def _clip_viewing(request: web.Request, db: AsyncSession, device_id: str) -> Subscription:
+    """The device's current subscription, if the clip's caller may watch it now: the app
+    token's family (R5, R6, R8; another account's device is 404).
 
-    MERGE (issue 15, playback sessions): a playback session's credential (the ``session``
-    query parameter) is to be accepted here as well; the route's ``auth`` and
-    :class:`RangeQuery` (which refuses unknown parameters) then widen with it.
+    MERGE (issue 15, playback sessions): accept a session credential here too, as
+    ``gateway.http.sessions`` describes for the MP4 export: the route's ``auth`` becomes
+    ``"app_or_session"``, the clip's query takes an optional ``session`` value
+    (:class:`RangeQuery` refuses unknown parameters), and when
+    ``request.get(PLAYBACK_SESSION)`` is set this returns ``session_viewing(request, db,
+    device_id)[1]``, the asked range clipped to the session's.
     """
-    return app_token_of(request).account_id
+    return await watchable(db, app_token_of(request).account_id, device_id)
 
 
 @api.route(
@@ -218,14 +222,13 @@ async def clip_mp4(request: web.Request) -> web.StreamResponse:
     """What the camera recorded in ``[start, end)`` and the family may watch (R5, R6, R8),
     as one standard MP4: the segments remuxed without re-encoding, gaps skipped, timestamps
     continuous from 0, opening on the keyframe at or before ``start``. At most an hour (400
-    ``range_too_long``); 404 ``nothing_recorded`` when nothing viewable was recorded there.
+    ``range_too_long``); 404 ``no_recording`` when nothing viewable was recorded there.
     ``X-Recorded-Seconds`` gives the MP4's duration."""
     services = services_of(request)
     device_id = path_id(request, "device_id")
     query = parse_query(request, RangeQuery)
-    account_id = _clip_viewer(request)
     async with services.db.session() as session:
-        current = await watchable(session, account_id, device_id)
+        current = await _clip_viewing(request, session, device_id)
     async with exports.exported(services, current, query.start, query.end) as export:
         name = f"{device_id}-{export.result.first:%Y%m%dT%H%M%SZ}.mp4"
         response = web.StreamResponse(
