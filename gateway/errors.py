@@ -118,6 +118,7 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         "not_found": ErrorCode(404, "no such resource, or not the caller's"),
         "expired": ErrorCode(404, "the video is past its plan's retention (R5)"),
         "no_recording": ErrorCode(404, "nothing recorded in the asked range"),
+        "family_cloud_deleted": ErrorCode(404, "the family cloud was deleted by a long stop (R15)"),
         # 409: the current state refuses it
         "broadband_inactive": ErrorCode(
             409,

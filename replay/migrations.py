@@ -24,7 +24,7 @@ import devices.router_store
 from devices.broadband_store import BroadbandChange
 from devices.models import PresenceChange
 from replay.index_store import range_row
-from replay.models import CameraEvent, RecordedRange, Segment, UploadGrant
+from replay.models import CameraEvent, FamilyCloudItem, RecordedRange, Segment, UploadGrant
 from replay.playback import Recorded, fold_ranges
 from replay.recording import service_segment_id
 from storage.db import Database, Migration, schema_version
@@ -40,6 +40,7 @@ GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
 EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
 PRESENCE: Table = PresenceChange.__table__  # type: ignore[attr-defined]
 BROADBAND: Table = BroadbandChange.__table__  # type: ignore[attr-defined]
+FAMILY_ITEMS: Table = FamilyCloudItem.__table__  # type: ignore[attr-defined]
 
 
 def backfill_ranges(connection: Connection) -> int:
@@ -200,6 +201,43 @@ def _events_and_gap_causes(conn: Connection) -> None:
         )
 
 
+def _family_cloud_ranges(conn: Connection) -> None:
+    """Family-cloud items hold a recorded range, and may be a range's MP4 rather than one
+    segment (issue 15): ``start`` and ``end`` are added, filled from the saved segments
+    still indexed, and ``segment_id`` may be empty. SQLite cannot drop a NOT NULL: there
+    the table is rebuilt, its rows (and their ids) copied. A table already so is kept."""
+    name = FAMILY_ITEMS.name
+    columns = {column["name"]: column for column in inspect(conn).get_columns(name)}
+    if "start" in columns and columns["segment_id"]["nullable"]:
+        pass
+    elif conn.dialect.name == "sqlite":
+        for index in inspect(conn).get_indexes(name):
+            conn.exec_driver_sql(f'DROP INDEX "{index["name"]}"')
+        conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_before_8")
+        FAMILY_ITEMS.create(conn)
+        kept = "item_id, account_id, segment_id, device_id, object_key, bytes, saved_at"
+        conn.exec_driver_sql(
+            f"INSERT INTO {name} ({kept}) SELECT {kept} FROM {name}_before_8"  # noqa: S608
+        )
+        conn.exec_driver_sql(f"DROP TABLE {name}_before_8")
+    else:
+        conn.exec_driver_sql(f"ALTER TABLE {name} ALTER COLUMN segment_id DROP NOT NULL")
+        quote = conn.dialect.identifier_preparer.quote
+        for column in ("start", "end"):
+            kind = FAMILY_ITEMS.c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {quote(column)} {kind}")
+    saved = SEGMENTS.c.segment_id == FAMILY_ITEMS.c.segment_id
+    filled = conn.execute(
+        update(FAMILY_ITEMS)
+        .where(sa_select(SEGMENTS.c.segment_id).where(saved).exists())
+        .values(
+            start=sa_select(SEGMENTS.c.start).where(saved).scalar_subquery(),
+            end=sa_select(SEGMENTS.c.end).where(saved).scalar_subquery(),
+        )
+    ).rowcount
+    log.info("family-cloud items given the range of their segment: %d", filled)
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
@@ -208,6 +246,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "segment ids belong to their camera (issue 14)", _scope_segment_ids),
     Migration(6, "event ids belong to their camera; gap causes (issue 15)", _events_and_gap_causes),
     Migration(7, "orders name their account and target (issue 15)", _add_order_accounts),
+    Migration(8, "family-cloud items hold a range, an MP4 (issue 15)", _family_cloud_ranges),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

@@ -132,14 +132,22 @@ class CameraEvent(SQLModel, table=True):
 
 
 class FamilyCloudItem(SQLModel, table=True):
-    """A clip saved to the account's family cloud (一键转存, R14): outside retention."""
+    """A clip saved to the account's family cloud (一键转存, R14): outside retention.
+
+    Either one segment copied as it is (``segment_id`` set, a ``.ts`` object) or a range of
+    a camera's recording exported as one MP4 (``segment_id`` ``None``, issue 15). ``start``
+    and ``end`` are the recorded range it holds; ``None`` only for a segment saved before
+    schema 8 whose segment had already expired when the schema was upgraded.
+    """
 
     __tablename__ = "family_cloud_items"
 
     item_id: int | None = Field(default=None, primary_key=True)
     account_id: str = Field(max_length=64, index=True)
-    segment_id: str = Field(max_length=80)
+    segment_id: str | None = Field(default=None, max_length=80)
     device_id: str = Field(max_length=64)
+    start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end: datetime | None = Field(default=None, sa_type=UTCDateTime)
     object_key: str = Field(max_length=512, unique=True)
     bytes: int
     saved_at: datetime = Field(sa_type=UTCDateTime)

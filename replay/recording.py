@@ -94,6 +94,7 @@ __all__ = [
     "desired_recording_mode",
     "entitlement_of",
     "expiry",
+    "family_clip_key",
     "family_key",
     "lifecycle_rules",
     "object_key",
@@ -540,6 +541,19 @@ def family_key(account_id: str, segment_id: str, start: datetime) -> str:
     _check(_DEVICE_ID_ERROR, "account_id", account_id, _DEVICE_ID)  # key-safe, as device ids
     _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
     return f"family/{account_id}/{_stamp(start)}-{segment_id}.ts"
+
+
+def family_clip_key(
+    account_id: str, device_id: str, start: datetime, end: datetime, tag: str
+) -> str:
+    """Where a range saved as MP4 goes (R14, issue 15):
+    ``family/{account_id}/YYYY/MM/DD/HHMMSS-{device_id}-{seconds}s-{tag}.mp4``; ``tag``
+    (key-safe) tells apart two saves of one range."""
+    _check(_DEVICE_ID_ERROR, "account_id", account_id, _DEVICE_ID)
+    _check(_DEVICE_ID_ERROR, "device_id", device_id, _DEVICE_ID)
+    _check(_SAFE_ID_ERROR, "tag", tag, _SAFE_ID)
+    seconds = round((aware_utc(end, "end") - aware_utc(start, "start")).total_seconds())
+    return f"family/{account_id}/{_stamp(start)}-{device_id}-{seconds}s-{tag}.mp4"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlmodel
 from sqlalchemy import (
     Column,
     Integer,
@@ -25,9 +26,9 @@ from sqlalchemy.engine import Connection
 from devices import accounts
 from replay import index_store
 from replay.migrations import SCHEMA_VERSION, open_database
-from replay.models import RecordedRange, Segment, UploadGrant
+from replay.models import FamilyCloudItem, RecordedRange, Segment, UploadGrant
 from replay.recording import service_segment_id
-from storage.db import Database, DatabaseError, Migration, SchemaTooNew
+from storage.db import Database, DatabaseError, Migration, SchemaTooNew, UTCDateTime
 
 
 async def test_a_fresh_database_gets_every_table_and_the_current_version(
@@ -211,6 +212,67 @@ async def test_schema_5_scopes_segment_ids_to_their_camera(database_url: str) ->
         assert await index_store.index_granted(session, [known.grants[pending]], T) == 1
         await session.commit()
         assert await index_store.known(session, [pending, mine]) == ({pending, mine}, {})
+
+
+def _family_items_before_8() -> Table:
+    """``family_cloud_items`` as schema 7 had it: one segment per item, no range."""
+    return Table(
+        "family_cloud_items",
+        MetaData(),
+        Column("item_id", Integer, primary_key=True),
+        Column("account_id", String(64), nullable=False, index=True),
+        Column("segment_id", String(80), nullable=False),
+        Column("device_id", String(64), nullable=False),
+        Column("object_key", String(512), nullable=False, unique=True),
+        Column("bytes", Integer, nullable=False),
+        Column("saved_at", UTCDateTime, nullable=False),
+    )
+
+
+async def test_schema_8_gives_family_cloud_items_a_range(database_url: str) -> None:
+    """Issue 15: a version-7 database's saved segments keep their ids and get their
+    segment's range (``None`` once the segment is gone); an item may then be a range's MP4
+    (no segment), and takes an id after the old ones."""
+    kept = _segment("cam-1", T)
+    old = _family_items_before_8()
+    rows: list[dict[str, object]] = [
+        {"segment_id": kept["segment_id"], "object_key": "family/acc/a.ts"},
+        {"segment_id": "swept-long-ago", "object_key": "family/acc/b.ts"},
+    ]
+    common: dict[str, object] = {
+        "account_id": "acc",
+        "device_id": "cam-1",
+        "bytes": 5,
+        "saved_at": T,
+    }
+    async with open_database(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE family_cloud_items"))
+        await conn.run_sync(old.create)
+        await conn.execute(insert(old), [row | common for row in rows])
+        await conn.execute(insert(Segment.__table__), [kept])  # type: ignore[attr-defined]
+        await conn.execute(text("UPDATE kanjia_schema SET version = :v"), {"v": SCHEMA_VERSION - 1})
+    async with open_database(database_url) as db, db.session() as session:
+        query = sqlmodel.select(FamilyCloudItem).order_by(sqlmodel.col(FamilyCloudItem.item_id))
+        items = (await session.exec(query)).all()
+        assert [(i.item_id, i.segment_id, i.start, i.end) for i in items] == [
+            (1, kept["segment_id"], T, T + timedelta(seconds=10)),
+            (2, "swept-long-ago", None, None),
+        ]
+        clip = FamilyCloudItem(
+            account_id="acc",
+            device_id="cam-1",
+            start=T,
+            end=T + timedelta(minutes=10),
+            object_key="family/acc/c.mp4",
+            bytes=6,
+            saved_at=T,
+        )
+        session.add(clip)
+        await session.commit()
+        assert (clip.item_id, clip.segment_id) == (3, None)
+        async with db.engine.connect() as conn:
+            indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("family_cloud_items"))
+    assert "ix_family_cloud_items_account_id" in {index["name"] for index in indexes}
 
 
 async def test_ranges_follow_batches_of_many_cameras(

@@ -29,6 +29,7 @@ from devices.router_store import BroadbandInactive as RouterBroadbandInactive
 from devices.router_store import NotProvisioned
 from devices.uci import InvalidSetting, RouterOutputError
 from gateway.errors import STATUSES, http_status
+from replay.clips import NothingRecorded
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
 from replay.playback_sessions import SessionRefused
@@ -62,6 +63,7 @@ EXPECTED: dict[type[DomainError], int] = {
     NotActive: 409,  # R5
     UnknownPlanRequested: 400,  # R1
     InvalidTime: 400,
+    NothingRecorded: 404,  # an MP4 export of a range without viewable video (issue 15)
     InvalidUpload: 400,
     InvalidSetting: 400,
     DomainError: 500,

@@ -17,6 +17,7 @@ from gateway.http.requests import APP_TOKEN, OPENAPI, ROUTES, SERVICES, services
 from gateway.http.routes import (
     app,
     broadband,
+    clips,
     commands,
     credentials,
     family_cloud,
@@ -43,6 +44,7 @@ APIS = (
     commands.api,
     app.api,
     playback.api,
+    clips.api,
     family_cloud.api,
     thumbnails.api,
     router.api,

@@ -1,50 +1,117 @@
-"""Companion-app saves to the family cloud (一键转存, R14), closed by long stops (R15).
+"""The family cloud in the companion app (一键转存, R14; closures, R15; issue 15).
 
-A saved clip is a copy of a viewable segment under the account's family-cloud prefix,
-outside replay retention, counted against the family-cloud quota; saving the same
-segment again answers the item already saved.
+A segment is saved as it is (a copy), a range of a camera's recording as one MP4; both are
+outside replay retention and count against the account's quota. The family lists its
+items with the quota used and left, gets a short-lived download URL of one, and deletes
+one to free its bytes. Long stops close the family cloud to saves, then delete it
+(R15; :mod:`replay.clips` says how closed reads). The orchestration is
+:mod:`gateway.family_cloud`; items and devices of another account are 404.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
-from sqlmodel import col, func, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from datetime import datetime
+from typing import Literal
 
-from devices import broadband_store
-from devices.models import Account
-from gateway.http.api import Api, ApiError, Out, json_out
-from gateway.http.requests import app_token_of, services_of, viewable_segment
+from aiohttp import web
+from pydantic import AwareDatetime, model_validator
+
+from devices.errors import NotFound
+from gateway import family_cloud
+from gateway.http.api import Api, Body, Out, json_out, parse_body
+from gateway.http.requests import (
+    Identifier,
+    app_token_of,
+    services_of,
+    viewable_segment,
+    watchable,
+)
 from replay.models import FamilyCloudItem
-from replay.recording import family_key
 
 api = Api()
 
 
-class SavedOut(Out):
+class ItemOut(Out):
     item_id: int
-    segment_id: str
+    device_id: str
+    #: The segment saved as it is; absent for a range saved as MP4.
+    segment_id: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
     bytes: int
+    saved_at: datetime
+    content_type: str
+
+    @classmethod
+    def of(cls, item: FamilyCloudItem) -> ItemOut:
+        assert item.item_id is not None
+        return cls(
+            item_id=item.item_id,
+            device_id=item.device_id,
+            segment_id=item.segment_id,
+            start=item.start,
+            end=item.end,
+            bytes=item.bytes,
+            saved_at=item.saved_at,
+            content_type="video/mp4" if item.object_key.endswith(".mp4") else "video/mp2t",
+        )
+
+
+class QuotaOut(Out):
     used_bytes: int
     quota_bytes: int
+    left_bytes: int
 
 
-async def _used_bytes(session: AsyncSession, account_id: str) -> int:
-    return int(
-        (
-            await session.exec(
-                select(func.coalesce(func.sum(FamilyCloudItem.bytes), 0)).where(
-                    FamilyCloudItem.account_id == account_id
-                )
-            )
-        ).one()
+class SavedOut(ItemOut):
+    used_bytes: int
+    quota_bytes: int
+    left_bytes: int
+
+
+class ListOut(QuotaOut):
+    #: R15: ``open``, or ``closed`` (no saves; the list, downloads and deletes go on).
+    status: Literal["open", "closed"]
+    items: list[ItemOut]
+
+
+class DownloadOut(ItemOut):
+    url: str
+    expires_in: int
+
+
+class DeletedOut(QuotaOut):
+    item_id: int
+
+
+class SaveRange(Body):
+    device_id: Identifier
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SaveRange:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+def _saved(saved: family_cloud.Saved) -> web.Response:
+    quota = saved.quota
+    out = SavedOut(
+        **ItemOut.of(saved.item).model_dump(),
+        used_bytes=quota.used,
+        quota_bytes=quota.quota,
+        left_bytes=quota.left,
     )
+    return json_out(out, 201 if saved.created else 200)
 
 
-async def _saved(session: AsyncSession, object_key: str) -> FamilyCloudItem | None:
-    return (
-        await session.exec(select(FamilyCloudItem).where(FamilyCloudItem.object_key == object_key))
-    ).first()
+def _item_id(request: web.Request) -> int:
+    raw = request.match_info["item_id"]
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise NotFound("family-cloud item", repr(raw))
+    return int(raw)
 
 
 @api.route(
@@ -66,60 +133,123 @@ async def _saved(session: AsyncSession, object_key: str) -> FamilyCloudItem | No
     ),
 )
 async def save_segment(request: web.Request) -> web.StreamResponse:
-    """Save a viewable segment to the account's family cloud in one action (R14): a copy
-    outside replay retention, counted against the quota (409 quota_exceeded). Saving it again
-    answers the item saved before (200). Closed after three months stopped (409, R15)."""
+    """Copy one viewable segment (R5, R6, R8) into the account's family cloud as it is,
+    outside replay retention, counted against the quota (R14): 201 with the item and the
+    quota after it, 200 with the item saved before if the segment was saved already, 409
+    ``quota_exceeded`` (R14) or ``family_cloud_closed`` (R15)."""
+    services = services_of(request)
+    async with services.db.session() as session:
+        segment = await viewable_segment(request, session)
+    account_id = app_token_of(request).account_id
+    return _saved(await family_cloud.save_segment(services, account_id, segment))
+
+
+@api.route(
+    "POST",
+    "/app/v1/family-cloud",
+    auth="app",
+    tag="app",
+    summary="Save a range of a camera's recording to the family cloud as MP4 (R14)",
+    body=SaveRange,
+    response=SavedOut,
+    status=201,
+    errors=(
+        "invalid_range",
+        "range_too_long",
+        "not_entitled",
+        "unsubscribed",
+        ("broadband_inactive", 403),
+        "previous_subscription",
+        "no_recording",
+        "family_cloud_closed",
+        "quota_exceeded",
+    ),
+)
+async def save_range(request: web.Request) -> web.StreamResponse:
+    """Export what the camera recorded in ``[start, end)`` and the family may watch (R5,
+    R6, R8) as one MP4, at most an hour (400 ``range_too_long``; 404 ``no_recording``),
+    and keep it in the account's family cloud, outside replay retention, counted against
+    the quota (R14): 201 with the item and the quota after it, 200 with the item if that
+    exact range was saved already, 409 ``quota_exceeded`` (R14) or ``family_cloud_closed``
+    (R15)."""
+    services = services_of(request)
+    body = parse_body(await request.read(), SaveRange)
+    account_id = app_token_of(request).account_id
+    async with services.db.session() as session:
+        current = await watchable(session, account_id, body.device_id)
+    return _saved(
+        await family_cloud.save_range(services, account_id, current, body.start, body.end)
+    )
+
+
+@api.route(
+    "GET",
+    "/app/v1/family-cloud",
+    auth="app",
+    tag="app",
+    summary="The family cloud's items and its quota (R14, R15)",
+    response=ListOut,
+    errors=("family_cloud_deleted",),
+)
+async def list_items(request: web.Request) -> web.StreamResponse:
+    """The account's saved items, the latest first (device, range, bytes, when saved), with
+    the quota used and left (R14) and whether the family cloud is open or closed to saves
+    (R15); 404 ``family_cloud_deleted`` once a six-month stop has deleted it (R15)."""
+    services = services_of(request)
+    found = await family_cloud.listing(services, app_token_of(request).account_id)
+    assert found.status != "deleted"  # refused before
+    return json_out(
+        ListOut(
+            status=found.status,
+            items=[ItemOut.of(item) for item in found.items],
+            used_bytes=found.quota.used,
+            quota_bytes=found.quota.quota,
+            left_bytes=found.quota.left,
+        )
+    )
+
+
+@api.route(
+    "GET",
+    "/app/v1/family-cloud/{item_id}",
+    auth="app",
+    tag="app",
+    summary="One saved item with a short-lived download URL",
+    response=DownloadOut,
+    errors=("family_cloud_deleted",),
+)
+async def get_item(request: web.Request) -> web.StreamResponse:
+    """One of the account's saved items with a presigned URL that downloads it for
+    ``url_ttl_seconds``; still served while the family cloud is closed to saves, 404
+    ``family_cloud_deleted`` once deleted (R15); another account's item is 404."""
     services = services_of(request)
     account_id = app_token_of(request).account_id
-    quota = services.settings.family_cloud_quota_bytes
-    async with services.db.writing() as session:
-        # The account's saves go one at a time, so the quota is read and charged in one
-        # transaction: a write first takes the account's row lock (PostgreSQL) or the
-        # database's write lock (SQLite) until the commit.
-        await session.exec(
-            update(Account)
-            .where(col(Account.account_id) == account_id)
-            .values(updated_at=Account.updated_at)
+    item, url = await family_cloud.download(services, account_id, _item_id(request))
+    return json_out(
+        DownloadOut(
+            **ItemOut.of(item).model_dump(), url=url, expires_in=services.settings.url_ttl_seconds
         )
-        s = await viewable_segment(request, session)
-        if not await broadband_store.family_cloud_open(session, account_id, services.clock.now()):
-            raise ApiError(
-                409,
-                "family_cloud_closed",
-                "the family cloud is closed after a long stop",
-                rule="R15",
-            )
-        used = await _used_bytes(session, account_id)
-        key = family_key(account_id, s.segment_id, s.start)
-        item = await _saved(session, key)
-        status = 200  # saved before: the same item again
-        if item is None:
-            if used + s.bytes > quota:
-                raise ApiError(
-                    409,
-                    "quota_exceeded",
-                    f"the family cloud holds {used} of {quota} bytes",
-                    rule="R14",
-                )
-            await services.store.copy(s.object_key, key)
-            item = FamilyCloudItem(
-                account_id=account_id,
-                segment_id=s.segment_id,
-                device_id=s.device_id,
-                object_key=key,
-                bytes=s.bytes,
-                saved_at=services.clock.now(),
-            )
-            session.add(item)
-            await session.commit()
-            used += s.bytes
-            status = 201
-    assert item.item_id is not None
-    saved = SavedOut(
-        item_id=item.item_id,
-        segment_id=s.segment_id,
-        bytes=item.bytes,
-        used_bytes=used,
-        quota_bytes=quota,
     )
-    return json_out(saved, status)
+
+
+@api.route(
+    "DELETE",
+    "/app/v1/family-cloud/{item_id}",
+    auth="app",
+    tag="app",
+    summary="Delete a saved item and free its quota (R14)",
+    response=DeletedOut,
+    errors=("family_cloud_deleted",),
+)
+async def delete_item(request: web.Request) -> web.StreamResponse:
+    """Delete one of the account's saved items, its object first; its bytes no longer count
+    against the quota (R14), and the answer says what is used and left. Allowed while the
+    family cloud is closed to saves; 404 ``family_cloud_deleted`` once deleted (R15)."""
+    services = services_of(request)
+    item_id = _item_id(request)
+    quota = await family_cloud.remove(services, app_token_of(request).account_id, item_id)
+    return json_out(
+        DeletedOut(
+            item_id=item_id, used_bytes=quota.used, quota_bytes=quota.quota, left_bytes=quota.left
+        )
+    )

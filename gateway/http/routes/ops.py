@@ -145,7 +145,9 @@ async def get_object(request: web.Request) -> web.StreamResponse:
         data = await store.get(key)
     except ObjectNotFound as exc:
         raise ApiError(404, "not_found", f"no object {key}") from exc
-    content_type = "video/mp2t" if key.endswith(".ts") else "application/octet-stream"
+    content_type = {".ts": "video/mp2t", ".mp4": "video/mp4"}.get(
+        key[key.rfind(".") :], "application/octet-stream"
+    )
     return web.Response(body=data, content_type=content_type)
 
 

@@ -1,4 +1,5 @@
-"""Companion-app playback: timeline, HLS playlists, segment URLs and playback sessions.
+"""Companion-app playback: timeline, HLS playlists, segment URLs, playback sessions and
+MP4 clips.
 
 Only what the family may watch is shown: segments recorded under the device's current
 subscription (R5, R6), younger than their retention, while broadband is active (R8). A
