@@ -17,21 +17,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
 
 from devices.clock import ManualClock
-from gateway.http.api import ApiError, RouteSpec
-from gateway.http.app import _authorize
-from gateway.http.requests import APP_TOKEN, SERVICES
-from gateway.http.sessions import PLAYBACK_SESSION
 from gateway.service import Gateway
 from replay import index_store
-from replay.playback_sessions import SessionRefused
 from replay.recording import service_segment_id
 from simulators.camera import CameraSimulator, UploadOutcome
 from simulators.media import encode_segment
@@ -417,46 +410,30 @@ async def test_ffmpeg_plays_a_long_session_on_s3_past_the_presign_life(
         assert_played_whole(await ffmpeg_play(url))
 
 
-async def test_an_app_or_session_route_takes_either_credential(
+async def test_the_mp4_export_takes_a_session_credential_instead_of_the_app_token(
     broker: Broker, start_gateway: StartGateway, clock: ManualClock
 ) -> None:
-    """The auth kind a route that also serves sessions declares (the MP4 export): a
-    ``session`` query value when one is given (and then only it), else the app token."""
-    spec = RouteSpec(
-        method="GET",
-        path="/app/v1/devices/{device_id}/x",
-        handler=lambda _: asyncio.sleep(0, web.Response()),
-        auth="app_or_session",
-        summary="either",
-        body=None,
-        response=None,
-        query=None,
-        status=200,
-        tag="app",
-        content_type="application/json",
-        errors=(),
-    )
+    """``clip.mp4`` is ``app_or_session``: with a session's ``session`` value and no header
+    it exports the session's range (a link or a player needs no token); a range outside
+    the session, or another device, is ``session_scope``; no credential at all is 401."""
     async with household(start_gateway, broker, clock) as home:
-        _, t0, _ = await record(home, broker, clock, "cam-1", 1, 10)
-        url = await home.session_url("cam-1", t0, t0 + timedelta(seconds=10))
+        _, t0, _ = await record(home, broker, clock, "cam-1", 2, 10)
+        url = await home.session_url("cam-1", t0, t0 + timedelta(seconds=20))
         credential = url.partition("session=")[2]
-        app = web.Application()
-        app[SERVICES] = home.gw.services
 
-        def asked(query: str = "", **headers: str) -> web.Request:
-            return make_mocked_request("GET", f"/app/v1/devices/cam-1/x{query}", headers, app=app)
+        def clip(device_id: str, start: datetime, end: datetime, **query: str) -> str:
+            asked = {"start": start.isoformat(), "end": end.isoformat(), **query}
+            return f"{home.gw.url}/app/v1/devices/{device_id}/clip.mp4?{urlencode(asked)}"
 
-        by_session = asked(f"?session={credential}")
-        await _authorize(spec, by_session)
-        assert by_session[PLAYBACK_SESSION].device_id == "cam-1"
-        assert APP_TOKEN not in by_session
-        by_token = asked(**home.auth)
-        await _authorize(spec, by_token)
-        assert by_token[APP_TOKEN].account_id == "acc-1"
-        assert PLAYBACK_SESSION not in by_token
-        with pytest.raises(ApiError) as neither:
-            await _authorize(spec, asked())
-        assert neither.value.status == 401
-        with pytest.raises(SessionRefused) as bad:  # a session given is the credential
-            await _authorize(spec, asked("?session=v1.x.y", **home.auth))
-        assert bad.value.code == "session_invalid"
+        async with aiohttp.ClientSession() as anonymous:
+            wide = clip("cam-1", t0 - timedelta(hours=0.5), t0 + timedelta(hours=0.5))
+            async with anonymous.get(wide + f"&session={credential}") as r:
+                assert r.status == 200, await r.text()
+                assert r.headers["Content-Type"] == "video/mp4"
+                assert float(r.headers["X-Recorded-Seconds"]) == 20.0, "the session's range"
+                assert (await r.read())[4:8] == b"ftyp"
+            later = clip("cam-1", t0 + timedelta(minutes=5), t0 + timedelta(minutes=6))
+            assert await home.refusal(later + f"&session={credential}") == (403, "session_scope")
+            other = clip("cam-2", t0, t0 + timedelta(seconds=20))
+            assert await home.refusal(other + f"&session={credential}") == (403, "session_scope")
+            assert (await home.refusal(wide))[0] == 401
