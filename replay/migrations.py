@@ -16,6 +16,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel
 
 # Every module that declares tables, imported for them (they join SQLModel.metadata).
+import devices.broadband_periods
 import devices.broadband_store
 import devices.commands
 import devices.credentials

@@ -23,12 +23,31 @@ presigning, ``storage/`` the object store.
 - **Deciding.** :func:`decide_upload` answers :class:`Accept` or :class:`Refuse`, checking in
   this order (the first reason found is the one reported):
 
-  1. ``not_entitled``: no active subscription (R1), or a continuous segment under an event
-     plan (R1: event clips are accepted under both families), or a segment that ended before
-     the subscription began (R6: video of an earlier subscription must not become viewable
-     under a new one). Checked first: resuming broadband would not make it recordable.
-  2. ``suspended`` (R8): the broadband account is stopped or torn down. This is the MQTT
-     code; the app's HTTP side says ``broadband_inactive`` for the same rule.
+  1. ``not_entitled``: no subscription covering the segment's start (R1), or a continuous
+     segment under an event plan (R1: event clips are accepted under both families), or a
+     segment that started before the subscription began (R6: video of an earlier
+     subscription must not become viewable under a new one) or at or after its
+     unsubscription (R5). Checked first: resuming broadband would not make it recordable.
+  2. ``suspended`` (R8): the broadband account was stopped or torn down when the segment
+     started. This is the MQTT code; the app's HTTP side says ``broadband_inactive``.
+
+- **One rule at the boundaries (R5, R6, R8; RULES.md "Boundaries of a state change").** A
+  continuous segment or an event clip is judged by the moment it *started* recording, never
+  by when it ended or was uploaded:
+
+  * broadband **stop** at ``T``: started before ``T`` → accepted, and served whole once the
+    account is active again; started at or after ``T`` → refused ``suspended``;
+  * broadband **resume** at ``T``: started before ``T`` (during the stop) → refused, even
+    though most of it was recorded after the resume; started at or after ``T`` → accepted;
+  * **unsubscription** at ``T`` (R5): started before ``T`` → accepted under that
+    subscription and kept for its retention (never viewable: nothing is from ``T`` on);
+    started at or after ``T`` → refused ``not_entitled``;
+  * **new order** at ``T`` (R6): started before ``T`` → refused ``not_entitled`` (it would
+    show the new subscription video from before it); started at or after ``T`` → accepted
+    under the new subscription.
+
+  Periods are half-open ``[from, to)``: the instant of a change belongs to what begins then.
+  The caller passes the subscription and broadband state of the start instant.
   3. ``in_future``: the segment ends more than ``max_skew_s`` after ``now``.
   4. ``too_old``: the segment would be born expired (``end + retention <= now``).
 
@@ -285,14 +304,16 @@ def _parse_time(name: str, raw: object) -> datetime:
 class Entitlement:
     """What the device's active subscription allows: its family and retention (R1).
 
-    ``started_at``, when given, is the instant the subscription took effect: a segment that
-    ended before it belongs to no subscription of this one (R6).
+    ``started_at``, when given, is the instant the subscription took effect, ``ended_at``
+    that of its unsubscription: a segment that started outside ``[started_at, ended_at)``
+    belongs to no subscription of this one (R5, R6).
     """
 
     subscription_id: str
     family: Family
     retention_days: int
     started_at: datetime | None = None
+    ended_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.subscription_id, str) or not self.subscription_id:
@@ -304,6 +325,8 @@ class Entitlement:
         retention_class(self.retention_days)  # checks it is a positive whole number
         if self.started_at is not None:
             object.__setattr__(self, "started_at", aware_utc(self.started_at, "started_at"))
+        if self.ended_at is not None:
+            object.__setattr__(self, "ended_at", aware_utc(self.ended_at, "ended_at"))
 
 
 class SubscriptionLike(Protocol):
@@ -319,17 +342,25 @@ class SubscriptionLike(Protocol):
     def status(self) -> str: ...
     @property
     def started_at(self) -> datetime: ...
+    @property
+    def ended_at(self) -> datetime | None: ...
 
 
 def entitlement_of(subscription: SubscriptionLike | None) -> Entitlement | None:
-    """The entitlement of a device's subscription row, or ``None`` unless it is active."""
-    if subscription is None or subscription.status != "active":
+    """The entitlement of a device's subscription row: an active one's, or an unsubscribed
+    one's up to its unsubscription (segments started before it are still its own, R5);
+    ``None`` for no row or any other status."""
+    if subscription is None or subscription.status not in ("active", "unsubscribed"):
+        return None
+    ended_at = subscription.ended_at if subscription.status == "unsubscribed" else None
+    if subscription.status == "unsubscribed" and ended_at is None:
         return None
     return Entitlement(
         subscription_id=subscription.subscription_id,
         family=Family(subscription.family),
         retention_days=subscription.retention_days,
         started_at=subscription.started_at,
+        ended_at=ended_at,
     )
 
 
@@ -389,12 +420,13 @@ def expiry(end: datetime, retention_days: int) -> datetime:
 
 def _entitled(request: UploadRequest, entitlement: Entitlement | None) -> Entitlement | Refuse:
     """The entitlement that covers the upload, or ``not_entitled``: no subscription or the
-    wrong family (R1), or video that ended before the subscription began (R6)."""
+    wrong family (R1), video that started before the subscription began (R6) or at or after
+    its unsubscription (R5): the boundary rule of the module docstring."""
     if entitlement is None:
         return Refuse(
             code="not_entitled",
             rule="R1",
-            message=f"device {request.device_id} has no active cloud-replay subscription",
+            message=f"device {request.device_id} has no cloud-replay subscription for the segment",
         )
     if entitlement.family is Family.EVENT and request.kind is SegmentKind.CONTINUOUS:
         return Refuse(
@@ -402,13 +434,23 @@ def _entitled(request: UploadRequest, entitlement: Entitlement | None) -> Entitl
             rule="R1",
             message="an event plan stores one-minute event clips, not continuous segments",
         )
-    if entitlement.started_at is not None and request.end <= entitlement.started_at:
+    if entitlement.started_at is not None and request.start < entitlement.started_at:
         return Refuse(
             code="not_entitled",
             rule="R6",
             message=(
-                f"the segment ended at {request.end.isoformat()}, before subscription "
+                f"the segment started at {request.start.isoformat()}, before subscription "
                 f"{entitlement.subscription_id} began at {entitlement.started_at.isoformat()}"
+            ),
+        )
+    if entitlement.ended_at is not None and request.start >= entitlement.ended_at:
+        return Refuse(
+            code="not_entitled",
+            rule="R5",
+            message=(
+                f"the segment started at {request.start.isoformat()}, after subscription "
+                f"{entitlement.subscription_id} was unsubscribed at "
+                f"{entitlement.ended_at.isoformat()}"
             ),
         )
     return entitlement
@@ -422,7 +464,10 @@ def decide_upload(
     now: datetime,
     max_skew_s: float = 30,
 ) -> Decision:
-    """Accept or refuse one upload; the order of the checks is the module docstring's."""
+    """Accept or refuse one upload; the order of the checks is the module docstring's.
+
+    ``entitlement`` and ``broadband_state`` are those of ``request.start`` (the boundary
+    rule of the module docstring)."""
     now = aware_utc(now, "now")
     if max_skew_s < 0:
         raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
@@ -433,7 +478,10 @@ def decide_upload(
         return Refuse(
             code="suspended",
             rule="R8",
-            message=f"the broadband account is {broadband_state}: no recording is accepted",
+            message=(
+                f"the broadband account was {broadband_state} when the segment started: "
+                "no recording is accepted"
+            ),
         )
     latest = now + timedelta(seconds=max_skew_s)
     if request.end > latest:

@@ -16,12 +16,12 @@ the ordering rules to stored subscriptions:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlmodel import col, delete, select
+from sqlmodel import col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.accounts import get_account
@@ -134,6 +134,39 @@ async def active_subscriptions(
         )
     )
     return {sub.device_id: sub for sub in result.all()}
+
+
+async def upload_subscriptions(
+    session: AsyncSession, cameras: Mapping[str, str], since: datetime
+) -> dict[str, list[Subscription]]:
+    """Per camera (device id → its account id), the subscriptions of that account on it
+    that could cover a segment started at or after ``since``: the active one and those
+    unsubscribed after ``since`` (the boundary rule of :mod:`replay.recording`)."""
+    if not cameras:
+        return {}
+    result = await session.exec(
+        select(Subscription).where(
+            col(Subscription.device_id).in_(list(cameras)),
+            or_(
+                Subscription.status == ACTIVE,
+                col(Subscription.ended_at) > since,
+            ),
+        )
+    )
+    found: dict[str, list[Subscription]] = {}
+    for sub in result.all():
+        if cameras.get(sub.device_id) == sub.account_id:  # a rebound camera starts clean
+            found.setdefault(sub.device_id, []).append(sub)
+    return found
+
+
+def covering(subscriptions: Sequence[Subscription], at: datetime) -> Subscription | None:
+    """The subscription in force at ``at`` (``[started_at, ended_at)``); else the latest
+    one, whose entitlement then refuses the segment naming R5 or R6; ``None`` if none."""
+    for sub in subscriptions:
+        if sub.started_at <= at and (sub.ended_at is None or at < sub.ended_at):
+            return sub
+    return max(subscriptions, key=lambda sub: sub.started_at, default=None)
 
 
 async def has_active_subscription(session: AsyncSession, account_id: str) -> bool:

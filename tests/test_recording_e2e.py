@@ -442,6 +442,7 @@ async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on
         )
         assert status == 200
         assert body["state"] == "stopped"
+        await home.advance(10)
         refused = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
         assert (refused.ok, refused.code) == (False, "suspended")
         r = await home.app(f"/app/v1/segments/{app_id(before)}")
@@ -454,6 +455,7 @@ async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on
             {"order_id": "r-1", "stop_type": "arrears"},
         )
         assert body["state"] == "active"
+        await home.advance(10)  # started at the resume's instant: recorded while active
         after = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
         assert after.ok
         await home.wait_indexed(2)
@@ -575,3 +577,85 @@ async def test_a_late_notice_is_indexed_and_its_object_never_reconciled_away(
         assert await home.gw.services.store.head(answer["key"]) is not None
         await client.publish("kj/v1/dev/cam-1/segment", json.dumps(notice), qos=1)
         await home.wait_indexed(1)
+
+
+#: How long each family's piece lasts: a 10-s segment, a one-minute clip (R1).
+PIECE_SECONDS = {"continuous-7d": 10, "event-7d": 60}
+
+
+@pytest.mark.parametrize("plan", ["continuous-7d", "event-7d"])
+async def test_one_rule_at_every_boundary_judges_a_piece_by_its_start(
+    home: Home, broker: Broker, clock: ManualClock, plan: str
+) -> None:
+    """RULES.md "Boundaries of a state change" (R5, R6, R8), for both families: a segment or
+    clip that started before a stop, or before an unsubscription, is accepted (uploaded
+    after the change) and served whole; one started at the stop's instant, during the stop
+    (spanning the resume), at the unsubscription's instant or before a new order (spanning
+    it) is refused; one started at the resume's or the order's instant is accepted."""
+    seconds = PIECE_SECONDS[plan]
+    kind = "continuous" if plan == "continuous-7d" else "event"
+    cam = camera(broker, clock)
+    n = 0
+
+    async def piece(start: datetime) -> UploadOutcome:
+        nonlocal n
+        n += 1
+        event = f"ev-{n}" if kind == "event" else None
+        return await cam.upload(
+            home.http, start=start, seconds=seconds, kind=kind, event_id=event,
+            data=b"x" * 1000,
+        )  # fmt: skip
+
+    async def broadband(action: str, order_id: str) -> datetime:
+        at = clock.now()
+        status, body = await home.platform(
+            "POST", f"/platform/v1/broadband/acc-1/{action}",
+            {"order_id": order_id, "stop_type": "arrears"},
+        )  # fmt: skip
+        assert status == 200, body
+        await home.advance(60)  # every piece below is uploaded after the change
+        return at
+
+    first = await home.subscribe("cam-1", plan, "o-1")
+    async with running(cam):
+        stop = await broadband("stop", "s-1")
+        spans_stop = await piece(stop - timedelta(seconds=seconds - 2))
+        at_stop = await piece(stop)
+        resume = await broadband("resume", "r-1")
+        spans_resume = await piece(resume - timedelta(seconds=2))
+        at_resume = await piece(resume)
+        assert [spans_stop.ok, at_stop.code, spans_resume.code, at_resume.ok] == [
+            True, "suspended", "suspended", True,
+        ]  # fmt: skip
+        await home.wait_indexed(2)
+        for served in (spans_stop, at_resume):  # recorded while active: served whole
+            r = await home.app(f"/app/v1/segments/{app_id(served)}")
+            assert r.status == 200, await r.text()
+
+        unsubscribed = clock.now()
+        status, _ = await home.platform(
+            "POST", f"/platform/v1/subscriptions/{first}/unsubscribe", {"order_id": "u-1"}
+        )
+        assert status == 200
+        await home.advance(60)
+        spans_unsubscription = await piece(unsubscribed - timedelta(seconds=seconds - 2))
+        at_unsubscription = await piece(unsubscribed)
+        assert (spans_unsubscription.ok, at_unsubscription.code) == (True, "not_entitled")
+        await home.wait_indexed(3)
+        async with home.gw.services.db.session() as session:
+            kept = await session.get(Segment, app_id(spans_unsubscription))
+        assert kept is not None
+        assert kept.subscription_id == first
+        r = await home.app(f"/app/v1/segments/{app_id(spans_unsubscription)}")
+        assert (await r.json())["error"]["code"] == "unsubscribed"
+
+        ordered = clock.now()
+        second = await home.subscribe("cam-1", plan, "o-2")  # advances 120 s
+        spans_order = await piece(ordered - timedelta(seconds=2))
+        at_order = await piece(ordered)
+        assert (spans_order.code, at_order.ok) == ("not_entitled", True)
+        await home.wait_indexed(4)
+    async with home.gw.services.db.session() as session:
+        new = await session.get(Segment, app_id(at_order))
+    assert new is not None
+    assert new.subscription_id == second
