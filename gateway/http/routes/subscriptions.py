@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, Field
 
+from devices.accounts import get_account
 from devices.orders import Answer
 from gateway.desired import refresh_desired
 from gateway.http.api import (
@@ -23,6 +24,7 @@ from gateway.http.api import (
 )
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
+from replay import ledger
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
@@ -299,6 +301,11 @@ async def list_subscriptions(request: web.Request) -> web.StreamResponse:
     errors=(404,),
 )
 async def charges(request: web.Request) -> web.StreamResponse:
+    """One broadband account's cloud-replay charges of one Asia/Shanghai month (R3-R5, R7).
+    A closed month is read from the charge ledger, so its lines stay the same after R5
+    purges the subscription records (corrections appear as lines of their own); the current
+    month, or a past one the closing job has not reached yet, is computed live by the same
+    formula."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)
@@ -307,13 +314,20 @@ async def charges(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise ApiError(400, "invalid_query", str(exc)) from exc
     async with services.db.session() as session:
-        items = await subs.month_charges(session, account_id, month)
-    total = sum((item.charge.amount for item in items), Decimal("0.00"))
-    return json_out(
-        ChargesOut(
-            account_id=account_id,
-            month=str(month),
-            items=[
+        await get_account(session, account_id)
+        if await ledger.is_closed(session, month):
+            items = [
+                ChargeItemOut(
+                    subscription_id=line.subscription_id,
+                    device_id=line.device_id,
+                    plan=line.plan,
+                    days=line.days,
+                    amount=money(ledger.from_cents(line.amount_cents)),
+                )
+                for line in await ledger.account_lines(session, account_id, month)
+            ]
+        else:
+            items = [
                 ChargeItemOut(
                     subscription_id=i.subscription.subscription_id,
                     device_id=i.subscription.device_id,
@@ -321,8 +335,9 @@ async def charges(request: web.Request) -> web.StreamResponse:
                     days=i.charge.days,
                     amount=money(i.charge.amount),
                 )
-                for i in items
-            ],
-            total=money(total),
-        )
+                for i in await subs.month_charges(session, account_id, month)
+            ]
+    total = sum((Decimal(item.amount) for item in items), Decimal("0.00"))
+    return json_out(
+        ChargesOut(account_id=account_id, month=str(month), items=items, total=money(total))
     )
