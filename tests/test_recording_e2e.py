@@ -21,6 +21,7 @@ import pytest
 from sqlmodel import select
 
 from devices.clock import ManualClock
+from devices.models import DesiredState
 from gateway.mqtt.session import broker_address
 from gateway.service import Gateway
 from replay.media import decode_first_frame
@@ -659,3 +660,115 @@ async def test_one_rule_at_every_boundary_judges_a_piece_by_its_start(
         new = await session.get(Segment, app_id(at_order))
     assert new is not None
     assert new.subscription_id == second
+
+
+async def test_a_camera_unbound_and_bound_to_another_family_starts_clean(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Issue 17 item 2: a camera recorded under acc-1, unbound (refused while subscribed,
+    R9) and bound to acc-2: acc-2 sees nothing of acc-1's, acc-1 no longer sees the camera,
+    the old credentials are refused, and acc-1's video is swept at its retention (R5)."""
+    from gateway.credentials import authenticate
+
+    services = home.gw.services
+    sid = await home.subscribe("cam-1", "continuous-1d", "o-1")
+    status, issued = await home.platform("POST", "/platform/v1/devices/cam-1/credentials")
+    assert status in (200, 201), issued
+    cam = camera(broker, clock)
+    async with running(cam):
+        await cam.report_event(
+            event_id="ev-a", kind="person", at=clock.now() - timedelta(seconds=5), score=0.9
+        )
+        old = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+    assert old.ok
+    await home.wait_indexed(1)
+    window = {
+        "start": (clock.now() - timedelta(hours=1)).isoformat(),
+        "end": (clock.now() + timedelta(hours=1)).isoformat(),
+    }
+
+    unbind = "/platform/v1/accounts/acc-1/devices/cam-1"
+    status, body = await home.platform("DELETE", unbind)
+    assert (status, body["error"]["code"], body["error"]["rule"]) == (
+        409, "subscription_active", "R9",
+    )  # fmt: skip
+    await home.platform("POST", f"/platform/v1/subscriptions/{sid}/unsubscribe", {"order_id": "u"})
+    status, body = await home.platform("DELETE", unbind)
+    assert status == 200, body
+    assert (body["credentials_revoked"], body["kind"]) == (True, "camera")
+    status, _ = await home.platform("DELETE", unbind)
+    assert status == 404, "unbound already"
+
+    # acc-1 no longer sees the camera; its old credentials are refused.
+    r = await home.app("/app/v1/devices")
+    assert "cam-1" not in [d["device_id"] for d in (await r.json())["devices"]]
+    for path in ("/app/v1/devices/cam-1/timeline", "/app/v1/devices/cam-1/playlist.m3u8"):
+        r = await home.app(path, **window)
+        assert r.status == 404, path
+    r = await home.app(f"/app/v1/segments/{app_id(old)}")
+    assert r.status == 404
+    assert not await authenticate(
+        services, client_id="cam-1", username="cam-1", password=issued["password"]
+    )
+    async with services.db.session() as session:
+        desired = await session.get(DesiredState, "cam-1")
+    assert desired is not None
+    assert desired.document == {"service": {"suspended": False}, "recording": {"mode": "off"}}
+
+    # Bound to acc-2, which orders its own plan and records: it sees only its own.
+    await home.platform("PUT", "/platform/v1/accounts/acc-2", {"owner_id": "o2", "star_level": 3})
+    status, _ = await home.platform(
+        "POST", "/platform/v1/accounts/acc-2/devices", {"device_id": "cam-1", "kind": "camera"}
+    )
+    assert status == 201
+    status, token = await home.platform(
+        "POST", "/platform/v1/app-tokens", {"account_id": "acc-2", "user_id": "u2"}
+    )
+    b = Home(home.gw, home.http, token["token"], clock)
+    status, body = await b.platform(
+        "POST",
+        "/platform/v1/subscriptions",
+        {"order_id": "o-b", "account_id": "acc-2", "device_id": "cam-1",
+         "plan": "continuous-7d", "orderer_id": "o2", "channel": "electronic"},
+    )  # fmt: skip
+    assert status == 201, body
+    new_sid = body["subscription_id"]
+    await b.advance(60)
+    status, fresh = await b.platform("POST", "/platform/v1/devices/cam-1/credentials")
+    assert status in (200, 201)
+    assert fresh["password"] != issued["password"]
+    cam = camera(broker, clock)
+    async with running(cam):
+        mine = await cam.upload(b.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+    assert mine.ok
+    await b.wait_indexed(2)
+    r = await b.app(f"/app/v1/segments/{app_id(old)}")
+    assert r.status == 404, "acc-1's video is not acc-2's"
+    r = await b.app(f"/app/v1/segments/{app_id(old)}/thumbnail.jpg")
+    assert r.status == 404
+    r = await b.http.post(
+        f"{b.gw.url}/app/v1/segments/{app_id(old)}/save",
+        headers={"Authorization": f"Bearer {b.app_token}"},
+    )
+    assert r.status == 404, "nor can it be saved to acc-2's family cloud"
+    r = await b.app("/app/v1/devices/cam-1/timeline", **window)
+    body = await r.json()
+    assert r.status == 200, body
+    assert body["events"] == [], "acc-1's event is not on acc-2's timeline"
+    assert len(body["ranges"]) == 1
+    async with services.db.session() as session:
+        segment_rows = (await session.exec(select(Segment))).all()
+    by_id = {s.segment_id: s for s in segment_rows}
+    assert (by_id[app_id(mine)].account_id, by_id[app_id(mine)].subscription_id) == (
+        "acc-2", new_sid,
+    )  # fmt: skip
+    assert by_id[app_id(old)].account_id == "acc-1"
+    assert datetime.fromisoformat(body["ranges"][0]["start"]) >= by_id[app_id(mine)].start
+
+    # acc-1's video is swept at its 1-day retention, acc-2's kept.
+    assert old.key is not None
+    assert mine.key is not None
+    assert await services.store.head(old.key) is not None
+    await b.advance(86400)
+    assert await services.store.head(old.key) is None
+    assert await services.store.head(mine.key) is not None
