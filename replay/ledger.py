@@ -17,7 +17,9 @@ statement line (:class:`replay.models.ChargeLine`) that outlives the record:
   first (``gateway.schedule``), so no record is purged before its months are in the ledger.
 - **Never edited.** A correction is a new line (``line_no`` 1, 2…) of the same subscription
   and month, with the signed difference (:func:`add_correction`); the month's amount for a
-  subscription is the sum of its lines.
+  subscription is the sum of its lines. An order or unsubscription dated in a month already
+  closed (the platform's business time may lag) is brought into the ledger the same way
+  (:func:`amend`).
 - **Money.** Lines hold whole cents (``amount_cents``) so that totals are exact sums in SQL on
   SQLite and PostgreSQL alike; :func:`from_cents` gives the Decimal back, quantized.
 - **Retention.** Lines are kept ``years`` (``KANJIA_LEDGER_RETENTION_YEARS``, default 7)
@@ -46,6 +48,7 @@ __all__ = [
     "MonthNotClosed",
     "account_lines",
     "add_correction",
+    "amend",
     "close_month",
     "from_cents",
     "is_closed",
@@ -208,6 +211,55 @@ async def add_correction(
     )
     session.add(line)
     return line
+
+
+async def amend(session: AsyncSession, sub: Subscription, now: datetime) -> int:
+    """Bring the closed months of ``sub`` in line with its record after a change that
+    reaches into them (an order or an unsubscription dated in a closed month): per month,
+    the difference between the formula's charge and the month's lines becomes a new line
+    (line 0 when the month has none, else a correction). Staged; how many lines added."""
+    last = await _last_closed(session)
+    first = Month.of(sub.start_date)
+    if last is None or first > last:
+        return 0
+    rows = (
+        await session.exec(
+            select(ChargeLine.month, ChargeLine.line_no, ChargeLine.amount_cents).where(
+                ChargeLine.subscription_id == sub.subscription_id
+            )
+        )
+    ).all()
+    added, month = 0, first
+    while month <= last:
+        lines = [(no, cents) for m, no, cents in rows if m == str(month)]
+        charge = monthly_charge(Decimal(sub.monthly_fee), month, sub.start_date, sub.end_date)
+        due = 0 if charge is None else to_cents(charge.amount)
+        delta = due - sum(cents for _, cents in lines)
+        if delta and await is_closed(session, month):
+            line = _line(sub, month, now) if not lines and charge is not None else None
+            if line is None:
+                line = _line_fields(sub, month, now, max(no for no, _ in lines) + 1, delta)
+            session.add(ChargeLine(**line))
+            added += 1
+        month = month.next()
+    return added
+
+
+def _line_fields(
+    sub: Subscription, month: Month, now: datetime, line_no: int, cents: int
+) -> dict[str, Any]:
+    return {
+        "month": str(month),
+        "account_id": sub.account_id,
+        "subscription_id": sub.subscription_id,
+        "device_id": sub.device_id,
+        "plan": sub.plan_id,
+        "line_no": line_no,
+        "days": 0,
+        "amount_cents": cents,
+        "reason": "the subscription changed after the month closed",
+        "recorded_at": now,
+    }
 
 
 async def lines_page(

@@ -334,3 +334,36 @@ def test_the_retention_cutoff_is_whole_months() -> None:
     now = datetime(2033, 12, 1, 1, 0, tzinfo=UTC)  # 09:00 on 1 Dec 2033 in Shanghai
     assert str(ledger.retention_cutoff(now, 7)) == "2026-12"
     assert str(ledger.retention_cutoff(now - timedelta(hours=10), 7)) == "2026-11"
+
+
+async def test_changes_dated_in_a_closed_month_are_new_lines(billing: Billing) -> None:
+    """An unsubscription and an order dated in November, arriving after November closed,
+    reach the ledger as new lines: a correction, a first line; nothing is edited."""
+    await billing.account("acc-1", ("cam-1", "cam-2"))
+    a = await billing.order("o-1", "acc-1", "cam-1", "continuous-7d")  # 20 Nov: 3.67
+    await billing.advance_to(shanghai("2026-12-05T09:00:00"))
+    assert (await billing.charges("acc-1", "2026-11"))["total"] == "3.67"
+    status, body = await billing.call(
+        "POST",
+        f"/platform/v1/subscriptions/{a}/unsubscribe",
+        {"order_id": "u-1", "at": shanghai("2026-11-25T12:00:00").isoformat()},
+    )
+    assert status == 200, body
+    status, body = await billing.call(
+        "POST",
+        "/platform/v1/subscriptions",
+        {"order_id": "o-2", "account_id": "acc-1", "device_id": "cam-2",
+         "plan": "continuous-7d", "orderer_id": "owner", "channel": "electronic",
+         "ordered_at": shanghai("2026-11-28T12:00:00").isoformat()},
+    )  # fmt: skip
+    assert status == 201, body
+    november = await billing.charges("acc-1", "2026-11")
+    # cam-1: 20-25 Nov, 6 of 30 days = 2.00 (3.67 then -1.67); cam-2: 28-30 Nov = 1.00.
+    assert [(i["device_id"], i["days"], i["amount"]) for i in november["items"]] == [
+        ("cam-1", 11, "3.67"),
+        ("cam-1", 0, "-1.67"),
+        ("cam-2", 3, "1.00"),
+    ]
+    assert november["total"] == "3.00"
+    status, page = await billing.call("GET", "/platform/v1/charges?month=2026-11")
+    assert (status, page["month_total"]) == (200, "3.00")

@@ -190,6 +190,7 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
             ordered_at=ordered_at,
         )
         s = done.subscription
+        await ledger.amend(session, s, services.clock.now())  # an order dated in a closed month
         await refresh_desired(services, session, [s.device_id])
         out = SubscribeOut(
             subscription_id=s.subscription_id,
@@ -236,6 +237,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
             session, subscription_id=subscription_id, order_id=body.order_id, at=at
         )
         s = done.subscription
+        await ledger.amend(session, s, services.clock.now())  # dated in a closed month
         await refresh_desired(services, session, [s.device_id])
         assert s.ended_at is not None
         out = UnsubscribeOut(
