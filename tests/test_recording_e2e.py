@@ -725,6 +725,9 @@ async def test_a_camera_unbound_and_bound_to_another_family_starts_clean(
         "POST", "/platform/v1/app-tokens", {"account_id": "acc-2", "user_id": "u2"}
     )
     b = Home(home.gw, home.http, token["token"], clock)
+    r = await b.app("/app/v1/devices/cam-1/timeline", **window)
+    assert r.status == 403
+    assert (await r.json())["error"]["code"] == "not_entitled", "acc-1's unsubscription is not told"
     status, body = await b.platform(
         "POST",
         "/platform/v1/subscriptions",
