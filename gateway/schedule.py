@@ -21,10 +21,11 @@ from replay import ledger, subscriptions
 from replay.billing import Month, business_date
 
 
-async def close_months(services: Services) -> int:
-    """Issue 17: every month the Asia/Shanghai calendar has left is closed into the charge
-    ledger, oldest first, one transaction a month (idempotent; catches up after downtime)."""
-    now = services.clock.now()
+async def close_months(services: Services, now: datetime | None = None) -> int:
+    """Issue 17: every month the Asia/Shanghai calendar has left (at ``now``, default the
+    clock's) is closed into the charge ledger, oldest first, one transaction a month
+    (idempotent; catches up after downtime)."""
+    now = services.clock.now() if now is None else now
     async with services.db.session() as session:
         due = await ledger.months_to_close(session, now)
     for month in due:
@@ -50,8 +51,8 @@ async def purge_ledger(services: Services) -> None:
 async def purge_subscriptions(services: Services) -> None:
     """R5: unsubscribed records are purged six months on, once their months are in the
     charge ledger (closed first, so no record takes a month's charges with it)."""
-    await close_months(services)
-    now = services.clock.now()
+    now = services.clock.now()  # one instant for both: the clock may move in between
+    await close_months(services, now)
     await services.db.write(
         lambda session: subscriptions.purge_unsubscribed(session, now), name="subscription purge"
     )

@@ -29,27 +29,15 @@ from dataclasses import dataclass
 from devices import accounts, credentials, router_store
 from devices import commands as device_commands
 from devices import desired as device_desired
-from devices.errors import Conflict
 from devices.models import DeviceKind
 from gateway.desired import PUBLISH_JOB
 from gateway.services import Services
 from replay.desired import desired_document
-from replay.subscriptions import active_subscription
+from replay.subscriptions import SubscriptionActive, active_subscription
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SubscriptionActive", "Unbound", "unbind"]
-
-
-class SubscriptionActive(Conflict):
-    code = "subscription_active"
-
-    def __init__(self, device_id: str, subscription_id: str) -> None:
-        super().__init__(
-            f"cloud-replay subscription {subscription_id} is active on device {device_id}; "
-            "unsubscribe it before unbinding the device",
-            rule="R9",
-        )
+__all__ = ["Unbound", "unbind"]
 
 
 @dataclass(frozen=True, slots=True)

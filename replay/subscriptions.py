@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlmodel import col, delete, or_, select
+from sqlmodel import col, delete, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.accounts import get_account
@@ -37,7 +37,7 @@ from replay.billing import (
     monthly_charge,
     purge_due,
 )
-from replay.models import Subscription
+from replay.models import ClosedMonth, Subscription
 from replay.plans import PlanCatalog, UnknownPlan
 
 ACTIVE = "active"
@@ -95,6 +95,19 @@ class UnknownPlanRequested(Invalid):
 
 class InvalidTime(Invalid):
     code = "invalid_time"
+
+
+class SubscriptionActive(Conflict):
+    """A device with an active product cannot leave its account (R9, as for teardown)."""
+
+    code = "subscription_active"
+
+    def __init__(self, device_id: str, subscription_id: str) -> None:
+        super().__init__(
+            f"cloud-replay subscription {subscription_id} is active on device {device_id}; "
+            "unsubscribe it before unbinding the device",
+            rule="R9",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,10 +322,18 @@ async def roll_terms(session: AsyncSession, today: date) -> int:
 
 
 async def purge_unsubscribed(session: AsyncSession, now: datetime) -> int:
-    """R5: delete subscription records six months after their unsubscription."""
+    """R5: delete subscription records six months after their unsubscription, once the
+    month of their unsubscription is closed in the charge ledger (months close in order, so
+    all of theirs are): a record never takes a billed month with it (issue 17)."""
+    closed: str | None = (await session.exec(select(func.max(ClosedMonth.month)))).one()
+    if closed is None:
+        return 0
+    closed_through = Month.parse(closed).last
     result = await session.exec(
         delete(Subscription).where(
-            col(Subscription.status) == UNSUBSCRIBED, col(Subscription.purge_after) <= now
+            col(Subscription.status) == UNSUBSCRIBED,
+            col(Subscription.purge_after) <= now,
+            col(Subscription.end_date) <= closed_through,
         )
     )
     await session.commit()

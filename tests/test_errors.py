@@ -21,6 +21,7 @@ from devices.router_store import BroadbandInactive as RouterBroadbandInactive
 from devices.router_store import NotProvisioned
 from devices.uci import InvalidSetting, RouterOutputError
 from gateway.errors import STATUSES, http_status
+from replay.ledger import MonthNotClosed
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
 from replay.recording import InvalidUpload
@@ -29,6 +30,7 @@ from replay.subscriptions import (
     InvalidTime,
     NotAccountOwner,
     NotActive,
+    SubscriptionActive,
     UnknownPlanRequested,
 )
 from replay.subscriptions import BroadbandInactive as ReplayBroadbandInactive
@@ -49,6 +51,8 @@ EXPECTED: dict[type[DomainError], int] = {
     AlreadySubscribed: 409,  # R2
     ReplayBroadbandInactive: 409,  # R8
     NotActive: 409,  # R5
+    SubscriptionActive: 409,  # R9: unbinding a subscribed camera
+    MonthNotClosed: 409,  # R7: the ledger has no such month yet
     UnknownPlanRequested: 400,  # R1
     InvalidTime: 400,
     InvalidUpload: 400,

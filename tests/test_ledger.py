@@ -23,7 +23,7 @@ from devices.clock import ManualClock
 from devices.models import Account
 from gateway.schedule import close_months
 from gateway.service import Gateway
-from replay import ledger
+from replay import ledger, subscriptions
 from replay.billing import Month
 from replay.models import ChargeLine, ClosedMonth
 from tests.conftest import StartGateway, platform_headers
@@ -367,3 +367,20 @@ async def test_changes_dated_in_a_closed_month_are_new_lines(billing: Billing) -
     assert november["total"] == "3.00"
     status, page = await billing.call("GET", "/platform/v1/charges?month=2026-11")
     assert (status, page["month_total"]) == (200, "3.00")
+
+
+async def test_no_record_is_purged_before_its_months_are_in_the_ledger(billing: Billing) -> None:
+    """R5's purge waits for the ledger: even when the clock jumps past the purge with no
+    month closed (jobs not run), the record stays until its months are closed."""
+    await billing.account("acc-1", ("cam-1",))
+    sid = await billing.order("o-1", "acc-1", "cam-1", "continuous-7d")
+    await billing.unsubscribe(sid, "u-1")  # 20 Nov 2026: purge due 20 May 2027
+    services = billing.gw.services
+    billing.clock.set(shanghai("2027-06-01T09:00:00"))  # no job has run
+    now = billing.clock.now()
+    async with services.db.writing() as session:
+        assert await subscriptions.purge_unsubscribed(session, now) == 0
+    assert await close_months(services, now) == 7  # Nov 2026 to May 2027
+    async with services.db.writing() as session:
+        assert await subscriptions.purge_unsubscribed(session, now) == 1
+    assert (await billing.charges("acc-1", "2026-11"))["total"] == "0.33"  # 1 of 30 days
