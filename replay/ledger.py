@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Table, delete, func, insert
-from sqlmodel import col, or_, select
+from sqlmodel import and_, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.errors import Conflict, NotFound
@@ -130,30 +130,32 @@ async def close_month(session: AsyncSession, month: Month, now: datetime) -> int
         return 0
     connection = await session.connection()
     written = 0
-    after = ""
+    after: tuple[datetime, str] | None = None
     while True:
-        page = (
-            await session.exec(
-                select(Subscription)
-                .where(
-                    col(Subscription.subscription_id) > after,
-                    col(Subscription.start_date) <= month.last,
-                    or_(
-                        col(Subscription.end_date).is_(None),
-                        col(Subscription.end_date) >= month.first,
+        # In order of the orders, as the live route lists them (keyset pages).
+        query = select(Subscription).where(
+            col(Subscription.start_date) <= month.last,
+            or_(col(Subscription.end_date).is_(None), col(Subscription.end_date) >= month.first),
+        )
+        if after is not None:
+            query = query.where(
+                or_(
+                    col(Subscription.started_at) > after[0],
+                    and_(
+                        col(Subscription.started_at) == after[0],
+                        col(Subscription.subscription_id) > after[1],
                     ),
                 )
-                .order_by(col(Subscription.subscription_id))
-                .limit(CLOSE_PAGE)
             )
-        ).all()
+        order = (col(Subscription.started_at), col(Subscription.subscription_id))
+        page = (await session.exec(query.order_by(*order).limit(CLOSE_PAGE))).all()
         rows = [row for row in (_line(sub, month, now) for sub in page) if row is not None]
         if rows:
             await connection.execute(insert(_LINES), rows)
         written += len(rows)
         if len(page) < CLOSE_PAGE:
             break
-        after = page[-1].subscription_id
+        after = (page[-1].started_at, page[-1].subscription_id)
     session.add(ClosedMonth(month=str(month), lines=written, closed_at=now))
     return written
 

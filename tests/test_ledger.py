@@ -384,3 +384,24 @@ async def test_no_record_is_purged_before_its_months_are_in_the_ledger(billing: 
     async with services.db.writing() as session:
         assert await subscriptions.purge_unsubscribed(session, now) == 1
     assert (await billing.charges("acc-1", "2026-11"))["total"] == "0.33"  # 1 of 30 days
+
+
+async def test_a_month_closes_page_by_page_in_the_order_of_the_orders(
+    billing: Billing, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing reads the subscriptions in keyset pages (here of 2) by order time, so the
+    ledger lists an account's month as the live route did, none lost between pages."""
+    monkeypatch.setattr(ledger, "CLOSE_PAGE", 2)
+    cameras = tuple(f"cam-{n}" for n in range(5))
+    await billing.account("acc-1", cameras)
+    for n, cam in enumerate(cameras):
+        await billing.order(f"o-{n}", "acc-1", cam, "continuous-7d")
+        if n % 2:  # two orders at each instant, the pages split some of them
+            await billing.advance_to(billing.clock.now() + timedelta(days=1))
+    live = await billing.charges("acc-1", "2026-11")
+    await billing.advance_to(shanghai("2026-12-02T09:00:00"))
+    closed = await billing.charges("acc-1", "2026-11")
+    assert closed == live
+    assert len(closed["items"]) == 5
+    async with billing.gw.services.db.session() as session:
+        assert await ledger.is_closed(session, Month.parse("2026-11"))
