@@ -79,7 +79,8 @@ from gateway.lifecycle import freeze_heap
 from gateway.mqtt.messages import INBOUND, PREFIX
 from gateway.service import Gateway
 from replay.models import CameraEvent, Segment, UploadGrant
-from replay.recording import SegmentKind, object_key, service_segment_id
+from replay.object_keys import object_key, service_segment_id
+from replay.recording import SegmentKind
 from simulators.fleet import parse_metrics
 from simulators.media import synthetic_segment
 from tests.seaweed import seaweed_server

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import case
-from sqlmodel import col, func, or_, select
+from sqlmodel import col, delete, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.errors import Conflict, NotFound
@@ -156,6 +156,13 @@ async def bind_device(
     session.add(device)
     await session.commit()
     return Bound(created=True, device=device)
+
+
+async def unbind_device(session: AsyncSession, device: Device) -> None:
+    """Stage the device's removal from its account (the caller commits): it is unbound,
+    free to be bound to any account, starting clean. What else it leaves (credentials,
+    router access, desired state, video) is released by the caller first."""
+    await session.exec(delete(Device).where(col(Device.device_id) == device.device_id))
 
 
 async def list_devices(session: AsyncSession, account_id: str) -> list[Device]:

@@ -335,3 +335,22 @@ async def device_commands(
         .limit(limit)
     )
     return list(result.all())
+
+
+async def abandon_pending(session: AsyncSession, device_id: str, now: datetime) -> int:
+    """The device left its account: its unfinished commands fail (``device_unbound``) and
+    are never sent to it under a later account (the caller commits); how many."""
+    result = await session.exec(
+        update(DeviceCommand)
+        .where(
+            col(DeviceCommand.device_id) == device_id,
+            col(DeviceCommand.status).in_([CommandStatus.QUEUED, CommandStatus.SENT]),
+        )
+        .values(
+            status=CommandStatus.FAILED,
+            check_at=None,
+            finished_at=now,
+            error={"code": "device_unbound", "message": "the device left its account"},
+        )
+    )
+    return int(result.rowcount)

@@ -52,14 +52,35 @@ async def refresh(
         state = existing.get(device.device_id)
         if state is None:
             state = DesiredState(device_id=device.device_id, account_id=device.account_id)
-        if state.version and state.document == document:
+        if state.version and state.document == document and state.account_id == device.account_id:
             continue
+        state.account_id = device.account_id  # a device bound again to another account
         state.version += 1
         state.document = document
         state.changed_at = now
         session.add(state)
         changed.append(state)
     return changed
+
+
+#: The ``account_id`` of the desired state of a device bound to no account.
+UNBOUND = ""
+
+
+async def release(
+    session: AsyncSession, device_id: str, document: dict[str, Any], *, now: datetime
+) -> DesiredState | None:
+    """The device left its account: its desired document becomes ``document`` (that of an
+    unbound device), as a new version, so a device still online converges to it."""
+    state = await session.get(DesiredState, device_id)
+    if state is None:
+        return None
+    state.version += 1
+    state.document = document
+    state.account_id = UNBOUND
+    state.changed_at = now
+    session.add(state)
+    return state
 
 
 async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredState]:

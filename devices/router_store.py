@@ -135,6 +135,17 @@ class RouterAccess(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime)
 
 
+async def release_access(session: AsyncSession, device_id: str) -> bool:
+    """Forget how the service logs in to the router (it left its account); True if it had
+    access recorded. Staged and flushed, before the device row goes (the foreign key)."""
+    access = await get_access(session, device_id)
+    if access is None:
+        return False
+    await session.delete(access)
+    await session.flush()
+    return True
+
+
 def fingerprint(host_key: str) -> str:
     """The SHA-256 fingerprint of an OpenSSH public key line (as ``ssh-keygen -l`` shows)."""
     value: str = asyncssh.import_public_key(host_key).get_fingerprint("sha256")

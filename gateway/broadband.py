@@ -27,6 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import accounts
 from devices import broadband as bb
+from devices import broadband_periods as periods
 from devices import broadband_store as store
 from devices.desired import account_convergence
 from devices.models import Device
@@ -196,14 +197,24 @@ async def persist(
     now: datetime,
     *,
     last: store.LastOrder | None = None,
+    at: datetime | None = None,
 ) -> tuple[bool, list[Device]]:
-    """Save ``state``; when the account's state moved, recompute its devices' desired state.
+    """Save ``state``; when the account's state moved, recompute its devices' desired state
+    and keep the history the boundary rule reads (:mod:`devices.broadband_periods`; ``at``
+    is the order's business time, the instant a resume takes effect; default ``now``).
 
     Returns whether it moved, and the account's devices.
     """
     changed = store.save(session, locked, state, now, last=last)
     devices = await accounts.list_devices(session, locked.account.account_id)
     if changed:
+        await periods.record_transition(
+            session,
+            locked.account.account_id,
+            state.state,
+            inactive_since=state.inactive_since,
+            at=now if at is None else at,
+        )
         await refresh_desired(services, session, [d.device_id for d in devices])
     return changed, devices
 
@@ -245,7 +256,9 @@ async def run_order(services: Services, order: BroadbandOrder) -> Answer:
                 order_id=order.order_id, applied=outcome.applied, reason=outcome.reason
             )
         # Outcome.state is saved even when not applied: issued_at bookkeeping, lapses.
-        _, devices = await persist(services, session, locked, outcome.state, now, last=last)
+        _, devices = await persist(
+            services, session, locked, outcome.state, now, last=last, at=domain.issued_at
+        )
         if refusal is not None:
             # Answered, not raised: the refusal's bookkeeping above is committed with it.
             error = refusal.error()

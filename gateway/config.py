@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     url_signing_key: str = ""
     #: R14: how much a family cloud holds (bytes).
     family_cloud_quota_bytes: int = Field(default=10 * 1024**3, gt=0)
+    #: Years a closed month's charge lines are kept in the ledger (issue 17).
+    ledger_retention_years: int = Field(default=7, gt=0, le=100)
     log_level: str = "INFO"
 
     @field_validator("mqtt_url")

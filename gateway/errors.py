@@ -132,6 +132,8 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         "device_bound_elsewhere": ErrorCode(409, "the device is bound to another account"),
         "device_kind_mismatch": ErrorCode(409, "the device is of another kind"),
         "reserved_client_id": ErrorCode(409, "the device id is the gateway's MQTT client id"),
+        "subscription_active": ErrorCode(409, "a product is active on the device: no unbind (R9)"),
+        "month_not_closed": ErrorCode(409, "the month is not closed in the charge ledger yet"),
         "active_subscriptions": ErrorCode(409, "a product is active: no teardown (R9)"),
         "torn_down": ErrorCode(409, "the broadband account is torn down (R9)"),
         "emergency_not_allowed": ErrorCode(409, "no emergency resume now (R11)"),

@@ -4,7 +4,7 @@ Orchestration between the database (:mod:`replay.family_cloud_store`), the rules
 (:mod:`replay.clips`) and the object store; it returns data, the routes answer.
 
 - **Saving a range** (issue 15): the range is exported as one MP4 (:mod:`gateway.exports`)
-  and stored under a key of its own (:func:`replay.recording.family_clip_key`) *before*
+  and stored under a key of its own (:func:`replay.object_keys.family_clip_key`) *before*
   the account's turn is taken, so no transaction waits on the remux or the store; then, the
   account locked, R15, the quota (R14, with the MP4's exact size) and an earlier save of
   the same range are checked again and the item is written. A save refused at that point,
@@ -31,7 +31,7 @@ from gateway.services import Services
 from replay import family_cloud_store as store
 from replay.clips import FamilyCloudUse, family_cloud_refusal, quota_refusal
 from replay.models import FamilyCloudItem, Segment, Subscription
-from replay.recording import family_clip_key, family_key
+from replay.object_keys import family_clip_key, family_key
 
 __all__ = [
     "Listing",

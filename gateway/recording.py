@@ -7,7 +7,7 @@ or a refusal naming the rule → the camera PUTs a new object (never a replaceme
 it (the store refused any other bytes on the way in: the URL binds the grant's size and
 SHA-256, :meth:`storage.objects.ObjectStore.presign_put`). A camera's ``segment_id`` is its
 own: grants and segments are keyed by (device id, ``segment_id``), indexed under the
-service's id of it (:func:`replay.recording.service_segment_id`), which the app sees.
+service's id of it (:func:`replay.object_keys.service_segment_id`), which the app sees.
 Indexing is idempotent by camera segment (events by the camera's ``event_id``); an
 indexed segment is acknowledged data and survives a restart, and a new request for it is
 refused ``segment_exists``. An event clip overlapping one of the camera's indexed clips is
@@ -35,6 +35,7 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from devices import broadband_periods
 from devices.broadband import account_state
 from devices.models import Account, Device, DeviceKind
 from gateway.mqtt.messages import (
@@ -48,7 +49,8 @@ from gateway.services import Services
 from replay import event_index, index_store, recording
 from replay.events import Clip, overlapping_clip
 from replay.models import UploadGrant
-from replay.subscriptions import active_subscriptions
+from replay.subscriptions import covering as subscriptions_covering
+from replay.subscriptions import upload_subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +156,17 @@ async def _decide(
     camera has indexed is refused ``segment_exists``, never granted again (its object would
     be the key handed out); a segment granted and not yet indexed gets its grant again."""
     cameras = await _cameras(session, {ask.request.device_id for ask in asks})
-    subscriptions = await active_subscriptions(session, cameras)
+    # The boundary rule: a segment is judged by the subscription and the broadband state
+    # of the moment it started recording (replay.recording's docstring).
+    since = min((ask.request.start for ask in asks), default=now)
+    subscriptions = await upload_subscriptions(
+        session,
+        {device_id: account.account_id for device_id, (_, account) in cameras.items()},
+        since,
+    )
+    inactive = await broadband_periods.periods_since(
+        session, {account.account_id for _, account in cameras.values()}, since
+    )
     segments = {(ask.request.device_id, ask.request.segment_id) for ask in asks}
     indexed, grants = await index_store.known(session, segments)
     clips = await _clips_near(session, [ask.request for ask in asks])
@@ -167,10 +179,16 @@ async def _decide(
             decisions["unknown_device"] += 1
             continue
         device, account = found
+        covering = subscriptions_covering(subscriptions.get(device.device_id, []), request.start)
+        state = broadband_periods.state_at(
+            account_state(account.broadband_state),
+            inactive.get(account.account_id, []),
+            request.start,
+        )
         decision = recording.decide_upload(
             request,
-            entitlement=recording.entitlement_of(subscriptions.get(device.device_id)),
-            broadband_state=account_state(account.broadband_state),
+            entitlement=recording.entitlement_of(covering),
+            broadband_state=state,
             now=now,
             clips=clips.get(request.device_id, ()),
         )

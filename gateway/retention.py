@@ -22,8 +22,8 @@ from devices.broadband_store import BroadbandChange
 from devices.models import PresenceChange
 from gateway.services import Services
 from replay import index_store
+from replay.object_keys import RECORDING_PREFIXES, recording_prefix
 from replay.reconcile import UPLOAD_GRACE, GrantFate, ReconcilePlan, grant_fate, reconcile_plan
-from replay.recording import RECORDING_PREFIXES, recording_prefix
 
 log = logging.getLogger(__name__)
 

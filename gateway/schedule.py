@@ -8,17 +8,51 @@ earlier jobs changed goes out in the same turn.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from gateway import broadband, commands, presence, retention
 from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.jobs import JobSpec
 from gateway.services import Services
-from replay import subscriptions
-from replay.billing import business_date
+from replay import ledger, subscriptions
+from replay.billing import Month, business_date
+
+
+async def close_months(services: Services, now: datetime | None = None) -> int:
+    """Issue 17: every month the Asia/Shanghai calendar has left (at ``now``, default the
+    clock's) is closed into the charge ledger, oldest first, one transaction a month
+    (idempotent; catches up after downtime)."""
+    now = services.clock.now() if now is None else now
+    async with services.db.session() as session:
+        due = await ledger.months_to_close(session, now)
+    for month in due:
+        await services.db.write(_closing(month, now), name=f"ledger close {month}")
+    return len(due)
+
+
+def _closing(month: Month, now: datetime) -> Callable[[AsyncSession], Awaitable[int]]:
+    async def work(session: AsyncSession) -> int:
+        return await ledger.close_month(session, month, now)
+
+    return work
+
+
+async def purge_ledger(services: Services) -> None:
+    """Issue 17: ledger lines older than ``KANJIA_LEDGER_RETENTION_YEARS`` are deleted."""
+    now, years = services.clock.now(), services.settings.ledger_retention_years
+    await services.db.write(
+        lambda session: ledger.purge_expired(session, now, years), name="ledger purge"
+    )
 
 
 async def purge_subscriptions(services: Services) -> None:
-    """R5: unsubscribed records are purged six months on."""
-    now = services.clock.now()
+    """R5: unsubscribed records are purged six months on, once their months are in the
+    charge ledger (closed first, so no record takes a month's charges with it)."""
+    now = services.clock.now()  # one instant for both: the clock may move in between
+    await close_months(services, now)
     await services.db.write(
         lambda session: subscriptions.purge_unsubscribed(session, now), name="subscription purge"
     )
@@ -34,7 +68,9 @@ async def roll_terms(services: Services) -> None:
 
 JOBS: tuple[JobSpec, ...] = (
     JobSpec("presence_sweep", presence.SWEEP_SECONDS, presence.sweep),
+    JobSpec("ledger_close", 3600, close_months),
     JobSpec("subscription_purge", 3600, purge_subscriptions),
+    JobSpec("ledger_purge", 86400, purge_ledger),
     *broadband.JOBS,
     *commands.JOBS,
     JobSpec("retention_sweep", 60, retention.sweep_expired),

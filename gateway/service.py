@@ -43,8 +43,8 @@ from gateway.orders import CALLBACK_JOB
 from gateway.schedule import JOBS
 from gateway.services import Services
 from replay.migrations import open_database
+from replay.object_keys import lifecycle_rules
 from replay.plans import DEFAULT_CATALOG, load_plans
-from replay.recording import lifecycle_rules
 from storage.open import open_object_store
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ steps (:mod:`replay.migrations`) and the benchmarks, which seed
 through :func:`add_segments` as indexing does. The write path was
 tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per row, its
 grants and segments are found by one ``IN`` on the primary key (the service's id of each
-camera's segment, :func:`replay.recording.service_segment_id`), and its ranges are read
+camera's segment, :func:`replay.object_keys.service_segment_id`), and its ranges are read
 with one statement shape.
 
 The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
@@ -48,15 +48,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from replay.models import RecordedRange, Segment, Subscription, UploadGrant
+from replay.object_keys import object_key, service_segment_id
 from replay.playback import DEFAULT_GAP_TOLERANCE_S, Range, RangeChanges, Recorded, fold_ranges
-from replay.recording import (
-    EVENT_CLIP_TOLERANCE_S,
-    MAX_CONTINUOUS_SECONDS,
-    Accept,
-    UploadRequest,
-    object_key,
-    service_segment_id,
-)
+from replay.recording import EVENT_CLIP_TOLERANCE_S, MAX_CONTINUOUS_SECONDS, Accept, UploadRequest
 from storage.db import UTCDateTime
 
 __all__ = [

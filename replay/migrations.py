@@ -16,6 +16,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel
 
 # Every module that declares tables, imported for them (they join SQLModel.metadata).
+import devices.broadband_periods
 import devices.broadband_store
 import devices.commands
 import devices.credentials
@@ -25,8 +26,8 @@ from devices.broadband_store import BroadbandChange
 from devices.models import PresenceChange
 from replay.index_store import range_row
 from replay.models import CameraEvent, FamilyCloudItem, RecordedRange, Segment, UploadGrant
+from replay.object_keys import service_segment_id
 from replay.playback import Recorded, fold_ranges
-from replay.recording import service_segment_id
 from storage.db import Database, Migration, schema_version
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def _add_app_token_expiry(conn: Connection) -> None:
 
 def _scope_segment_ids(conn: Connection) -> None:
     """A camera's ``segment_id`` is its own; the service indexes it under an id derived from
-    the device and the camera's id (issue 14, :func:`replay.recording.service_segment_id`).
+    the device and the camera's id (issue 14, :func:`replay.object_keys.service_segment_id`).
     Indexed segments keep their ids, so the URLs handed out keep their meaning; the pending
     upload grants take the new ids, so that the notices settling them find them."""
     log.info("upload grants re-keyed by camera: %d", rekey_grants(conn))

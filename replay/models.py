@@ -151,3 +151,42 @@ class FamilyCloudItem(SQLModel, table=True):
     object_key: str = Field(max_length=512, unique=True)
     bytes: int
     saved_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ChargeLine(SQLModel, table=True):
+    """A statement line of the charge ledger (issue 17, R7): one subscription's charge for a
+    closed month, or a correction of it. Kept for the ledger's retention whatever becomes
+    of the subscription record (R5's purge); never edited, corrections are new lines."""
+
+    __tablename__ = "charge_lines"
+    __table_args__ = (
+        Index(
+            "charge_lines_one_per_subscription", "month", "subscription_id", "line_no", unique=True
+        ),
+        Index("charge_lines_by_account", "account_id", "month"),
+    )
+
+    line_id: int | None = Field(default=None, primary_key=True)
+    #: The Asia/Shanghai month, ``YYYY-MM``.
+    month: str = Field(max_length=7)
+    account_id: str = Field(max_length=64)
+    subscription_id: str = Field(max_length=40)
+    device_id: str = Field(max_length=64)
+    plan: str = Field(max_length=64)
+    #: 0: the month's charge as closed; 1, 2...: corrections, in order.
+    line_no: int = 0
+    days: int
+    #: The amount in cents (fen): exact sums in SQL on every dialect; negative corrections.
+    amount_cents: int
+    reason: str | None = Field(default=None, max_length=200)
+    recorded_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class ClosedMonth(SQLModel, table=True):
+    """A month the ledger has closed (its lines written once; the job's bookmark)."""
+
+    __tablename__ = "ledger_months"
+
+    month: str = Field(primary_key=True, max_length=7)
+    lines: int
+    closed_at: datetime = Field(sa_type=UTCDateTime)

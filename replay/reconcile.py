@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from devices.clock import aware_utc
-from replay.recording import parse_object_key
+from replay.object_keys import parse_object_key
 
 #: How long after its URL expired a grant waits for an upload that may still be running.
 UPLOAD_GRACE = timedelta(hours=1)

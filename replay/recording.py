@@ -23,12 +23,13 @@ presigning, ``storage/`` the object store.
 - **Deciding.** :func:`decide_upload` answers :class:`Accept` or :class:`Refuse`, checking in
   this order (the first reason found is the one reported):
 
-  1. ``not_entitled``: no active subscription (R1), or a continuous segment under an event
-     plan (R1: event clips are accepted under both families), or a segment that ended before
-     the subscription began (R6: video of an earlier subscription must not become viewable
-     under a new one). Checked first: resuming broadband would not make it recordable.
-  2. ``suspended`` (R8): the broadband account is stopped or torn down. This is the MQTT
-     code; the app's HTTP side says ``broadband_inactive`` for the same rule.
+  1. ``not_entitled``: no subscription covering the segment's start (R1), or a continuous
+     segment under an event plan (R1: event clips are accepted under both families), or a
+     segment that started before the subscription began (R6: video of an earlier
+     subscription must not become viewable under a new one) or at or after its
+     unsubscription (R5). Checked first: resuming broadband would not make it recordable.
+  2. ``suspended`` (R8): the broadband account was stopped or torn down when the segment
+     started. This is the MQTT code; the app's HTTP side says ``broadband_inactive``.
   3. ``in_future``: the segment ends more than ``max_skew_s`` after ``now``.
   4. ``too_old``: the segment would be born expired (``end + retention <= now``).
   5. ``clip_overlaps`` (R1): an event clip that overlaps an event clip of the camera
@@ -37,52 +38,63 @@ presigning, ``storage/`` the object store.
      clip it is recording rather than start another. The segment notice is checked again
      when it is indexed (a clip indexed meanwhile, or earlier in the same batch, wins).
 
+- **One rule at the boundaries (R5, R6, R8; RULES.md "Boundaries of a state change").** A
+  continuous segment or an event clip is judged by the moment it *started* recording, never
+  by when it ended or was uploaded:
+
+  * broadband **stop** at ``T``: started before ``T`` → accepted, and served whole once the
+    account is active again; started at or after ``T`` → refused ``suspended``;
+  * broadband **resume** at ``T``: started before ``T`` (during the stop) → refused, even
+    though most of it was recorded after the resume; started at or after ``T`` → accepted;
+  * **unsubscription** at ``T`` (R5): started before ``T`` → accepted under that
+    subscription and kept for its retention (never viewable: nothing is from ``T`` on);
+    started at or after ``T`` → refused ``not_entitled``;
+  * **new order** at ``T`` (R6): started before ``T`` → refused ``not_entitled`` (it would
+    show the new subscription video from before it); started at or after ``T`` → accepted
+    under the new subscription.
+
+  Periods are half-open ``[from, to)``: the instant of a change belongs to what begins then.
+  The caller passes the subscription and broadband state of the start instant.
+
 - **Retention (R5).** A segment is kept ``retention_days`` after it was recorded, counted
   from its end: ``expires_at = end + retention_days`` (:func:`expiry`). It is expired from
   that instant on (``now >= expires_at``), the same cut-off the read path applies.
 
-- **Segment ids.** A camera's ``segment_id`` (what it sends in ``upload/req`` and
-  ``segment``) is its own: unique per camera, not across cameras (issue 14). The service
-  indexes the segment under :func:`service_segment_id`, derived from the device id and the
-  camera's id: globally unique, the ``segment_id`` of the app's timeline, playlist and
-  ``/app/v1/segments/{segment_id}`` routes. Being derived, it needs no lookup and no column
-  of its own: a redelivered request or notice finds its grant or segment by it.
-
-- **Object keys.** ``rec/{n}d/{device_id}/{YYYY}/{MM}/{DD}/{HHMMSS}-{kind}-{segment_id}.ts``,
-  dated by the segment's start in UTC (:func:`object_key`, read back by
-  :func:`parse_object_key`). The retention class leads the key so that one S3 lifecycle rule
-  per prefix (:func:`lifecycle_rules`) backs up the sweeper. Saved copies (R14) live under
-  ``family/{account_id}/...`` (:func:`family_key`), outside every recording prefix.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
+from datetime import datetime, timedelta
 from typing import Literal, Protocol, TypeAlias
 
 from devices.broadband import AccountState
 from devices.clock import aware_utc
-from devices.errors import Invalid
 from replay.events import Clip, overlapping_clip
+from replay.object_keys import (
+    DEVICE_ID,
+    DEVICE_ID_ERROR,
+    SAFE_ID,
+    SAFE_ID_ERROR,
+    InvalidUpload,
+    SegmentKind,
+    check_id,
+    retention_class,
+    service_segment_id,
+)
 from replay.plans import Family
 
 __all__ = [
     "EVENT_CLIP_SECONDS",
     "EVENT_CLIP_TOLERANCE_S",
-    "LIFECYCLE_MARGIN_DAYS",
     "MAX_CONTINUOUS_SECONDS",
     "MAX_SEGMENT_BYTES",
-    "RECORDING_PREFIXES",
     "Accept",
     "Decision",
     "Entitlement",
     "InvalidUpload",
-    "RecordingKey",
     "RecordingMode",
     "RefusalCode",
     "Refuse",
@@ -94,14 +106,7 @@ __all__ = [
     "desired_recording_mode",
     "entitlement_of",
     "expiry",
-    "family_clip_key",
-    "family_key",
-    "lifecycle_rules",
-    "object_key",
-    "parse_object_key",
-    "recording_prefix",
     "retention_class",
-    "service_segment_id",
 ]
 
 #: The longest continuous segment accepted (the contract's ``segment_seconds`` is at most 60).
@@ -112,55 +117,14 @@ EVENT_CLIP_SECONDS = 60
 EVENT_CLIP_TOLERANCE_S = 2
 #: The largest segment accepted, in bytes (64 MiB).
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
-#: Days a lifecycle rule waits beyond the retention, so it never runs ahead of the sweeper.
-LIFECYCLE_MARGIN_DAYS = 1
-
-_SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,80}")
-_DEVICE_ID = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _REQUIRED = ("segment_id", "kind", "start", "end", "bytes", "sha256")
-_KEY = re.compile(
-    r"rec/(?P<days>[1-9][0-9]*)d/(?P<device>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
-    r"(?P<hms>\d{6})-(?P<kind>continuous|event)-(?P<segment>[^/]+)\.ts"
-)
-
-
-class InvalidUpload(Invalid, ValueError):
-    """A malformed upload request; ``field`` names the culprit when there is one.
-
-    A ``ValueError`` too: :class:`UploadRequest`'s constructor raises it for bad arguments.
-    """
-
-    code = "invalid_upload"
-
-    def __init__(self, reason: str, *, field: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.field = field
-
-
-class SegmentKind(StrEnum):
-    """What a camera uploads: a piece of 24-hour recording or a one-minute event clip (R1)."""
-
-    CONTINUOUS = "continuous"
-    EVENT = "event"
 
 
 RecordingMode: TypeAlias = Literal["off", "continuous", "event"]
 RefusalCode: TypeAlias = Literal[
     "not_entitled", "suspended", "in_future", "too_old", "clip_overlaps"
 ]
-
-
-_DEVICE_ID_ERROR = "1 to 64 of A-Z a-z 0-9 . _ : - not starting with a dot"
-_SAFE_ID_ERROR = "1 to 80 of A-Z a-z 0-9 . _ -"
-
-
-def _check(alphabet: str, name: str, value: object, pattern: re.Pattern[str]) -> str:
-    """``value`` if it is a key-safe identifier; :class:`InvalidUpload` (a ValueError) if not."""
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise InvalidUpload(f"{name} must be {alphabet}, not {value!r}", field=name)
-    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,8 +145,8 @@ class UploadRequest:
     event_id: str | None = None
 
     def __post_init__(self) -> None:
-        _check(_DEVICE_ID_ERROR, "device_id", self.device_id, _DEVICE_ID)
-        _check(_SAFE_ID_ERROR, "segment_id", self.segment_id, _SAFE_ID)
+        check_id(DEVICE_ID_ERROR, "device_id", self.device_id, DEVICE_ID)
+        check_id(SAFE_ID_ERROR, "segment_id", self.segment_id, SAFE_ID)
         if not isinstance(self.kind, SegmentKind):
             raise InvalidUpload(f"kind must be a SegmentKind, not {self.kind!r}", field="kind")
         for name in ("start", "end"):
@@ -227,7 +191,7 @@ class UploadRequest:
         if self.kind is SegmentKind.EVENT:
             if self.event_id is None:
                 raise InvalidUpload("an event clip must name its event_id", field="event_id")
-            _check(_SAFE_ID_ERROR, "event_id", self.event_id, _SAFE_ID)
+            check_id(SAFE_ID_ERROR, "event_id", self.event_id, SAFE_ID)
         elif self.event_id is not None:
             raise InvalidUpload("a continuous segment carries no event_id", field="event_id")
 
@@ -295,14 +259,16 @@ def _parse_time(name: str, raw: object) -> datetime:
 class Entitlement:
     """What the device's active subscription allows: its family and retention (R1).
 
-    ``started_at``, when given, is the instant the subscription took effect: a segment that
-    ended before it belongs to no subscription of this one (R6).
+    ``started_at``, when given, is the instant the subscription took effect, ``ended_at``
+    that of its unsubscription: a segment that started outside ``[started_at, ended_at)``
+    belongs to no subscription of this one (R5, R6).
     """
 
     subscription_id: str
     family: Family
     retention_days: int
     started_at: datetime | None = None
+    ended_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.subscription_id, str) or not self.subscription_id:
@@ -314,6 +280,8 @@ class Entitlement:
         retention_class(self.retention_days)  # checks it is a positive whole number
         if self.started_at is not None:
             object.__setattr__(self, "started_at", aware_utc(self.started_at, "started_at"))
+        if self.ended_at is not None:
+            object.__setattr__(self, "ended_at", aware_utc(self.ended_at, "ended_at"))
 
 
 class SubscriptionLike(Protocol):
@@ -329,17 +297,25 @@ class SubscriptionLike(Protocol):
     def status(self) -> str: ...
     @property
     def started_at(self) -> datetime: ...
+    @property
+    def ended_at(self) -> datetime | None: ...
 
 
 def entitlement_of(subscription: SubscriptionLike | None) -> Entitlement | None:
-    """The entitlement of a device's subscription row, or ``None`` unless it is active."""
-    if subscription is None or subscription.status != "active":
+    """The entitlement of a device's subscription row: an active one's, or an unsubscribed
+    one's up to its unsubscription (segments started before it are still its own, R5);
+    ``None`` for no row or any other status."""
+    if subscription is None or subscription.status not in ("active", "unsubscribed"):
+        return None
+    ended_at = subscription.ended_at if subscription.status == "unsubscribed" else None
+    if subscription.status == "unsubscribed" and ended_at is None:
         return None
     return Entitlement(
         subscription_id=subscription.subscription_id,
         family=Family(subscription.family),
         retention_days=subscription.retention_days,
         started_at=subscription.started_at,
+        ended_at=ended_at,
     )
 
 
@@ -364,33 +340,6 @@ class Refuse:
 Decision: TypeAlias = Accept | Refuse
 
 
-def retention_class(days: int) -> str:
-    """The retention class of a plan keeping video ``days`` days: ``7`` → ``"7d"``."""
-    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
-        raise ValueError(f"retention days must be a positive whole number, not {days!r}")
-    return f"{days}d"
-
-
-def recording_prefix(days: int) -> str:
-    """The object-store prefix of a retention: ``7`` → ``"rec/7d/"``."""
-    return f"rec/{retention_class(days)}/"
-
-
-#: The prefixes of the six plans of R1 (1, 7 and 30 days).
-RECORDING_PREFIXES: tuple[str, ...] = tuple(recording_prefix(days) for days in (1, 7, 30))
-
-
-def lifecycle_rules(retention_days: Iterable[int]) -> tuple[tuple[str, int], ...]:
-    """``(prefix, expiration days)`` per retention, for the store's lifecycle configuration.
-
-    The store counts from the object's creation (upload, just after the segment ends) and
-    rounds to whole days; waiting :data:`LIFECYCLE_MARGIN_DAYS` more than the retention
-    makes the rule a backstop that never removes video the plan still keeps.
-    """
-    days = sorted(set(retention_days))
-    return tuple((recording_prefix(d), d + LIFECYCLE_MARGIN_DAYS) for d in days)
-
-
 def expiry(end: datetime, retention_days: int) -> datetime:
     """When a segment that ended at ``end`` expires (R5: ``retention_days`` after recording)."""
     retention_class(retention_days)
@@ -399,12 +348,13 @@ def expiry(end: datetime, retention_days: int) -> datetime:
 
 def _entitled(request: UploadRequest, entitlement: Entitlement | None) -> Entitlement | Refuse:
     """The entitlement that covers the upload, or ``not_entitled``: no subscription or the
-    wrong family (R1), or video that ended before the subscription began (R6)."""
+    wrong family (R1), video that started before the subscription began (R6) or at or after
+    its unsubscription (R5): the boundary rule of the module docstring."""
     if entitlement is None:
         return Refuse(
             code="not_entitled",
             rule="R1",
-            message=f"device {request.device_id} has no active cloud-replay subscription",
+            message=f"device {request.device_id} has no cloud-replay subscription for the segment",
         )
     if entitlement.family is Family.EVENT and request.kind is SegmentKind.CONTINUOUS:
         return Refuse(
@@ -412,13 +362,23 @@ def _entitled(request: UploadRequest, entitlement: Entitlement | None) -> Entitl
             rule="R1",
             message="an event plan stores one-minute event clips, not continuous segments",
         )
-    if entitlement.started_at is not None and request.end <= entitlement.started_at:
+    if entitlement.started_at is not None and request.start < entitlement.started_at:
         return Refuse(
             code="not_entitled",
             rule="R6",
             message=(
-                f"the segment ended at {request.end.isoformat()}, before subscription "
+                f"the segment started at {request.start.isoformat()}, before subscription "
                 f"{entitlement.subscription_id} began at {entitlement.started_at.isoformat()}"
+            ),
+        )
+    if entitlement.ended_at is not None and request.start >= entitlement.ended_at:
+        return Refuse(
+            code="not_entitled",
+            rule="R5",
+            message=(
+                f"the segment started at {request.start.isoformat()}, after subscription "
+                f"{entitlement.subscription_id} was unsubscribed at "
+                f"{entitlement.ended_at.isoformat()}"
             ),
         )
     return entitlement
@@ -434,7 +394,10 @@ def decide_upload(
     clips: Iterable[Clip] = (),
 ) -> Decision:
     """Accept or refuse one upload; the order of the checks is the module docstring's.
-    ``clips``: the camera's indexed event clips that may overlap it (ids are the service's)."""
+    ``clips``: the camera's indexed event clips that may overlap it (ids are the service's).
+
+    ``entitlement`` and ``broadband_state`` are those of ``request.start`` (the boundary
+    rule of the module docstring)."""
     now = aware_utc(now, "now")
     if max_skew_s < 0:
         raise ValueError(f"max_skew_s must not be negative, not {max_skew_s}")
@@ -445,7 +408,10 @@ def decide_upload(
         return Refuse(
             code="suspended",
             rule="R8",
-            message=f"the broadband account is {broadband_state}: no recording is accepted",
+            message=(
+                f"the broadband account was {broadband_state} when the segment started: "
+                "no recording is accepted"
+            ),
         )
     latest = now + timedelta(seconds=max_skew_s)
     if request.end > latest:
@@ -506,92 +472,3 @@ def desired_recording_mode(family: Family | None, broadband_active: bool) -> Rec
     if family is None or not broadband_active:
         return "off"
     return "continuous" if Family(family) is Family.CONTINUOUS else "event"
-
-
-def _stamp(start: datetime) -> str:
-    at = aware_utc(start, "start")
-    return f"{at:%Y/%m/%d}/{at:%H%M%S}"
-
-
-def object_key(
-    retention_class: str, device_id: str, start: datetime, segment_id: str, kind: SegmentKind
-) -> str:
-    """Where a segment is stored: ``rec/7d/cam-1/2026/05/01/103000-continuous-s1.ts`` (UTC)."""
-    if not isinstance(retention_class, str) or not re.fullmatch(r"[1-9][0-9]*d", retention_class):
-        raise ValueError(f"retention_class must be like '7d', not {retention_class!r}")
-    _check(_DEVICE_ID_ERROR, "device_id", device_id, _DEVICE_ID)
-    _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
-    kind = SegmentKind(kind)
-    return f"rec/{retention_class}/{device_id}/{_stamp(start)}-{kind}-{segment_id}.ts"
-
-
-def service_segment_id(device_id: str, segment_id: str) -> str:
-    """The service's id of the camera's segment ``segment_id`` (see the module docstring):
-    ``sg_`` and the first 128 bits, in hex, of the SHA-256 of ``{device_id}/{segment_id}``
-    (neither id can hold a ``/``), so two cameras never share one. Key-safe
-    (:func:`family_key`) and 35 characters, within the 80 of a segment id. Cheap (about a
-    microsecond): indexing derives it for every request and notice of a batch."""
-    _check(_DEVICE_ID_ERROR, "device_id", device_id, _DEVICE_ID)
-    _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
-    return "sg_" + hashlib.sha256(f"{device_id}/{segment_id}".encode()).hexdigest()[:32]
-
-
-def family_key(account_id: str, segment_id: str, start: datetime) -> str:
-    """Where a saved copy goes in the family cloud (R14): ``family/{account_id}/YYYY/MM/DD/...``."""
-    _check(_DEVICE_ID_ERROR, "account_id", account_id, _DEVICE_ID)  # key-safe, as device ids
-    _check(_SAFE_ID_ERROR, "segment_id", segment_id, _SAFE_ID)
-    return f"family/{account_id}/{_stamp(start)}-{segment_id}.ts"
-
-
-def family_clip_key(
-    account_id: str, device_id: str, start: datetime, end: datetime, tag: str
-) -> str:
-    """Where a range saved as MP4 goes (R14, issue 15):
-    ``family/{account_id}/YYYY/MM/DD/HHMMSS-{device_id}-{seconds}s-{tag}.mp4``; ``tag``
-    (key-safe) tells apart two saves of one range."""
-    _check(_DEVICE_ID_ERROR, "account_id", account_id, _DEVICE_ID)
-    _check(_DEVICE_ID_ERROR, "device_id", device_id, _DEVICE_ID)
-    _check(_SAFE_ID_ERROR, "tag", tag, _SAFE_ID)
-    seconds = round((aware_utc(end, "end") - aware_utc(start, "start")).total_seconds())
-    return f"family/{account_id}/{_stamp(start)}-{device_id}-{seconds}s-{tag}.mp4"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RecordingKey:
-    """The parts of a recording object key (:func:`parse_object_key`)."""
-
-    retention_class: str
-    device_id: str
-    start: datetime
-    kind: SegmentKind
-    segment_id: str
-
-
-def parse_object_key(key: str) -> RecordingKey | None:
-    """The parts of a key written by :func:`object_key`; ``None`` for any other key."""
-    match = _KEY.fullmatch(key)
-    if match is None:
-        return None
-    device, segment = match["device"], match["segment"]
-    if not _DEVICE_ID.fullmatch(device) or not _SAFE_ID.fullmatch(segment):
-        return None
-    hms = match["hms"]
-    try:
-        start = datetime(
-            int(match["y"]),
-            int(match["m"]),
-            int(match["d"]),
-            int(hms[:2]),
-            int(hms[2:4]),
-            int(hms[4:]),
-            tzinfo=UTC,
-        )
-    except ValueError:
-        return None
-    return RecordingKey(
-        retention_class=f"{match['days']}d",
-        device_id=device,
-        start=start,
-        kind=SegmentKind(match["kind"]),
-        segment_id=segment,
-    )

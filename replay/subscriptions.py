@@ -16,12 +16,12 @@ the ordering rules to stored subscriptions:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlmodel import col, delete, select
+from sqlmodel import col, delete, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.accounts import get_account
@@ -37,7 +37,7 @@ from replay.billing import (
     monthly_charge,
     purge_due,
 )
-from replay.models import Subscription
+from replay.models import ClosedMonth, Subscription
 from replay.plans import PlanCatalog, UnknownPlan
 
 ACTIVE = "active"
@@ -97,6 +97,19 @@ class InvalidTime(Invalid):
     code = "invalid_time"
 
 
+class SubscriptionActive(Conflict):
+    """A device with an active product cannot leave its account (R9, as for teardown)."""
+
+    code = "subscription_active"
+
+    def __init__(self, device_id: str, subscription_id: str) -> None:
+        super().__init__(
+            f"cloud-replay subscription {subscription_id} is active on device {device_id}; "
+            "unsubscribe it before unbinding the device",
+            rule="R9",
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Ordered:
     subscription: Subscription
@@ -134,6 +147,39 @@ async def active_subscriptions(
         )
     )
     return {sub.device_id: sub for sub in result.all()}
+
+
+async def upload_subscriptions(
+    session: AsyncSession, cameras: Mapping[str, str], since: datetime
+) -> dict[str, list[Subscription]]:
+    """Per camera (device id → its account id), the subscriptions of that account on it
+    that could cover a segment started at or after ``since``: the active one and those
+    unsubscribed after ``since`` (the boundary rule of :mod:`replay.recording`)."""
+    if not cameras:
+        return {}
+    result = await session.exec(
+        select(Subscription).where(
+            col(Subscription.device_id).in_(list(cameras)),
+            or_(
+                Subscription.status == ACTIVE,
+                col(Subscription.ended_at) > since,
+            ),
+        )
+    )
+    found: dict[str, list[Subscription]] = {}
+    for sub in result.all():
+        if cameras.get(sub.device_id) == sub.account_id:  # a rebound camera starts clean
+            found.setdefault(sub.device_id, []).append(sub)
+    return found
+
+
+def covering(subscriptions: Sequence[Subscription], at: datetime) -> Subscription | None:
+    """The subscription in force at ``at`` (``[started_at, ended_at)``); else the latest
+    one, whose entitlement then refuses the segment naming R5 or R6; ``None`` if none."""
+    for sub in subscriptions:
+        if sub.started_at <= at and (sub.ended_at is None or at < sub.ended_at):
+            return sub
+    return max(subscriptions, key=lambda sub: sub.started_at, default=None)
 
 
 async def has_active_subscription(session: AsyncSession, account_id: str) -> bool:
@@ -276,10 +322,18 @@ async def roll_terms(session: AsyncSession, today: date) -> int:
 
 
 async def purge_unsubscribed(session: AsyncSession, now: datetime) -> int:
-    """R5: delete subscription records six months after their unsubscription."""
+    """R5: delete subscription records six months after their unsubscription, once the
+    month of their unsubscription is closed in the charge ledger (months close in order, so
+    all of theirs are): a record never takes a billed month with it (issue 17)."""
+    closed: str | None = (await session.exec(select(func.max(ClosedMonth.month)))).one()
+    if closed is None:
+        return 0
+    closed_through = Month.parse(closed).last
     result = await session.exec(
         delete(Subscription).where(
-            col(Subscription.status) == UNSUBSCRIBED, col(Subscription.purge_after) <= now
+            col(Subscription.status) == UNSUBSCRIBED,
+            col(Subscription.purge_after) <= now,
+            col(Subscription.end_date) <= closed_through,
         )
     )
     await session.commit()

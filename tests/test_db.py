@@ -27,7 +27,7 @@ from devices import accounts
 from replay import index_store
 from replay.migrations import SCHEMA_VERSION, open_database
 from replay.models import FamilyCloudItem, RecordedRange, Segment, UploadGrant
-from replay.recording import service_segment_id
+from replay.object_keys import service_segment_id
 from storage.db import Database, DatabaseError, Migration, SchemaTooNew, UTCDateTime
 
 

@@ -30,6 +30,7 @@ from devices.router_store import NotProvisioned
 from devices.uci import InvalidSetting, RouterOutputError
 from gateway.errors import STATUSES, http_status
 from replay.clips import NothingRecorded
+from replay.ledger import MonthNotClosed
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
 from replay.playback_sessions import SessionRefused
@@ -39,6 +40,7 @@ from replay.subscriptions import (
     InvalidTime,
     NotAccountOwner,
     NotActive,
+    SubscriptionActive,
     UnknownPlanRequested,
 )
 from replay.subscriptions import BroadbandInactive as ReplayBroadbandInactive
@@ -61,6 +63,8 @@ EXPECTED: dict[type[DomainError], int] = {
     AlreadySubscribed: 409,  # R2
     ReplayBroadbandInactive: 409,  # R8
     NotActive: 409,  # R5
+    SubscriptionActive: 409,  # R9: unbinding a subscribed camera
+    MonthNotClosed: 409,  # R7: the ledger has no such month yet
     UnknownPlanRequested: 400,  # R1
     InvalidTime: 400,
     NothingRecorded: 404,  # an MP4 export of a range without viewable video (issue 15)

@@ -11,16 +11,9 @@ from typing import NamedTuple
 import pytest
 
 from replay.events import Clip, link_event, overlapping_clip, windows
+from replay.object_keys import service_segment_id
 from replay.plans import Family
-from replay.recording import (
-    Accept,
-    Entitlement,
-    Refuse,
-    SegmentKind,
-    UploadRequest,
-    decide_upload,
-    service_segment_id,
-)
+from replay.recording import Accept, Entitlement, Refuse, SegmentKind, UploadRequest, decide_upload
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SHA = "ab" * 32

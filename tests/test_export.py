@@ -29,7 +29,7 @@ from replay.clips import (
     quota_refusal,
 )
 from replay.export import NothingToExport, Source, remux_mp4, timeline
-from replay.recording import family_clip_key
+from replay.object_keys import family_clip_key
 from simulators.media import encode_segment, synthetic_segment
 from simulators.scene import Scene
 from simulators.stream import KEYFRAME_SECONDS

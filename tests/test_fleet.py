@@ -360,18 +360,24 @@ class _EventCamera(FleetCamera):
         self.cut.append((start, start + timedelta(seconds=seconds), event_id))
 
 
+#: Fast enough for a short test, slow enough that a loaded machine's stalls (tens of ms)
+#: never pass an actor's instant before the camera's loop reaches it (an actor 20 s of
+#: scene time after another is 0.4 s of real time apart).
+SPEED = 50
+
+
 def _event_camera(http: aiohttp.ClientSession, mode: str, offsets: list[float]) -> _EventCamera:
     go = asyncio.Event()
     go.set()
     return _EventCamera(
         mode=mode,
         offsets=offsets,
-        pacing=Pacing.for_speed(speed=1000, telemetry_s=30, segment_s=10, min_real_s=0),
+        pacing=Pacing.for_speed(speed=SPEED, telemetry_s=30, segment_s=10, min_real_s=0),
         http=http,
         uploads=Uploads(),
         rogue=False,
         horizon_s=600,
-        clock=SimClock(datetime(2026, 12, 1, tzinfo=UTC), speed=1000),
+        clock=SimClock(datetime(2026, 12, 1, tzinfo=UTC), speed=SPEED),
         device_id="cam-events",
         counters=WorkerCounters(),
         go=go,
@@ -398,7 +404,7 @@ async def test_a_fleet_camera_reports_events_in_every_mode_and_never_overlaps_cl
     async with aiohttp.ClientSession() as http:
         camera = _event_camera(http, mode, offsets)
         t0 = camera.scene.actors[0].start - timedelta(seconds=10)
-        await asyncio.wait_for(camera._events(), 10)
+        await asyncio.wait_for(camera._events(), 30)
     assert [(at - t0).total_seconds() for at in camera.reported] == offsets
     assert len(camera.cut) == len(clips)
     for (start, end, event_id), held in zip(camera.cut, clips, strict=True):

@@ -35,7 +35,7 @@ from devices.clock import ManualClock
 from gateway.mqtt.messages import topic
 from gateway.service import Gateway
 from replay.models import Segment
-from replay.recording import service_segment_id
+from replay.object_keys import service_segment_id
 from simulators.camera import CameraSimulator
 from simulators.device import BrokerLogin
 from tests.conftest import StartGateway, eventually, platform_headers

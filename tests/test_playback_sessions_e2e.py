@@ -25,7 +25,7 @@ import pytest
 from devices.clock import ManualClock
 from gateway.service import Gateway
 from replay import index_store
-from replay.recording import service_segment_id
+from replay.object_keys import service_segment_id
 from simulators.camera import CameraSimulator, UploadOutcome
 from simulators.media import encode_segment
 from tests.conftest import StartGateway, eventually, platform_headers

@@ -25,11 +25,12 @@ import pytest
 from sqlmodel import select
 
 from devices.clock import ManualClock
+from devices.models import DesiredState
 from gateway.mqtt.session import broker_address
 from gateway.service import Gateway
 from replay.media import decode_first_frame
 from replay.models import RecordedRange, Segment, UploadGrant
-from replay.recording import service_segment_id
+from replay.object_keys import service_segment_id
 from simulators.camera import CameraSimulator, UploadOutcome
 from simulators.scene import read_timestamp
 from tests.conftest import StartGateway, eventually, platform_headers
@@ -446,6 +447,7 @@ async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on
         )
         assert status == 200
         assert body["state"] == "stopped"
+        await home.advance(10)
         refused = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
         assert (refused.ok, refused.code) == (False, "suspended")
         r = await home.app(f"/app/v1/segments/{app_id(before)}")
@@ -458,6 +460,7 @@ async def test_a_stopped_account_neither_records_nor_plays_and_retention_runs_on
             {"order_id": "r-1", "stop_type": "arrears"},
         )
         assert body["state"] == "active"
+        await home.advance(10)  # started at the resume's instant: recorded while active
         after = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
         assert after.ok
         await home.wait_indexed(2)
@@ -652,6 +655,7 @@ async def test_an_event_clip_overlapping_an_indexed_clip_is_refused(
     refused ``clip_overlaps``; one that starts where it ended, or another camera's, is not."""
     await home.subscribe("cam-1", "event-7d", "o-1")
     await home.subscribe("cam-2", "event-7d", "o-2")
+    await home.advance(240)  # every clip below starts after both orders (R6)
     a = clock.now() - timedelta(minutes=3)
     cam, other = camera(broker, clock), camera(broker, clock, "cam-2")
     async with running(cam), running(other):
@@ -790,3 +794,201 @@ async def test_of_two_overlapping_clips_granted_the_first_notice_wins(
         waiting = (await session.exec(select(UploadGrant.segment_id))).all()
     assert indexed == [service_segment_id("cam-1", "clip-one")]
     assert waiting == [], "the refused clip's grant is gone"
+
+
+#: How long each family's piece lasts: a 10-s segment, a one-minute clip (R1).
+PIECE_SECONDS = {"continuous-7d": 10, "event-7d": 60}
+
+
+@pytest.mark.parametrize("plan", ["continuous-7d", "event-7d"])
+async def test_one_rule_at_every_boundary_judges_a_piece_by_its_start(
+    home: Home, broker: Broker, clock: ManualClock, plan: str
+) -> None:
+    """RULES.md "Boundaries of a state change" (R5, R6, R8), for both families: a segment or
+    clip that started before a stop, or before an unsubscription, is accepted (uploaded
+    after the change) and served whole; one started at the stop's instant, during the stop
+    (spanning the resume), at the unsubscription's instant or before a new order (spanning
+    it) is refused; one started at the resume's or the order's instant is accepted."""
+    seconds = PIECE_SECONDS[plan]
+    kind = "continuous" if plan == "continuous-7d" else "event"
+    cam = camera(broker, clock)
+    n = 0
+
+    async def piece(start: datetime) -> UploadOutcome:
+        nonlocal n
+        n += 1
+        event = f"ev-{n}" if kind == "event" else None
+        return await cam.upload(
+            home.http, start=start, seconds=seconds, kind=kind, event_id=event,
+            data=b"x" * 1000,
+        )  # fmt: skip
+
+    async def broadband(action: str, order_id: str) -> datetime:
+        at = clock.now()
+        status, body = await home.platform(
+            "POST", f"/platform/v1/broadband/acc-1/{action}",
+            {"order_id": order_id, "stop_type": "arrears"},
+        )  # fmt: skip
+        assert status == 200, body
+        await home.advance(60)  # every piece below is uploaded after the change
+        return at
+
+    first = await home.subscribe("cam-1", plan, "o-1")
+    async with running(cam):
+        stop = await broadband("stop", "s-1")
+        spans_stop = await piece(stop - timedelta(seconds=seconds - 2))
+        at_stop = await piece(stop)
+        resume = await broadband("resume", "r-1")
+        spans_resume = await piece(resume - timedelta(seconds=2))
+        at_resume = await piece(resume)
+        assert [spans_stop.ok, at_stop.code, spans_resume.code, at_resume.ok] == [
+            True, "suspended", "suspended", True,
+        ]  # fmt: skip
+        await home.wait_indexed(2)
+        for served in (spans_stop, at_resume):  # recorded while active: served whole
+            r = await home.app(f"/app/v1/segments/{app_id(served)}")
+            assert r.status == 200, await r.text()
+
+        await home.advance(seconds)  # past the last piece: clips never overlap (R1)
+        unsubscribed = clock.now()
+        status, _ = await home.platform(
+            "POST", f"/platform/v1/subscriptions/{first}/unsubscribe", {"order_id": "u-1"}
+        )
+        assert status == 200
+        await home.advance(60)
+        spans_unsubscription = await piece(unsubscribed - timedelta(seconds=seconds - 2))
+        at_unsubscription = await piece(unsubscribed)
+        assert (spans_unsubscription.ok, at_unsubscription.code) == (True, "not_entitled")
+        await home.wait_indexed(3)
+        async with home.gw.services.db.session() as session:
+            kept = await session.get(Segment, app_id(spans_unsubscription))
+        assert kept is not None
+        assert kept.subscription_id == first
+        r = await home.app(f"/app/v1/segments/{app_id(spans_unsubscription)}")
+        assert (await r.json())["error"]["code"] == "unsubscribed"
+
+        ordered = clock.now()
+        second = await home.subscribe("cam-1", plan, "o-2")  # advances 120 s
+        spans_order = await piece(ordered - timedelta(seconds=2))
+        at_order = await piece(ordered)
+        assert (spans_order.code, at_order.ok) == ("not_entitled", True)
+        await home.wait_indexed(4)
+    async with home.gw.services.db.session() as session:
+        new = await session.get(Segment, app_id(at_order))
+    assert new is not None
+    assert new.subscription_id == second
+
+
+async def test_a_camera_unbound_and_bound_to_another_family_starts_clean(
+    home: Home, broker: Broker, clock: ManualClock
+) -> None:
+    """Issue 17 item 2: a camera recorded under acc-1, unbound (refused while subscribed,
+    R9) and bound to acc-2: acc-2 sees nothing of acc-1's, acc-1 no longer sees the camera,
+    the old credentials are refused, and acc-1's video is swept at its retention (R5)."""
+    from gateway.credentials import authenticate
+
+    services = home.gw.services
+    sid = await home.subscribe("cam-1", "continuous-1d", "o-1")
+    status, issued = await home.platform("POST", "/platform/v1/devices/cam-1/credentials")
+    assert status in (200, 201), issued
+    cam = camera(broker, clock)
+    async with running(cam):
+        await cam.report_event(
+            event_id="ev-a", kind="person", at=clock.now() - timedelta(seconds=5), score=0.9
+        )
+        old = await cam.upload(home.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+    assert old.ok
+    await home.wait_indexed(1)
+    window = {
+        "start": (clock.now() - timedelta(hours=1)).isoformat(),
+        "end": (clock.now() + timedelta(hours=1)).isoformat(),
+    }
+
+    unbind = "/platform/v1/accounts/acc-1/devices/cam-1"
+    status, body = await home.platform("DELETE", unbind)
+    assert (status, body["error"]["code"], body["error"]["rule"]) == (
+        409, "subscription_active", "R9",
+    )  # fmt: skip
+    await home.platform("POST", f"/platform/v1/subscriptions/{sid}/unsubscribe", {"order_id": "u"})
+    status, body = await home.platform("DELETE", unbind)
+    assert status == 200, body
+    assert (body["credentials_revoked"], body["kind"]) == (True, "camera")
+    status, _ = await home.platform("DELETE", unbind)
+    assert status == 404, "unbound already"
+
+    # acc-1 no longer sees the camera; its old credentials are refused.
+    r = await home.app("/app/v1/devices")
+    assert "cam-1" not in [d["device_id"] for d in (await r.json())["devices"]]
+    for path in ("/app/v1/devices/cam-1/timeline", "/app/v1/devices/cam-1/playlist.m3u8"):
+        r = await home.app(path, **window)
+        assert r.status == 404, path
+    r = await home.app(f"/app/v1/segments/{app_id(old)}")
+    assert r.status == 404
+    assert not await authenticate(
+        services, client_id="cam-1", username="cam-1", password=issued["password"]
+    )
+    async with services.db.session() as session:
+        desired = await session.get(DesiredState, "cam-1")
+    assert desired is not None
+    assert desired.document == {"service": {"suspended": False}, "recording": {"mode": "off"}}
+
+    # Bound to acc-2, which orders its own plan and records: it sees only its own.
+    await home.platform("PUT", "/platform/v1/accounts/acc-2", {"owner_id": "o2", "star_level": 3})
+    status, _ = await home.platform(
+        "POST", "/platform/v1/accounts/acc-2/devices", {"device_id": "cam-1", "kind": "camera"}
+    )
+    assert status == 201
+    status, token = await home.platform(
+        "POST", "/platform/v1/app-tokens", {"account_id": "acc-2", "user_id": "u2"}
+    )
+    b = Home(home.gw, home.http, token["token"], clock)
+    r = await b.app("/app/v1/devices/cam-1/timeline", **window)
+    assert r.status == 403
+    assert (await r.json())["error"]["code"] == "not_entitled", "acc-1's unsubscription is not told"
+    status, body = await b.platform(
+        "POST",
+        "/platform/v1/subscriptions",
+        {"order_id": "o-b", "account_id": "acc-2", "device_id": "cam-1",
+         "plan": "continuous-7d", "orderer_id": "o2", "channel": "electronic"},
+    )  # fmt: skip
+    assert status == 201, body
+    new_sid = body["subscription_id"]
+    await b.advance(60)
+    status, fresh = await b.platform("POST", "/platform/v1/devices/cam-1/credentials")
+    assert status in (200, 201)
+    assert fresh["password"] != issued["password"]
+    cam = camera(broker, clock)
+    async with running(cam):
+        mine = await cam.upload(b.http, start=clock.now() - timedelta(seconds=10), seconds=10)
+    assert mine.ok
+    await b.wait_indexed(2)
+    r = await b.app(f"/app/v1/segments/{app_id(old)}")
+    assert r.status == 404, "acc-1's video is not acc-2's"
+    r = await b.app(f"/app/v1/segments/{app_id(old)}/thumbnail.jpg")
+    assert r.status == 404
+    r = await b.http.post(
+        f"{b.gw.url}/app/v1/segments/{app_id(old)}/save",
+        headers={"Authorization": f"Bearer {b.app_token}"},
+    )
+    assert r.status == 404, "nor can it be saved to acc-2's family cloud"
+    r = await b.app("/app/v1/devices/cam-1/timeline", **window)
+    body = await r.json()
+    assert r.status == 200, body
+    assert body["events"] == [], "acc-1's event is not on acc-2's timeline"
+    assert len(body["ranges"]) == 1
+    async with services.db.session() as session:
+        segment_rows = (await session.exec(select(Segment))).all()
+    by_id = {s.segment_id: s for s in segment_rows}
+    assert (by_id[app_id(mine)].account_id, by_id[app_id(mine)].subscription_id) == (
+        "acc-2", new_sid,
+    )  # fmt: skip
+    assert by_id[app_id(old)].account_id == "acc-1"
+    assert datetime.fromisoformat(body["ranges"][0]["start"]) >= by_id[app_id(mine)].start
+
+    # acc-1's video is swept at its 1-day retention, acc-2's kept.
+    assert old.key is not None
+    assert mine.key is not None
+    assert await services.store.head(old.key) is not None
+    await b.advance(86400)
+    assert await services.store.head(old.key) is None
+    assert await services.store.head(mine.key) is not None

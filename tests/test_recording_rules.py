@@ -11,16 +11,25 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from devices.broadband import AccountState
+from devices.broadband_periods import InactivePeriod, state_at
+from replay.object_keys import (
+    RECORDING_PREFIXES,
+    RecordingKey,
+    family_key,
+    lifecycle_rules,
+    object_key,
+    parse_object_key,
+    recording_prefix,
+    service_segment_id,
+)
 from replay.plans import Family
 from replay.recording import (
     EVENT_CLIP_TOLERANCE_S,
     MAX_SEGMENT_BYTES,
-    RECORDING_PREFIXES,
     Accept,
     Decision,
     Entitlement,
     InvalidUpload,
-    RecordingKey,
     RecordingMode,
     Refuse,
     SegmentKind,
@@ -29,13 +38,7 @@ from replay.recording import (
     desired_recording_mode,
     entitlement_of,
     expiry,
-    family_key,
-    lifecycle_rules,
-    object_key,
-    parse_object_key,
-    recording_prefix,
     retention_class,
-    service_segment_id,
 )
 
 CST = timezone(timedelta(hours=8))
@@ -350,11 +353,16 @@ DECISIONS = [
         "continuous", datetime(2026, 5, 1, 11, 0, 0, tzinfo=UTC), CONT_30D_NEW, "active",
         refuse("not_entitled", "R6"), id="R6-ended-as-subscription-began",
     ),
-    # ends 11:00:01 (began 10:59:51, straddling the order): ours; + 30 days = 31 May 11:00:01.
+    # ends 11:00:01 (began 10:59:51, straddling the order): started before it, refused.
     pytest.param(
         "continuous", datetime(2026, 5, 1, 11, 0, 1, tzinfo=UTC), CONT_30D_NEW, "active",
-        accept("30d", datetime(2026, 5, 31, 11, 0, 1, tzinfo=UTC), "sub-c30"),
-        id="R6-straddling-the-order-accepted",
+        refuse("not_entitled", "R6"), id="R6-straddling-the-order-refused",
+    ),
+    # began 11:00:00, the order's instant: ours; + 30 days = 31 May 11:00:10.
+    pytest.param(
+        "continuous", datetime(2026, 5, 1, 11, 0, 10, tzinfo=UTC), CONT_30D_NEW, "active",
+        accept("30d", datetime(2026, 5, 31, 11, 0, 10, tzinfo=UTC), "sub-c30"),
+        id="R6-started-at-the-order-accepted",
     ),
 ]  # fmt: skip
 
@@ -411,6 +419,7 @@ class Row:
     retention_days: int
     status: str
     started_at: datetime
+    ended_at: datetime | None = None
 
 
 @pytest.mark.parametrize(
@@ -425,9 +434,22 @@ class Row:
         ),
         pytest.param(
             Row(subscription_id="s", family="event", retention_days=30, status="unsubscribed",
+                started_at=NOW, ended_at=NOW + DAY),
+            Entitlement(subscription_id="s", family=Family.EVENT, retention_days=30,
+                        started_at=NOW, ended_at=NOW + DAY),
+            id="R5-unsubscribed-row-covers-up-to-its-end",
+        ),
+        pytest.param(
+            Row(subscription_id="s", family="event", retention_days=30, status="unsubscribed",
                 started_at=NOW),
             None,
-            id="R5-unsubscribed-row",
+            id="R5-unsubscribed-row-without-end",
+        ),
+        pytest.param(
+            Row(subscription_id="s", family="event", retention_days=30, status="cancelled",
+                started_at=NOW),
+            None,
+            id="unknown-status",
         ),
         pytest.param(None, None, id="R1-no-row"),
     ],
@@ -608,3 +630,104 @@ def test_lifecycle_rules_wait_a_day_beyond_retention() -> None:
 )  # fmt: skip
 def test_expiry(end: datetime, days: int, expected: datetime) -> None:
     assert expiry(end, days) == expected
+
+
+# --- one rule at the boundaries (RULES.md "Boundaries of a state change") ------------------
+
+#: An instant of change (a stop, a resume, an unsubscription, an order): 12:00 UTC, 1 May.
+CHANGE = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+LATER = CHANGE + 5 * 60 * S  # every piece is uploaded after the change
+
+
+def piece(kind: str, start: datetime) -> UploadRequest:
+    """A 10-s segment or a one-minute clip of cam-1 that started recording at ``start``."""
+    return segment(kind, start + (10 if kind == "continuous" else 60) * S)
+
+
+def entitled(kind: str, **times: datetime) -> Entitlement:
+    family = Family.CONTINUOUS if kind == "continuous" else Family.EVENT
+    return Entitlement(subscription_id="sub-b", family=family, retention_days=7, **times)
+
+
+BEFORE, AT, AFTER = CHANGE - 2 * S, CHANGE, CHANGE + 2 * S
+STOPPED_FROM_CHANGE = (InactivePeriod("stopped", CHANGE),)
+STOPPED_UNTIL_CHANGE = (InactivePeriod("stopped", CHANGE - DAY, CHANGE),)
+
+BOUNDARIES = [
+    # (change, started, periods, entitlement times, expected code or None for accepted)
+    ("stop", BEFORE, STOPPED_FROM_CHANGE, {}, None),
+    ("stop", AT, STOPPED_FROM_CHANGE, {}, "suspended"),
+    ("stop", AFTER, STOPPED_FROM_CHANGE, {}, "suspended"),
+    ("resume", BEFORE, STOPPED_UNTIL_CHANGE, {}, "suspended"),
+    ("resume", AT, STOPPED_UNTIL_CHANGE, {}, None),
+    ("resume", AFTER, STOPPED_UNTIL_CHANGE, {}, None),
+    ("unsubscribe", BEFORE, (), {"started_at": CHANGE - DAY, "ended_at": CHANGE}, None),
+    ("unsubscribe", AT, (), {"started_at": CHANGE - DAY, "ended_at": CHANGE}, "not_entitled"),
+    ("unsubscribe", AFTER, (), {"started_at": CHANGE - DAY, "ended_at": CHANGE}, "not_entitled"),
+    ("order", BEFORE, (), {"started_at": CHANGE}, "not_entitled"),
+    ("order", AT, (), {"started_at": CHANGE}, None),
+    ("order", AFTER, (), {"started_at": CHANGE}, None),
+]
+
+
+@pytest.mark.parametrize("kind", ["continuous", "event"])
+@pytest.mark.parametrize(
+    ("change", "started", "periods", "times", "expected"),
+    [pytest.param(*row, id=f"{row[0]}-{i % 3}") for i, row in enumerate(BOUNDARIES)],
+)
+def test_a_piece_is_judged_by_the_moment_it_started(
+    kind: str,
+    change: str,
+    started: datetime,
+    periods: tuple[InactivePeriod, ...],
+    times: dict[str, datetime],
+    expected: str | None,
+) -> None:
+    """Before the change (-2 s), at its instant, after it (+2 s); the account is active now
+    and the piece is uploaded five minutes after the change, as a camera catching up."""
+    state = state_at("active", periods, started)
+    decision = decide_upload(
+        piece(kind, started),
+        entitlement=entitled(kind, **times),
+        broadband_state=state,
+        now=LATER,
+    )
+    if expected is None:
+        assert isinstance(decision, Accept)
+        assert decision.subscription_id == "sub-b"
+    else:
+        assert isinstance(decision, Refuse)
+        assert decision.code == expected
+        assert decision.rule == {"suspended": "R8", "not_entitled": change_rule(change)}[expected]
+
+
+def change_rule(change: str) -> str:
+    return "R5" if change == "unsubscribe" else "R6"
+
+
+@pytest.mark.parametrize(
+    ("current", "periods", "at", "expected"),
+    [
+        pytest.param("active", (), CHANGE, "active", id="never-stopped"),
+        pytest.param("stopped", (), CHANGE, "stopped", id="stopped-before-history-was-kept"),
+        pytest.param("stopped", STOPPED_FROM_CHANGE, BEFORE, "active", id="before-the-open-stop"),
+        pytest.param("stopped", STOPPED_FROM_CHANGE, AT, "stopped", id="at-the-stop"),
+        pytest.param("active", STOPPED_UNTIL_CHANGE, BEFORE, "stopped", id="during-a-past-stop"),
+        pytest.param("active", STOPPED_UNTIL_CHANGE, AT, "active", id="at-the-resume"),
+        pytest.param(
+            "torn_down", (InactivePeriod("torn_down", CHANGE),), AFTER, "torn_down",
+            id="torn-down",
+        ),
+    ],
+)  # fmt: skip
+def test_state_at(
+    current: AccountState, periods: tuple[InactivePeriod, ...], at: datetime, expected: str
+) -> None:
+    assert state_at(current, periods, at) == expected
+
+
+def test_an_inactive_period_checks_its_bounds() -> None:
+    with pytest.raises(ValueError, match="active"):
+        InactivePeriod("active", CHANGE)
+    with pytest.raises(ValueError, match="before it began"):
+        InactivePeriod("stopped", CHANGE, CHANGE - S)

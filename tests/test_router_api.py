@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from devices.clock import ManualClock
-from devices.models import Account
+from devices.models import Account, DesiredState
 from devices.router_store import RouterAccess, credentials
 from gateway.desired import PUBLISH_JOB, refresh_desired
 from gateway.errors import failure_status
@@ -501,3 +501,57 @@ async def test_broadband_stopped_refuses_changes_and_the_router_follows_desired(
         await eventually(lambda: suspended(False))
         assert (await h.wifi(ssid="Back")).status == 200
         assert "wireless.default_radio0.ssid='Back'" in h.uci()
+
+
+async def test_an_unbound_router_is_released_and_bound_again_starts_clean(
+    broker: Broker, start_gateway: StartGateway, clock: ManualClock
+) -> None:
+    """Issue 17 item 2: unbinding a router forgets its SSH access and releases its managed
+    networking: its desired document is an unbound device's (nothing suspended, so a router
+    suspended by R12 comes back), the old account's views answer 404, and bound to another
+    account it is not provisioned until the platform provisions it again."""
+    async with house(broker, start_gateway, clock, home=BUSY_HOME, telemetry_interval=None) as h:
+        assert (await h.provision()).status == 200
+        await h.set_broadband("stopped")
+        await eventually(lambda: _is(h.sim.suspended, True))
+
+        unbind = f"{h.gw.url}/platform/v1/accounts/{h.account_id}/devices/{h.router_id}"
+        r = await h.http.delete(unbind, headers=platform_headers())
+        assert r.status == 200, await r.text()
+        body = await r.json()
+        assert (body["kind"], body["router_access_released"]) == ("router", True)
+        async with h.gw.services.db.session() as session:
+            assert await session.get(RouterAccess, h.router_id) is None
+            desired = await session.get(DesiredState, h.router_id)
+        assert desired is not None
+        assert desired.document == {"service": {"suspended": False}}
+        await eventually(lambda: _is(h.sim.suspended, False))
+        r = await h.http.get(h.url(), headers=platform_headers())
+        assert r.status == 404
+        r = await h.http.get(
+            f"{h.gw.url}/platform/v1/accounts/{h.account_id}/devices", headers=platform_headers()
+        )
+        assert h.router_id not in [d["device_id"] for d in (await r.json())["devices"]]
+
+        other = f"{h.account_id}-b"
+        r = await h.http.put(
+            f"{h.gw.url}/platform/v1/accounts/{other}",
+            json={"owner_id": "owner-2", "star_level": 4},
+            headers=platform_headers(),
+        )
+        assert r.status == 201
+        r = await h.http.post(
+            f"{h.gw.url}/platform/v1/accounts/{other}/devices",
+            json={"device_id": h.router_id, "kind": "router"},
+            headers=platform_headers(),
+        )
+        assert r.status == 201, await r.text()
+        view = await h.view()
+        assert view["provisioned"] is False
+        assert view["ssh"]["code"] == "not_provisioned"
+        r = await h.wifi(ssid="Theirs")
+        assert (await r.json())["error"]["code"] == "router_not_provisioned"
+
+
+async def _is(value: bool, expected: bool) -> bool:
+    return value is expected

@@ -25,7 +25,7 @@ import aiomqtt
 from yarl import URL
 
 from devices.clock import ManualClock
-from replay.recording import service_segment_id
+from replay.object_keys import service_segment_id
 from storage.s3store import S3ObjectStore
 from tests.conftest import eventually
 from tests.services import Broker

@@ -17,6 +17,7 @@ from gateway.http.requests import APP_TOKEN, OPENAPI, ROUTES, SERVICES, services
 from gateway.http.routes import (
     app,
     broadband,
+    charges,
     clips,
     commands,
     credentials,
@@ -40,6 +41,7 @@ APIS = (
     platform.api,
     credentials.api,
     subscriptions.api,
+    charges.api,
     broadband.api,
     commands.api,
     app.api,

@@ -81,10 +81,10 @@ async def watchable(session: AsyncSession, account_id: str, device_id: str) -> S
     await accounts.device_of_account(session, account_id, device_id)
     account = await accounts.get_account(session, account_id)
     current = await active_subscription(session, device_id)
-    latest = (
+    latest = (  # this account's: a device bound again shows nothing of its past (issue 17)
         await session.exec(
             select(Subscription.status)
-            .where(Subscription.device_id == device_id)
+            .where(Subscription.device_id == device_id, Subscription.account_id == account_id)
             .order_by(col(Subscription.started_at).desc())
             .limit(1)
         )

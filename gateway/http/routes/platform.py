@@ -11,6 +11,7 @@ from pydantic import Field
 from devices import accounts, credentials, orders
 from devices.desired import account_convergence
 from devices.models import Account, DeviceKind
+from gateway import unbinding
 from gateway.desired import PUBLISH_JOB, refresh_desired
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
 from gateway.http.paging import decode_cursor, page
@@ -157,6 +158,48 @@ async def bind_device(request: web.Request) -> web.StreamResponse:
             await session.commit()
             services.jobs.trigger(PUBLISH_JOB)
     return json_out(DeviceOut.of(result.device), 201 if result.created else 200)
+
+
+class UnboundOut(Out):
+    device_id: str
+    account_id: str
+    kind: str
+    credentials_revoked: bool
+    router_access_released: bool
+    commands_abandoned: int
+
+
+@api.route(
+    "DELETE",
+    "/platform/v1/accounts/{account_id}/devices/{device_id}",
+    auth="platform",
+    tag="platform",
+    summary="Unbind a camera or router from the account (R9: unsubscribe first)",
+    response=UnboundOut,
+    errors=("subscription_active",),
+)
+async def unbind_device(request: web.Request) -> web.StreamResponse:
+    """Remove a device from the account so that it can be bound to another: refused with
+    409 ``subscription_active`` (R9) while a cloud-replay product is active on the camera;
+    otherwise the account's app views answer 404 for it, its MQTT credentials are revoked,
+    its unfinished commands fail, a router's SSH access is forgotten, and its desired
+    document becomes that of an unbound device (recording off, nothing suspended). Its
+    stored video stays under the old subscription's retention and is never shown to any
+    later account; binding it again starts clean."""
+    services = services_of(request)
+    done = await unbinding.unbind(
+        services, path_id(request, "account_id"), path_id(request, "device_id")
+    )
+    return json_out(
+        UnboundOut(
+            device_id=done.device_id,
+            account_id=done.account_id,
+            kind=done.kind,
+            credentials_revoked=done.credentials_revoked,
+            router_access_released=done.router_access_released,
+            commands_abandoned=done.commands_abandoned,
+        )
+    )
 
 
 @api.route(

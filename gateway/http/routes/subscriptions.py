@@ -9,6 +9,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import AwareDatetime, Field
 
+from devices.accounts import get_account
 from devices.orders import Answer
 from gateway.desired import refresh_desired
 from gateway.http.api import (
@@ -24,6 +25,7 @@ from gateway.http.api import (
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
+from replay import ledger
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
@@ -201,6 +203,7 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
             ordered_at=ordered_at,
         )
         s = done.subscription
+        await ledger.amend(session, s, services.clock.now())  # an order dated in a closed month
         await refresh_desired(services, session, [s.device_id])
         out = SubscribeOut(
             subscription_id=s.subscription_id,
@@ -258,6 +261,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
             session, subscription_id=subscription_id, order_id=body.order_id, at=at
         )
         s = done.subscription
+        await ledger.amend(session, s, services.clock.now())  # dated in a closed month
         await refresh_desired(services, session, [s.device_id])
         assert s.ended_at is not None
         out = UnsubscribeOut(
@@ -328,9 +332,11 @@ async def list_subscriptions(request: web.Request) -> web.StreamResponse:
     errors=("not_found",),
 )
 async def charges(request: web.Request) -> web.StreamResponse:
-    """The account's cloud-replay charges of one month (month=YYYY-MM): per subscription the
-    days active and the amount (R3-R5, half-up to the cent), and their total, in CNY (billed
-    with the broadband account, R7)."""
+    """One broadband account's cloud-replay charges of one Asia/Shanghai month (R3-R5, R7).
+    A closed month is read from the charge ledger, so its lines stay the same after R5
+    purges the subscription records (corrections appear as lines of their own); the current
+    month, or a past one the closing job has not reached yet, is computed live by the same
+    formula."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)
@@ -339,13 +345,20 @@ async def charges(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise ApiError(400, "invalid_query", str(exc)) from exc
     async with services.db.session() as session:
-        items = await subs.month_charges(session, account_id, month)
-    total = sum((item.charge.amount for item in items), Decimal("0.00"))
-    return json_out(
-        ChargesOut(
-            account_id=account_id,
-            month=str(month),
-            items=[
+        await get_account(session, account_id)
+        if await ledger.is_closed(session, month):
+            items = [
+                ChargeItemOut(
+                    subscription_id=line.subscription_id,
+                    device_id=line.device_id,
+                    plan=line.plan,
+                    days=line.days,
+                    amount=money(ledger.from_cents(line.amount_cents)),
+                )
+                for line in await ledger.account_lines(session, account_id, month)
+            ]
+        else:
+            items = [
                 ChargeItemOut(
                     subscription_id=i.subscription.subscription_id,
                     device_id=i.subscription.device_id,
@@ -353,8 +366,9 @@ async def charges(request: web.Request) -> web.StreamResponse:
                     days=i.charge.days,
                     amount=money(i.charge.amount),
                 )
-                for i in items
-            ],
-            total=money(total),
-        )
+                for i in await subs.month_charges(session, account_id, month)
+            ]
+    total = sum((Decimal(item.amount) for item in items), Decimal("0.00"))
+    return json_out(
+        ChargesOut(account_id=account_id, month=str(month), items=items, total=money(total))
     )
