@@ -19,12 +19,12 @@ R15: ``family_cloud`` records what the family-cloud job has done (``open``, ``cl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import JSON, Column, update
+from sqlalchemy import JSON, Column, bindparam, update
 from sqlmodel import Field, SQLModel, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -48,6 +48,7 @@ __all__ = [
     "load",
     "load_record",
     "lock",
+    "lock_many",
     "save",
     "state_of",
 ]
@@ -166,6 +167,48 @@ async def lock(session: AsyncSession, account_id: str, now: datetime) -> Locked:
             account_id=account_id, document=encode(BroadbandState()), updated_at=now
         )
     return Locked(account=account, record=record)
+
+
+async def lock_many(
+    session: AsyncSession, account_ids: Iterable[str], now: datetime
+) -> dict[str, Locked]:
+    """:func:`lock` for many accounts in a few statements: the known ones, locked by id.
+
+    The no-op ``UPDATE`` runs once per account in one executemany, in id order, so two
+    gateways locking overlapping sets wait for each other instead of deadlocking.
+    """
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    table = Account.__table__  # type: ignore[attr-defined]
+    connection = await session.connection()
+    await connection.execute(
+        update(table)
+        .where(table.c.account_id == bindparam("a"))
+        .values(broadband_state=table.c.broadband_state),
+        [{"a": account_id} for account_id in ids],
+    )
+    accounts = await session.exec(
+        select(Account)
+        .where(col(Account.account_id).in_(ids))
+        .execution_options(populate_existing=True)
+    )
+    records = await session.exec(
+        select(BroadbandRecord)
+        .where(col(BroadbandRecord.account_id).in_(ids))
+        .execution_options(populate_existing=True)
+    )
+    found = {record.account_id: record for record in records.all()}
+    return {
+        account.account_id: Locked(
+            account=account,
+            record=found.get(account.account_id)
+            or BroadbandRecord(
+                account_id=account.account_id, document=encode(BroadbandState()), updated_at=now
+            ),
+        )
+        for account in accounts.all()
+    }
 
 
 async def load_record(session: AsyncSession, account_id: str) -> BroadbandRecord | None:

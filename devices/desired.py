@@ -9,13 +9,13 @@ on ``kj/v1/dev/{id}/desired``, and devices report back the version they applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
 from sqlalchemy import bindparam
-from sqlmodel import col, select, update
+from sqlmodel import col, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.models import Account, DesiredState, Device
@@ -48,18 +48,48 @@ async def refresh(
     }
     changed = []
     for device, account in rows.all():
-        document = compose(device, account)
-        state = existing.get(device.device_id)
-        if state is None:
-            state = DesiredState(device_id=device.device_id, account_id=device.account_id)
-        if state.version and state.document == document:
-            continue
-        state.version += 1
-        state.document = document
-        state.changed_at = now
-        session.add(state)
-        changed.append(state)
+        state = restage(device, account, existing.get(device.device_id), now=now, compose=compose)
+        if state is not None:
+            session.add(state)
+            changed.append(state)
     return changed
+
+
+def restage(
+    device: Device, account: Account, state: DesiredState | None, *, now: datetime, compose: Compose
+) -> DesiredState | None:
+    """The device's document recomputed in memory: ``state`` (a new one if None) with its
+    version bumped when the document changed, else None. The caller stages it."""
+    document = compose(device, account)
+    if state is None:
+        state = DesiredState(device_id=device.device_id, account_id=device.account_id)
+    if state.version and state.document == document:
+        return None
+    state.version += 1
+    state.document = document
+    state.changed_at = now
+    return state
+
+
+async def documents_of(
+    session: AsyncSession, *, account_ids: Iterable[str], device_ids: Iterable[str]
+) -> list[DesiredState]:
+    """The documents of ``device_ids`` and those filed under ``account_ids`` (one
+    statement): what :func:`refresh` and :func:`account_convergence` read, for many."""
+    accounts, devices = sorted(set(account_ids)), sorted(set(device_ids))
+    if not accounts and not devices:
+        return []
+    result = await session.exec(
+        select(DesiredState)
+        .where(
+            or_(
+                col(DesiredState.account_id).in_(accounts),
+                col(DesiredState.device_id).in_(devices),
+            )
+        )
+        .execution_options(populate_existing=True)
+    )
+    return list(result.all())
 
 
 async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredState]:
@@ -116,7 +146,12 @@ async def account_convergence(
 ) -> list[Convergence]:
     """The convergence of each of ``devices`` (the account's), in their order."""
     result = await session.exec(select(DesiredState).where(DesiredState.account_id == account_id))
-    states = {state.device_id: state for state in result.all()}
+    return convergence(devices, {state.device_id: state for state in result.all()})
+
+
+def convergence(devices: Iterable[Device], states: Mapping[str, DesiredState]) -> list[Convergence]:
+    """The convergence of each of ``devices``, in their order, from the account's documents
+    by device id (those whose ``account_id`` is the account's)."""
     out = []
     for device in devices:
         state = states.get(device.device_id)

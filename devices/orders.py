@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,12 +46,27 @@ class Answer:
 
 async def replay_order(session: AsyncSession, order_id: str, print_: str) -> Answer | None:
     """The stored answer to a repeated order, ``None`` for a new one; refuses reuse."""
-    order = await session.get(PlatformOrder, order_id)
-    if order is None:
+    return replayed(await session.get(PlatformOrder, order_id), order_id, print_)
+
+
+def replayed(stored: PlatformOrder | None, order_id: str, print_: str) -> Answer | None:
+    """:func:`replay_order` on a record already read (None: no order had this id)."""
+    if stored is None:
         return None
-    if order.fingerprint != print_:
+    if stored.fingerprint != print_:
         raise OrderIdReused(order_id)
-    return Answer(order.status_code, order.response)
+    return Answer(stored.status_code, stored.response)
+
+
+async def stored_orders(
+    session: AsyncSession, order_ids: Iterable[str]
+) -> dict[str, PlatformOrder]:
+    """The records of those of ``order_ids`` already answered, by id (one statement)."""
+    ids = sorted(set(order_ids))
+    if not ids:
+        return {}
+    result = await session.exec(select(PlatformOrder).where(col(PlatformOrder.order_id).in_(ids)))
+    return {order.order_id: order for order in result.all()}
 
 
 def record_order(
