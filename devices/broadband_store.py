@@ -31,7 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from devices.broadband import BroadbandState, FamilyCloudStatus, StopType, family_cloud_status
 from devices.errors import DomainError, NotFound
 from devices.models import Account
-from storage.db import UTCDateTime
+from storage.db import UTCDateTime, insert_many, update_many
 
 __all__ = [
     "BroadbandRecord",
@@ -50,7 +50,9 @@ __all__ = [
     "lock",
     "lock_many",
     "save",
+    "stage",
     "state_of",
+    "write_staged",
 ]
 
 #: Fewer days than any 3 (6) calendar months: a cheap index filter before the exact rule.
@@ -142,6 +144,8 @@ class Locked:
 
     account: Account
     record: BroadbandRecord
+    #: Whether the record was read from the database (False: made for the account's first order).
+    stored: bool = True
 
     @property
     def state(self) -> BroadbandState:
@@ -163,10 +167,12 @@ async def lock(session: AsyncSession, account_id: str, now: datetime) -> Locked:
         raise NotFound("account", account_id)
     record = await load_record(session, account_id)
     if record is None:
-        record = BroadbandRecord(
-            account_id=account_id, document=encode(BroadbandState()), updated_at=now
-        )
+        return Locked(account=account, record=_first_record(account_id, now), stored=False)
     return Locked(account=account, record=record)
+
+
+def _first_record(account_id: str, now: datetime) -> BroadbandRecord:
+    return BroadbandRecord(account_id=account_id, document=encode(BroadbandState()), updated_at=now)
 
 
 async def lock_many(
@@ -199,16 +205,15 @@ async def lock_many(
         .execution_options(populate_existing=True)
     )
     found = {record.account_id: record for record in records.all()}
-    return {
-        account.account_id: Locked(
+    out = {}
+    for account in accounts.all():
+        record = found.get(account.account_id)
+        out[account.account_id] = Locked(
             account=account,
-            record=found.get(account.account_id)
-            or BroadbandRecord(
-                account_id=account.account_id, document=encode(BroadbandState()), updated_at=now
-            ),
+            record=record or _first_record(account.account_id, now),
+            stored=record is not None,
         )
-        for account in accounts.all()
-    }
+    return out
 
 
 async def load_record(session: AsyncSession, account_id: str) -> BroadbandRecord | None:
@@ -257,6 +262,17 @@ def save(
 
     When the account is active again, R15's count is over: the family cloud is open.
     """
+    changed = stage(locked, state, now, last=last)
+    session.add(locked.record)
+    if changed:
+        session.add(locked.account)
+    return changed
+
+
+def stage(
+    locked: Locked, state: BroadbandState, now: datetime, *, last: LastOrder | None = None
+) -> bool:
+    """:func:`save` in memory only (the caller writes the record and the account)."""
     record, account = locked.record, locked.account
     record.document = encode(state)
     record.emergency_until = state.emergency_until
@@ -269,13 +285,55 @@ def save(
         record.last_applied = last.applied
         record.last_reason = last.reason
     record.updated_at = now
-    session.add(record)
     changed = account.broadband_state != state.state
     if changed:
         account.broadband_state = state.state
         account.updated_at = now
-        session.add(account)
     return changed
+
+
+_RECORD_COLUMNS = (
+    "account_id",
+    "document",
+    "emergency_until",
+    "inactive_since",
+    "family_cloud",
+    "family_cloud_changed_at",
+    "last_order_id",
+    "last_applied",
+    "last_reason",
+    "updated_at",
+)
+
+
+async def write_staged(
+    session: AsyncSession, staged: Iterable[Locked], *, new: set[str], moved: set[str]
+) -> None:
+    """Write what :func:`stage` changed, set-based: the records (``new``: account ids
+    without one before) and ``Account.broadband_state`` of the ``moved`` accounts."""
+    rows = [
+        (locked.account.account_id, {c: getattr(locked.record, c) for c in _RECORD_COLUMNS})
+        for locked in staged
+    ]
+    table = BroadbandRecord.__table__  # type: ignore[attr-defined]
+    await insert_many(session, table, [row for account_id, row in rows if account_id in new])
+    await update_many(
+        session, table, "account_id", [row for account_id, row in rows if account_id not in new]
+    )
+    await update_many(
+        session,
+        Account.__table__,  # type: ignore[attr-defined]
+        "account_id",
+        [
+            {
+                "account_id": locked.account.account_id,
+                "broadband_state": locked.account.broadband_state,
+                "updated_at": locked.account.updated_at,
+            }
+            for locked in staged
+            if locked.account.account_id in moved
+        ],
+    )
 
 
 async def family_cloud_open(session: AsyncSession, account_id: str, now: datetime) -> bool:

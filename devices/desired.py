@@ -19,6 +19,7 @@ from sqlmodel import col, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.models import Account, DesiredState, Device
+from storage.db import insert_many, update_many
 
 #: What a device should be doing (the document without its version), from it and its account.
 Compose: TypeAlias = Callable[[Device, Account], dict[str, Any]]
@@ -90,6 +91,35 @@ async def documents_of(
         .execution_options(populate_existing=True)
     )
     return list(result.all())
+
+
+async def write_documents(
+    session: AsyncSession, states: Iterable[DesiredState], *, new: set[str]
+) -> None:
+    """Write documents :func:`restage` changed, set-based (``new``: devices without one
+    before); the published and reported versions of existing rows are left alone."""
+    table = DesiredState.__table__  # type: ignore[attr-defined]
+    fresh, moved = [], []
+    for state in states:
+        row = {
+            "device_id": state.device_id,
+            "version": state.version,
+            "document": state.document,
+            "changed_at": state.changed_at,
+        }
+        if state.device_id in new:
+            fresh.append(
+                {
+                    **row,
+                    "account_id": state.account_id,
+                    "published_version": 0,
+                    "reported_version": 0,
+                }
+            )
+        else:
+            moved.append(row)
+    await insert_many(session, table, fresh)
+    await update_many(session, table, "device_id", moved)
 
 
 async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredState]:

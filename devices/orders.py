@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.errors import Conflict
 from devices.models import CallbackReport, PlatformOrder
+from storage.db import insert_many
 
 
 class OrderIdReused(Conflict):
@@ -94,6 +95,43 @@ def record_order(
         session.add(
             CallbackReport(order_id=order_id, payload=report, next_attempt_at=now, created_at=now)
         )
+
+
+def order_rows(
+    *,
+    order_id: str,
+    action: str,
+    print_: str,
+    answer: Answer,
+    now: datetime,
+    report: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`record_order`'s rows, for :func:`write_orders`: the answer, and the report."""
+    order = {
+        "order_id": order_id,
+        "action": action,
+        "fingerprint": print_,
+        "status_code": answer.status,
+        "response": answer.body,
+        "created_at": now,
+    }
+    if report is None:
+        return order, None
+    return order, {
+        "order_id": order_id,
+        "payload": report,
+        "next_attempt_at": now,
+        "created_at": now,
+        "attempts": 0,
+    }
+
+
+async def write_orders(
+    session: AsyncSession, orders: list[dict[str, Any]], reports: list[dict[str, Any]]
+) -> None:
+    """Many orders' answers and completion reports (:func:`order_rows`), two statements."""
+    await insert_many(session, PlatformOrder.__table__, orders)  # type: ignore[attr-defined]
+    await insert_many(session, CallbackReport.__table__, reports)  # type: ignore[attr-defined]
 
 
 #: Retry delays of completion reports (clock seconds), the last one repeating.

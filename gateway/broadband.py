@@ -223,16 +223,15 @@ async def persist(
     return changed, devices
 
 
-def _completion_report(
-    order: BroadbandOrder, at: datetime, view: BroadbandViewOut
-) -> dict[str, Any]:
-    """What the platform's callback receives for an applied order (报竣)."""
+def _completion_report(order: BroadbandOrder, at: datetime, body: dict[str, Any]) -> dict[str, Any]:
+    """What the platform's callback receives for an applied order (报竣): ``body`` is the
+    view answered."""
     return {
         "order_id": order.order_id,
         "action": order.action_name,
         "status": "completed",
         "completed_at": at.isoformat(),
-        "result": view.model_dump(mode="json", exclude_none=True),
+        "result": body,
     }
 
 
@@ -268,7 +267,7 @@ def answer_of(
         error = outcome.refusal.error()
         return Answer(http_status(error), error_body(error.code, error.message, error.rule)), None
     body: dict[str, Any] = view.model_dump(mode="json", exclude_none=True)
-    report = _completion_report(order, now, view) if outcome.applied else None
+    report = _completion_report(order, now, body) if outcome.applied else None
     return Answer(200, body), report
 
 

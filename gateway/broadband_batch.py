@@ -39,16 +39,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import accounts
 from devices import broadband_store as store
-from devices.desired import Compose, convergence, documents_of, restage
+from devices.desired import Compose, convergence, documents_of, restage, write_documents
 from devices.errors import DomainError, NotFound
 from devices.models import DesiredState, Device, PlatformOrder
 from devices.orders import (
     Answer,
     OrderIdReused,
     fingerprint,
-    record_order,
+    order_rows,
     replayed,
     stored_orders,
+    write_orders,
 )
 from gateway.answers import error_body
 from gateway.broadband import BroadbandOrder, answer_of, decide, run_order, view_of
@@ -81,7 +82,14 @@ class _Chunk:
     by_account: dict[str, dict[str, DesiredState]]
     subscribed: set[str]
     compose: Compose
-    reports: int = 0
+    #: What the chunk changed, written at its end: accounts decided, accounts whose state
+    #: moved, documents restaged (and those new to the database), orders and reports.
+    staged: dict[str, store.Locked] = field(default_factory=dict)
+    moved: set[str] = field(default_factory=set)
+    restaged: dict[str, DesiredState] = field(default_factory=dict)
+    new_documents: set[str] = field(default_factory=set)
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
 
 
@@ -115,7 +123,7 @@ async def _read(session: AsyncSession, orders: Sequence[BroadbandOrder], now: da
     )
 
 
-def _restage(session: AsyncSession, chunk: _Chunk, locked: store.Locked) -> None:
+def _restage(chunk: _Chunk, locked: store.Locked) -> None:
     """The account's state moved: its devices' documents (R8 cameras, R12 routers)."""
     for device in chunk.devices.get(locked.account.account_id, []):
         state = restage(
@@ -126,14 +134,14 @@ def _restage(session: AsyncSession, chunk: _Chunk, locked: store.Locked) -> None
             compose=chunk.compose,
         )
         if state is not None:
-            session.add(state)
+            if device.device_id not in chunk.desired:
+                chunk.new_documents.add(device.device_id)
             chunk.desired[device.device_id] = state
             chunk.by_account.setdefault(state.account_id, {})[device.device_id] = state
+            chunk.restaged[device.device_id] = state
 
 
-def _effect(
-    session: AsyncSession, chunk: _Chunk, order: BroadbandOrder
-) -> tuple[Answer, dict[str, Any] | None]:
+def _effect(chunk: _Chunk, order: BroadbandOrder) -> tuple[Answer, dict[str, Any] | None]:
     """:func:`gateway.broadband.run_order`'s effect on what the chunk read."""
     locked = chunk.locked.get(order.account_id)
     if locked is None:
@@ -141,8 +149,10 @@ def _effect(
     now = chunk.now
     outcome, last = decide(locked, order, now, subscribed=order.account_id in chunk.subscribed)
     # Outcome.state is saved even when not applied: issued_at bookkeeping, lapses.
-    if store.save(session, locked, outcome.state, now, last=last):
-        _restage(session, chunk, locked)
+    chunk.staged[order.account_id] = locked
+    if store.stage(locked, outcome.state, now, last=last):
+        chunk.moved.add(order.account_id)
+        _restage(chunk, locked)
     view = None
     if outcome.refusal is None:
         states = chunk.by_account.get(order.account_id, {})
@@ -156,7 +166,7 @@ def _effect(
     return answer_of(order, outcome, now, view)
 
 
-def _one(session: AsyncSession, chunk: _Chunk, order: BroadbandOrder) -> Answer:
+def _one(chunk: _Chunk, order: BroadbandOrder) -> Answer:
     """One order of the chunk: its first answer replayed, or decided and recorded."""
     print_ = fingerprint(order.action_name, order.account_id, order.request_body())
     known = chunk.known.get(order.order_id)
@@ -171,11 +181,10 @@ def _one(session: AsyncSession, chunk: _Chunk, order: BroadbandOrder) -> Answer:
     if stored is not None:
         return stored
     try:
-        answer, report = _effect(session, chunk, order)
+        answer, report = _effect(chunk, order)
     except REFUSALS as exc:
         answer, report = _error(exc), None
-    record_order(
-        session,
+    row, report_row = order_rows(
         order_id=order.order_id,
         action=order.action_name,
         print_=print_,
@@ -183,23 +192,35 @@ def _one(session: AsyncSession, chunk: _Chunk, order: BroadbandOrder) -> Answer:
         now=chunk.now,
         report=report,
     )
+    chunk.orders.append(row)
+    if report_row is not None:
+        chunk.reports.append(report_row)
     chunk.known[order.order_id] = answer
     chunk.prints[order.order_id] = print_
-    chunk.reports += report is not None
     return answer
+
+
+async def _write(session: AsyncSession, chunk: _Chunk) -> None:
+    """The chunk's changes, set-based; the ORM copies it read are let go unwritten."""
+    session.expunge_all()
+    staged = chunk.staged.values()
+    new_records = {a for a, locked in chunk.staged.items() if not locked.stored}
+    await store.write_staged(session, staged, new=new_records, moved=chunk.moved)
+    await write_documents(session, chunk.restaged.values(), new=chunk.new_documents)
+    await write_orders(session, chunk.orders, chunk.reports)
 
 
 async def _decide_chunk(services: Services, orders: Sequence[BroadbandOrder]) -> _Chunk:
     """Read, decide and commit one chunk; its answers in order."""
     async with services.db.writing() as session:
         chunk = await _read(session, orders, services.clock.now())
-        with session.no_autoflush:
-            for order in orders:
-                try:
-                    chunk.answers.append(_one(session, chunk, order))
-                except Exception:
-                    log.exception("batch order %s failed", order.order_id)
-                    chunk.answers.append(Answer(500, error_body("internal", "internal error")))
+        for order in orders:
+            try:
+                chunk.answers.append(_one(chunk, order))
+            except Exception:
+                log.exception("batch order %s failed", order.order_id)
+                chunk.answers.append(Answer(500, error_body("internal", "internal error")))
+        await _write(session, chunk)
         await session.commit()
     return chunk
 
