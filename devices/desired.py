@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import col, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -122,16 +123,26 @@ async def write_documents(
     await update_many(session, table, "device_id", moved)
 
 
-async def unpublished(session: AsyncSession, limit: int = 1000) -> list[DesiredState]:
-    result = await session.exec(
-        select(DesiredState)
-        .where(col(DesiredState.published_version) < col(DesiredState.version))
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A desired version not yet handed to the broker."""
+
+    device_id: str
+    version: int
+    document: dict[str, Any]
+
+
+async def unpublished(session: AsyncSession, limit: int = 1000) -> list[Pending]:
+    """Versions the broker has not received yet (read afresh: plain rows, no ORM copies,
+    so a version bumped meanwhile is never hidden by an identity map)."""
+    table = DesiredState.__table__  # type: ignore[attr-defined]
+    connection = await session.connection()
+    result = await connection.execute(
+        sa_select(table.c.device_id, table.c.version, table.c.document)
+        .where(table.c.published_version < table.c.version)
         .limit(limit)
-        # A version bumped while the publisher held this session must be read afresh,
-        # or the identity map hands back the old document and it is republished forever.
-        .execution_options(populate_existing=True)
     )
-    return list(result.all())
+    return [Pending(device_id, version, document) for device_id, version, document in result]
 
 
 async def mark_published(session: AsyncSession, sent: Iterable[tuple[str, int]]) -> None:
@@ -213,17 +224,22 @@ class ReportedVersions:
             raise
 
     async def _write(self, session: AsyncSession, batch: dict[str, tuple[int, datetime]]) -> int:
-        rows = await session.exec(
-            select(DesiredState).where(col(DesiredState.device_id).in_(list(batch)))
+        """One executemany; returns the rows moved where the driver counts them (else 0)."""
+        table = DesiredState.__table__  # type: ignore[attr-defined]
+        connection = await session.connection()
+        result = await connection.execute(
+            update(table)
+            .where(
+                table.c.device_id == bindparam("d"),
+                table.c.reported_version < bindparam("v"),
+                # A device cannot have applied a version the service never made.
+                table.c.version >= bindparam("v"),
+            )
+            .values(
+                reported_version=bindparam("v"),
+                reported_at=bindparam("at", type_=table.c.reported_at.type),
+            ),
+            [{"d": device, "v": version, "at": at} for device, (version, at) in batch.items()],
         )
-        updated = 0
-        for state in rows.all():
-            version, at = batch[state.device_id]
-            # A device cannot have applied a version the service never made.
-            if state.reported_version < version <= state.version:
-                state.reported_version = version
-                state.reported_at = at
-                session.add(state)
-                updated += 1
         await session.commit()
-        return updated
+        return max(int(result.rowcount), 0)

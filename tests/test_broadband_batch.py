@@ -21,6 +21,7 @@ import pytest
 from sqlmodel import col, select
 
 from devices.clock import ManualClock
+from devices.desired import ReportedVersions
 from devices.models import CallbackReport, DesiredState, PlatformOrder
 from gateway import broadband_batch
 from gateway.service import Gateway
@@ -218,3 +219,32 @@ async def test_a_batch_answers_each_order_as_sent_alone_in_order(
         "b-18",
         "b-24",
     ]
+
+
+async def test_reported_versions_move_forward_to_versions_the_service_made(
+    start_gateway: StartGateway, database_url: str
+) -> None:
+    """The reports that close a stop's loop (one executemany): a device's reported version
+    moves only forward, and never past the version the service made."""
+    async with service(start_gateway, ManualClock(T0), database_url) as (gw, _):
+        services = gw.services
+        later = T0 + timedelta(seconds=5)
+        reported = ReportedVersions()
+        reported.note("cam-1", 1, later)  # bound at version 1: applied
+        reported.note("rt-1", 7, later)  # a version never made: ignored
+        reported.note("cam-3", 1, later)  # behind (3: its product, then pre-1): kept
+        async with services.db.writing() as session:
+            await reported.flush(session)
+        reported.note("cam-3", 2, later)
+        reported.note("cam-1", 0, later)  # older than what it reported: ignored
+        async with services.db.writing() as session:
+            await reported.flush(session)
+        async with services.db.session() as session:
+            rows = (await session.exec(select(DesiredState))).all()
+        got = {r.device_id: (r.version, r.reported_version, r.reported_at) for r in rows}
+        assert got == {
+            "cam-1": (1, 1, later),
+            "rt-1": (1, 0, None),
+            "cam-2": (1, 0, None),
+            "cam-3": (3, 2, later),
+        }
