@@ -252,6 +252,16 @@ async def _run_chunk(services: Services, orders: Sequence[BroadbandOrder]) -> li
     return [await _settled(services, order) for order in orders]
 
 
+async def run_single(services: Services, order: BroadbandOrder) -> Answer:
+    """One order sent alone, decided in one chunk with the single orders that arrive
+    beside it (:class:`gateway.coalesce.Coalescer`): under load they share a transaction;
+    alone, it is a chunk of one. Its answer is the one :func:`run_order` gives."""
+    answer: Answer = await services.broadband_orders.submit(
+        order, lambda orders: run_batch(services, orders)
+    )
+    return answer
+
+
 async def run_batch(services: Services, orders: Sequence[BroadbandOrder]) -> list[Answer]:
     """Apply the orders in chunks of :data:`CHUNK_SIZE`, in order; their answers, in order."""
     answers: list[Answer] = []

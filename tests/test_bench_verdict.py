@@ -64,4 +64,6 @@ def test_a_size_holds_only_if_nothing_is_missed(
 def test_the_stop_fanout_verdict_is_measured_from_the_request(
     from_request: float, bare: float, met: bool
 ) -> None:
-    assert stop_verdict(from_request, bare) == (met, pytest.approx(from_request / bare))
+    verdict_met, factor = stop_verdict(from_request, bare)
+    assert verdict_met is met
+    assert factor == pytest.approx(from_request / bare)

@@ -11,7 +11,9 @@ documents and the completion reports must be the same on both.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -24,6 +26,7 @@ from devices.clock import ManualClock
 from devices.desired import ReportedVersions
 from devices.models import CallbackReport, DesiredState, PlatformOrder
 from gateway import broadband_batch
+from gateway.coalesce import Coalescer
 from gateway.service import Gateway
 from tests.conftest import T0, StartGateway, platform_headers
 
@@ -75,6 +78,26 @@ ORDERS: list[Any] = [
     o("stop", "b-23", "acc-1", "violation", issued_at=at(75)),  # stale (violation at 80)
     o("resume", "b-24", "acc-1", "arrears", issued_at=at(110)),  # lifts the suspended stop
 ]
+
+
+#: Single orders sent together: one per account (whose answers cannot depend on which
+#: arrives first), orders for unknown accounts, and the first order twice.
+TOGETHER: list[Any] = [
+    o("stop", "c-1", "acc-1", "arrears"),
+    o("stop", "c-2", "acc-2", "lost"),
+    o("stop", "c-3", "acc-3", "requested"),
+    o("stop", "c-4", "acc-4", "violation"),
+    *[o("stop", f"c-{n}", f"acc-x{n}", "lost") for n in range(5, 17)],
+    o("stop", "c-1", "acc-1", "arrears"),
+]
+
+
+def database_url_alone(database_url: str) -> str:
+    """A second, fresh database beside ``database_url``'s: a SQLite file next to it (the
+    reference runs on SQLite whatever the batch ran on)."""
+    if database_url.startswith("sqlite:///"):
+        return database_url.replace("kanjia.db", "alone.db")
+    return f"sqlite:///{tempfile.mkdtemp(prefix='kanjia-alone-')}/kanjia.db"
 
 
 @asynccontextmanager
@@ -248,3 +271,56 @@ async def test_reported_versions_move_forward_to_versions_the_service_made(
             "cam-2": (1, 0, None),
             "cam-3": (3, 2, later),
         }
+
+
+async def test_single_orders_sent_together_share_chunks_and_keep_their_answers(
+    start_gateway: StartGateway, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single orders under load go through the batch path, coalesced: each gets the answer
+    it gets sent alone, one after the other."""
+    sizes: list[int] = []
+    run_batch = broadband_batch.run_batch
+
+    async def spy(services: Any, orders: Any) -> Any:
+        sizes.append(len(orders))
+        return await run_batch(services, orders)
+
+    monkeypatch.setattr(broadband_batch, "run_batch", spy)
+    orders = TOGETHER
+    async with service(start_gateway, ManualClock(T0), database_url) as (gw, http):
+        sizes.clear()  # pre-1, sent alone while the service was made
+        together = await asyncio.gather(*(alone(http, order) for order in orders))
+        after = await outcome(gw, http)
+    assert max(sizes) > 1, f"never coalesced: {sizes}"
+    assert sum(sizes) == len(orders)
+    monkeypatch.setattr(broadband_batch, "run_batch", run_batch)
+    async with service(start_gateway, ManualClock(T0), database_url_alone(database_url)) as (
+        gw,
+        http,
+    ):
+        one_by_one = [await alone(http, order) for order in orders]
+        assert await outcome(gw, http) == after
+    assert list(together) == one_by_one
+
+
+async def test_a_coalescer_hands_each_caller_its_own_result() -> None:
+    seen: list[list[int]] = []
+
+    async def double(items: Sequence[int]) -> list[int]:
+        seen.append(list(items))
+        await asyncio.sleep(0)
+        if 13 in items:
+            raise ValueError("unlucky")
+        return [2 * item for item in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(limit=4)
+    results = await asyncio.gather(
+        *(coalescer.submit(n, double) for n in range(10)), return_exceptions=True
+    )
+    assert results == [2 * n for n in range(10)]
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]], "arrival order, at most 4 a batch"
+    failed = await asyncio.gather(
+        *(coalescer.submit(n, double) for n in (12, 13, 14)), return_exceptions=True
+    )
+    assert [type(r) for r in failed] == [ValueError] * 3, "a failed batch fails its callers"
+    assert await coalescer.submit(1, double) == 2, "and the next batch runs"

@@ -20,7 +20,7 @@ from pydantic import AwareDatetime, Field, ValidationError, model_validator
 from devices.broadband import StopType
 from devices.orders import Answer
 from gateway import broadband
-from gateway.broadband_batch import run_batch
+from gateway.broadband_batch import run_batch, run_single
 from gateway.http.api import (
     Api,
     Body,
@@ -113,7 +113,7 @@ def _order_route(action: broadband.Action, summary: str) -> None:
         services = services_of(request)
         account_id = path_id(request, "account_id")
         body = parse_body(await request.read(), model)
-        return answer_out(await broadband.run_order(services, _order(action, account_id, body)))
+        return answer_out(await run_single(services, _order(action, account_id, body)))
 
     handler.__name__ = f"broadband_{action.replace('-', '_')}"
     api.route(
