@@ -6,9 +6,10 @@
   (always, applied or not), keeps ``Account.broadband_state`` in step, recomputes the
   desired documents of all the account's devices when that changed (R8 cameras, R12
   routers), and stores the answer with its completion report (报竣) when applied. The
-  publish job then hands the new documents to the broker, retained. Batches go through
-  :mod:`gateway.broadband_batch`, chunks of orders in one transaction each, with the same
-  :func:`decide` and :func:`answer_of`.
+  publish job then hands the new documents to the broker, retained. The routes' orders,
+  batches and single ones, go through :mod:`gateway.broadband_batch` (chunks of orders in
+  one transaction each, with the same :func:`decide` and :func:`answer_of`); a chunk that
+  fails falls back to :func:`run_order`, order by order.
 - Jobs (Clock-driven, :data:`JOBS`): the end of emergency resumes (R11), and the family
   cloud's closure and deletion after long stops (R15); device commands have theirs in
   :mod:`gateway.commands`.
