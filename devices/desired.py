@@ -133,13 +133,15 @@ class Pending:
 
 
 async def unpublished(session: AsyncSession, limit: int = 1000) -> list[Pending]:
-    """Versions the broker has not received yet (read afresh: plain rows, no ORM copies,
-    so a version bumped meanwhile is never hidden by an identity map)."""
+    """Versions the broker has not received yet, oldest change first (read afresh: plain
+    rows, no ORM copies, so a version bumped meanwhile is never hidden by an identity map)."""
     table = DesiredState.__table__  # type: ignore[attr-defined]
     connection = await session.connection()
     result = await connection.execute(
         sa_select(table.c.device_id, table.c.version, table.c.document)
         .where(table.c.published_version < table.c.version)
+        # Oldest change first: a big batch's documents go out in the order they committed.
+        .order_by(table.c.changed_at, table.c.device_id)
         .limit(limit)
     )
     return [Pending(device_id, version, document) for device_id, version, document in result]
