@@ -212,27 +212,39 @@ async def run(args: argparse.Namespace) -> None:
                         )
                         row("devices connected and converged", f"{time.monotonic() - began:.1f} s")
                         accounts = [h.account_id for h in fleet]
-                        ratios = []
-                        for turn in range(args.rounds):
-                            action = "stop" if turn % 2 == 0 else "resume"
-                            if args.rounds > 1:
-                                heading(f"round {turn + 1} of {args.rounds}: {action}")
-                            ratios.append(
-                                await measure(
-                                    gateway,
-                                    broker.port,
-                                    devices,
-                                    accounts,
-                                    applied,
-                                    per_request=args.per_request,
-                                    action=action,
-                                    turn=turn,
-                                )
-                            )
-                        if args.rounds > 1:
-                            conclude(ratios)
+                        await rounds(args, gateway, broker.port, devices, accounts, applied)
                     finally:
                         await worker.stop()
+
+
+async def rounds(
+    args: argparse.Namespace,
+    gateway: Gateway,
+    port: int,
+    devices: Sequence[DeviceSpec],
+    accounts: Sequence[str],
+    applied: Applied,
+) -> None:
+    """``--rounds`` rounds, stops and resumes in turn; the median decides."""
+    ratios = []
+    for turn in range(args.rounds):
+        action = "stop" if turn % 2 == 0 else "resume"
+        if args.rounds > 1:
+            heading(f"round {turn + 1} of {args.rounds}: {action}")
+        ratios.append(
+            await measure(
+                gateway,
+                port,
+                devices,
+                accounts,
+                applied,
+                per_request=args.per_request,
+                action=action,
+                turn=turn,
+            )
+        )
+    if args.rounds > 1:
+        conclude(ratios)
 
 
 def conclude(ratios: Sequence[float]) -> None:
@@ -308,6 +320,50 @@ async def all_published(services: Any) -> float:
         await asyncio.sleep(0.2)
 
 
+async def behind(services: Any, online: set[str]) -> int:
+    """The service's own view: online devices whose reported version has not caught up
+    (waiting up to 30 s for it to)."""
+    deadline = time.monotonic() + 30
+    while True:
+        async with services.db.session() as session:
+            count = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(DesiredState)
+                    .where(col(DesiredState.device_id).in_(list(online)))
+                    .where(col(DesiredState.reported_version) < col(DesiredState.version))
+                )
+            ).one()
+        if count == 0 or time.monotonic() > deadline:
+            return int(count)
+        await asyncio.sleep(0.2)
+
+
+async def baseline(
+    gateway: Gateway, port: int, devices: Sequence[DeviceSpec], applied: Applied
+) -> list[float]:
+    """The same fan-out, bare (paho publisher, broker, devices): each device's latency."""
+    online = {d.device_id for d in devices}
+    async with gateway.services.db.session() as session:
+        states = (await session.exec(select(DesiredState))).all()
+    documents = {
+        s.device_id: Desired(s.device_id, s.version, s.document).payload()
+        for s in states
+        if s.device_id in online
+    }
+    await asyncio.sleep(1.0)
+    start = await asyncio.to_thread(bare_fanout, port, documents)
+    await wait_for(
+        lambda: all(applied.first_after(d.device_id, start) for d in devices),
+        "the bare fan-out",
+        60,
+    )
+    bare = [applied.first_after(d.device_id, start) or start for d in devices]
+    latency = [at - start for at in bare]
+    summary("baseline: bare retained fan-out", latency)
+    return latency
+
+
 async def measure(
     gateway: Gateway,
     port: int,
@@ -322,24 +378,7 @@ async def measure(
     """One round: the bare fan-out, then the batch; the ratio of their p99s."""
     services = gateway.services
     online = {d.device_id for d in devices}
-    async with services.db.session() as session:
-        states = (await session.exec(select(DesiredState))).all()
-    documents = {
-        s.device_id: Desired(s.device_id, s.version, s.document).payload()
-        for s in states
-        if s.device_id in online
-    }
-    await asyncio.sleep(1.0)
-    # 1. Baseline: the same fan-out, bare (paho publisher, broker, devices).
-    start = await asyncio.to_thread(bare_fanout, port, documents)
-    await wait_for(
-        lambda: all(applied.first_after(d.device_id, start) for d in devices),
-        "the bare fan-out",
-        60,
-    )
-    bare = [applied.first_after(d.device_id, start) or start for d in devices]
-    bare_latency = [at - start for at in bare]
-    summary("baseline: bare retained fan-out", bare_latency)
+    bare_latency = await baseline(gateway, port, devices, applied)
     await asyncio.sleep(1.0)
     # 2. The batch stop through the platform API.
     sent, accepted, results = await post_batch(gateway, accounts, per_request, action, turn)
@@ -376,22 +415,8 @@ async def measure(
         f"goal p99 from the request <= {GOAL_RATIO}x the bare fan-out",
         "met" if met else "missed",
     )
-    # The service's own view: every device's reported version caught up.
-    deadline = time.monotonic() + 30
-    while True:
-        async with services.db.session() as session:
-            behind = (
-                await session.exec(
-                    select(func.count())
-                    .select_from(DesiredState)
-                    .where(col(DesiredState.device_id).in_(list(online)))
-                    .where(col(DesiredState.reported_version) < col(DesiredState.version))
-                )
-            ).one()
-        if behind == 0 or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.2)
-    row("online devices behind their desired version (service view)", str(behind))
+    lagging = await behind(services, online)
+    row("online devices behind their desired version (service view)", str(lagging))
     return factor
 
 
