@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -170,6 +171,22 @@ async def list_devices(session: AsyncSession, account_id: str) -> list[Device]:
         select(Device).where(Device.account_id == account_id).order_by(col(Device.device_id))
     )
     return list(result.all())
+
+
+async def devices_of_accounts(
+    session: AsyncSession, account_ids: Iterable[str]
+) -> dict[str, list[Device]]:
+    """:func:`list_devices` of many accounts in one statement, by account (each by id)."""
+    ids = sorted(set(account_ids))
+    out: dict[str, list[Device]] = {account_id: [] for account_id in ids}
+    if not ids:
+        return out
+    result = await session.exec(
+        select(Device).where(col(Device.account_id).in_(ids)).order_by(col(Device.device_id))
+    )
+    for device in result.all():
+        out[device.account_id].append(device)
+    return out
 
 
 async def device_of_account(session: AsyncSession, account_id: str, device_id: str) -> Device:

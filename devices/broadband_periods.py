@@ -28,8 +28,10 @@ from storage.db import UTCDateTime
 __all__ = [
     "InactivePeriod",
     "PeriodRow",
+    "Transition",
     "periods_since",
     "record_transition",
+    "record_transitions",
     "state_at",
 ]
 
@@ -87,6 +89,17 @@ def state_at(
     return "active"
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An account's state moved to ``state`` (``inactive_since``: when its stop began;
+    ``at``: the order's business time, the instant a resume takes effect)."""
+
+    account_id: str
+    state: AccountState
+    inactive_since: datetime | None
+    at: datetime
+
+
 async def record_transition(
     session: AsyncSession,
     account_id: str,
@@ -95,30 +108,42 @@ async def record_transition(
     inactive_since: datetime | None,
     at: datetime,
 ) -> None:
-    """Keep the history after the account's state changed to ``state``.
+    """Keep the history after the account's state changed to ``state``
+    (:func:`record_transitions` of one)."""
+    await record_transitions(session, [Transition(account_id, state, inactive_since, at)])
+
+
+async def record_transitions(session: AsyncSession, moves: Sequence[Transition]) -> None:
+    """Keep the history after each move, in order, with one read of the open periods.
 
     Not active: an open period is opened at ``inactive_since`` (or kept, taking the new
     state: a stopped account torn down). Active: the open period ends at ``at`` (the
     resume's business time, never before the period began). Staged in ``session``.
     """
-    open_row = (
-        await session.exec(
-            select(PeriodRow).where(
-                PeriodRow.account_id == account_id, col(PeriodRow.until).is_(None)
-            )
+    if not moves:
+        return
+    rows = await session.exec(
+        select(PeriodRow).where(
+            col(PeriodRow.account_id).in_({move.account_id for move in moves}),
+            col(PeriodRow.until).is_(None),
         )
-    ).first()
-    if state == "active":
+    )
+    open_rows: dict[str, PeriodRow] = {row.account_id: row for row in rows.all()}
+    for move in moves:
+        open_row = open_rows.get(move.account_id)
+        if move.state == "active":
+            if open_row is not None:
+                open_row.until = max(aware_utc(move.at, "at"), open_row.since)
+                session.add(open_row)
+                del open_rows[move.account_id]
+            continue
         if open_row is not None:
-            open_row.until = max(aware_utc(at, "at"), open_row.since)
-            session.add(open_row)
-        return
-    if open_row is not None:
-        open_row.state = state
+            open_row.state = move.state
+        else:
+            since = move.at if move.inactive_since is None else move.inactive_since
+            open_row = PeriodRow(account_id=move.account_id, state=move.state, since=since)
+            open_rows[move.account_id] = open_row
         session.add(open_row)
-        return
-    since = at if inactive_since is None else inactive_since
-    session.add(PeriodRow(account_id=account_id, state=state, since=since))
 
 
 async def periods_since(

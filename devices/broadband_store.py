@@ -19,19 +19,19 @@ R15: ``family_cloud`` records what the family-cloud job has done (``open``, ``cl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import JSON, Column, Index, update
+from sqlalchemy import JSON, Column, Index, bindparam, update
 from sqlmodel import Field, SQLModel, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.broadband import BroadbandState, FamilyCloudStatus, StopType, family_cloud_status
 from devices.errors import DomainError, NotFound
 from devices.models import Account
-from storage.db import UTCDateTime
+from storage.db import UTCDateTime, insert_many, update_many
 
 __all__ = [
     "BroadbandChange",
@@ -49,9 +49,12 @@ __all__ = [
     "load",
     "load_record",
     "lock",
+    "lock_many",
     "save",
+    "stage",
     "state_changes",
     "state_of",
+    "write_staged",
 ]
 
 #: Fewer days than any 3 (6) calendar months: a cheap index filter before the exact rule.
@@ -157,6 +160,8 @@ class Locked:
 
     account: Account
     record: BroadbandRecord
+    #: Whether the record was read from the database (False: made for the account's first order).
+    stored: bool = True
 
     @property
     def state(self) -> BroadbandState:
@@ -178,10 +183,53 @@ async def lock(session: AsyncSession, account_id: str, now: datetime) -> Locked:
         raise NotFound("account", account_id)
     record = await load_record(session, account_id)
     if record is None:
-        record = BroadbandRecord(
-            account_id=account_id, document=encode(BroadbandState()), updated_at=now
-        )
+        return Locked(account=account, record=_first_record(account_id, now), stored=False)
     return Locked(account=account, record=record)
+
+
+def _first_record(account_id: str, now: datetime) -> BroadbandRecord:
+    return BroadbandRecord(account_id=account_id, document=encode(BroadbandState()), updated_at=now)
+
+
+async def lock_many(
+    session: AsyncSession, account_ids: Iterable[str], now: datetime
+) -> dict[str, Locked]:
+    """:func:`lock` for many accounts in a few statements: the known ones, locked by id.
+
+    The no-op ``UPDATE`` runs once per account in one executemany, in id order, so two
+    gateways locking overlapping sets wait for each other instead of deadlocking.
+    """
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    table = Account.__table__  # type: ignore[attr-defined]
+    connection = await session.connection()
+    await connection.execute(
+        update(table)
+        .where(table.c.account_id == bindparam("a"))
+        .values(broadband_state=table.c.broadband_state),
+        [{"a": account_id} for account_id in ids],
+    )
+    accounts = await session.exec(
+        select(Account)
+        .where(col(Account.account_id).in_(ids))
+        .execution_options(populate_existing=True)
+    )
+    records = await session.exec(
+        select(BroadbandRecord)
+        .where(col(BroadbandRecord.account_id).in_(ids))
+        .execution_options(populate_existing=True)
+    )
+    found = {record.account_id: record for record in records.all()}
+    out = {}
+    for account in accounts.all():
+        record = found.get(account.account_id)
+        out[account.account_id] = Locked(
+            account=account,
+            record=record or _first_record(account.account_id, now),
+            stored=record is not None,
+        )
+    return out
 
 
 async def load_record(session: AsyncSession, account_id: str) -> BroadbandRecord | None:
@@ -230,6 +278,20 @@ def save(
 
     When the account is active again, R15's count is over: the family cloud is open.
     """
+    changed = stage(locked, state, now, last=last)
+    session.add(locked.record)
+    if changed:
+        session.add(locked.account)
+        session.add(
+            BroadbandChange(account_id=locked.account.account_id, at=now, state=state.state)
+        )
+    return changed
+
+
+def stage(
+    locked: Locked, state: BroadbandState, now: datetime, *, last: LastOrder | None = None
+) -> bool:
+    """:func:`save` in memory only (the caller writes the record and the account)."""
     record, account = locked.record, locked.account
     record.document = encode(state)
     record.emergency_until = state.emergency_until
@@ -242,42 +304,66 @@ def save(
         record.last_applied = last.applied
         record.last_reason = last.reason
     record.updated_at = now
-    session.add(record)
     changed = account.broadband_state != state.state
     if changed:
         account.broadband_state = state.state
         account.updated_at = now
-        session.add(account)
-        session.add(BroadbandChange(account_id=account.account_id, at=now, state=state.state))
     return changed
 
 
-async def state_changes(
-    session: AsyncSession, account_id: str, start: datetime, end: datetime
-) -> list[tuple[datetime, str]]:
-    """The account's broadband state changes ``(at, state)`` in time order that tell its
-    state over ``[start, end)``: the last one at or before ``start``, then those up to
-    ``end``."""
-    before = (
-        await session.exec(
-            select(BroadbandChange.at, BroadbandChange.state)
-            .where(BroadbandChange.account_id == account_id, col(BroadbandChange.at) <= start)
-            .order_by(col(BroadbandChange.at).desc(), col(BroadbandChange.change_id).desc())
-            .limit(1)
-        )
-    ).all()
-    during = (
-        await session.exec(
-            select(BroadbandChange.at, BroadbandChange.state)
-            .where(
-                BroadbandChange.account_id == account_id,
-                col(BroadbandChange.at) > start,
-                col(BroadbandChange.at) < end,
-            )
-            .order_by(col(BroadbandChange.at), col(BroadbandChange.change_id))
-        )
-    ).all()
-    return [(at, state) for at, state in (*before, *during)]
+_RECORD_COLUMNS = (
+    "account_id",
+    "document",
+    "emergency_until",
+    "inactive_since",
+    "family_cloud",
+    "family_cloud_changed_at",
+    "last_order_id",
+    "last_applied",
+    "last_reason",
+    "updated_at",
+)
+
+
+async def write_staged(
+    session: AsyncSession,
+    staged: Iterable[Locked],
+    *,
+    new: set[str],
+    moved: set[str],
+    changes: Sequence[tuple[str, datetime, str]] = (),
+) -> None:
+    """Write what :func:`stage` changed, set-based: the records (``new``: account ids
+    without one before), ``Account.broadband_state`` of the ``moved`` accounts, and each
+    change of it ``(account_id, at, state)`` for the timeline (:class:`BroadbandChange`)."""
+    await insert_many(
+        session,
+        BroadbandChange.__table__,  # type: ignore[attr-defined]
+        [{"account_id": a, "at": at, "state": st} for a, at, st in changes],
+    )
+    rows = [
+        (locked.account.account_id, {c: getattr(locked.record, c) for c in _RECORD_COLUMNS})
+        for locked in staged
+    ]
+    table = BroadbandRecord.__table__  # type: ignore[attr-defined]
+    await insert_many(session, table, [row for account_id, row in rows if account_id in new])
+    await update_many(
+        session, table, "account_id", [row for account_id, row in rows if account_id not in new]
+    )
+    await update_many(
+        session,
+        Account.__table__,  # type: ignore[attr-defined]
+        "account_id",
+        [
+            {
+                "account_id": locked.account.account_id,
+                "broadband_state": locked.account.broadband_state,
+                "updated_at": locked.account.updated_at,
+            }
+            for locked in staged
+            if locked.account.account_id in moved
+        ],
+    )
 
 
 async def family_cloud_open(session: AsyncSession, account_id: str, now: datetime) -> bool:
@@ -328,3 +414,31 @@ async def family_cloud_candidates(
         .limit(limit)
     )
     return list(result.all())
+
+
+async def state_changes(
+    session: AsyncSession, account_id: str, start: datetime, end: datetime
+) -> list[tuple[datetime, str]]:
+    """The account's broadband state changes ``(at, state)`` in time order that tell its
+    state over ``[start, end)``: the last one at or before ``start``, then those up to
+    ``end``."""
+    before = (
+        await session.exec(
+            select(BroadbandChange.at, BroadbandChange.state)
+            .where(BroadbandChange.account_id == account_id, col(BroadbandChange.at) <= start)
+            .order_by(col(BroadbandChange.at).desc(), col(BroadbandChange.change_id).desc())
+            .limit(1)
+        )
+    ).all()
+    during = (
+        await session.exec(
+            select(BroadbandChange.at, BroadbandChange.state)
+            .where(
+                BroadbandChange.account_id == account_id,
+                col(BroadbandChange.at) > start,
+                col(BroadbandChange.at) < end,
+            )
+            .order_by(col(BroadbandChange.at), col(BroadbandChange.change_id))
+        )
+    ).all()
+    return [(at, state) for at, state in (*before, *during)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.errors import Conflict
 from devices.models import CallbackReport, PlatformOrder
+from storage.db import insert_many
 
 
 class OrderIdReused(Conflict):
@@ -45,12 +47,27 @@ class Answer:
 
 async def replay_order(session: AsyncSession, order_id: str, print_: str) -> Answer | None:
     """The stored answer to a repeated order, ``None`` for a new one; refuses reuse."""
-    order = await session.get(PlatformOrder, order_id)
-    if order is None:
+    return replayed(await session.get(PlatformOrder, order_id), order_id, print_)
+
+
+def replayed(stored: PlatformOrder | None, order_id: str, print_: str) -> Answer | None:
+    """:func:`replay_order` on a record already read (None: no order had this id)."""
+    if stored is None:
         return None
-    if order.fingerprint != print_:
+    if stored.fingerprint != print_:
         raise OrderIdReused(order_id)
-    return Answer(order.status_code, order.response)
+    return Answer(stored.status_code, stored.response)
+
+
+async def stored_orders(
+    session: AsyncSession, order_ids: Iterable[str]
+) -> dict[str, PlatformOrder]:
+    """The records of those of ``order_ids`` already answered, by id (one statement)."""
+    ids = sorted(set(order_ids))
+    if not ids:
+        return {}
+    result = await session.exec(select(PlatformOrder).where(col(PlatformOrder.order_id).in_(ids)))
+    return {order.order_id: order for order in result.all()}
 
 
 def record_order(
@@ -127,6 +144,47 @@ async def list_orders(
     ).limit(limit)
     rows = await session.exec(query)
     return [RecordedOrder(order, report) for order, report in rows.all()]
+
+
+def order_rows(
+    *,
+    order_id: str,
+    action: str,
+    print_: str,
+    answer: Answer,
+    now: datetime,
+    report: dict[str, Any] | None,
+    account_id: str | None = None,
+    target: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """:func:`record_order`'s rows, for :func:`write_orders`: the answer, and the report."""
+    order = {
+        "order_id": order_id,
+        "action": action,
+        "fingerprint": print_,
+        "status_code": answer.status,
+        "response": answer.body,
+        "created_at": now,
+        "account_id": account_id,
+        "target": target or None,
+    }
+    if report is None:
+        return order, None
+    return order, {
+        "order_id": order_id,
+        "payload": report,
+        "next_attempt_at": now,
+        "created_at": now,
+        "attempts": 0,
+    }
+
+
+async def write_orders(
+    session: AsyncSession, orders: list[dict[str, Any]], reports: list[dict[str, Any]]
+) -> None:
+    """Many orders' answers and completion reports (:func:`order_rows`), two statements."""
+    await insert_many(session, PlatformOrder.__table__, orders)  # type: ignore[attr-defined]
+    await insert_many(session, CallbackReport.__table__, reports)  # type: ignore[attr-defined]
 
 
 #: Retry delays of completion reports (clock seconds), the last one repeating.

@@ -6,8 +6,10 @@
   (always, applied or not), keeps ``Account.broadband_state`` in step, recomputes the
   desired documents of all the account's devices when that changed (R8 cameras, R12
   routers), and stores the answer with its completion report (报竣) when applied. The
-  publish job then hands the new documents to the broker, retained. :func:`run_batch`
-  applies many, each on its own.
+  publish job then hands the new documents to the broker, retained. The routes' orders,
+  batches and single ones, go through :mod:`gateway.broadband_batch` (chunks of orders in
+  one transaction each, with the same :func:`decide` and :func:`answer_of`); a chunk that
+  fails falls back to :func:`run_order`, order by order.
 - Jobs (Clock-driven, :data:`JOBS`): the end of emergency resumes (R11), and the family
   cloud's closure and deletion after long stops (R15); device commands have theirs in
   :mod:`gateway.commands`.
@@ -15,9 +17,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
@@ -29,12 +29,12 @@ from devices import accounts
 from devices import broadband as bb
 from devices import broadband_periods as periods
 from devices import broadband_store as store
-from devices.desired import account_convergence
+from devices.desired import Convergence, account_convergence
 from devices.models import Device
 from devices.orders import Answer
 from gateway.answers import Out, error_body
 from gateway.desired import PUBLISH_JOB, refresh_desired
-from gateway.errors import REFUSALS, http_status
+from gateway.errors import http_status
 from gateway.jobs import JobSpec
 from gateway.orders import execute_order
 from gateway.services import Services
@@ -51,8 +51,6 @@ TYPED_ACTIONS: frozenset[str] = frozenset({"stop", "resume"})
 EXPIRY_JOB = "broadband_emergency_expiry"
 FAMILY_CLOUD_JOB = "broadband_family_cloud"
 
-#: Groups of a batch worked on at once (see :func:`_groups`); SQLite serialises writes.
-BATCH_CONCURRENCY = {"postgresql": 4}
 #: How many accounts one job turn takes at most.
 JOB_BATCH = 500
 #: Keys deleted per object-store call (the S3 DeleteObjects limit).
@@ -100,6 +98,19 @@ async def broadband_view(
 ) -> BroadbandViewOut:
     if devices is None:
         devices = await accounts.list_devices(session, account_id)
+    converged = await account_convergence(session, account_id, devices)
+    return view_of(account_id, state, now, last=last, convergence=converged)
+
+
+def view_of(
+    account_id: str,
+    state: bb.BroadbandState,
+    now: datetime,
+    *,
+    last: store.LastOrder | None,
+    convergence: list[Convergence],
+) -> BroadbandViewOut:
+    """The view from what was read: the account's state and its devices' convergence."""
     out = [
         DeviceConvergenceOut(
             device_id=c.device.device_id,
@@ -109,7 +120,7 @@ async def broadband_view(
             reported_version=c.reported_version,
             converged=c.converged,
         )
-        for c in await account_convergence(session, account_id, devices)
+        for c in convergence
     ]
     return BroadbandViewOut(
         account_id=account_id,
@@ -166,6 +177,11 @@ class BroadbandOrder:
         if self.issued_at is not None and self.issued_at.utcoffset() is None:
             raise ValueError("issued_at must carry a timezone offset")
 
+    @property
+    def action_name(self) -> str:
+        """The action as the order's idempotency record names it."""
+        return f"broadband.{self.action}"
+
     def request_body(self) -> dict[str, Any]:
         """What the order asks, for its fingerprint: the same from a batch or alone."""
         body: dict[str, Any] = {}
@@ -219,17 +235,52 @@ async def persist(
     return changed, devices
 
 
-def _completion_report(
-    order: BroadbandOrder, at: datetime, view: BroadbandViewOut
-) -> dict[str, Any]:
-    """What the platform's callback receives for an applied order (报竣)."""
+def _completion_report(order: BroadbandOrder, at: datetime, body: dict[str, Any]) -> dict[str, Any]:
+    """What the platform's callback receives for an applied order (报竣): ``body`` is the
+    view answered."""
     return {
         "order_id": order.order_id,
-        "action": f"broadband.{order.action}",
+        "action": order.action_name,
         "status": "completed",
         "completed_at": at.isoformat(),
-        "result": view.model_dump(mode="json", exclude_none=True),
+        "result": body,
     }
+
+
+def decide(
+    locked: store.Locked, order: BroadbandOrder, now: datetime, *, subscribed: bool
+) -> tuple[bb.Outcome, store.LastOrder | None]:
+    """What the order does to the locked account (R8–R11), and the order the view will
+    name (None for a refusal: ``GET`` keeps showing the last order answered with a view).
+    ``subscribed``: whether the account holds an active replay product (R9; read for a
+    teardown only)."""
+    outcome = bb.apply(
+        locked.state,
+        order.domain(now),
+        now=now,
+        star_level=locked.account.star_level,
+        has_active_subscription=subscribed,
+    )
+    last = None
+    if outcome.refusal is None:
+        last = store.LastOrder(
+            order_id=order.order_id, applied=outcome.applied, reason=outcome.reason
+        )
+    return outcome, last
+
+
+def answer_of(
+    order: BroadbandOrder, outcome: bb.Outcome, now: datetime, view: BroadbandViewOut | None
+) -> tuple[Answer, dict[str, Any] | None]:
+    """The order's answer (the view, or the refusal answered, not raised: the refusal's
+    bookkeeping is committed with it) and the completion report it owes (applied only)."""
+    if outcome.refusal is not None or view is None:
+        assert outcome.refusal is not None
+        error = outcome.refusal.error()
+        return Answer(http_status(error), error_body(error.code, error.message, error.rule)), None
+    body: dict[str, Any] = view.model_dump(mode="json", exclude_none=True)
+    report = _completion_report(order, now, body) if outcome.applied else None
+    return Answer(200, body), report
 
 
 async def run_order(services: Services, order: BroadbandOrder) -> Answer:
@@ -238,44 +289,25 @@ async def run_order(services: Services, order: BroadbandOrder) -> Answer:
     async def effect(session: AsyncSession) -> tuple[Answer, dict[str, Any] | None]:
         now = services.clock.now()
         locked = await store.lock(session, order.account_id, now)
-        domain = order.domain(now)
-        subscribed = isinstance(domain, bb.Teardown) and await has_active_subscription(
+        subscribed = order.action == "teardown" and await has_active_subscription(
             session, order.account_id
         )
-        outcome = bb.apply(
-            locked.state,
-            domain,
-            now=now,
-            star_level=locked.account.star_level,
-            has_active_subscription=subscribed,
-        )
-        refusal = outcome.refusal
-        last = None
-        if refusal is None:
-            last = store.LastOrder(
-                order_id=order.order_id, applied=outcome.applied, reason=outcome.reason
-            )
+        outcome, last = decide(locked, order, now, subscribed=subscribed)
         # Outcome.state is saved even when not applied: issued_at bookkeeping, lapses.
         _, devices = await persist(
-            services, session, locked, outcome.state, now, last=last, at=domain.issued_at
+            services, session, locked, outcome.state, now, last=last, at=order.domain(now).issued_at
         )
-        if refusal is not None:
-            # Answered, not raised: the refusal's bookkeeping above is committed with it.
-            error = refusal.error()
-            return Answer(
-                http_status(error), error_body(error.code, error.message, error.rule)
-            ), None
-        view = await broadband_view(
-            session, order.account_id, outcome.state, now, last=last, devices=devices
-        )
-        body: dict[str, Any] = view.model_dump(mode="json", exclude_none=True)
-        report = _completion_report(order, now, view) if outcome.applied else None
-        return Answer(200, body), report
+        view = None
+        if outcome.refusal is None:
+            view = await broadband_view(
+                session, order.account_id, outcome.state, now, last=last, devices=devices
+            )
+        return answer_of(order, outcome, now, view)
 
     answer = await execute_order(
         services,
         order_id=order.order_id,
-        action=f"broadband.{order.action}",
+        action=order.action_name,
         target=order.account_id,
         request_body=order.request_body(),
         effect=effect,
@@ -284,62 +316,6 @@ async def run_order(services: Services, order: BroadbandOrder) -> Answer:
     # Not every change comes with a report (an emergency that lapsed under a refusal).
     services.jobs.trigger(PUBLISH_JOB)
     return answer
-
-
-# --- batches -----------------------------------------------------------------------------
-
-
-async def _settled(services: Services, order: BroadbandOrder) -> Answer:
-    """:func:`run_order`, a failure answered too: one bad order does not fail a batch."""
-    try:
-        return await run_order(services, order)
-    except REFUSALS as exc:
-        return Answer(http_status(exc), error_body(exc.code, exc.message, exc.rule))
-    except Exception:
-        log.exception("batch order %s failed", order.order_id)
-        return Answer(500, error_body("internal", "internal error"))
-
-
-def _groups(orders: Sequence[BroadbandOrder]) -> list[list[int]]:
-    """Orders that must run one after the other, in batch order: those of one account,
-    and those sharing an ``order_id`` (the first in the batch is the one applied)."""
-    parent = list(range(len(orders)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[tuple[str, str], int] = {}
-    for index, order in enumerate(orders):
-        for key in (("account_id", order.account_id), ("order_id", order.order_id)):
-            seen = first.setdefault(key, index)
-            parent[root(index)] = root(seen)
-    groups: dict[int, list[int]] = {}
-    for index in range(len(orders)):
-        groups.setdefault(root(index), []).append(index)
-    return list(groups.values())
-
-
-async def run_batch(services: Services, orders: Sequence[BroadbandOrder]) -> list[Answer]:
-    """Apply each order on its own (:func:`run_order`); the answers, in order.
-
-    Groups that share no account and no ``order_id`` run side by side
-    (:data:`BATCH_CONCURRENCY`), each group's orders one after the other.
-    """
-    answers: list[Answer | None] = [None] * len(orders)
-    limit = asyncio.Semaphore(BATCH_CONCURRENCY.get(services.db.dialect, 1))
-
-    async def run_group(indexes: list[int]) -> None:
-        async with limit:
-            for index in indexes:
-                answers[index] = await _settled(services, orders[index])
-
-    async with asyncio.TaskGroup() as tg:
-        for indexes in _groups(orders):
-            tg.create_task(run_group(indexes), name=f"broadband[batch].{indexes[0]}")
-    return [a for a in answers if a is not None]
 
 
 # --- jobs --------------------------------------------------------------------------------

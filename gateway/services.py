@@ -7,6 +7,7 @@ components it names are started and stopped by the gateway, in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from devices.clock import Clock
 from devices.desired import ReportedVersions
@@ -15,6 +16,7 @@ from devices.router import RouterManager
 from devices.router_store import new_router_manager
 from gateway.batching import HeldAcks
 from gateway.broker_admin import BrokerAdmin, NoBrokerAdmin
+from gateway.coalesce import Coalescer
 from gateway.config import Settings
 from gateway.credential_cache import CredentialCache
 from gateway.jobs import JobRunner
@@ -53,6 +55,9 @@ class Services:
     #: Credentialed devices the broker lacked at start (:func:`gateway.credentials.resync_broker`):
     #: they cannot connect until their credentials are issued again. Issuing clears one.
     need_rotation: set[str] = field(default_factory=set)
+    #: Broadband orders sent one by one, decided together when they arrive together
+    #: (:func:`gateway.broadband_batch.run_single`).
+    broadband_orders: Coalescer[Any, Any] = field(default_factory=Coalescer)
 
     @property
     def fs_store(self) -> FilesystemObjectStore | None:

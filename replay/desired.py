@@ -15,7 +15,7 @@ reverse.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from replay.plans import Family
 from replay.recording import desired_recording_mode
 from replay.subscriptions import active_families
 
-__all__ = ["desired_document", "refresh"]
+__all__ = ["composer", "desired_document", "refresh"]
 
 
 def desired_document(
@@ -58,6 +58,12 @@ async def refresh(
     """
     ids = list(device_ids)
     families = await active_families(session, ids)
+    return await desired.refresh(session, ids, now=now, compose=composer(families))
+
+
+def composer(families: Mapping[str, str]) -> desired.Compose:
+    """The compose function of :func:`devices.desired.refresh`, given the family of each
+    camera's active product (``active_families``: devices without one are absent)."""
 
     def compose(device: Device, account: Account) -> dict[str, Any]:
         family = families.get(device.device_id)
@@ -67,4 +73,4 @@ async def refresh(
             replay_family=None if family is None else Family(family),
         )
 
-    return await desired.refresh(session, ids, now=now, compose=compose)
+    return compose

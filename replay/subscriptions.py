@@ -16,7 +16,7 @@ the ordering rules to stored subscriptions:
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -190,6 +190,21 @@ async def has_active_subscription(session: AsyncSession, account_id: str) -> boo
         .limit(1)
     )
     return result.first() is not None
+
+
+async def accounts_with_active_subscription(
+    session: AsyncSession, account_ids: Iterable[str]
+) -> set[str]:
+    """R9's question for many accounts at once: those holding an active product."""
+    ids = list(account_ids)
+    if not ids:
+        return set()
+    result = await session.exec(
+        select(Subscription.account_id)
+        .where(col(Subscription.account_id).in_(ids), Subscription.status == ACTIVE)
+        .distinct()
+    )
+    return set(result.all())
 
 
 async def subscribe(

@@ -23,7 +23,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, DateTime, MetaData, event, inspect, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    MetaData,
+    Table,
+    bindparam,
+    event,
+    insert,
+    inspect,
+    text,
+    update,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -149,6 +160,34 @@ def migrate(
     # Tables introduced without a dedicated step (new tables only) are created here.
     metadata.create_all(conn)
     return found, latest
+
+
+async def insert_many(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """One multi-row ``INSERT`` (executemany) of ``rows`` into ``table``, in ``session``'s
+    transaction; the columns' types bind the values (JSON, aware datetimes)."""
+    if rows:
+        connection = await session.connection()
+        await connection.execute(insert(table), list(rows))
+
+
+async def update_many(
+    session: AsyncSession, table: Table, key: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """``UPDATE table SET ... WHERE key = ...`` once per row, one executemany: every row
+    names ``key`` and the same other columns."""
+    if not rows:
+        return
+    columns = [name for name in rows[0] if name != key]
+    statement = (
+        update(table)
+        .where(table.c[key] == bindparam(f"k_{key}"))
+        .values({name: bindparam(f"v_{name}") for name in columns})
+    )
+    params = [
+        {f"k_{key}": row[key], **{f"v_{name}": row[name] for name in columns}} for row in rows
+    ]
+    connection = await session.connection()
+    await connection.execute(statement, params)
 
 
 class Database:

@@ -1,6 +1,7 @@
-"""The fleet benchmark's verdict (bench.fleet_size, issue 16 item 3): a size holds only if
+"""The benchmarks' verdicts: the fleet (bench.fleet_size, issue 16 item 3): a size holds only if
 the fleet offered its load, uploads came back within a segment, nothing failed, and the
-backlog did not grow; each way of missing is named."""
+backlog did not grow; each way of missing is named. The stop fan-out (bench.stop_fanout,
+issue 16 item 1): p99 from the request, within 1.5x the bare fan-out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.fleet_size import nominal_rate, verdict
+from bench.stop_fanout import verdict as stop_verdict
 
 NOMINAL = nominal_rate(4000, segment_seconds=10, telemetry_seconds=30)
 
@@ -48,3 +50,20 @@ def test_a_size_holds_only_if_nothing_is_missed(
         assert not holds
         assert len(reasons) == 1
         assert reason in reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("from_request", "bare", "met"),
+    [
+        (23.7, 3.3, False),  # issue 16: 7.2x the bare fan-out, "met" by the old verdict
+        (3.0, 2.0, True),  # 1.5x exactly
+        (3.1, 2.0, False),
+        (1.0, 3.3, True),
+    ],
+)
+def test_the_stop_fanout_verdict_is_measured_from_the_request(
+    from_request: float, bare: float, met: bool
+) -> None:
+    verdict_met, factor = stop_verdict(from_request, bare)
+    assert verdict_met is met
+    assert factor == pytest.approx(from_request / bare)

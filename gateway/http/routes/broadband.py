@@ -4,8 +4,10 @@ Each order answers 200 with the account's broadband view (``applied: false`` and
 ``reason`` when it changed nothing: ``stale``, ``already_stopped``, ``not_stopped``), or
 409 with the rule's refusal (``active_subscriptions`` R9, ``torn_down`` R9,
 ``emergency_not_allowed`` R11), or 404 for an unknown account. A repeated ``order_id``
-returns the first answer. The batch route applies up to 1,000 orders, each on its own
-(one bad order does not fail the others), and answers per order, in order.
+returns the first answer. The batch route applies up to 1,000 orders in chunks, one
+transaction each (``gateway.broadband_batch``), each order with its own answer, the one
+it would get sent alone after those before it (one bad order does not fail the others),
+in order.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import AwareDatetime, Field, ValidationError, model_validator
 from devices.broadband import StopType
 from devices.orders import Answer
 from gateway import broadband
+from gateway.broadband_batch import run_batch, run_single
 from gateway.http.api import (
     Api,
     Body,
@@ -110,7 +113,7 @@ def _order_route(action: broadband.Action, summary: str) -> None:
         services = services_of(request)
         account_id = path_id(request, "account_id")
         body = parse_body(await request.read(), model)
-        return answer_out(await broadband.run_order(services, _order(action, account_id, body)))
+        return answer_out(await run_single(services, _order(action, account_id, body)))
 
     handler.__name__ = f"broadband_{action.replace('-', '_')}"
     handler.__doc__ = f"""{summary}.
@@ -214,7 +217,7 @@ async def broadband_batch(request: web.Request) -> web.StreamResponse:
     batch = parse_body(await request.read(), BatchIn)
     parsed = [_batch_order(raw) for raw in batch.orders]
     orders = [item for item in parsed if isinstance(item, broadband.BroadbandOrder)]
-    answers = iter(await broadband.run_batch(services, orders))
+    answers = iter(await run_batch(services, orders))
     results = [
         _answered(index, item, next(answers))
         if isinstance(item, broadband.BroadbandOrder)
