@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import Field, SQLModel, col, or_, select
+from sqlmodel import Field, SQLModel, col, delete, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.broadband import AccountState, account_state
@@ -30,6 +30,7 @@ __all__ = [
     "PeriodRow",
     "Transition",
     "periods_since",
+    "prune_before",
     "record_transition",
     "record_transitions",
     "state_at",
@@ -166,3 +167,12 @@ async def periods_since(
             InactivePeriod(account_state(row.state), row.since, row.until)
         )
     return found
+
+
+async def prune_before(session: AsyncSession, before: datetime) -> int:
+    """Forget the periods that ended before ``before`` (nothing judged or shown from then on
+    falls in them); return how many. The caller commits."""
+    result = await (await session.connection()).execute(
+        delete(PeriodRow).where(col(PeriodRow.until) < before)
+    )
+    return int(result.rowcount)

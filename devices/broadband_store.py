@@ -19,12 +19,12 @@ R15: ``family_cloud`` records what the family-cloud job has done (``open``, ``cl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
 
-from sqlalchemy import JSON, Column, Index, bindparam, update
+from sqlalchemy import JSON, Column, bindparam, update
 from sqlmodel import Field, SQLModel, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,7 +34,6 @@ from devices.models import Account
 from storage.db import UTCDateTime, insert_many, update_many
 
 __all__ = [
-    "BroadbandChange",
     "BroadbandRecord",
     "CorruptState",
     "FamilyCloudAction",
@@ -52,7 +51,6 @@ __all__ = [
     "lock_many",
     "save",
     "stage",
-    "state_changes",
     "state_of",
     "write_staged",
 ]
@@ -95,20 +93,6 @@ class BroadbandRecord(SQLModel, table=True):
     last_applied: bool | None = None
     last_reason: str | None = Field(default=None, max_length=32)
     updated_at: datetime = Field(sa_type=UTCDateTime)
-
-
-class BroadbandChange(SQLModel, table=True):
-    """The account's ``Account.broadband_state`` changing (``active``, ``stopped``,
-    ``torn_down``), kept so that the timeline can say a gap is the broadband's being
-    stopped (R8, issue 15). Written by :func:`save` with the change."""
-
-    __tablename__ = "broadband_changes"
-    __table_args__ = (Index("broadband_changes_by_account_time", "account_id", "at"),)
-
-    change_id: int | None = Field(default=None, primary_key=True)
-    account_id: str = Field(max_length=64)
-    at: datetime = Field(sa_type=UTCDateTime)
-    state: str = Field(max_length=16)
 
 
 def _iso(at: datetime | None) -> str | None:
@@ -282,9 +266,6 @@ def save(
     session.add(locked.record)
     if changed:
         session.add(locked.account)
-        session.add(
-            BroadbandChange(account_id=locked.account.account_id, at=now, state=state.state)
-        )
     return changed
 
 
@@ -331,16 +312,9 @@ async def write_staged(
     *,
     new: set[str],
     moved: set[str],
-    changes: Sequence[tuple[str, datetime, str]] = (),
 ) -> None:
     """Write what :func:`stage` changed, set-based: the records (``new``: account ids
-    without one before), ``Account.broadband_state`` of the ``moved`` accounts, and each
-    change of it ``(account_id, at, state)`` for the timeline (:class:`BroadbandChange`)."""
-    await insert_many(
-        session,
-        BroadbandChange.__table__,  # type: ignore[attr-defined]
-        [{"account_id": a, "at": at, "state": st} for a, at, st in changes],
-    )
+    without one before) and ``Account.broadband_state`` of the ``moved`` accounts."""
     rows = [
         (locked.account.account_id, {c: getattr(locked.record, c) for c in _RECORD_COLUMNS})
         for locked in staged
@@ -414,31 +388,3 @@ async def family_cloud_candidates(
         .limit(limit)
     )
     return list(result.all())
-
-
-async def state_changes(
-    session: AsyncSession, account_id: str, start: datetime, end: datetime
-) -> list[tuple[datetime, str]]:
-    """The account's broadband state changes ``(at, state)`` in time order that tell its
-    state over ``[start, end)``: the last one at or before ``start``, then those up to
-    ``end``."""
-    before = (
-        await session.exec(
-            select(BroadbandChange.at, BroadbandChange.state)
-            .where(BroadbandChange.account_id == account_id, col(BroadbandChange.at) <= start)
-            .order_by(col(BroadbandChange.at).desc(), col(BroadbandChange.change_id).desc())
-            .limit(1)
-        )
-    ).all()
-    during = (
-        await session.exec(
-            select(BroadbandChange.at, BroadbandChange.state)
-            .where(
-                BroadbandChange.account_id == account_id,
-                col(BroadbandChange.at) > start,
-                col(BroadbandChange.at) < end,
-            )
-            .order_by(col(BroadbandChange.at), col(BroadbandChange.change_id))
-        )
-    ).all()
-    return [(at, state) for at, state in (*before, *during)]

@@ -89,7 +89,6 @@ class _Chunk:
     moved: set[str] = field(default_factory=set)
     restaged: dict[str, DesiredState] = field(default_factory=dict)
     new_documents: set[str] = field(default_factory=set)
-    changes: list[tuple[str, datetime, str]] = field(default_factory=list)
     #: The boundary rule's history (issue 17): each move, in order.
     moves: list[periods.Transition] = field(default_factory=list)
     orders: list[dict[str, Any]] = field(default_factory=list)
@@ -156,7 +155,6 @@ def _effect(chunk: _Chunk, order: BroadbandOrder) -> tuple[Answer, dict[str, Any
     chunk.staged[order.account_id] = locked
     if store.stage(locked, outcome.state, now, last=last):
         chunk.moved.add(order.account_id)
-        chunk.changes.append((order.account_id, now, outcome.state.state))
         state = outcome.state
         at = order.domain(now).issued_at
         chunk.moves.append(
@@ -217,9 +215,7 @@ async def _write(session: AsyncSession, chunk: _Chunk) -> None:
     session.expunge_all()
     staged = chunk.staged.values()
     new_records = {a for a, locked in chunk.staged.items() if not locked.stored}
-    await store.write_staged(
-        session, staged, new=new_records, moved=chunk.moved, changes=chunk.changes
-    )
+    await store.write_staged(session, staged, new=new_records, moved=chunk.moved)
     await periods.record_transitions(session, chunk.moves)
     await write_documents(session, chunk.restaged.values(), new=chunk.new_documents)
     await write_orders(session, chunk.orders, chunk.reports)

@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices import presence
-from devices.broadband_store import BroadbandChange
+from devices import broadband_periods, presence
 from devices.models import PresenceChange
 from gateway.services import Services
 from replay import index_store
@@ -54,19 +53,17 @@ async def sweep_expired(services: Services, *, batch: int = SWEEP_BATCH) -> int:
 
 
 async def prune_histories(services: Services) -> int:
-    """Forget presence and broadband changes older than the longest retention of the
-    catalog and a day (the timeline's gaps never look further back), each device's and
-    account's last change kept; return how many."""
+    """Forget presence changes and broadband inactive periods older than the longest
+    retention of the catalog and a day (the timeline's gaps never look further back), each
+    device's last change kept; return how many."""
     days = max(plan.retention_days for plan in services.catalog) + 1
     before = services.clock.now() - timedelta(days=days)
 
     async def prune(session: AsyncSession) -> int:
         pruned = 0
-        for table, key in (
-            (PresenceChange.__table__, "device_id"),  # type: ignore[attr-defined]
-            (BroadbandChange.__table__, "account_id"),  # type: ignore[attr-defined]
-        ):
-            pruned += await presence.prune_changes(session, table, key, before)
+        table = PresenceChange.__table__  # type: ignore[attr-defined]
+        pruned += await presence.prune_changes(session, table, "device_id", before)
+        pruned += await broadband_periods.prune_before(session, before)
         await session.commit()
         return pruned
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeAlias
 
+from devices.broadband_periods import InactivePeriod
 from devices.clock import aware_utc
 
 __all__ = ["PRECEDENCE", "Cause", "Gap", "down_periods", "timeline_gaps", "window"]
@@ -79,6 +80,18 @@ def down_periods(
     if since is not None:
         periods.append((since, end))
     return periods
+
+
+def inactive_spans(periods: Iterable[InactivePeriod], start: datetime, end: datetime) -> list[Span]:
+    """The parts of ``[start, end)`` inside the account's inactive periods (stopped or torn
+    down, R8: :mod:`devices.broadband_periods`, the history the boundary rule reads too)."""
+    spans = []
+    for period in periods:
+        low = max(period.since, start)
+        high = end if period.until is None else min(period.until, end)
+        if low < high:
+            spans.append((low, high))
+    return sorted(spans)
 
 
 def _uncovered(span: Span, ranges: Iterable[Span]) -> list[Span]:

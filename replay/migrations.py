@@ -22,7 +22,7 @@ import devices.commands
 import devices.credentials
 import devices.models
 import devices.router_store
-from devices.broadband_store import BroadbandChange
+from devices.broadband_periods import PeriodRow
 from devices.models import PresenceChange
 from replay.index_store import range_row
 from replay.models import CameraEvent, FamilyCloudItem, RecordedRange, Segment, UploadGrant
@@ -40,7 +40,7 @@ RANGES: Table = RecordedRange.__table__  # type: ignore[attr-defined]
 GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
 EVENTS: Table = CameraEvent.__table__  # type: ignore[attr-defined]
 PRESENCE: Table = PresenceChange.__table__  # type: ignore[attr-defined]
-BROADBAND: Table = BroadbandChange.__table__  # type: ignore[attr-defined]
+PERIODS: Table = PeriodRow.__table__  # type: ignore[attr-defined]
 FAMILY_ITEMS: Table = FamilyCloudItem.__table__  # type: ignore[attr-defined]
 
 
@@ -182,7 +182,8 @@ def _rekey_events(conn: Connection) -> None:
 def _events_and_gap_causes(conn: Connection) -> None:
     """Issue 15: an event's id is its camera's own, and the timeline says why a gap is
     there. The presence and broadband histories start from what is known now: a device
-    offline since ``online_changed_at``, an account stopped since ``inactive_since``."""
+    offline since ``online_changed_at``, an account stopped since ``inactive_since``
+    (an open inactive period)."""
     _rekey_events(conn)
     tables = set(inspect(conn).get_table_names())
     if "presence_changes" not in tables:
@@ -192,14 +193,18 @@ def _events_and_gap_causes(conn: Connection) -> None:
             "SELECT device_id, online_changed_at, online FROM devices "
             "WHERE online_changed_at IS NOT NULL"
         )
-    if "broadband_changes" not in tables:
-        BROADBAND.create(conn)
-        conn.exec_driver_sql(
-            "INSERT INTO broadband_changes (account_id, at, state) "
-            "SELECT a.account_id, b.inactive_since, a.broadband_state "
-            "FROM accounts a JOIN broadband_states b ON b.account_id = a.account_id "
-            "WHERE b.inactive_since IS NOT NULL AND a.broadband_state <> 'active'"
-        )
+    if "broadband_inactive_periods" not in tables:
+        PERIODS.create(conn)
+    # An account stopped now is stopped since its inactive_since (the boundary rule's and
+    # the gaps' history, issue 17 and 15), unless a period is open already.
+    conn.exec_driver_sql(
+        "INSERT INTO broadband_inactive_periods (account_id, state, since) "
+        "SELECT a.account_id, a.broadband_state, b.inactive_since "
+        "FROM accounts a JOIN broadband_states b ON b.account_id = a.account_id "
+        "WHERE b.inactive_since IS NOT NULL AND a.broadband_state <> 'active' "
+        "AND NOT EXISTS (SELECT 1 FROM broadband_inactive_periods p "
+        "WHERE p.account_id = a.account_id AND p.until IS NULL)"
+    )
 
 
 def _family_cloud_ranges(conn: Connection) -> None:

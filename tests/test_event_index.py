@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, Float, MetaData, String, Table, insert, inspect, text
 
-from devices import accounts, broadband_store, presence
+from devices import accounts, broadband_periods, presence
+from devices.broadband_periods import InactivePeriod
 from devices.models import DeviceKind, PresenceChange
 from devices.presence import PresenceTracker
 from replay import event_index, index_store
@@ -185,7 +186,7 @@ async def test_schema_6_keys_events_by_camera_and_starts_the_histories(
             )  # fmt: skip
             await session.commit()
         async with db.engine.begin() as conn:
-            for table in ("camera_events", "presence_changes", "broadband_changes"):
+            for table in ("camera_events", "presence_changes", "broadband_inactive_periods"):
                 await conn.execute(text(f"DROP TABLE {table}"))
             old = Table(
                 "camera_events",
@@ -225,9 +226,9 @@ async def test_schema_6_keys_events_by_camera_and_starts_the_histories(
         assert await _add(db, [], [event("ev-1", 5), event("ev-1", 5, device_id="cam-2")]) == 1
         async with db.session() as session:
             changes = await presence.presence_changes(session, "cam-1", t(0), t(10))
-            stops = await broadband_store.state_changes(session, "acc", t(0), t(10))
+            stops = await broadband_periods.periods_since(session, ["acc"], t(0))
         assert changes == [(t(-60), False)]
-        assert stops == [(t(-120), "stopped")]
+        assert stops == {"acc": [InactivePeriod("stopped", t(-120))]}
 
 
 async def test_presence_changes_are_kept_at_the_moment_they_happened(database_url: str) -> None:

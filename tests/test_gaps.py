@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from replay.gaps import Cause, Gap, down_periods, timeline_gaps, window
+from devices.broadband_periods import InactivePeriod
+from replay.gaps import Cause, Gap, down_periods, inactive_spans, timeline_gaps, window
 
 T = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -115,3 +116,32 @@ def test_timeline_gaps(
 
 def test_no_window_no_gaps() -> None:
     assert timeline_gaps(None, [], {"offline": spans((0, 10))}) == []
+
+
+@pytest.mark.parametrize(
+    ("periods", "expected"),
+    [
+        ([], []),
+        # Stopped before the window, resumed inside it.
+        ([(-50, 30)], [(0, 30)]),
+        # Still stopped: to the window's end.
+        ([(40, None)], [(40, 100)]),
+        # Ended before, or began after, the window: outside it.
+        ([(-50, -10), (120, None)], []),
+        # Resumed at the stop's instant (an emergency lapse): empty, left out.
+        ([(20, 20), (60, 80)], [(60, 80)]),
+        # Out of order in, in order out.
+        ([(60, 80), (10, 20)], [(10, 20), (60, 80)]),
+    ],
+)
+def test_inactive_spans(
+    periods: list[tuple[float, float | None]], expected: list[tuple[float, float]]
+) -> None:
+    """R8: the parts of the window inside the account's inactive periods (the history the
+    boundary rule reads) are the broadband_stopped gaps' candidates."""
+    got = inactive_spans(
+        [InactivePeriod("stopped", t(a), None if b is None else t(b)) for a, b in periods],
+        t(0),
+        t(100),
+    )
+    assert got == [(t(a), t(b)) for a, b in expected]

@@ -24,7 +24,7 @@ from aiohttp.web import ContentCoding
 from pydantic import AwareDatetime, model_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from devices import broadband_store, presence
+from devices import broadband_periods, presence
 from devices.errors import NotFound
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
 from gateway.http.requests import (
@@ -232,12 +232,11 @@ async def _gaps(
         return []
     low, high = span
     offline = await presence.presence_changes(session, current.device_id, low, high)
-    stopped = await broadband_store.state_changes(session, current.account_id, low, high)
+    account = current.account_id
+    inactive = (await broadband_periods.periods_since(session, [account], low)).get(account, [])
     known: dict[gaps.Cause, list[tuple[datetime, datetime]]] = {
         "not_entitled": [(low, current.started_at)] if low < current.started_at else [],
-        "broadband_stopped": gaps.down_periods(
-            [(at, state != "active") for at, state in stopped], low, high
-        ),
+        "broadband_stopped": gaps.inactive_spans(inactive, low, high),
         "offline": gaps.down_periods([(at, not online) for at, online in offline], low, high),
     }
     return gaps.timeline_gaps(span, ranges, known)
