@@ -8,7 +8,7 @@ earlier jobs changed goes out in the same turn.
 
 from __future__ import annotations
 
-from gateway import broadband, commands, presence, retention
+from gateway import broadband, commands, home_network, presence, retention
 from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.jobs import JobSpec
 from gateway.services import Services
@@ -35,6 +35,7 @@ async def roll_terms(services: Services) -> None:
 JOBS: tuple[JobSpec, ...] = (
     JobSpec("presence_sweep", presence.SWEEP_SECONDS, presence.sweep),
     JobSpec("subscription_purge", 3600, purge_subscriptions),
+    JobSpec("home_network_expiry", 600, home_network.expire),
     *broadband.JOBS,
     *commands.JOBS,
     JobSpec("retention_sweep", 60, retention.sweep_expired),

@@ -27,6 +27,7 @@ from gateway.services import Services
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
+from replay.package_charges import account_package_lines
 
 api = Api()
 
@@ -135,11 +136,24 @@ class ChargeItemOut(Out):
     amount: str
 
 
+class PackageLineOut(Out):
+    """A home-network package's one-time line (R16, R17): its fee on the order day, or its
+    refund (negative) on the unsubscription day."""
+
+    kind: Literal["home_network", "home_network_refund"]
+    package_id: str
+    product: str
+    day: str
+    amount: str
+
+
 class ChargesOut(Out):
     account_id: str
     month: str
     currency: Literal["CNY"] = "CNY"
     items: list[ChargeItemOut]
+    #: The home-network packages' lines of the month (R16, R17), kept apart from ``items``.
+    package_lines: list[PackageLineOut]
     total: str
 
 
@@ -322,15 +336,16 @@ async def list_subscriptions(request: web.Request) -> web.StreamResponse:
     "/platform/v1/accounts/{account_id}/charges",
     auth="platform",
     tag="replay",
-    summary="The account's cloud-replay charges of one month (R3-R5, R7)",
+    summary="The account's charges of one month: cloud replay and packages (R3-R5, R7, R16)",
     query=ChargesQuery,
     response=ChargesOut,
     errors=("not_found",),
 )
 async def charges(request: web.Request) -> web.StreamResponse:
-    """The account's cloud-replay charges of one month (month=YYYY-MM): per subscription the
-    days active and the amount (R3-R5, half-up to the cent), and their total, in CNY (billed
-    with the broadband account, R7)."""
+    """The account's charges of one month (month=YYYY-MM), in CNY, billed with the broadband
+    account (R7): per cloud-replay subscription the days active and the amount (R3-R5,
+    half-up to the cent); the home-network packages' one-time fees on their order day and
+    refunds on their unsubscription day (package_lines, R16, R17); and the total of both."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)
@@ -340,7 +355,9 @@ async def charges(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_query", str(exc)) from exc
     async with services.db.session() as session:
         items = await subs.month_charges(session, account_id, month)
+        lines = await account_package_lines(session, account_id, month)
     total = sum((item.charge.amount for item in items), Decimal("0.00"))
+    total += sum((line.amount for line in lines), Decimal("0.00"))
     return json_out(
         ChargesOut(
             account_id=account_id,
@@ -354,6 +371,16 @@ async def charges(request: web.Request) -> web.StreamResponse:
                     amount=money(i.charge.amount),
                 )
                 for i in items
+            ],
+            package_lines=[
+                PackageLineOut(
+                    kind=line.kind,
+                    package_id=line.package_id,
+                    product=line.product_id,
+                    day=line.day.isoformat(),
+                    amount=money(line.amount),
+                )
+                for line in lines
             ],
             total=money(total),
         )
