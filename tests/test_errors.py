@@ -23,6 +23,7 @@ from devices.errors import (
     NotFound,
     Unauthenticated,
 )
+from devices import home_network as hn
 from devices.orders import OrderIdReused
 from devices.router import ProvisioningError
 from devices.router_store import BroadbandInactive as RouterBroadbandInactive
@@ -64,6 +65,18 @@ EXPECTED: dict[type[DomainError], int] = {
     InvalidTime: 400,
     InvalidUpload: 400,
     InvalidSetting: 400,
+    # issue 18: home-network packages (R16, R17)
+    hn.UnknownProduct: 400,
+    hn.TooManyDevices: 400,
+    hn.InvalidTime: 400,
+    hn.NotAccountOwner: 403,  # R7
+    hn.TuningNotCovered: 403,  # R16
+    hn.TuningsUsedUp: 403,  # R17
+    hn.BroadbandInactive: 409,  # R12
+    hn.AlreadyCovered: 409,  # R16
+    hn.PackageNotActive: 409,
+    hn.VisitDone: 409,
+    hn.AlreadyVisited: 409,
     DomainError: 500,
     ClockNotAdjustable: 500,
     RouterOutputError: 500,

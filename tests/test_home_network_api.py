@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import Connection, inspect, text
 from sqlmodel import select
 
 from devices.accounts import get_account
@@ -19,6 +20,7 @@ from devices.clock import ManualClock
 from devices.models import CallbackReport
 from gateway import home_network
 from gateway.service import Gateway
+from replay.migrations import SCHEMA_VERSION, open_database
 from tests.conftest import StartGateway, platform_headers
 
 H = platform_headers()
@@ -321,3 +323,23 @@ async def test_the_catalog_lists_every_product(platform: Platform) -> None:
     assert by_id["event-7d"]["retention_days"] == 7
     assert by_id["gold"]["rule"] == "R18"
     assert by_id["gold"]["quota_bytes"] > by_id["ordinary"]["quota_bytes"]
+
+
+async def test_schema_8_adds_the_package_tables_to_a_schema_7_database(database_url: str) -> None:
+    """A database of schema 7 gets the home-network tables (and the R16 index) at start."""
+    async with open_database(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE home_package_devices"))
+        await conn.execute(text("DROP TABLE home_packages"))
+        await conn.execute(text("UPDATE kanjia_schema SET version = 7"))
+    async with open_database(database_url) as db, db.engine.connect() as conn:
+        version = (await conn.execute(text("SELECT version FROM kanjia_schema"))).scalar_one()
+        assert version == SCHEMA_VERSION == 8
+
+        def names(sync: Connection) -> tuple[set[str], set[str | None]]:
+            inspector = inspect(sync)
+            indexes = {i["name"] for i in inspector.get_indexes("home_package_devices")}
+            return set(inspector.get_table_names()), indexes
+
+        tables, indexes = await conn.run_sync(names)
+    assert {"home_packages", "home_package_devices"} <= tables
+    assert "one_active_gift_per_router" in indexes

@@ -209,7 +209,7 @@ async def _account_of(services: Services, package_id: str) -> str | None:
         "order_id_reused",
     ),
 )
-async def create_order(request: web.Request) -> web.StreamResponse:
+async def order_package(request: web.Request) -> web.StreamResponse:
     """Order a whole-home WiFi package (R16, valid a year) or a WiFi tuning pack (R17, valid a
     month) for routers of the account: effective at once, its whole fee charged on the order
     day. Only the owner orders (403, R7); none while broadband is stopped (409, R12); a router
@@ -282,7 +282,7 @@ async def _step(request: web.Request, action: Literal["unsubscribe", "visit"]) -
     response=PackageOut,
     errors=("not_found", "package_not_active", "visit_done", "invalid_time", "order_id_reused"),
 )
-async def unsubscribe(request: web.Request) -> web.StreamResponse:
+async def unsubscribe_package(request: web.Request) -> web.StreamResponse:
     """Unsubscribe a home-network package, effective at once: its fee is refunded in full as a
     correction line of the unsubscription's month (R16, R17). Refused once the engineer's visit
     is recorded (409 visit_done) and for a package no longer active (409 package_not_active).
@@ -306,7 +306,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
         "order_id_reused",
     ),
 )
-async def visit(request: web.Request) -> web.StreamResponse:
+async def record_visit(request: web.Request) -> web.StreamResponse:
     """Record that the smart-home engineer's visit of the package is done (上门): from then on
     the package cannot be unsubscribed (R16, R17). A second visit is refused (409
     already_visited); a repeated order_id answers the first result."""
@@ -322,7 +322,7 @@ async def visit(request: web.Request) -> web.StreamResponse:
     response=PackageOut,
     errors=("not_found",),
 )
-async def get_order(request: web.Request) -> web.StreamResponse:
+async def get_package(request: web.Request) -> web.StreamResponse:
     """One home-network package: its product, routers and their tunings used, status (active,
     ended at its validity's end, or unsubscribed), validity, visit, charge and refund."""
     services = services_of(request)
@@ -347,7 +347,7 @@ async def _listed(services: Services, account_id: str) -> PackageList:
     response=PackageList,
     errors=("not_found",),
 )
-async def list_orders(request: web.Request) -> web.StreamResponse:
+async def list_packages(request: web.Request) -> web.StreamResponse:
     """Every home-network package of the account, active, ended and unsubscribed, in order of
     ordering, with the tunings used per router."""
     services = services_of(request)
@@ -362,7 +362,7 @@ async def list_orders(request: web.Request) -> web.StreamResponse:
     summary="The family's home-network packages and tunings left",
     response=PackageList,
 )
-async def app_packages(request: web.Request) -> web.StreamResponse:
+async def app_home_network(request: web.Request) -> web.StreamResponse:
     """The home-network packages the token's family holds (R16, R17), with each router's
     tunings included and used: what the app shows before offering a tuning."""
     services = services_of(request)
