@@ -10,6 +10,7 @@ import pytest
 
 import devices
 import replay
+from devices import home_network as hn
 from devices.accounts import DeviceBoundElsewhere, KindMismatch
 from devices.broadband import Refusal as BroadbandRefusal
 from devices.broadband_store import CorruptState
@@ -23,7 +24,6 @@ from devices.errors import (
     NotFound,
     Unauthenticated,
 )
-from devices import home_network as hn
 from devices.orders import OrderIdReused
 from devices.router import ProvisioningError
 from devices.router_store import BroadbandInactive as RouterBroadbandInactive
