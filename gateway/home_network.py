@@ -3,8 +3,9 @@ R17) and the expiry job.
 
 :func:`household_tune` is the app's tuning: the router must be the family's (404
 otherwise), managed (R12) and provisioned; then one tuning of a package covering it is
-taken (:func:`devices.home_network_store.take_tuning`, refused citing R16 or R17) and
-committed *before* the router is touched, so that two gateways cannot spend it twice.
+taken (:func:`devices.home_network_store.take_tuning`, refused citing R16 or R17; that
+refusal comes before ``router_not_provisioned``) and committed *before* the router is
+touched, so that two gateways cannot spend it twice.
 Choice made here: a run that did not complete (the router failed, or sent no telemetry in
 time) gives the tuning back; a completed run keeps it spent, whatever it changed. The
 platform's own tuning (:func:`gateway.router_ops.tune_router` alone) never takes one.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from devices import home_network_store as store
 from devices import router_store
 from devices.errors import NotFound
+from devices.home_network import tuning_package
 from gateway import router_ops
 from gateway.services import Services
 from gateway.telemetry_hub import TelemetryTimeout
@@ -49,6 +51,10 @@ async def household_tune(
     if target.account.account_id != account_id:
         raise NotFound("router", device_id)
     router_store.require_managed(target.account)
+    now = services.clock.now()
+    async with services.db.session() as session:
+        # The family hears first whether it has a tuning at all (R16, R17).
+        tuning_package(await store.holdings_of(session, device_id), device_id, now)
     if target.creds is None:
         raise router_store.NotProvisioned(device_id)
     async with services.db.writing() as session:
