@@ -129,7 +129,7 @@ async def test_a_gift_is_effective_at_once_for_a_year_and_charged_on_the_order_d
         reports = (
             await session.exec(select(CallbackReport).where(CallbackReport.order_id == "o-1"))
         ).all()
-    assert [r.payload["action"] for r in reports] == ["home_network_order"]
+    assert [r.payload["action"] for r in reports] == ["home_network.order"]
 
 
 async def test_a_tuning_pack_is_valid_one_month_to_the_end_of_a_short_month(

@@ -232,13 +232,13 @@ async def order_package(request: web.Request) -> web.StreamResponse:
             session, services.products.home, order, now=services.clock.now()
         )
         out = await _out(session, package)
-        report = _report(body.order_id, "home_network_order", services.clock.now(), out)
+        report = _report(body.order_id, "home_network.order", services.clock.now(), out)
         return Answer(201, _dump(out)), report
 
     answer = await execute_order(
         services,
         order_id=body.order_id,
-        action="home_network_order",
+        action="home_network.order",
         target="",
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
@@ -257,13 +257,13 @@ async def _step(request: web.Request, action: Literal["unsubscribe", "visit"]) -
     async def effect(session: Any) -> tuple[Answer, dict[str, Any] | None]:
         package = await apply(session, package_id=package_id, order_id=body.order_id, at=at)
         out = await _out(session, package)
-        report = _report(body.order_id, f"home_network_{action}", services.clock.now(), out)
+        report = _report(body.order_id, f"home_network.{action}", services.clock.now(), out)
         return Answer(200, _dump(out)), report
 
     answer = await execute_order(
         services,
         order_id=body.order_id,
-        action=f"home_network_{action}",
+        action=f"home_network.{action}",
         target=package_id,
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
