@@ -20,7 +20,7 @@ from devices.clock import ManualClock
 from devices.models import CallbackReport
 from gateway import home_network
 from gateway.service import Gateway
-from replay.migrations import SCHEMA_VERSION, open_database
+from replay.migrations import MIGRATIONS, SCHEMA_VERSION, open_database
 from tests.conftest import StartGateway, platform_headers
 
 H = platform_headers()
@@ -325,15 +325,18 @@ async def test_the_catalog_lists_every_product(platform: Platform) -> None:
     assert by_id["gold"]["quota_bytes"] > by_id["ordinary"]["quota_bytes"]
 
 
-async def test_schema_8_adds_the_package_tables_to_a_schema_7_database(database_url: str) -> None:
-    """A database of schema 7 gets the home-network tables (and the R16 index) at start."""
+async def test_the_schema_step_adds_the_package_tables(database_url: str) -> None:
+    """A database of the schema before the home-network step gets its tables (and the R16
+    index) at start."""
+    (step,) = [m for m in MIGRATIONS if "home-network" in m.description]
     async with open_database(database_url) as db, db.engine.begin() as conn:
         await conn.execute(text("DROP TABLE home_package_devices"))
         await conn.execute(text("DROP TABLE home_packages"))
-        await conn.execute(text("UPDATE kanjia_schema SET version = 7"))
+        before = {"v": step.version - 1}
+        await conn.execute(text("UPDATE kanjia_schema SET version = :v"), before)
     async with open_database(database_url) as db, db.engine.connect() as conn:
         version = (await conn.execute(text("SELECT version FROM kanjia_schema"))).scalar_one()
-        assert version == SCHEMA_VERSION == 8
+        assert version == SCHEMA_VERSION
 
         def names(sync: Connection) -> tuple[set[str], set[str | None]]:
             inspector = inspect(sync)
