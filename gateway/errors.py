@@ -99,6 +99,8 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         "invalid_range": ErrorCode(400, "a time range that ends before it starts"),
         "range_too_long": ErrorCode(400, "a range longer than the route allows (12 h, 1 h)"),
         "unknown_plan": ErrorCode(400, "no such cloud-replay plan (R1)"),
+        "unknown_product": ErrorCode(400, "no such home-network product (R16, R17)"),
+        "too_many_devices": ErrorCode(400, "more (or fewer) routers than the product covers"),
         "size_mismatch": ErrorCode(400, "fewer bytes sent than the upload URL grants"),
         "checksum_mismatch": ErrorCode(400, "the bytes' SHA-256 is not the one granted"),
         "upload_incomplete": ErrorCode(400, "the connection closed before the whole body"),
@@ -110,6 +112,12 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         "forbidden": ErrorCode(403, "refused whatever the state (e.g. a bad presigned URL)"),
         "not_account_owner": ErrorCode(403, "only the broadband account's owner orders (R7)"),
         "not_entitled": ErrorCode(403, "the camera has no cloud-replay plan (R1)"),
+        "tuning_not_covered": ErrorCode(
+            403, "no package in force covers the router: no household tuning (R16, R17)"
+        ),
+        "tunings_used_up": ErrorCode(
+            403, "the router's included tunings are used: a tuning pack is needed (R17)"
+        ),
         "unsubscribed": ErrorCode(403, "the subscription was unsubscribed: no viewing (R5)"),
         "previous_subscription": ErrorCode(
             403, "recorded under an earlier subscription: not viewable under this one (R6)"
@@ -128,6 +136,10 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         ),
         "already_subscribed": ErrorCode(409, "the camera holds a product already (R2)"),
         "not_active": ErrorCode(409, "the subscription is not active (R5)"),
+        "already_covered": ErrorCode(409, "the router holds a whole-home WiFi package (R16)"),
+        "package_not_active": ErrorCode(409, "the home-network package is not active"),
+        "visit_done": ErrorCode(409, "the engineer's visit is recorded: no unsubscription"),
+        "already_visited": ErrorCode(409, "the engineer's visit is recorded already"),
         "order_id_reused": ErrorCode(409, "the order_id was used for a different request"),
         "device_bound_elsewhere": ErrorCode(409, "the device is bound to another account"),
         "device_kind_mismatch": ErrorCode(409, "the device is of another kind"),

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import broadband, commands, presence, retention
+from gateway import broadband, commands, home_network, presence, retention
 from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.jobs import JobSpec
 from gateway.services import Services
@@ -71,6 +71,7 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("ledger_close", 3600, close_months),
     JobSpec("subscription_purge", 3600, purge_subscriptions),
     JobSpec("ledger_purge", 86400, purge_ledger),
+    JobSpec("home_network_expiry", 600, home_network.expire),
     *broadband.JOBS,
     *commands.JOBS,
     JobSpec("retention_sweep", 60, retention.sweep_expired),

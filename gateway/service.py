@@ -42,9 +42,9 @@ from gateway.mqtt.session import MqttSession
 from gateway.orders import CALLBACK_JOB
 from gateway.schedule import JOBS
 from gateway.services import Services
+from replay.catalog import load_catalog
 from replay.migrations import open_database
 from replay.object_keys import lifecycle_rules
-from replay.plans import DEFAULT_CATALOG, load_plans
 from storage.open import open_object_store
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ class Gateway:
         """The database and object store opened on ``stack``, and the services built on them."""
         settings, clock = self.settings, self.clock
         metrics = Metrics()
-        catalog = load_plans(Path(settings.plans_file)) if settings.plans_file else DEFAULT_CATALOG
+        products = load_catalog(Path(settings.plans_file) if settings.plans_file else None)
+        catalog = products.plans
         db = await stack.enter_async_context(open_database(settings.database_url))
         store = await stack.enter_async_context(
             open_object_store(
@@ -164,6 +165,7 @@ class Gateway:
             presence=PresenceTracker(timeout=timedelta(seconds=settings.presence_timeout_seconds)),
             jobs=JobRunner(clock=clock, metrics=metrics),
             catalog=catalog,
+            products=products,
             mqtt=mqtt,
             credential_cache=CredentialCache(
                 db=db, ttl=settings.broker_hook_cache_seconds, metrics=metrics

@@ -23,6 +23,7 @@ from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession
 from gateway.telemetry_hub import RouterHub
+from replay.catalog import DEFAULT_PRODUCTS, ProductCatalog
 from replay.plans import PlanCatalog
 from storage.db import Database
 from storage.fsstore import FilesystemObjectStore
@@ -43,6 +44,9 @@ class Services:
     mqtt: MqttSession | None
     #: What the broker's HTTP hooks read of device credentials (a component).
     credential_cache: CredentialCache
+    #: Everything on sale: ``catalog`` (the plans) and the home-network products and
+    #: membership tiers (:mod:`replay.catalog`), from the same plans file.
+    products: ProductCatalog = DEFAULT_PRODUCTS
     reported: ReportedVersions = field(default_factory=ReportedVersions)
     #: Acknowledgements of ``state``, ``telemetry`` and ``reported`` messages, held until
     #: the presence flush that writes them commits (:func:`gateway.presence.flush`).

@@ -20,6 +20,7 @@ import devices.broadband_periods
 import devices.broadband_store
 import devices.commands
 import devices.credentials
+import devices.home_network_store
 import devices.models
 import devices.router_store
 from devices.broadband_periods import PeriodRow
@@ -244,6 +245,13 @@ def _family_cloud_ranges(conn: Connection) -> None:
     log.info("family-cloud items given the range of their segment: %d", filled)
 
 
+def _add_home_packages(conn: Connection) -> None:
+    """Home-network packages and the routers they cover (issue 18: R16, R17)."""
+    store = devices.home_network_store
+    for table in (store.HomePackage.__table__, store.PackageDevice.__table__):  # type: ignore[attr-defined]
+        table.create(conn, checkfirst=True)
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
@@ -253,6 +261,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "event ids belong to their camera; gap causes (issue 15)", _events_and_gap_causes),
     Migration(7, "orders name their account and target (issue 15)", _add_order_accounts),
     Migration(8, "family-cloud items hold a range, an MP4 (issue 15)", _family_cloud_ranges),
+    Migration(9, "home-network packages (issue 18: R16, R17)", _add_home_packages),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

@@ -3,7 +3,8 @@
 R1 names six plans: *continuous* (全天云回看, 24-hour recording) and *event* (事件云回看,
 one-minute clips when something happens), each with 1-, 7- or 30-day retention.
 :data:`DEFAULT_PLANS` holds them with the operator's monthly fees in CNY. ``KANJIA_PLANS_FILE``
-may name a JSON or TOML file that replaces the catalog (:func:`load_plans`)::
+may name a JSON or TOML file that replaces the catalog (:func:`load_plans`; the same file may
+also hold the home-network products and membership tiers, :mod:`replay.catalog`)::
 
     {"plans": [{"id": "continuous-7d", "family": "continuous", "retention_days": 7,
                 "monthly_fee": "10.00"}, ...]}
@@ -40,9 +41,13 @@ __all__ = [
     "PlansFileError",
     "UnknownPlan",
     "load_plans",
+    "read_document",
 ]
 
 _CENT = Decimal("0.01")
+#: The top-level keys of a plans file: the cloud-replay plans, and the other products'
+#: catalogs (:mod:`replay.catalog`).
+TOP_LEVEL_KEYS = ("plans", "home_network", "memberships")
 #: The keys of one plan entry in a plans file, in the order messages list them.
 _ENTRY_KEYS = ("id", "family", "retention_days", "monthly_fee")
 #: The shape of a fee string: digits, optionally a point and digits (sign checked by Plan).
@@ -214,7 +219,7 @@ class _JsonObject(dict[str, object]):
 
 def load_plans(path: Path) -> PlanCatalog:
     """Read a plans file (``.json`` or ``.toml``) into a catalog; :class:`PlansFileError` if bad."""
-    entries = _plan_entries(path, _read_document(path))
+    entries = _plan_entries(path, read_document(path))
     plans: list[Plan] = []
     first_index: dict[str, int] = {}
     for index, entry in enumerate(entries):
@@ -231,7 +236,8 @@ def load_plans(path: Path) -> PlanCatalog:
     return PlanCatalog(plans=plans)
 
 
-def _read_document(path: Path) -> object:
+def read_document(path: Path) -> object:
+    """The plans file's document (JSON or TOML); :class:`PlansFileError` if unreadable."""
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
         raise PlansFileError(path=path, problem="the name must end in .json or .toml")
@@ -263,10 +269,11 @@ def _plan_entries(path: Path, document: object) -> list[object]:
         raise PlansFileError(
             path=path, problem=f"top-level key {document.duplicate_keys[0]!r} is given twice"
         )
-    extra = sorted(set(document) - {"plans"})
+    extra = sorted(set(document) - set(TOP_LEVEL_KEYS))
     if extra:
+        allowed = ", ".join(repr(key) for key in TOP_LEVEL_KEYS)
         raise PlansFileError(
-            path=path, problem=f"unknown top-level key {extra[0]!r} (only 'plans' is allowed)"
+            path=path, problem=f"unknown top-level key {extra[0]!r} (allowed: {allowed})"
         )
     entries = document["plans"]
     if not isinstance(entries, list):

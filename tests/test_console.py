@@ -66,7 +66,7 @@ async def _post(http: aiohttp.ClientSession, url: str, body: Any, status: int = 
 
 async def _provision(gw: Gateway, http: aiohttp.ClientSession, suffix: str) -> dict[str, str]:
     """Two households (the operator pages through them), one with a camera on a plan, a
-    camera without one and a router; an app token for it."""
+    camera without one and a router with a whole-home WiFi package; an app token for it."""
     base = gw.url
     ids = {
         "account": f"lin-{suffix}",
@@ -91,6 +91,20 @@ async def _provision(gw: Gateway, http: aiohttp.ClientSession, suffix: str) -> d
             f"{base}/platform/v1/accounts/{ids['account']}/devices",
             {"device_id": device_id, "kind": kind, "name": name},
         )
+    # A whole-home WiFi package for the router (R16), before the subscription (the newest
+    # order the operator sees is the subscription).
+    await _post(
+        http,
+        f"{base}/platform/v1/home-network/orders",
+        {
+            "order_id": f"hn-{suffix}",
+            "account_id": ids["account"],
+            "product": "wifi-gift-299",
+            "orderer_id": f"owner-{ids['account']}",
+            "channel": "physical",
+            "devices": [ids["router"]],
+        },
+    )
     await _post(
         http,
         f"{base}/platform/v1/subscriptions",
@@ -264,6 +278,25 @@ async def test_the_console_lists_the_familys_devices_and_keeps_the_token_out_of_
     await expect(body.locator("table").first.locator("tbody tr")).to_have_count(2)
 
 
+async def test_the_family_tunes_its_router_once_with_its_package(
+    page: Page, household: Household
+) -> None:
+    """Issue 18: the router's WiFi package (R16) with its tuning left; the family's tuning
+    uses it, and the next one is refused citing R17."""
+    await _family(page, household)
+    await page.locator(f'button.device[data-device-id="{household.router_id}"]').click()
+    packages = page.locator("#packages-of-router")
+    await expect(packages.locator("tbody tr")).to_have_count(1)
+    await expect(packages.locator("tbody tr")).to_contain_text("wifi-gift-299")
+    await expect(packages.locator("tbody tr")).to_contain_text("1 of 1")
+    await packages.locator("#tune").click()
+    await expect(page.locator("#tune-result")).to_contain_text("Tuned", timeout=20000)
+    await expect(packages.locator("tbody tr")).to_contain_text("0 of 1")
+    await packages.locator("#tune").click()
+    await expect(page.locator("#tune-result")).to_contain_text("tunings_used_up")
+    await expect(page.locator("#tune-result")).to_contain_text("(R17)")
+
+
 async def test_the_console_draws_a_day_with_its_events_and_thumbnails(
     page: Page, household: Household, tmp_path: Path
 ) -> None:
@@ -378,8 +411,8 @@ async def test_the_operator_view_shows_accounts_devices_orders_and_health(
     page: Page, household: Household, tmp_path: Path
 ) -> None:
     """Signed in with the platform token through the form: the accounts with their counts;
-    one account's broadband, devices with presence and convergence, subscription, charges
-    and orders; the fleet's health read from /metrics."""
+    one account's broadband, devices with presence and convergence, subscription,
+    home-network package, charges and orders; the fleet's health read from /metrics."""
     await page.goto(f"{household.gw.url}/console")
     await page.locator("#token").fill(PLATFORM_TOKEN)
     await page.locator("#login-form button[type=submit]").click()
@@ -402,6 +435,12 @@ async def test_the_operator_view_shows_accounts_devices_orders_and_health(
     await expect(camera).to_contain_text("converged")
     await expect(page.locator("#devices-body tbody tr")).to_have_count(3)
     await expect(page.locator("#subscriptions-body")).to_contain_text("continuous-7d")
+    packages = page.locator("#packages-body")
+    await expect(packages).to_contain_text("wifi-gift-299")
+    await expect(packages).to_contain_text(household.router_id)
+    await expect(page.locator('#charges-body tr[data-kind="home_network"]')).to_contain_text(
+        "¥299.00"
+    )
     await expect(page.locator("#charges-body")).to_contain_text("Total 2026-11")
     orders = page.locator("#orders-body tr[data-order-id]")
     await expect(orders.first).to_contain_text("subscribe")

@@ -10,6 +10,7 @@ import pytest
 
 import devices
 import replay
+from devices import home_network as hn
 from devices.accounts import DeviceBoundElsewhere, KindMismatch
 from devices.broadband import Refusal as BroadbandRefusal
 from devices.broadband_store import CorruptState
@@ -70,6 +71,18 @@ EXPECTED: dict[type[DomainError], int] = {
     NothingRecorded: 404,  # an MP4 export of a range without viewable video (issue 15)
     InvalidUpload: 400,
     InvalidSetting: 400,
+    # issue 18: home-network packages (R16, R17)
+    hn.UnknownProduct: 400,
+    hn.TooManyDevices: 400,
+    hn.InvalidTime: 400,
+    hn.NotAccountOwner: 403,  # R7
+    hn.TuningNotCovered: 403,  # R16
+    hn.TuningsUsedUp: 403,  # R17
+    hn.BroadbandInactive: 409,  # R12
+    hn.AlreadyCovered: 409,  # R16
+    hn.PackageNotActive: 409,
+    hn.VisitDone: 409,
+    hn.AlreadyVisited: 409,
     DomainError: 500,
     ClockNotAdjustable: 500,
     RouterOutputError: 500,

@@ -151,6 +151,25 @@ def test_a_seed_gives_the_same_fleet_and_households_have_the_designed_make_up() 
     assert {c.plan for h in first for c in h.cameras} == {"continuous-7d", "event-30d", None}
 
 
+def test_home_products_are_drawn_apart_and_change_nothing_else() -> None:
+    """Issue 18: a household's router holds a product of the --home-products mix (R16,
+    R17); the rest of the fleet is the same with or without the mix."""
+    plans = parse_plan_mix("event-7d")
+    mix = parse_plan_mix("wifi-gift-299=1,wifi-addon-30=1,none=1", "--home-products")
+    bare = plan_fleet(households=40, plans=plans, seed=5, prefix="p")
+    held = plan_fleet(households=40, plans=plans, seed=5, prefix="p", home_products=mix)
+    assert [h.devices for h in held] == [h.devices for h in bare]
+    assert {h.home_product for h in bare} == {None}
+    assert {h.home_product for h in held} == {"wifi-gift-299", "wifi-addon-30", None}
+    assert all(h.router is not None and h.router.role == "router" for h in held)
+    assert held == plan_fleet(households=40, plans=plans, seed=5, prefix="p", home_products=mix)
+
+
+def test_a_bad_home_product_mix_names_its_option() -> None:
+    with pytest.raises(ValueError, match="--home-products gives no plan a positive weight"):
+        parse_plan_mix("wifi-gift-299=0", "--home-products")
+
+
 def test_the_rogue_share_picks_cameras_only() -> None:
     plans = parse_plan_mix("event-7d")
     homes = plan_fleet(households=5, plans=plans, seed=1, prefix="r", rogue_share=1.0)
@@ -178,6 +197,11 @@ def test_percentiles_are_nearest_rank(values: list[float], q: float, expected: f
         (200, None, "ok"),
         (403, "not_entitled", "refused"),  # R1
         (403, "broadband_inactive", "refused"),  # R8
+        (403, "tuning_not_covered", "refused"),  # R16
+        (403, "tunings_used_up", "refused"),  # R17
+        (409, "router_not_provisioned", "refused"),  # a fleet router has no SSH access
+        (409, "broadband_inactive", "refused"),  # R12
+        (409, "order_id_reused", "error"),
         (404, "no_recording", "refused"),
         (404, "not_found", "error"),  # the family's own camera must be found
         (403, None, "error"),
@@ -233,6 +257,9 @@ def _ten_households() -> tuple[HouseholdSpec, ...]:
             plans=parse_plan_mix("continuous-7d=2,event-7d=2,continuous-1d=1,none=1"),
             seed=3,
             prefix="t-fleet",
+            home_products=parse_plan_mix(
+                "wifi-gift-299=1,wifi-tuning-70=1,none=1", "--home-products"
+            ),
         )
     )
     first = homes[0]
@@ -278,6 +305,14 @@ async def test_ten_households_run_end_to_end_with_no_error(tmp_path: Path, broke
     assert orders["applied"] > 0
     assert orders["converged"] == orders["applied"]
     assert report["app"]["requests"] > 0
+    # The family's tunings are answered by the rules: no package (R16), a stopped account
+    # (R12), or entitled but the fleet's routers have no SSH access (never an error).
+    tunes = {k for k in report["app"]["outcomes"] if k.startswith("tune")}
+    assert tunes <= {
+        "tune 403 tuning_not_covered",
+        "tune 409 broadband_inactive",
+        "tune 409 router_not_provisioned",
+    }
     assert report["events"] > 0
     assert all(sample["backlog"] >= 0 for sample in report["samples"])
     # 3600x with a 1-s floor: a segment and a telemetry message every real second.

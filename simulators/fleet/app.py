@@ -1,4 +1,5 @@
-"""The companion app of the fleet's families: timelines and playlists of their cameras."""
+"""The companion app of the fleet's families: timelines and playlists of their cameras, and
+now and then a WiFi tuning of their router against their home-network product (R16, R17)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,22 @@ from simulators.fleet.platform import Platform
 
 AppVerdict = Literal["ok", "refused", "error"]
 
+#: The share of app requests that ask for a tuning of the household's router.
+TUNE_SHARE = 0.2
+#: The states that refuse a tuning, whatever the household holds (R12; a fleet router has
+#: no SSH access provisioned, so an entitled tuning ends there).
+_TUNE_STATES = ("router_not_provisioned", "broadband_inactive", "router_busy")
+
 
 def app_verdict(status: int, code: str | None) -> AppVerdict:
     """How the runner counts a companion-app answer: the rules refusing is not an error."""
     if status == 200:
         return "ok"
     if status == 403 and code is not None:
-        return "refused"  # not entitled (R1), unsubscribed (R5), broadband inactive (R8)
+        # not entitled (R1), unsubscribed (R5), broadband inactive (R8), no tuning (R16, R17)
+        return "refused"
+    if status == 409 and code in _TUNE_STATES:
+        return "refused"
     if status == 404 and code == "no_recording":
         return "refused"
     return "error"
@@ -58,6 +68,10 @@ class CompanionApp:
 
     async def request(self) -> None:
         home = self.rng.choice(self._homes)
+        router = home.router
+        if router is not None and self.rng.random() < TUNE_SHARE:
+            await self._tune(home.account_id, router.device_id)
+            return
         camera = self.rng.choice(home.cameras)
         now = self.clock.now()
         if self.rng.random() < 0.5:
@@ -86,6 +100,29 @@ class CompanionApp:
             self.errors[f"app:{what}_{status}"] += 1
         elif what == "playlist" and status == 200:
             await self._fetch_first_segment(text)
+
+    async def _tune(self, account_id: str, router_id: str) -> None:
+        """The family asks for a tuning of its router (R13), paid by its product (R16, R17)."""
+        headers = {"Authorization": f"Bearer {self.tokens[account_id]}"}
+        url = f"{self.platform.url}/app/v1/devices/{router_id}/tune"
+        began = time.monotonic()
+        try:
+            async with self.platform.http.post(
+                url, json={"telemetry_timeout_seconds": 5}, headers=headers
+            ) as response:
+                status = response.status
+                text = await response.text()
+        except aiohttp.ClientError as exc:
+            self.errors[f"app:{type(exc).__name__}"] += 1
+            return
+        self.latency.append(time.monotonic() - began)
+        code = None
+        if status != 200:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                code = json.loads(text)["error"]["code"]
+        self.outcomes[f"tune {status}{' ' + code if code else ''}"] += 1
+        if app_verdict(status, code) == "error":
+            self.errors[f"app:tune_{status}"] += 1
 
     async def _fetch_first_segment(self, playlist: str) -> None:
         url = next((ln for ln in playlist.splitlines() if ln.startswith("http")), None)

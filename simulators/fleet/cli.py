@@ -19,6 +19,7 @@ from typing import Any
 
 from simulators.fleet.errors import FleetError
 from simulators.fleet.options import (
+    DEFAULT_HOME_PRODUCTS,
     DEFAULT_PLANS,
     DEFAULT_START,
     FleetOptions,
@@ -71,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_plan_mix,
         default=DEFAULT_PLANS,
         help="plan=weight,...; 'none' for no plan",
+    )
+    parser.add_argument(
+        "--home-products",
+        type=lambda text: parse_plan_mix(text, "--home-products"),
+        default=DEFAULT_HOME_PRODUCTS,
+        help="the routers' home-network products (R16, R17), product=weight,...; 'none' for "
+        "none; the app then asks for tunings against them",
     )
     parser.add_argument(
         "--stop-rate",

@@ -40,10 +40,17 @@ class HouseholdSpec:
     owner_id: str
     star_level: int
     devices: tuple[DeviceSpec, ...]
+    #: The home-network product the router holds (R16, R17), ordered at provisioning.
+    home_product: str | None = None
 
     @property
     def cameras(self) -> tuple[DeviceSpec, ...]:
         return tuple(d for d in self.devices if d.role == "camera")
+
+    @property
+    def router(self) -> DeviceSpec | None:
+        """The household's main router (satellites are routers too, of its mesh)."""
+        return next((d for d in self.devices if d.role == "router"), None)
 
 
 def plan_fleet(
@@ -53,9 +60,14 @@ def plan_fleet(
     seed: int,
     prefix: str,
     rogue_share: float = 0.0,
+    home_products: Sequence[PlanShare] = (),
 ) -> tuple[HouseholdSpec, ...]:
-    """The households of a run: the same arguments always give the same fleet."""
+    """The households of a run: the same arguments always give the same fleet (the home
+    products drawn apart, so that a mix of them changes nothing else)."""
     rng = random.Random(f"fleet:{seed}")
+    home_rng = random.Random(f"fleet-home:{seed}")
+    products = [share.plan for share in home_products]
+    product_weights = [share.weight for share in home_products]
     choices = [share.plan for share in plans]
     weights = [share.weight for share in plans]
     fleet = []
@@ -77,6 +89,7 @@ def plan_fleet(
                 owner_id=f"{home}-owner",
                 star_level=rng.randint(1, 7),
                 devices=tuple(devices),
+                home_product=(home_rng.choices(products, product_weights)[0] if products else None),
             )
         )
     return tuple(fleet)

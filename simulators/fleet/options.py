@@ -13,6 +13,8 @@ NO_PLAN = "none"
 DEFAULT_PLANS = (
     "continuous-7d=3,event-7d=3,continuous-1d=1,continuous-30d=1,event-1d=1,event-30d=1,none=2"
 )
+#: Home-network products of households (R16, R17): the router's, by weight (issue 18).
+DEFAULT_HOME_PRODUCTS = "wifi-gift-299=2,wifi-gift-499=1,wifi-tuning-70=1,wifi-addon-30=1,none=5"
 DEFAULT_START = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 
 
@@ -42,27 +44,28 @@ class PlanShare:
 _PLAN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
-def parse_plan_mix(text: str) -> tuple[PlanShare, ...]:
-    """``continuous-7d=3,event-7d=2,none=1``: plans (or none) with whole weights."""
+def parse_plan_mix(text: str, option: str = "--plans") -> tuple[PlanShare, ...]:
+    """``continuous-7d=3,event-7d=2,none=1``: plans (or none) with whole weights (also the
+    home-network products of ``--home-products``; ``option`` names the option in errors)."""
     shares: list[PlanShare] = []
     seen: set[str] = set()
     for part in text.split(","):
         name, sep, weight_text = part.strip().partition("=")
         name = name.strip()
         if not _PLAN_ID.match(name):
-            raise ValueError(f"plan {name!r} in --plans is not a plan id")
+            raise ValueError(f"plan {name!r} in {option} is not a plan id")
         if name in seen:
-            raise ValueError(f"plan {name!r} is given twice in --plans")
+            raise ValueError(f"plan {name!r} is given twice in {option}")
         seen.add(name)
         try:
             weight = int(weight_text) if sep else 1
         except ValueError:
-            raise ValueError(f"the weight of {name!r} in --plans is not a whole number") from None
+            raise ValueError(f"the weight of {name!r} in {option} is not a whole number") from None
         if weight < 0:
-            raise ValueError(f"the weight of {name!r} in --plans is negative")
+            raise ValueError(f"the weight of {name!r} in {option} is negative")
         shares.append(PlanShare(plan=None if name == NO_PLAN else name, weight=weight))
     if not any(share.weight for share in shares):
-        raise ValueError("--plans gives no plan a positive weight")
+        raise ValueError(f"{option} gives no plan a positive weight")
     return tuple(shares)
 
 
@@ -100,6 +103,10 @@ class FleetOptions:
     duration: float = 60.0
     media: Media = "synthetic"
     plans: tuple[PlanShare, ...] = field(default_factory=lambda: parse_plan_mix(DEFAULT_PLANS))
+    #: The routers' home-network products (R16, R17), ordered at provisioning.
+    home_products: tuple[PlanShare, ...] = field(
+        default_factory=lambda: parse_plan_mix(DEFAULT_HOME_PRODUCTS, "--home-products")
+    )
     #: Broadband stop/resume orders per simulated hour (fleet-wide).
     stop_rate: float = 2.0
     #: Companion-app timeline/playlist requests per simulated hour (fleet-wide).
@@ -174,6 +181,7 @@ class FleetOptions:
             "duration_s": self.duration,
             "media": self.media,
             "plans": {share.plan or NO_PLAN: share.weight for share in self.plans},
+            "home_products": {s.plan or NO_PLAN: s.weight for s in self.home_products},
             "stop_rate_per_sim_hour": self.stop_rate,
             "app_rate_per_sim_hour": self.app_rate,
             "seed": self.seed,

@@ -34,8 +34,11 @@ class Platform:
                 raise ProvisioningError(f"{method} {path}", response.status, text)
             return json.loads(text) if text else None
 
-    async def provision(self, home: HouseholdSpec, prefix: str) -> str:
-        """The account, its devices, their plans; returns an app token for the family."""
+    async def provision(
+        self, home: HouseholdSpec, prefix: str, *, home_network: bool = False
+    ) -> str:
+        """The account, its devices, their plans, and (``home_network``: where the service
+        sells them) the router's home-network product; returns an app token for the family."""
         await self.call(
             "PUT",
             f"/platform/v1/accounts/{home.account_id}",
@@ -61,6 +64,20 @@ class Platform:
                         "channel": "electronic",
                     },
                 )
+        router = home.router
+        if home_network and home.home_product is not None and router is not None:
+            await self.call(
+                "POST",
+                "/platform/v1/home-network/orders",
+                {
+                    "order_id": f"{prefix}-hn-{home.account_id}",
+                    "account_id": home.account_id,
+                    "product": home.home_product,
+                    "orderer_id": home.owner_id,
+                    "channel": "physical",
+                    "devices": [router.device_id],
+                },
+            )
         token = await self.call(
             "POST", "/platform/v1/app-tokens", {"account_id": home.account_id, "user_id": "family"}
         )
@@ -73,6 +90,9 @@ class Platform:
 
     async def has_broadband_routes(self) -> bool:
         return await self._has_path("/platform/v1/broadband/{account_id}/stop")
+
+    async def has_home_network_routes(self) -> bool:
+        return await self._has_path("/platform/v1/home-network/orders")
 
     async def has_credentials_route(self) -> bool:
         return await self._has_path("/platform/v1/devices/{device_id}/credentials")

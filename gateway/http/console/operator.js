@@ -1,6 +1,6 @@
 // The operator's view (platform token): accounts paged and filtered; per account its
-// devices with presence and convergence, broadband state, orders, subscriptions and
-// charges; the fleet's health from /metrics.
+// devices with presence and convergence, broadband state, orders, subscriptions,
+// home-network packages and charges; the fleet's health from /metrics.
 
 import { ApiFailure, get, h, showError, state, when } from "./api.js";
 import { health, parseMetrics } from "./metrics.js";
@@ -130,7 +130,7 @@ async function openAccount(a) {
   const id = encodeURIComponent(a.account_id);
   $("charges-month").value = $("charges-month").value || serviceMonth;
   $("charges-month").onchange = () => loadCharges(id);
-  await Promise.all([loadBroadband(id), loadDevices(id), loadSubscriptions(id), loadCharges(id), loadOrders()]);
+  await Promise.all([loadBroadband(id), loadDevices(id), loadSubscriptions(id), loadPackages(id), loadCharges(id), loadOrders()]);
   panel.scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
@@ -181,13 +181,28 @@ function loadSubscriptions(id) {
       "No cloud-replay subscriptions."));
 }
 
+function loadPackages(id) {
+  return section("packages-body", `/platform/v1/accounts/${id}/home-network`, (b) =>
+    table(["Package", "Product", "Routers (tunings used)", "Fee", "Channel", "Status", "Valid until", "Visit"],
+      b.packages.map((p) => h("tr", { dataset: { packageId: p.id } },
+        h("td", {}, p.id), h("td", {}, p.product, h("div.meta", {}, p.family)),
+        h("td", {}, p.devices.map((d) => `${d.device_id} (${d.used}/${d.tunings})`).join(", ")),
+        h("td.num", {}, `¥${p.fee}`), h("td", {}, p.channel),
+        h("td", {}, badge(p.status === "active", p.status, p.status)),
+        h("td", {}, p.valid_until), h("td", {}, p.visited_at ? when(p.visited_at) : "—"))),
+      "No home-network packages."));
+}
+
 function loadCharges(id) {
   const month = $("charges-month").value || serviceMonth;
   return section("charges-body", `/platform/v1/accounts/${id}/charges?month=${month}`, (b) => [
-    table(["Subscription", "Device", "Plan", "Days", "Amount"],
-      b.items.map((i) => h("tr", {}, h("td", {}, i.subscription_id), h("td", {}, i.device_id),
+    table(["Subscription / package", "Device / day", "Plan / product", "Days", "Amount"], [
+      ...b.items.map((i) => h("tr", {}, h("td", {}, i.subscription_id), h("td", {}, i.device_id),
         h("td", {}, i.plan), h("td.num", {}, i.days), h("td.num", {}, `¥${i.amount}`))),
-      `No charges in ${b.month}.`),
+      ...(b.package_lines || []).map((l) => h("tr", { dataset: { kind: l.kind } }, h("td", {}, l.package_id),
+        h("td", {}, l.day), h("td", {}, l.product, h("div.meta", {}, l.kind === "home_network" ? "one-time fee" : "refund")),
+        h("td.num", {}, ""), h("td.num", {}, `¥${l.amount}`))),
+    ], `No charges in ${b.month}.`),
     h("p.total", {}, `Total ${b.month}: ¥${b.total} (${b.currency})`),
   ]);
 }

@@ -1,6 +1,7 @@
-// The family's router, read-only: status, radios, networks, mesh and radio telemetry.
+// The family's router, read-only: status, radios, networks, mesh and radio telemetry; the
+// WiFi packages that cover it (R16, R17) and the family's own tuning, paid by one of them.
 
-import { get, h, showError, state, when } from "./api.js";
+import { call, get, h, showError, state, when } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -16,6 +17,43 @@ export async function loadRouter(d) {
     return;
   }
   box.replaceChildren(...routerView(r).filter((x) => x !== null));
+  await loadPackages(d);
+}
+
+async function loadPackages(d) {
+  const box = $("packages-of-router");
+  state(box, "loading", "Reading the family's WiFi packages…");
+  let b;
+  try {
+    b = await get("/app/v1/home-network");
+  } catch (e) {
+    showError(box, e);
+    return;
+  }
+  const covering = b.packages.filter((p) => p.devices.some((x) => x.device_id === d.device_id));
+  const rows = covering.map((p) => {
+    const mine = p.devices.find((x) => x.device_id === d.device_id);
+    return [p.product, p.status, p.valid_until, `${mine.tunings - mine.used} of ${mine.tunings}`];
+  });
+  const result = h("div", { id: "tune-result" });
+  const tune = h("button.primary", { type: "button", id: "tune", onclick: () => tuneRouter(d, result) }, "Tune my WiFi");
+  box.replaceChildren(
+    table(["Product", "Status", "Valid until", "Tunings left"], rows, "No WiFi package covers this router."),
+    h("p.row", {}, tune, h("span.meta", {}, "a tuning is included once per router and package")),
+    result,
+  );
+}
+
+async function tuneRouter(d, result) {
+  state(result, "loading", "Tuning…");
+  try {
+    const r = await call("POST", `/app/v1/devices/${encodeURIComponent(d.device_id)}/tune`, { body: {} });
+    const moved = r.changes.map((c) => `${c.radio} ${c.from_channel} → ${c.to_channel}`).join(", ");
+    await loadPackages(d);
+    state($("tune-result"), "ok", `Tuned${moved ? `: ${moved}` : ": the channels were already the best"}.`);
+  } catch (e) {
+    showError(result, e);
+  }
 }
 
 function table(headings, rows, empty) {

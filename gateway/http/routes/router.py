@@ -36,7 +36,7 @@ from pydantic import Field, StringConstraints, model_validator
 from devices import router_store
 from devices.router import ProvisioningError
 from devices.tuning import RadioTelemetry, score
-from gateway import router_ops
+from gateway import home_network, router_ops
 from gateway.errors import failure_status
 from gateway.http.api import Api, ApiError, Body, ErrorDetail, Out, json_out, parse_body
 from gateway.http.requests import app_token_of, path_id, services_of
@@ -258,6 +258,8 @@ class TuneOut(Out):
     changes: list[ChannelChangeOut]
     rolled_back: list[str]
     error: ErrorDetail | None = None
+    #: The household's tuning (the app's): the package whose tuning it used (R16, R17).
+    package_id: str | None = None
 
     @classmethod
     def of(cls, tuning: router_ops.Tuning) -> TuneOut:
@@ -331,13 +333,16 @@ def _changes_answer(changes: router_ops.Changes) -> web.Response:
     )
 
 
-def _tune_answer(tuning: router_ops.Tuning) -> web.Response:
+def _tune_answer(tuning: router_ops.Tuning, package_id: str | None = None) -> web.Response:
     outcome = tuning.outcome
     if isinstance(outcome, TelemetryTimeout):
         status = failure_status("telemetry_timeout")
     else:
         status = 200 if outcome.failure is None else failure_status(outcome.failure.code)
-    return json_out(TuneOut.of(tuning), status)
+    out = TuneOut.of(tuning)
+    if package_id is not None:
+        out = out.model_copy(update={"package_id": package_id})
+    return json_out(out, status)
 
 
 # --- access -------------------------------------------------------------------------------
@@ -525,3 +530,44 @@ async def post_router_tune(request: web.Request) -> web.StreamResponse:
         services, device_id, telemetry_timeout=body.telemetry_timeout_seconds
     )
     return _tune_answer(tuning)
+
+
+@api.route(
+    "POST",
+    "/app/v1/devices/{device_id}/tune",
+    auth="app",
+    tag="app",
+    summary="The family's own WiFi tuning, paid by a package's tuning (R13, R16, R17)",
+    body=TuneIn,
+    response=TuneOut,
+    answers=_FAILED_TUNING,
+    errors=(
+        "not_found",
+        "tuning_not_covered",
+        "tunings_used_up",
+        "broadband_inactive",
+        "router_not_provisioned",
+        "router_busy",
+        "router_invalid",
+        "router_failed",
+        "router_auth_failed",
+        "router_host_key_changed",
+        "router_timed_out",
+        "telemetry_timeout",
+    ),
+)
+async def app_tune(request: web.Request) -> web.StreamResponse:
+    """The household's own tuning of its router (R13), allowed only while a whole-home WiFi
+    package or a tuning pack covers the router with a tuning left (403 tuning_not_covered, R16;
+    403 tunings_used_up, R17). A completed run uses that tuning (package_id says whose); a run
+    the router failed gives it back. Another family's router is 404."""
+    services = services_of(request)
+    raw = await request.read()
+    body = parse_body(raw, TuneIn) if raw.strip() else TuneIn()
+    done = await home_network.household_tune(
+        services,
+        path_id(request, "device_id"),
+        account_id=app_token_of(request).account_id,
+        telemetry_timeout=body.telemetry_timeout_seconds,
+    )
+    return _tune_answer(done.tuning, done.package_id)

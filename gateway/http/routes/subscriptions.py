@@ -29,6 +29,7 @@ from replay import ledger
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
+from replay.package_charges import account_package_lines
 
 api = Api()
 
@@ -137,11 +138,24 @@ class ChargeItemOut(Out):
     amount: str
 
 
+class PackageLineOut(Out):
+    """A home-network package's one-time line (R16, R17): its fee on the order day, or its
+    refund (negative) on the unsubscription day."""
+
+    kind: Literal["home_network", "home_network_refund"]
+    package_id: str
+    product: str
+    day: str
+    amount: str
+
+
 class ChargesOut(Out):
     account_id: str
     month: str
     currency: Literal["CNY"] = "CNY"
     items: list[ChargeItemOut]
+    #: The home-network packages' lines of the month (R16, R17), kept apart from ``items``.
+    package_lines: list[PackageLineOut]
     total: str
 
 
@@ -326,17 +340,19 @@ async def list_subscriptions(request: web.Request) -> web.StreamResponse:
     "/platform/v1/accounts/{account_id}/charges",
     auth="platform",
     tag="replay",
-    summary="The account's cloud-replay charges of one month (R3-R5, R7)",
+    summary="The account's charges of one month: cloud replay and packages (R3-R5, R7, R16)",
     query=ChargesQuery,
     response=ChargesOut,
     errors=("not_found",),
 )
 async def charges(request: web.Request) -> web.StreamResponse:
-    """One broadband account's cloud-replay charges of one Asia/Shanghai month (R3-R5, R7).
-    A closed month is read from the charge ledger, so its lines stay the same after R5
-    purges the subscription records (corrections appear as lines of their own); the current
-    month, or a past one the closing job has not reached yet, is computed live by the same
-    formula."""
+    """The account's charges of one Asia/Shanghai month (month=YYYY-MM), in CNY, billed
+    with the broadband account (R7): per cloud-replay subscription the days active and the
+    amount (R3-R5, half-up to the cent); the home-network packages' one-time fees on their
+    order day and refunds on their unsubscription day (package_lines, R16, R17); and the
+    total of both. A closed month's replay lines are read from the charge ledger, so they
+    stay the same after R5 purges the subscription records (corrections appear as lines of
+    their own); the current month, or a past one not closed yet, is computed live."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)
@@ -368,7 +384,25 @@ async def charges(request: web.Request) -> web.StreamResponse:
                 )
                 for i in await subs.month_charges(session, account_id, month)
             ]
+        lines = await account_package_lines(session, account_id, month)
     total = sum((Decimal(item.amount) for item in items), Decimal("0.00"))
+    total += sum((line.amount for line in lines), Decimal("0.00"))
+    package_lines = [
+        PackageLineOut(
+            kind=line.kind,
+            package_id=line.package_id,
+            product=line.product_id,
+            day=line.day.isoformat(),
+            amount=money(line.amount),
+        )
+        for line in lines
+    ]
     return json_out(
-        ChargesOut(account_id=account_id, month=str(month), items=items, total=money(total))
+        ChargesOut(
+            account_id=account_id,
+            month=str(month),
+            items=items,
+            package_lines=package_lines,
+            total=money(total),
+        )
     )
