@@ -167,9 +167,9 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
 
 def cost_line(cost: Mapping[str, Any]) -> str:
     """What simulating the fleet cost (``report.runner``), one line."""
-    where = "this process, inline" if cost["inline"] else "worker processes"
+    where = "this process, inline" if cost["inline"] else "the worker processes"
     line = (
-        f"runner cost: {cost['worker_cores']:.2f} cores busy in the {where} "
+        f"runner cost: {cost['worker_cores']:.2f} cores busy in {where} "
         f"({cost['devices_per_worker_core'] or 'n/a'} simulated devices per core, "
         f"{cost['worker_cpu_ms_per_device_s']} CPU ms per device per second, "
         f"RSS {cost['worker_rss_mib']:,.0f} MiB)"
