@@ -77,7 +77,9 @@ def synthetic_segment(size: int, seed: int | str) -> bytes:
     filler = _null_packets(-(-size // _TS_PACKET))
     stamp = hashlib.blake2b(str(seed).encode(), digest_size=32).digest()
     head = len(_NULL_HEADER)
-    return (filler[:head] + stamp + filler[head + len(stamp) : size])[:size]
+    if size <= head + len(stamp):
+        return (filler[:head] + stamp)[:size]
+    return b"".join((filler[:head], stamp, memoryview(filler)[head + len(stamp) : size]))
 
 
 _NULL_HEADER = bytes((0x47, 0x1F, 0xFF, 0x10))
