@@ -4,11 +4,21 @@ backlog did not grow; each way of missing is named."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import pytest
 
-from bench.fleet_size import cpu_between, gateway_cost, households, nominal_rate, verdict
+from bench.fleet_size import (
+    cpu_between,
+    gateway_cost,
+    households,
+    nominal_rate,
+    proc_cpu_s,
+    proc_peak_rss_mib,
+    verdict,
+)
 
 NOMINAL = nominal_rate(4000, segment_seconds=10, telemetry_seconds=30)
 
@@ -108,3 +118,14 @@ def test_gateway_cores_per_10000_cameras(
     assert cost["cores"] == pytest.approx(cores)
     assert cost["cores_per_10k"] == pytest.approx(per_10k)
     assert cost["cameras_per_core"] == pytest.approx(per_core)
+
+
+def test_a_process_cost_is_read_from_proc() -> None:
+    """``/proc/PID/stat`` CPU seconds grow as the process works; its peak RSS is there."""
+    pid = os.getpid()
+    before = proc_cpu_s(pid)
+    began = time.process_time()
+    while time.process_time() - began < 0.3:
+        sum(range(10_000))
+    assert proc_cpu_s(pid) - before == pytest.approx(time.process_time() - began, abs=0.05)
+    assert proc_peak_rss_mib(pid) > 10

@@ -171,7 +171,7 @@ def cost_line(cost: Mapping[str, Any]) -> str:
     line = (
         f"runner cost: {cost['worker_cores']:.2f} cores busy in {where} "
         f"({cost['devices_per_worker_core'] or 'n/a'} simulated devices per core, "
-        f"{cost['worker_cpu_ms_per_device_s']} CPU ms per device per second, "
+        f"{cost['worker_cpu_ms_per_device_s'] or 0:.3f} CPU ms per device per second, "
         f"RSS {cost['worker_rss_mib']:,.0f} MiB)"
     )
     if cost["coordinator_cores"] is not None:
