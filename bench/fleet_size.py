@@ -2,44 +2,58 @@
 grow: cameras on continuous plans, synthetic media (``--segment-bytes``), a 10-s segment
 every 10 s and telemetry every 30 s, in real time.
 
-For each size of ``--sizes`` (cameras), a fresh private Mosquitto and a gateway
-(``--db``, the filesystem store, the wall clock) are started in this process and the
-fleet runner (:mod:`simulators.fleet`, devices in ``--workers`` processes) provisions the
-cameras through the platform API and runs them for ``--step-seconds``. Every second it
-compares what the devices published with what the gateway has taken in (the backlog).
+For each size of ``--sizes`` (cameras), a fresh private Mosquitto, a database (``--db``)
+and an object store (``--store``: the filesystem store, whose PUTs go through the gateway,
+or S3 on a private SeaweedFS, which the cameras PUT to directly) are made; the fleet is
+written into the database by a gateway in this process, which then stops; ``--gateways``
+gateway processes (spawned, set up as ``kanjia serve`` is; above one, on one shared
+subscription) serve it on the wall clock while the fleet runner (:mod:`simulators.fleet`,
+devices in ``--workers`` processes) runs the cameras for ``--step-seconds``. Every second
+the runner compares what the devices published with what the gateways have taken in (the
+backlog).
 
 A size *holds* only when (:func:`verdict`) the fleet offered at least 95 % of its nominal
 rate, the upload round trip's p99 stayed under one segment length (10 s), nothing failed
-(no error, no failed job of the gateway), and the backlog did not grow (its trend over the
+(no error, no failed job of a gateway), and the backlog did not grow (its trend over the
 second half of the step under one second's worth of messages per minute, and under one
 second's worth at the end); every reason a size does not hold is printed, and the
-benchmark stops at the first such size. The baseline of the same run is the rate the
-devices offered: a gateway that keeps up processes 1.0 of it. Each size also prints this
-process's CPU per wall second and peak RSS: the gateway (and the fleet's coordinator; the
-devices run in worker processes), read as gateway cores per 10,000 cameras.
+benchmark stops at the first such size. Uploads refused by rule (``--rogue-every N``:
+every N-th camera has no plan and records anyway, R8) are outcomes, not errors.
+
+Each size also prints what it cost over the measured run (issue 16): the gateway
+processes' CPU seconds per wall second (from ``/proc``) and peak RSS, read as **gateway
+cores per 10,000 cameras** (:func:`gateway_cost`), and the fleet runner's own, as
+simulated cameras per worker core (the report's ``runner``); with the machine's load.
 
 With ``--auth mosquitto-dynsec`` the broker runs Mosquitto's dynamic security, the gateway
 ``KANJIA_MQTT_AUTH=mosquitto-dynsec``, and every camera signs in with its own credentials
 (issued in bulk before the fleet starts).
 
 Run: ``.venv/bin/python -m bench.fleet_size [--sizes 250,500,1000,2000]
-[--step-seconds 60] [--auth none|mosquitto-dynsec]`` (the issue asks for 5 minutes per
+[--step-seconds 60] [--db sqlite|postgresql] [--store file|s3] [--gateways N]
+[--rogue-every N] [--auth none|mosquitto-dynsec]`` (the issue asks for 5 minutes per
 size: ``--step-seconds 300``).
-Goal: 10,000 devices.
+Goals: 10,000 devices; one gateway core per 10,000 cameras; 5,000 cameras per runner core.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
-import resource
+import os
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
+
+from bench.broker_hooks import Server
 from bench.common import (
     AUTH_CHOICES,
     PLATFORM_TOKEN,
@@ -52,29 +66,44 @@ from bench.common import (
     ratio,
     row,
 )
-from gateway.lifecycle import freeze_heap
+from gateway.config import Settings
 from gateway.service import Gateway
 from simulators.credentials import Credentials
-from simulators.fleet import DeviceSpec, FleetOptions, HouseholdSpec, run_fleet
+from simulators.fleet import DeviceSpec, FleetOptions, HouseholdSpec, parse_metrics, run_fleet
+from simulators.fleet.metrics import metric_total
+from simulators.tasks import cancel_all
+from tests.seaweed import seaweed_server
 
 CAMERAS_PER_HOME = 4
 PLAN = "continuous-7d"
+#: The shared subscription's group of ``--gateways`` above one.
+SHARED_GROUP = "kanjia-bench-fleet"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def households(cameras: int, prefix: str) -> tuple[HouseholdSpec, ...]:
+def households(cameras: int, prefix: str, *, rogue_every: int = 0) -> tuple[HouseholdSpec, ...]:
+    """``cameras`` on ``PLAN``, four a home; with ``rogue_every`` n, every n-th camera has
+    no plan and rogue firmware that records anyway: its uploads are refused by rule (R8,
+    ``not_entitled``), outcomes the verdict does not count as errors."""
     homes = []
     for n in range(-(-cameras // CAMERAS_PER_HOME)):
         home = f"{prefix}-h{n:05d}"
         count = min(CAMERAS_PER_HOME, cameras - n * CAMERAS_PER_HOME)
+        specs = []
+        for c in range(1, count + 1):
+            index = n * CAMERAS_PER_HOME + c
+            rogue = bool(rogue_every) and index % rogue_every == 0
+            specs.append(
+                DeviceSpec(
+                    device_id=f"{home}-cam{c}",
+                    role="camera",
+                    plan=None if rogue else PLAN,
+                    rogue=rogue,
+                )
+            )
         homes.append(
             HouseholdSpec(
-                account_id=home,
-                owner_id=f"{home}-owner",
-                star_level=3,
-                devices=tuple(
-                    DeviceSpec(device_id=f"{home}-cam{c}", role="camera", plan=PLAN)
-                    for c in range(1, count + 1)
-                ),
+                account_id=home, owner_id=f"{home}-owner", star_level=3, devices=tuple(specs)
             )
         )
     return tuple(homes)
@@ -93,10 +122,13 @@ def slope(points: Sequence[tuple[float, float]]) -> float:
     return sum((t - mean_t) * (y - mean_y) for t, y in points) / var
 
 
-def nominal_rate(cameras: int, *, segment_seconds: float, telemetry_seconds: float) -> float:
+def nominal_rate(
+    cameras: int, *, segment_seconds: float, telemetry_seconds: float, refused: int = 0
+) -> float:
     """Messages a second the fleet should offer: per camera an ``upload/req`` and a
-    ``segment`` notice per segment, and a ``telemetry`` message per period."""
-    return cameras * (2 / segment_seconds + 1 / telemetry_seconds)
+    ``segment`` notice per segment, and a ``telemetry`` message per period; a camera whose
+    uploads are ``refused`` by rule sends no notice."""
+    return (2 * cameras - refused) / segment_seconds + cameras / telemetry_seconds
 
 
 def verdict(
@@ -126,6 +158,8 @@ def verdict(
         "upload_p99_ms": p99,
         "errors": float(report["errors"]["total"]),
         "job_failures": job_failures,
+        # Uploads refused by rule (R8: a rogue camera without a plan) are outcomes.
+        "refused": float(sum(report["uploads"].get("refused", {}).values())),
     }
     reasons = []
     if offered < 0.95 * nominal:
@@ -139,15 +173,67 @@ def verdict(
     return not reasons, figures, reasons
 
 
-def job_failures(gateway: Gateway) -> float:
-    """Clock-driven job runs of the gateway that failed (``kanjia_job_runs{outcome=error}``)."""
-    return sum(
-        sample.value
-        for metric in gateway.services.metrics.registry.collect()
-        if metric.name == "kanjia_job_runs"
-        for sample in metric.samples
-        if sample.name.endswith("_total") and sample.labels.get("outcome") == "error"
-    )
+def cpu_between(trace: Sequence[tuple[float, float]], began: float, ended: float) -> float:
+    """CPU seconds spent from ``began`` to ``ended`` by a process whose CPU so far was
+    sampled as ``(monotonic, cpu seconds)`` points (interpolated linearly between them;
+    clamped to the first and last sample)."""
+
+    def at(t: float) -> float:
+        if not trace:
+            return 0.0
+        if t <= trace[0][0]:
+            return trace[0][1]
+        for (t0, c0), (t1, c1) in itertools.pairwise(trace):
+            if t0 <= t <= t1:
+                return c0 if t1 == t0 else c0 + (c1 - c0) * (t - t0) / (t1 - t0)
+        return trace[-1][1]
+
+    return at(ended) - at(began)
+
+
+def gateway_cost(cameras: int, cpu_s: Sequence[float], wall_s: float) -> dict[str, float]:
+    """The gateways' cost at a size (issue 16): cores busy (CPU seconds per wall second,
+    all gateway processes together), **gateway cores per 10,000 cameras**, and cameras per
+    gateway core."""
+    cores = sum(cpu_s) / wall_s if wall_s > 0 else 0.0
+    return {
+        "cores": cores,
+        "cores_per_10k": cores * 10_000 / cameras if cameras else 0.0,
+        "cameras_per_core": cameras / cores if cores > 0 else 0.0,
+    }
+
+
+def proc_cpu_s(pid: int) -> float:
+    """A process's CPU seconds so far (user + system), from ``/proc/PID/stat``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def proc_peak_rss_mib(pid: int) -> float:
+    """A process's peak resident set (``VmHWM`` of ``/proc/PID/status``), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def trace_cpu(pids: Sequence[int], into: list[list[tuple[float, float]]]) -> None:
+    """Sample each process's CPU so far twice a second, until cancelled."""
+    while True:
+        now = time.monotonic()
+        for trace, pid in zip(into, pids, strict=True):
+            trace.append((now, proc_cpu_s(pid)))
+        await asyncio.sleep(0.5)
+
+
+async def job_failures(http: aiohttp.ClientSession, urls: Sequence[str]) -> float:
+    """Clock-driven job runs of the gateways that failed (``kanjia_job_runs{outcome=error}``)."""
+    failed = 0.0
+    for url in urls:
+        async with http.get(f"{url}/metrics") as response:
+            found = parse_metrics(await response.text())
+        failed += metric_total(found, "kanjia_job_runs_total", 'outcome="error"')
+    return failed
 
 
 async def device_logins(
@@ -161,57 +247,117 @@ async def device_logins(
     return {d: Credentials(device_id=d, username=d, password=p) for d, p in passwords.items()}
 
 
+async def prepare(
+    settings: Settings, homes: Sequence[HouseholdSpec], auth: str
+) -> dict[str, Credentials]:
+    """The fleet into the database, its desired documents retained on the broker and its
+    credentials issued, by a gateway in this process that then stops."""
+    async with Gateway(settings=settings) as gateway:
+        mqtt = gateway.services.mqtt
+        assert mqtt is not None
+        await asyncio.wait_for(mqtt.connected.wait(), 10)
+        await provision_fleet(gateway, homes)
+        return await device_logins(gateway, homes, auth)
+
+
+def fleet_options(
+    args: argparse.Namespace, cameras: int, urls: Sequence[str], port: int
+) -> FleetOptions:
+    return FleetOptions(
+        households=-(-cameras // CAMERAS_PER_HOME),
+        clock_speed=1.0,
+        duration=args.step_seconds,
+        stop_rate=0,
+        app_rate=0,
+        rogue_share=0,
+        telemetry_seconds=30,
+        segment_seconds=10,
+        min_real_interval=0,
+        synthetic_bytes=args.segment_bytes,
+        workers=args.workers,
+        prefix=f"fs{cameras}",
+        service_url=urls[0],
+        metrics_urls=tuple(urls[1:]),
+        platform_token=PLATFORM_TOKEN,
+        # Without the admin's login of a dynsec broker's URL: each device signs in with
+        # its own credentials.
+        mqtt_url=f"mqtt://127.0.0.1:{port}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    report: dict[str, Any]
+    job_failures: float
+    #: Each gateway process's CPU seconds over the measured run, and its peak RSS (MiB).
+    gateway_cpu_s: tuple[float, ...]
+    gateway_rss_mib: tuple[float, ...]
+
+
+async def measure(args: argparse.Namespace, cameras: int, tmp: Path) -> Measured:
+    """One size: a broker, the object store and a database; the fleet prepared; then
+    ``--gateways`` gateway processes (``kanjia serve``'s set-up, spawned) and the fleet."""
+    with private_broker(args.auth, tmp) as broker, ExitStack() as stack:
+        store: dict[str, Any] = {}
+        if args.store == "s3":
+            weed = stack.enter_context(seaweed_server(tmp / "seaweed"))
+            store["object_store_url"] = weed.url_for_bucket("kanjia-bench-fleet")
+        async with database(args.db, tmp) as url, AsyncExitStack() as gateways:
+            settings = bench_settings(
+                tmp, database_url=url, mqtt_url=broker.url, mqtt_auth=args.auth, **store
+            )
+            homes = households(cameras, f"fs{cameras}", rogue_every=args.rogue_every)
+            logins = await prepare(settings, homes, args.auth)
+            servers = []
+            for n in range(args.gateways):
+                own = settings.model_copy(
+                    update={
+                        "mqtt_client_id": f"{settings.mqtt_client_id}-{n}",
+                        "mqtt_shared_group": SHARED_GROUP if args.gateways > 1 else "",
+                    }
+                )
+                server = Server("gateway", own, tmp / f"gateway-{n}.log")
+                servers.append(await gateways.enter_async_context(server))
+            pids = [server.pid for server in servers]
+            assert all(pid is not None for pid in pids)
+            traces: list[list[tuple[float, float]]] = [[] for _ in servers]
+            tracer = asyncio.create_task(trace_cpu(cast(list[int], pids), traces))
+            urls = [server.url for server in servers]
+            try:
+                report = await run_fleet(
+                    fleet_options(args, cameras, urls, broker.port),
+                    workdir=tmp,
+                    households=homes,
+                    provisioned=True,
+                    credentials=logins,
+                )
+            finally:
+                await cancel_all([tracer])
+            window = report["window"]
+            async with aiohttp.ClientSession() as http:
+                failed = await job_failures(http, urls)
+            return Measured(
+                report=report,
+                job_failures=failed,
+                gateway_cpu_s=tuple(
+                    cpu_between(t, window["began"], window["ended"]) for t in traces
+                ),
+                gateway_rss_mib=tuple(proc_peak_rss_mib(cast(int, p)) for p in pids),
+            )
+
+
 async def step(args: argparse.Namespace, cameras: int) -> bool:
     with tempfile.TemporaryDirectory(prefix="kanjia-bench-fleet-") as tmp_name:
         tmp = Path(tmp_name)
         if args.keep is not None:
             tmp = args.keep / f"{cameras}"
             tmp.mkdir(parents=True, exist_ok=True)
-        with private_broker(args.auth, tmp) as broker:
-            async with database(args.db, tmp) as url:
-                settings = bench_settings(
-                    tmp, database_url=url, mqtt_url=broker.url, mqtt_auth=args.auth
-                )
-                async with Gateway(settings=settings) as gateway:
-                    freeze_heap()  # as kanjia serve does
-                    mqtt = gateway.services.mqtt
-                    assert mqtt is not None
-                    await asyncio.wait_for(mqtt.connected.wait(), 10)
-                    options = FleetOptions(
-                        households=-(-cameras // CAMERAS_PER_HOME),
-                        clock_speed=1.0,
-                        duration=args.step_seconds,
-                        stop_rate=0,
-                        app_rate=0,
-                        rogue_share=0,
-                        telemetry_seconds=30,
-                        segment_seconds=10,
-                        min_real_interval=0,
-                        synthetic_bytes=args.segment_bytes,
-                        workers=args.workers,
-                        prefix=f"fs{cameras}",
-                        service_url=gateway.url,
-                        platform_token=PLATFORM_TOKEN,
-                        # Without the admin's login of a dynsec broker's URL: each device
-                        # signs in with its own credentials.
-                        mqtt_url=f"mqtt://127.0.0.1:{broker.port}",
-                    )
-                    homes = households(cameras, options.id_prefix)
-                    await provision_fleet(gateway, homes)
-                    logins = await device_logins(gateway, homes, args.auth)
-                    cpu, wall = time.process_time(), time.perf_counter()
-                    report = await run_fleet(
-                        options,
-                        workdir=tmp,
-                        households=homes,
-                        provisioned=True,
-                        credentials=logins,
-                    )
-                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                    failed_jobs = job_failures(gateway)
-    nominal = nominal_rate(cameras, segment_seconds=10, telemetry_seconds=30)
+        measured = await measure(args, cameras, tmp)
+    report = measured.report
+    refused = cameras // args.rogue_every if args.rogue_every else 0
+    nominal = nominal_rate(cameras, segment_seconds=10, telemetry_seconds=30, refused=refused)
     holds, f, reasons = verdict(
-        report, nominal=nominal, segment_ms=10_000, job_failures=failed_jobs
+        report, nominal=nominal, segment_ms=10_000, job_failures=measured.job_failures
     )
     uploads = report["uploads"]
     row(
@@ -220,18 +366,28 @@ async def step(args: argparse.Namespace, cameras: int) -> bool:
         f"{nominal:,.0f} msg/s, processed {f['processed']:,.0f} msg/s "
         f"(ratio {ratio(f['processed'], f['offered'])}), backlog trend {f['trend']:+,.0f}/min, "
         f"at end {f['final']:,.0f}; uploads {uploads['per_second']}/s, p99 "
-        f"{uploads['latency_p99_ms']:,.0f} ms; errors {report['errors']['total']:.0f}, "
-        f"job failures {failed_jobs:.0f}",
+        f"{uploads['latency_p99_ms']:,.0f} ms, refused by rule {f['refused']:,.0f}; errors "
+        f"{report['errors']['total']:.0f}, job failures {measured.job_failures:.0f}",
     )
-    # This process runs the gateway and the fleet's coordinator; the devices run in the
-    # fleet's worker processes, so this is (a little more than) the gateway's cost.
-    cores = cpu / wall if wall else 0.0
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    wall = report["window"]["ended"] - report["window"]["began"]
+    cost = gateway_cost(cameras, measured.gateway_cpu_s, wall)
+    each = ", ".join(f"{c / wall:.2f}" for c in measured.gateway_cpu_s)
+    rss = ", ".join(f"{r:,.0f}" for r in measured.gateway_rss_mib)
     row(
-        "  gateway process",
-        f"{cores:.2f} cores busy ({cores * 10_000 / cameras:.2f} cores per 10,000 cameras at "
-        f"this size), peak RSS {rss_mib:,.0f} MiB",
+        f"  gateway ({args.gateways} process{'es' if args.gateways > 1 else ''})",
+        f"{cost['cores']:.2f} cores busy ({each}): {cost['cores_per_10k']:.2f} gateway cores "
+        f"per 10,000 cameras, {cost['cameras_per_core']:,.0f} cameras per gateway core; "
+        f"peak RSS {rss} MiB",
     )
+    runner = report["runner"]
+    row(
+        "  fleet runner",
+        f"{runner['worker_cores']:.2f} cores busy in {args.workers} worker(s): "
+        f"{runner['devices_per_worker_core'] or 0:,} simulated cameras per core, RSS "
+        f"{runner['worker_rss_mib']:,.0f} MiB; coordinator {runner['coordinator_cores']:.2f} "
+        f"cores",
+    )
+    row("  machine", f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     for reason in reasons:
         row("  does not hold", reason)
     if report["errors"]["total"]:
@@ -264,6 +420,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--segment-bytes", type=int, default=66_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes; above 1 on a shared subscription (scale-out)",
+    )
+    parser.add_argument("--store", choices=("file", "s3"), default="file")
+    parser.add_argument(
+        "--rogue-every",
+        type=int,
+        default=0,
+        help="every n-th camera has no plan and records anyway (refused by rule; 0: none)",
+    )
     parser.add_argument("--keep", type=Path, help="work (and log) directories go here")
     parser.add_argument(
         "--auth",

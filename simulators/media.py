@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -64,18 +66,32 @@ def synthetic_segment(size: int, seed: int | str) -> bytes:
     """Exactly ``size`` placeholder bytes, shaped as MPEG-TS null packets (PID 0x1FFF).
 
     For ``--media synthetic``: no drawing, no encoding. Each 188-byte packet carries the
-    sync byte and a null-packet header followed by seeded random payload, so different
-    seeds give different checksums; the last packet is cut short to hit ``size``.
+    sync byte and a null-packet header followed by random payload, the same for every
+    segment of that size; the first packet's payload opens with a digest of ``seed``, so
+    different seeds give different checksums; the last packet is cut short to hit
+    ``size``. (Drawing fresh random bytes for each segment was a tenth of a fleet worker's
+    CPU at 1,000 cameras, issue 16.)
     """
     if size < 0:
         raise ValueError("A segment size cannot be negative.")
-    rng = random.Random(f"synthetic:{seed}")
-    header = bytes((0x47, 0x1F, 0xFF, 0x10))
-    packets = -(-size // _TS_PACKET)
-    body = bytearray()
-    for _ in range(packets):
-        body += header + rng.randbytes(_TS_PACKET - len(header))
-    return bytes(body[:size])
+    filler = _null_packets(-(-size // _TS_PACKET))
+    stamp = hashlib.blake2b(str(seed).encode(), digest_size=32).digest()
+    head = len(_NULL_HEADER)
+    if size <= head + len(stamp):
+        return (filler[:head] + stamp)[:size]
+    return b"".join((filler[:head], stamp, memoryview(filler)[head + len(stamp) : size]))
+
+
+_NULL_HEADER = bytes((0x47, 0x1F, 0xFF, 0x10))
+
+
+@functools.lru_cache(maxsize=8)
+def _null_packets(count: int) -> bytes:
+    """``count`` null packets of seeded random payload (drawn once per count)."""
+    rng = random.Random("synthetic")
+    return b"".join(
+        _NULL_HEADER + rng.randbytes(_TS_PACKET - len(_NULL_HEADER)) for _ in range(count)
+    )
 
 
 # Detection ---------------------------------------------------------------------------------

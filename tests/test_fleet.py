@@ -43,7 +43,8 @@ from simulators.fleet import (
     run_fleet,
     verdict,
 )
-from simulators.fleet.cli import build_parser, verdict_lines, work_directory
+from simulators.fleet.cli import build_parser, cost_line, verdict_lines, work_directory
+from simulators.fleet.report import runner_cost
 from simulators.scene import Actor, Scene
 from tests.services import Broker
 
@@ -238,6 +239,7 @@ def test_metrics_text_is_read_by_name_and_labels() -> None:
         (["--households", "0"], "households must be at least 1"),
         (["--duration", "soon"], "duration"),
         (["--service-url", "http://x"], "--platform-token and --mqtt-url"),
+        (["--metrics-url", "http://x"], "--metrics-url needs --service-url"),
     ],
 )
 def test_the_command_refuses_bad_options(
@@ -320,6 +322,17 @@ async def test_ten_households_run_end_to_end_with_no_error(tmp_path: Path, broke
     assert report["cadences"]["telemetry_every_real_s"] == 1.0
     assert report["verdict"]["figures"]["errors"] == 0
     assert report["verdict"]["figures"]["telemetry_nominal_per_s"] == total
+    # The runner's own cost over the measured run (issue 16): its worker process worked.
+    runner = report["runner"]
+    assert runner["devices"] == total
+    assert runner["inline"] is False
+    assert runner["worker_cores"] > 0
+    # (the report rounds the cores to three decimals)
+    assert runner["devices_per_worker_core"] * runner["worker_cores"] == pytest.approx(
+        total, rel=0.02
+    )
+    assert runner["worker_rss_mib"] > 0
+    assert report["window"]["ended"] - report["window"]["began"] >= options.duration
 
 
 class _TimedCamera(FleetCamera):
@@ -659,3 +672,62 @@ def test_the_work_directory_is_under_the_current_one_by_default(
     given = work_directory(Path("mine"))
     assert given == tmp_path / "mine"
     assert "./var/simulate" in build_parser().format_help()
+
+
+@pytest.mark.parametrize(
+    ("cpu_s", "wall_s", "devices", "cores", "per_core", "ms_per_device"),
+    [
+        pytest.param(30.0, 60.0, 1000, 0.5, 2000, 0.5, id="half-a-core-for-1000"),
+        pytest.param(120.0, 60.0, 4000, 2.0, 2000, 0.5, id="two-cores-for-4000"),
+        pytest.param(0.0, 60.0, 10, 0.0, None, 0.0, id="idle"),
+        pytest.param(6.0, 60.0, 0, 0.1, 0, None, id="no-device"),
+    ],
+)
+def test_the_runner_reports_its_cost_per_simulated_device(
+    cpu_s: float,
+    wall_s: float,
+    devices: int,
+    cores: float,
+    per_core: int | None,
+    ms_per_device: float | None,
+) -> None:
+    cost = runner_cost(
+        devices=devices,
+        wall_s=wall_s,
+        worker_cpu_s=cpu_s,
+        coordinator_cpu_s=3.0,
+        worker_rss_mib=150.0,
+        inline=False,
+    )
+    assert cost["worker_cores"] == cores
+    assert cost["devices_per_worker_core"] == per_core
+    assert cost["worker_cpu_ms_per_device_s"] == ms_per_device
+    assert cost["coordinator_cores"] == 0.05
+
+
+def test_inline_devices_cost_what_the_whole_process_costs() -> None:
+    """With ``--workers 0`` the coordinator is the process the devices run in."""
+    cost = runner_cost(
+        devices=100,
+        wall_s=10.0,
+        worker_cpu_s=5.0,
+        coordinator_cpu_s=5.0,
+        worker_rss_mib=90.0,
+        inline=True,
+    )
+    assert cost["coordinator_cores"] is None
+    line = cost_line(cost)
+    assert line.startswith("runner cost: 0.50 cores busy in this process, inline")
+    assert "200 simulated devices per core" in line
+    assert "coordinator" not in line
+
+
+def test_the_pool_adds_up_its_workers_cost() -> None:
+    pool = WorkerPool(on_version=lambda *_: None)
+    clock = SimClock(datetime(2026, 12, 1, tzinfo=UTC), speed=1)
+    for cpu, rss in ((3.5, 100.0), (1.5, 120.0)):
+        handle = WorkerHandle(_spec(), clock=clock, inline=True)
+        handle._take({"at": 1.0, "devices": 1, "cpu_s": cpu, "rss_mib": rss})
+        pool.handles.append(handle)
+    totals = pool.totals()
+    assert (totals["cpu_s"], totals["rss_mib"]) == (5.0, 220.0)

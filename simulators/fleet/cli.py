@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--service-url", help="a running service (else an embedded one)")
     parser.add_argument("--platform-token")
+    parser.add_argument(
+        "--metrics-url",
+        dest="metrics_urls",
+        action="append",
+        default=[],
+        help="a further gateway of the service (shared subscription) whose /metrics count "
+        "with --service-url's (repeat for more)",
+    )
     parser.add_argument("--mqtt-url", help="the broker (embedded mode: instead of amqtt)")
     parser.add_argument("--ca-file", help="CA (PEM) that an mqtts:// broker is verified against")
     parser.add_argument("--workers", type=int, default=1, help="device processes (0: in this one)")
@@ -132,6 +140,7 @@ def options_from(args: argparse.Namespace) -> FleetOptions:
     ``--log-level`` are not options)."""
     names = {field.name for field in dataclasses.fields(FleetOptions)}
     given = {_OPTION_OF_FLAG.get(flag, flag): value for flag, value in vars(args).items()}
+    given["metrics_urls"] = tuple(given.get("metrics_urls") or ())
     return FleetOptions(**{name: value for name, value in given.items() if name in names})
 
 
@@ -159,7 +168,23 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         )
     lines.append(f"app requests {app['requests']} (p99 {app['latency_p99_ms']} ms)")
     lines.append(f"errors {errors['total']}" + (f": {errors}" if errors["total"] else ""))
+    if "runner" in report:
+        lines.append(cost_line(report["runner"]))
     return [*lines, *verdict_lines(report)]
+
+
+def cost_line(cost: Mapping[str, Any]) -> str:
+    """What simulating the fleet cost (``report.runner``), one line."""
+    where = "this process, inline" if cost["inline"] else "the worker processes"
+    line = (
+        f"runner cost: {cost['worker_cores']:.2f} cores busy in {where} "
+        f"({cost['devices_per_worker_core'] or 'n/a'} simulated devices per core, "
+        f"{cost['worker_cpu_ms_per_device_s'] or 0:.3f} CPU ms per device per second, "
+        f"RSS {cost['worker_rss_mib']:,.0f} MiB)"
+    )
+    if cost["coordinator_cores"] is not None:
+        line += f"; coordinator {cost['coordinator_cores']:.2f} cores"
+    return line
 
 
 def verdict_lines(report: Mapping[str, Any]) -> list[str]:

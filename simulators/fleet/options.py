@@ -130,6 +130,9 @@ class FleetOptions:
     #: The CA (PEM) that an ``mqtts://`` broker is verified against (else the system's).
     ca_file: str | None = None
     status_interval: float = 1.0
+    #: Further gateways of the service (scale-out on a shared subscription): their
+    #: ``/metrics`` are added to ``service_url``'s, so the backlog counts every gateway.
+    metrics_urls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.households < 1:
@@ -150,6 +153,8 @@ class FleetOptions:
             raise ValueError("the start must carry a timezone offset")
         if self.service_url and not (self.platform_token and self.mqtt_url):
             raise ValueError("--service-url needs --platform-token and --mqtt-url")
+        if self.metrics_urls and not self.service_url:
+            raise ValueError("--metrics-url needs --service-url (the gateways of one service)")
         if self.ca_file and not (self.mqtt_url or "").startswith("mqtts://"):
             raise ValueError("--ca-file needs an mqtts:// --mqtt-url")
         if self.prefix and not re.fullmatch(r"[A-Za-z0-9-]{1,20}", self.prefix):

@@ -22,6 +22,8 @@ class Platform:
         self.http = http
         self.url = target.http_url
         self.headers = {"Authorization": f"Bearer {target.platform_token}"}
+        #: Every gateway whose ``/metrics`` count: the target, and any further ones.
+        self.metrics_urls = (self.url, *target.metrics_urls)
 
     async def call(
         self, method: str, path: str, body: Any = None, ok: Iterable[int] = (200, 201)
@@ -108,5 +110,13 @@ class Platform:
         return issued
 
     async def metrics(self) -> dict[str, dict[str, float]]:
-        async with self.http.get(f"{self.url}/metrics") as response:
-            return parse_metrics(await response.text())
+        """The gateways' metrics, summed sample by sample (one gateway: its own)."""
+        summed: dict[str, dict[str, float]] = {}
+        for url in self.metrics_urls:
+            async with self.http.get(f"{url}/metrics") as response:
+                metrics = parse_metrics(await response.text())
+            for name, samples in metrics.items():
+                into = summed.setdefault(name, {})
+                for labels, value in samples.items():
+                    into[labels] = into.get(labels, 0.0) + value
+        return summed

@@ -153,3 +153,33 @@ def verdict(
             "errors": errors,
         },
     }
+
+
+def runner_cost(
+    *,
+    devices: int,
+    wall_s: float,
+    worker_cpu_s: float,
+    coordinator_cpu_s: float,
+    worker_rss_mib: float,
+    inline: bool,
+) -> dict[str, Any]:
+    """What simulating the fleet cost over the measured run (issue 16): the worker
+    processes' CPU seconds per wall second (cores), per simulated device, and simulated
+    devices per worker core; the coordinator (this process: orders, app, samples) apart.
+
+    ``inline`` (``--workers 0``): the devices run in the coordinator's process, so the
+    workers' figure is that process's, with the coordinator (and an embedded gateway) in
+    it; the coordinator's own figure is then not apart and reads ``None``."""
+    wall = max(wall_s, 1e-6)
+    cores = worker_cpu_s / wall
+    return {
+        "wall_s": round(wall_s, 2),
+        "devices": devices,
+        "inline": inline,
+        "worker_cores": round(cores, 3),
+        "worker_cpu_ms_per_device_s": round(cores * 1000 / devices, 4) if devices else None,
+        "devices_per_worker_core": round(devices / cores) if cores > 0 else None,
+        "worker_rss_mib": round(worker_rss_mib, 1),
+        "coordinator_cores": None if inline else round(coordinator_cpu_s / wall, 3),
+    }

@@ -28,6 +28,7 @@ from simulators.fleet.report import (
     errors_summary,
     fleet_summary,
     messages_summary,
+    runner_cost,
     service_summary,
     uploads_summary,
     verdict,
@@ -121,6 +122,11 @@ class FleetRun:
         #: seconds (from fresh snapshots at both ends): the verdict's offered rate.
         self.telemetry_sent = 0
         self.telemetry_window = 0.0
+        #: The measured run's bounds (monotonic), and what the runner's own processes
+        #: spent in it: the workers' CPU seconds (fresh snapshots) and the coordinator's.
+        self.window = (0.0, 0.0)
+        self.worker_cpu_s = 0.0
+        self.coordinator_cpu_s = 0.0
         self._stop = asyncio.Event()
         #: The broker identity each device signs in with, by device id (issue 13); a
         #: device without one connects as the URL says. Provisioning issues them through
@@ -245,6 +251,7 @@ class FleetRun:
         processed = await self.intake.read()
         totals = await self.pool.fresh_totals(begin)
         telemetry_begin, telemetry_at = totals["published_by"].get("telemetry", 0), totals["at"]
+        worker_cpu, coordinator_cpu = totals["cpu_s"], time.process_time()
         self.samples.begin(begin, totals, processed)
         async with asyncio.TaskGroup() as tg:
             load = self._load(options.app_rate, self.app.request)
@@ -266,6 +273,9 @@ class FleetRun:
         totals = await self.pool.fresh_totals(time.monotonic())
         self.telemetry_sent = totals["published_by"].get("telemetry", 0) - telemetry_begin
         self.telemetry_window = totals["at"] - telemetry_at
+        self.window = (begin, time.monotonic())
+        self.worker_cpu_s = totals["cpu_s"] - worker_cpu
+        self.coordinator_cpu_s = time.process_time() - coordinator_cpu
         sim_end = clock.now()
         return {
             "run_s": round(self.elapsed, 2),
@@ -351,6 +361,17 @@ class FleetRun:
             "app": self.app.summary(),
             "errors": errors,
             "samples": self.samples.rows,
+            "runner": runner_cost(
+                devices=totals["devices"],
+                wall_s=self.window[1] - self.window[0],
+                worker_cpu_s=self.worker_cpu_s,
+                coordinator_cpu_s=self.coordinator_cpu_s,
+                worker_rss_mib=totals["rss_mib"],
+                inline=setup.options.workers == 0,
+            ),
+            #: The measured run's bounds on this machine's monotonic clock, for a
+            #: benchmark to read other processes' cost over the same seconds.
+            "window": {"began": self.window[0], "ended": self.window[1]},
         }
 
     def _status(

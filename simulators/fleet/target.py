@@ -33,6 +33,8 @@ class Target:
     #: amqtt 0.12 breaks ("dictionary changed size during iteration") under concurrent
     #: connects: it walks every subscription of the broker for each new client.
     connect_concurrency: int = 64
+    #: Further gateways whose ``/metrics`` count with ``http_url``'s (``--metrics-url``).
+    metrics_urls: tuple[str, ...] = ()
 
 
 @asynccontextmanager
@@ -114,4 +116,5 @@ async def remote_service(
         clock_speed=options.clock_speed,
         embedded=False,
         broker=options.mqtt_url,
+        metrics_urls=tuple(u.rstrip("/") for u in options.metrics_urls),
     )

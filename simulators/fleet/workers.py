@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import resource
 import signal
 import sys
 import time
@@ -126,6 +127,9 @@ class DeviceWorker:
             "errors": dict(c.errors),
             "versions": c.versions,
             "latencies": c.latencies,
+            # This process's own cost (issue 16): CPU seconds so far, peak RSS.
+            "cpu_s": round(time.process_time(), 3),
+            "rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "final": final,
         }
         c.versions, c.latencies = [], []
@@ -399,6 +403,9 @@ class WorkerPool:
         def total(key: str) -> int:
             return sum(int(snap.get(key, 0)) for snap in snaps)
 
+        def amount(key: str) -> float:
+            return sum(float(snap.get(key, 0.0)) for snap in snaps)
+
         taken = [float(snap["at"]) for snap in snaps if "at" in snap]
         return {
             #: When the snapshots were taken (their mean, monotonic); 0 before any.
@@ -412,4 +419,9 @@ class WorkerPool:
             "published_by": published_by,
             "refusals": refusals,
             "errors": errors,
+            #: The workers' CPU seconds so far and their peak RSS, summed (an inline
+            #: worker's are those of the whole process: the runner's, and an embedded
+            #: gateway's).
+            "cpu_s": amount("cpu_s"),
+            "rss_mib": amount("rss_mib"),
         }
