@@ -25,6 +25,7 @@ import aiomqtt
 from gateway.lifecycle import running
 from gateway.metrics import Metrics
 from gateway.mqtt.messages import Outbound, subscriptions
+from gateway.mqtt.reads import buffer_reads
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class MqttSession:
                 # when the process dies is sent again by the broker (persistent session).
                 client._client.manual_ack_set(True)
                 _take_raw(client)
+                buffer_reads(client, asyncio.get_running_loop())
                 async with client:
                     for topic in self._topics:
                         await client.subscribe(topic, qos=1)
