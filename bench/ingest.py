@@ -261,7 +261,11 @@ async def gateway_drain(gateway: Gateway, expected: int, segments: int, events: 
         event_rows = (await session.exec(select(func.count()).select_from(CameraEvent))).one()
     if rows < segments or event_rows < events:
         raise RuntimeError(f"counted {indexed} segments but found {rows} rows")
-    return Drain(expected, elapsed, cpu_seconds=cpu)
+    registry = gateway.services.metrics.registry
+    count = registry.get_sample_value("kanjia_batch_size_count", {"queue": "recording"}) or 0
+    total = registry.get_sample_value("kanjia_batch_size_sum", {"queue": "recording"}) or 0
+    batches = (int(count), total / count if count else 0.0)
+    return Drain(expected, elapsed, cpu_seconds=cpu, batches=batches)
 
 
 # -- several gateway processes on the shared subscription -------------------------------
@@ -497,6 +501,9 @@ async def run(args: argparse.Namespace) -> None:
         if measured.cpu_seconds is not None:
             per_message = measured.cpu_seconds / measured.messages * 1e6
             row(f"{label}: gateway CPU per message", f"{per_message:,.0f} µs")
+        if measured.batches is not None and measured.batches[0]:
+            count, mean = measured.batches
+            row(f"{label}: recording batches", f"{count} (mean {mean:,.0f} messages)")
         row(
             f"{label}: ratio gateway / bare (goal >= 0.8)",
             ratio(measured.rate, baseline.rate),

@@ -34,6 +34,7 @@ class Drain:
     seconds: float
     shares: tuple[int, ...] = ()  # messages each gateway process handled
     cpu_seconds: float | None = None  # this process's CPU (all threads) over the drain
+    batches: tuple[int, float] | None = None  # recording group commits: count, mean size
 
     @property
     def rate(self) -> float:
