@@ -498,9 +498,13 @@ async def run(args: argparse.Namespace) -> None:
         row(f"{label}: gateway, indexing done", f"{measured.rate:,.0f} msg/s")
         if measured.shares:
             row(f"{label}: messages per gateway process", " / ".join(map(str, measured.shares)))
-        if measured.cpu_seconds is not None:
+        if measured.cpu_seconds is not None and baseline.cpu_seconds is not None:
             per_message = measured.cpu_seconds / measured.messages * 1e6
+            bare_cpu = baseline.cpu_seconds / baseline.messages * 1e6
             row(f"{label}: gateway CPU per message", f"{per_message:,.0f} µs")
+            row(f"{label}: bare paho CPU per message", f"{bare_cpu:,.0f} µs")
+            # What the rates' ratio would be with a core each: steadier on a busy machine.
+            row(f"{label}: CPU ratio bare / gateway", ratio(bare_cpu, per_message))
         if measured.batches is not None and measured.batches[0]:
             count, mean = measured.batches
             row(f"{label}: recording batches", f"{count} (mean {mean:,.0f} messages)")

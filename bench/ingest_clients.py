@@ -129,10 +129,12 @@ class BareSubscriber:
                 done.set()
 
         client.on_message = on_message
+        cpu_began = time.process_time()  # the process is otherwise idle meanwhile
         client.connect("127.0.0.1", self.port)
         client.loop_start()
         if not done.wait(600):
             raise RuntimeError(f"the bare subscriber got {len(stamps)} of {expected}")
+        cpu = time.process_time() - cpu_began
         client.disconnect()
         client.loop_stop()
-        return Drain(expected, stamps[-1] - stamps[0])
+        return Drain(expected, stamps[-1] - stamps[0], cpu_seconds=cpu)
