@@ -28,7 +28,8 @@ bulk, :func:`bench.common.credential_devices`): the pre-load publishes each came
 messages on its own connection, and the bare subscriber signs in as the plugin's admin.
 
 Run: ``.venv/bin/python -m bench.ingest [--messages 10000] [--db sqlite|postgresql]
-[--store file|s3] [--per-kind] [--profile FILE] [--gateways N] [--auth none|mosquitto-dynsec]``;
+[--store file|s3] [--per-kind] [--profile FILE] [--py-spy PREFIX] [--gateways N]
+[--auth none|mosquitto-dynsec]``;
 ``--store s3`` runs a private SeaweedFS (``weed mini``) for the objects instead of the
 filesystem store.
 Goal: >= 0.8 of the bare rate.
