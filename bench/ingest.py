@@ -28,7 +28,8 @@ bulk, :func:`bench.common.credential_devices`): the pre-load publishes each came
 messages on its own connection, and the bare subscriber signs in as the plugin's admin.
 
 Run: ``.venv/bin/python -m bench.ingest [--messages 10000] [--db sqlite|postgresql]
-[--store file|s3] [--per-kind] [--profile FILE] [--gateways N] [--auth none|mosquitto-dynsec]``;
+[--store file|s3] [--per-kind] [--profile FILE] [--py-spy PREFIX] [--gateways N]
+[--auth none|mosquitto-dynsec]``;
 ``--store s3`` runs a private SeaweedFS (``weed mini``) for the objects instead of the
 filesystem store.
 Goal: >= 0.8 of the bare rate.
@@ -42,22 +43,21 @@ import cProfile
 import hashlib
 import json
 import multiprocessing
+import os
 import pstats
 import random
+import signal
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import aiohttp
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import Counter
 from sqlmodel import func, select
 
@@ -72,11 +72,12 @@ from bench.common import (
     ratio,
     row,
 )
+from bench.ingest_clients import BareSubscriber, Drain, Message, publish_all
 from devices.clock import ManualClock
 from devices.models import Account, Device, DeviceKind
 from gateway.config import Settings, load_settings
 from gateway.lifecycle import freeze_heap
-from gateway.mqtt.messages import INBOUND, PREFIX
+from gateway.mqtt.messages import PREFIX
 from gateway.service import Gateway
 from replay.models import CameraEvent, Segment, UploadGrant
 from replay.object_keys import object_key, service_segment_id
@@ -90,26 +91,27 @@ T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 KINDS = ("telemetry", "event", "segment")
 MIX = {"telemetry": 0.4, "event": 0.2, "segment": 0.4}
 POLL = 0.01
+PY_SPY = Path(sys.executable).parent / "py-spy"  # installed beside the venv's python
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    topic: str
-    payload: bytes
-    kind: str
-    device: str
-
-
-@dataclass(frozen=True, slots=True)
-class Drain:
-    messages: int
-    seconds: float
-    shares: tuple[int, ...] = ()  # messages each gateway process handled
-    cpu_seconds: float | None = None  # this process's CPU (all threads) over the drain
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else 0.0
+@contextmanager
+def sampled(output: Path | None) -> Iterator[None]:
+    """py-spy samples this process (every thread, idle ones left out) for the block's
+    duration, into ``output`` as collapsed stacks (``--format raw``: one line per stack and
+    its count, readable as text; ``flamegraph.pl`` or speedscope draw it)."""
+    if output is None:
+        yield
+        return
+    spy = os.environ.get("KANJIA_PY_SPY") or str(PY_SPY)
+    command = [spy, "record", "--pid", str(os.getpid()), "--format", "raw", "--threads",
+               "--rate", "250", "--nonblocking", "--output", str(output)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the drain begins
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
 
 
 def camera(n: int) -> str:
@@ -171,110 +173,6 @@ def build_messages(
         topic = f"{PREFIX}{device}/{kind}"
         messages.append(Message(topic, json.dumps(body).encode(), kind, device))
     return messages, grants, objects
-
-
-# -- paho: the publisher and the bare subscriber ------------------------------------------
-
-
-#: A broker login: (username, password).
-Login = tuple[str, str]
-
-
-def _client(client_id: str, *, clean: bool, login: Login | None = None) -> paho.Client:
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
-    client.max_inflight_messages_set(100)
-    client.max_queued_messages_set(0)
-    if login is not None:
-        client.username_pw_set(*login)
-    return client
-
-
-def publish_all(
-    port: int, messages: Sequence[Message], passwords: dict[str, str] | None = None
-) -> float:
-    """Publish at QoS 1 (in-flight window 100) until every PUBACK came; returns seconds.
-    With ``passwords`` (the broker checks each device's identity) each device publishes its
-    own messages on its own connection, 16 devices at a time."""
-    if passwords is None:
-        return _publish(port, f"bench-pub-{random.getrandbits(32):08x}", None, messages)
-    by_device: dict[str, list[Message]] = {}
-    for message in messages:
-        by_device.setdefault(message.device, []).append(message)
-    began = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        done = [
-            pool.submit(_publish, port, device, (device, passwords[device]), its)
-            for device, its in by_device.items()
-        ]
-        for each in done:
-            each.result()
-    return time.perf_counter() - began
-
-
-def _publish(port: int, client_id: str, login: Login | None, messages: Sequence[Message]) -> float:
-    client = _client(client_id, clean=True, login=login)
-    done = threading.Event()
-    acked = 0
-
-    def on_publish(*_args: object) -> None:
-        nonlocal acked
-        acked += 1
-        if acked == len(messages):
-            done.set()
-
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    began = time.perf_counter()
-    for message in messages:
-        client.publish(message.topic, message.payload, qos=1)
-    if not done.wait(600):
-        raise RuntimeError(f"only {acked} of {len(messages)} messages were acknowledged")
-    took = time.perf_counter() - began
-    client.disconnect()
-    client.loop_stop()
-    return took
-
-
-class BareSubscriber:
-    """paho-mqtt doing nothing but counting (the baseline)."""
-
-    CLIENT_ID = "bench-bare-subscriber"
-
-    def __init__(self, port: int, login: Login | None = None) -> None:
-        self.port = port
-        self.login = login
-
-    def register(self) -> None:
-        client = _client(self.CLIENT_ID, clean=False, login=self.login)
-        subscribed = threading.Event()
-        client.on_subscribe = lambda *_args: subscribed.set()
-        client.connect("127.0.0.1", self.port)
-        client.loop_start()
-        client.subscribe([(f"{PREFIX}+/{suffix}", 1) for suffix in INBOUND])
-        if not subscribed.wait(10):
-            raise RuntimeError("the bare subscriber's SUBACK never came")
-        client.disconnect()
-        client.loop_stop()
-
-    def drain(self, expected: int) -> Drain:
-        client = _client(self.CLIENT_ID, clean=False, login=self.login)
-        done = threading.Event()
-        stamps: list[float] = []
-
-        def on_message(*_args: object) -> None:
-            stamps.append(time.perf_counter())
-            if len(stamps) == expected:
-                done.set()
-
-        client.on_message = on_message
-        client.connect("127.0.0.1", self.port)
-        client.loop_start()
-        if not done.wait(600):
-            raise RuntimeError(f"the bare subscriber got {len(stamps)} of {expected}")
-        client.disconnect()
-        client.loop_stop()
-        return Drain(expected, stamps[-1] - stamps[0])
 
 
 # -- the gateway ------------------------------------------------------------------------
@@ -365,7 +263,11 @@ async def gateway_drain(gateway: Gateway, expected: int, segments: int, events: 
         event_rows = (await session.exec(select(func.count()).select_from(CameraEvent))).one()
     if rows < segments or event_rows < events:
         raise RuntimeError(f"counted {indexed} segments but found {rows} rows")
-    return Drain(expected, elapsed, cpu_seconds=cpu)
+    registry = gateway.services.metrics.registry
+    count = registry.get_sample_value("kanjia_batch_size_count", {"queue": "recording"}) or 0
+    total = registry.get_sample_value("kanjia_batch_size_sum", {"queue": "recording"}) or 0
+    batches = (int(count), total / count if count else 0.0)
+    return Drain(expected, elapsed, cpu_seconds=cpu, batches=batches)
 
 
 # -- several gateway processes on the shared subscription -------------------------------
@@ -451,6 +353,7 @@ async def run_once(
     objects: dict[str, bytes],
     devices: int,
     profile: Path | None,
+    py_spy: Path | None,
     gateways: int,
     store_url: str | None = None,
 ) -> tuple[Drain, Drain, float]:
@@ -493,11 +396,12 @@ async def run_once(
             measured = await scaled_drain(settings, len(messages), segments, events)
             return baseline, measured, len(messages) / published
         profiler = cProfile.Profile() if profile else None
-        async with Gateway(settings=settings[0], clock=clock) as gateway:
-            freeze_heap()  # as kanjia serve does
-            if profiler is not None:
-                profiler.enable()
-            measured = await gateway_drain(gateway, len(messages), segments, events)
+        with sampled(py_spy):
+            async with Gateway(settings=settings[0], clock=clock) as gateway:
+                freeze_heap()  # as kanjia serve does
+                if profiler is not None:
+                    profiler.enable()
+                measured = await gateway_drain(gateway, len(messages), segments, events)
             if profiler is not None:
                 profiler.disable()
         if profiler is not None and profile is not None:
@@ -583,6 +487,11 @@ async def run(args: argparse.Namespace) -> None:
                     objects=objects,
                     devices=args.devices,
                     profile=args.profile if label.startswith("mix") else None,
+                    py_spy=(
+                        args.py_spy.with_name(f"{args.py_spy.name}-{label.split()[0]}.txt")
+                        if args.py_spy
+                        else None
+                    ),
                     gateways=args.gateways,
                     store_url=store_url,
                 )
@@ -591,9 +500,16 @@ async def run(args: argparse.Namespace) -> None:
         row(f"{label}: gateway, indexing done", f"{measured.rate:,.0f} msg/s")
         if measured.shares:
             row(f"{label}: messages per gateway process", " / ".join(map(str, measured.shares)))
-        if measured.cpu_seconds is not None:
+        if measured.cpu_seconds is not None and baseline.cpu_seconds is not None:
             per_message = measured.cpu_seconds / measured.messages * 1e6
+            bare_cpu = baseline.cpu_seconds / baseline.messages * 1e6
             row(f"{label}: gateway CPU per message", f"{per_message:,.0f} µs")
+            row(f"{label}: bare paho CPU per message", f"{bare_cpu:,.0f} µs")
+            # What the rates' ratio would be with a core each: steadier on a busy machine.
+            row(f"{label}: CPU ratio bare / gateway", ratio(bare_cpu, per_message))
+        if measured.batches is not None and measured.batches[0]:
+            count, mean = measured.batches
+            row(f"{label}: recording batches", f"{count} (mean {mean:,.0f} messages)")
         row(
             f"{label}: ratio gateway / bare (goal >= 0.8)",
             ratio(measured.rate, baseline.rate),
@@ -617,6 +533,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--per-kind", action="store_true", help="also each kind alone")
     parser.add_argument("--profile", type=Path, help="cProfile the gateway's drain (mix)")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="PREFIX",
+        help="py-spy the gateway's run, each mix into PREFIX-{mix,telemetry,...}.txt "
+        "(collapsed stacks, every thread)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--auth",

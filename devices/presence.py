@@ -13,10 +13,14 @@ costs one UPDATE per device per flush, not one per message. Presence is derived 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Table, and_, delete, exists, insert, or_
+from sqlalchemy import Table, Update, and_, bindparam, delete, exists, insert, or_
+from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,6 +31,19 @@ from storage.transient import is_transient
 log = logging.getLogger(__name__)
 
 _CHANGES: Table = PresenceChange.__table__  # type: ignore[attr-defined]
+
+
+_DEVICES: Table = Device.__table__  # type: ignore[attr-defined]
+_READ = sa_select(_DEVICES.c.device_id, _DEVICES.c.online, _DEVICES.c.last_seen).where(
+    _DEVICES.c.device_id.in_(bindparam("ids", expanding=True))
+)
+
+
+@cache
+def _update(columns: tuple[str, ...]) -> Update:
+    """UPDATE of these device columns, for an executemany (``id`` and a value per column)."""
+    values = {name: bindparam(name, type_=_DEVICES.c[name].type) for name in columns}
+    return sa_update(_DEVICES).where(_DEVICES.c.device_id == bindparam("id")).values(values)
 
 
 @dataclass(slots=True)
@@ -137,30 +154,39 @@ class PresenceTracker:
                 newer.telemetry = older.telemetry
 
     async def _write(self, session: AsyncSession, batch: dict[str, _Pending]) -> FlushResult:
-        rows = await session.exec(select(Device).where(col(Device.device_id).in_(list(batch))))
+        # Core statements, no ORM object per device: a flush covers every device heard
+        # from (1,000 cameras: ~10 % of the gateway's ingest CPU as ORM loads and updates).
+        connection = await session.connection()
+        rows = await connection.execute(_READ, {"ids": list(batch)})
         known: set[str] = set()
         went_online: set[str] = set()
         went_offline: set[str] = set()
+        #: The rows to update, by the columns each sets (one executemany per shape).
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         changes: list[dict[str, object]] = []
-        for device in rows.all():
-            known.add(device.device_id)
-            pending = batch[device.device_id]
-            if pending.online and (device.last_seen is None or pending.seen > device.last_seen):
-                device.last_seen = pending.seen
-            if device.online != pending.online:
-                device.online = pending.online
-                device.online_changed_at = pending.seen
-                (went_online if pending.online else went_offline).add(device.device_id)
+        for device_id, online, last_seen in rows:
+            known.add(device_id)
+            pending = batch[device_id]
+            values: dict[str, Any] = {}
+            if pending.online and (last_seen is None or pending.seen > last_seen):
+                values["last_seen"] = pending.seen
+            if online != pending.online:
+                values["online"] = pending.online
+                values["online_changed_at"] = pending.seen
+                (went_online if pending.online else went_offline).add(device_id)
                 changes.append(
-                    {"device_id": device.device_id, "at": pending.seen, "online": pending.online}
+                    {"device_id": device_id, "at": pending.seen, "online": pending.online}
                 )
             if pending.firmware is not None:
-                device.firmware = pending.firmware
+                values["firmware"] = pending.firmware
             if pending.telemetry is not None:
-                device.telemetry = pending.telemetry
-            session.add(device)
+                values["telemetry"] = pending.telemetry
+            if values:
+                updates[tuple(values)].append({"id": device_id, **values})
+        for columns, params in updates.items():
+            await connection.execute(_update(columns), params)
         if changes:
-            await (await session.connection()).execute(insert(_CHANGES), changes)
+            await connection.execute(insert(_CHANGES), changes)
         await session.commit()
         return FlushResult(
             updated=len(known),

@@ -49,20 +49,35 @@ WRITE_BACKOFF = Backoff(first=0.1, cap=5.0)
 Done = Callable[[], None]
 
 
+#: Held acknowledgements that make a write due at once (:attr:`HeldAcks.due`).
+EARLY_WRITE_ACKS = 200
+
+
 class HeldAcks:
     """Acknowledgements held until the write that covers their messages commits (what is
-    coalesced in memory, like presence, is acknowledged only once it is written)."""
+    coalesced in memory, like presence, is acknowledged only once it is written).
 
-    def __init__(self) -> None:
+    Held acknowledgements are messages the broker counts in flight: once it has its window
+    of them out (Mosquitto's ``max_inflight_messages``) it sends no more until they come.
+    So :attr:`due` is set when ``early`` are held, for the writer not to wait out its
+    interval with the session stalled (BENCHMARKS.md, ingest)."""
+
+    def __init__(self, early: int = EARLY_WRITE_ACKS) -> None:
         self._held: list[Done] = []
         self._writing: list[Done] = []
+        self._early = early
+        #: Set when ``early`` acknowledgements are held: the write should not wait.
+        self.due = asyncio.Event()
 
     def hold(self, done: Done) -> None:
         self._held.append(done)
+        if len(self._held) >= self._early:
+            self.due.set()
 
     def take(self) -> None:
         """The acknowledgements held so far wait for a write that starts now."""
         self._writing, self._held = self._writing + self._held, []
+        self.due.clear()
 
     def written(self) -> None:
         """The write committed: its acknowledgements are sent."""

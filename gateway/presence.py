@@ -1,8 +1,9 @@
 """Presence in one process: sightings coalesced in memory, written often, swept for silence.
 
 :func:`flushing` is the component that writes the coalesced sightings and reported
-versions every :data:`FLUSH_SECONDS` (real time), each write uncut by shutdown, and writes
-what is left when it stops. :func:`sweep` is the clock-driven job that marks silent
+versions every :data:`FLUSH_SECONDS` (real time), sooner when many messages wait for it
+(:attr:`gateway.batching.HeldAcks.due`), each write uncut by shutdown, and writes what is
+left when it stops. :func:`sweep` is the clock-driven job that marks silent
 devices offline.
 """
 
@@ -68,15 +69,27 @@ async def flushing(services: Services) -> AsyncIterator[None]:
     the sightings already received."""
     writing = Uncut()
 
+    failed = False
+
     async def flush_logged() -> None:
+        nonlocal failed
         try:
             await flush(services)
+            failed = False
         except Exception:
+            failed = True
             log.exception("presence flush failed")
 
     async def loop() -> None:
+        due = services.presence_acks.due
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            # Every FLUSH_SECONDS, or at once when enough acknowledgements wait for it
+            # (not after a failed flush: the database is given the whole interval).
+            if failed:
+                await asyncio.sleep(FLUSH_SECONDS)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(due.wait(), FLUSH_SECONDS)
             await writing.run(flush_logged())
 
     try:

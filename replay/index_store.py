@@ -9,13 +9,12 @@ app's playback routes (:func:`ranges_between`,
 :func:`segments_between`, :func:`segment`), retention (:mod:`gateway.retention`:
 :func:`expired_segments`, :func:`delete_segments`, :func:`drop_expired_ranges`,
 :func:`owned_object_keys`, :func:`retention_classes`, :func:`grants_before`,
-:func:`delete_grants`), schema
-steps (:mod:`replay.migrations`) and the benchmarks, which seed
-through :func:`add_segments` as indexing does. The write path was
-tuned (``BENCHMARKS.md``): a batch is Core executemany inserts, no ORM object per row, its
-grants and segments are found by one ``IN`` on the primary key (the service's id of each
-camera's segment, :func:`replay.object_keys.service_segment_id`), and its ranges are read
-with one statement shape.
+:func:`delete_grants`), schema steps (:mod:`replay.migrations`) and the benchmarks, which
+seed through :func:`add_segments`. The write path was tuned
+(``BENCHMARKS.md``): a batch is Core statements, no ORM object per row (granted segments
+copied by one INSERT ... SELECT), its grants and segments found by one ``IN`` on the primary
+key (the service's id of each camera's segment, :func:`replay.object_keys.service_segment_id`),
+and its ranges read with one statement shape.
 
 The recorded ranges (:class:`~replay.models.RecordedRange`) are kept with the segments.
 The timeline of a day of continuous video is 8,640 segments but a handful of ranges, so
@@ -82,11 +81,16 @@ _GRANTS: Table = UploadGrant.__table__  # type: ignore[attr-defined]
 _REQUEST_FIELDS = ("device_id", "start", "end", "bytes", "sha256", "event_id")
 #: What a segment row copies from its upload grant.
 _GRANT_COLUMNS = tuple(c.name for c in _SEGMENTS.columns if c.name != "indexed_at")
+_RANGE_KEYS = ("device_id", "subscription_id", "start", "end", "expires_at")  # _extend_ranges
 _TOLERANCE = timedelta(seconds=DEFAULT_GAP_TOLERANCE_S)
 #: Devices read per statement (bound parameters: asyncpg allows 32,767).
 _DEVICES_PER_READ = 1000
 #: A new segment older than this before the batch's newest is read on its own (_near).
 _CATCH_UP = timedelta(hours=1)
+#: Grants become segment rows inside the database, no datetime bound again (BENCHMARKS.md).
+_INDEX_GRANTED = insert(_SEGMENTS).from_select([*_GRANT_COLUMNS, "indexed_at"], sa_select(
+    *(_GRANTS.c[c] for c in _GRANT_COLUMNS), bindparam("now", type_=UTCDateTime())
+).where(_GRANTS.c.segment_id.in_(bindparam("indexed", expanding=True))))  # fmt: skip
 
 Pair = tuple[str, str]
 #: A camera's segment: (device id, the camera's own ``segment_id``).
@@ -184,15 +188,12 @@ async def index_granted(session: AsyncSession, grants: Sequence[UploadGrant], no
     the grants, in the caller's transaction; return how many were indexed."""
     if not grants:
         return 0
-    rows = [
-        {**{column: getattr(grant, column) for column in _GRANT_COLUMNS}, "indexed_at": now}
-        for grant in grants
-    ]
-    await add_segments(session, rows)
     connection = await session.connection()
-    indexed = [row["segment_id"] for row in rows]
+    indexed = [grant.segment_id for grant in grants]
+    await connection.execute(_INDEX_GRANTED, {"indexed": indexed, "now": now})
+    await _extend_ranges(connection, ({n: getattr(g, n) for n in _RANGE_KEYS} for g in grants))
     await connection.execute(delete(_GRANTS).where(_GRANTS.c.segment_id.in_(indexed)))
-    return len(rows)
+    return len(grants)
 
 
 async def add_segments(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:

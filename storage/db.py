@@ -75,8 +75,27 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetimes are not stored; give a timezone")
         return value.astimezone(UTC).replace(tzinfo=None)
 
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """On SQLite, one step to the text SQLAlchemy's ``DATETIME`` stores
+        (``YYYY-MM-DD HH:MM:SS.ffffff``, the same string, so comparisons hold) instead of
+        two chained processors: a batch of segment rows binds five times each, and the two
+        steps were ~7 % of the gateway's ingest CPU (BENCHMARKS.md, ingest)."""
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+        return _sqlite_utc_text
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _sqlite_utc_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are not stored; give a timezone")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from gateway.batching import GroupCommit
+from gateway.batching import GroupCommit, HeldAcks
 from gateway.metrics import Metrics
 from storage.transient import Backoff
 
@@ -192,3 +192,21 @@ async def test_a_stop_during_an_outage_leaves_the_items_unacknowledged_for_the_b
     async with asyncio.timeout(2):  # the stop does not wait the outage out
         await group.drain()
     assert (outage.written, acked) == ([], [])
+
+
+async def test_held_acknowledgements_make_the_write_due_at_the_threshold() -> None:
+    """Held acknowledgements count in the broker's in-flight window: at ``early`` held, the
+    presence flush is due at once (not at its interval); taking them for a write clears it,
+    and none is sent before that write commits."""
+    acks = HeldAcks(early=3)
+    sent: list[int] = []
+    acks.hold(functools.partial(sent.append, 1))
+    acks.hold(functools.partial(sent.append, 2))
+    assert not acks.due.is_set()
+    acks.hold(functools.partial(sent.append, 3))
+    assert acks.due.is_set()
+    acks.take()
+    assert not acks.due.is_set()
+    assert sent == []
+    acks.written()
+    assert sent == [1, 2, 3]

@@ -13,6 +13,7 @@ from sqlmodel import select
 
 from devices.clock import ManualClock
 from gateway.mqtt.messages import Malformed, parse
+from gateway.mqtt.reads import CHUNK
 from replay.models import CameraEvent
 from tests.conftest import StartGateway, eventually
 from tests.services import Broker
@@ -114,3 +115,37 @@ async def test_a_burst_of_events_is_written_in_batches_and_none_is_lost_at_shutd
     ):
         rows = (await session.exec(select(CameraEvent.event_id))).all()
     assert sorted(rows) == sorted(f"ev-{n}" for n in range(burst))
+
+
+async def test_a_message_over_several_socket_reads_is_read_whole_between_small_ones(
+    broker: Broker, start_gateway: StartGateway, clock: ManualClock
+) -> None:
+    """The session's buffered reads (gateway/mqtt/reads.py): a message longer than one read
+    of the socket, among small ones at QoS 1 and 0, arrives whole (it is counted as too
+    large, not as broken JSON) and every small one on either side is indexed."""
+    async with (
+        start_gateway(clock=clock, mqtt_url=broker.url) as gw,
+        aiohttp.ClientSession() as http,
+    ):
+        await setup_account(gw, http, "cam-r")
+        metrics = gw.services.metrics
+        huge = json.dumps({"event_id": "ev-huge", "pad": "x" * (CHUNK * 2)}).encode()
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="reads") as dev:
+            for n in range(60):
+                body = {"event_id": f"ev-{n}", "type": "pet", "at": clock.now().isoformat()}
+                await dev.publish("kj/v1/dev/cam-r/event", json.dumps(body), qos=n % 2)
+                if n == 30:
+                    await dev.publish("kj/v1/dev/cam-r/event", huge, qos=1)
+
+        async def indexed() -> bool:
+            return metrics.registry.get_sample_value("kanjia_events_indexed_total") == 60
+
+        await eventually(indexed)
+        too_large = {"kind": "event", "reason": "too_large"}
+        assert metrics.registry.get_sample_value("kanjia_mqtt_malformed_total", too_large) == 1
+        assert (
+            metrics.registry.get_sample_value(
+                "kanjia_mqtt_malformed_total", {"kind": "event", "reason": "not_json"}
+            )
+            is None
+        )

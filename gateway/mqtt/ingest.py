@@ -25,6 +25,7 @@ from gateway import commands, recording, router_ops
 from gateway.batching import GroupCommit
 from gateway.lifecycle import running
 from gateway.mqtt.messages import (
+    PARSERS,
     EventNotice,
     Inbound,
     InvalidUploadAsk,
@@ -109,6 +110,11 @@ class Ingest:
         self._s = services
         self._malformed_log = LogBudget(per_window=MALFORMED_LOGS_PER_MINUTE, window=60.0)
         self._upload_rate = RateLimits(per_minute=services.settings.upload_requests_per_minute)
+        #: The message counter of each topic kind, looked up once (not a ``labels()`` call
+        #: per message).
+        self._counted = {
+            kind: services.metrics.mqtt_messages.labels(kind) for kind in (*PARSERS, "unknown")
+        }
         #: One handler per message type (:data:`gateway.mqtt.messages.Inbound`); each
         #: calls ``ack`` once the message's effect is committed.
         self._handlers: dict[type[Any], Callable[[Any, Ack], Awaitable[None]]] = {
@@ -158,7 +164,7 @@ class Ingest:
         change nothing)."""
         metrics = self._s.metrics
         # Every message that arrives is counted by its topic's kind, well-formed or not.
-        metrics.mqtt_messages.labels(kind_of(topic)).inc()
+        self._counted[kind_of(topic)].inc()
         try:
             msg = parse(topic, payload, max_bytes=self._s.settings.max_payload_bytes)
             await self._handlers[type(msg)](msg, ack)

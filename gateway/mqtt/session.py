@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -25,6 +25,7 @@ import aiomqtt
 from gateway.lifecycle import running
 from gateway.metrics import Metrics
 from gateway.mqtt.messages import Outbound, subscriptions
+from gateway.mqtt.reads import buffer_reads
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,13 @@ def _session_flag(client: aiomqtt.Client) -> Callable[[], bool]:
     return lambda: present
 
 
+def _take_raw(client: aiomqtt.Client) -> None:
+    """Queue paho's message itself (see :meth:`MqttSession._receive`), from the first one:
+    set before connecting, as a persistent session's backlog comes before the SUBACK."""
+    queue: asyncio.Queue[Any] = client._queue
+    client._client.on_message = lambda _client, _userdata, message: queue.put_nowait(message)
+
+
 def _as_bytes(payload: object) -> bytes:
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
@@ -141,6 +149,8 @@ class MqttSession:
                 # Acknowledge only what is committed: a message taken but not yet written
                 # when the process dies is sent again by the broker (persistent session).
                 client._client.manual_ack_set(True)
+                _take_raw(client)
+                buffer_reads(client, asyncio.get_running_loop())
                 async with client:
                     for topic in self._topics:
                         await client.subscribe(topic, qos=1)
@@ -156,12 +166,7 @@ class MqttSession:
                     if not session_present() and on_fresh_session is not None:
                         log.info("the broker kept no session: retained state is sent again")
                         await on_fresh_session()
-                    async for message in client.messages:
-                        await on_message(
-                            message.topic.value,
-                            _as_bytes(message.payload),
-                            self._acknowledger(client, message),
-                        )
+                    await self._receive(client, on_message)
             except aiomqtt.MqttError as exc:
                 hint = " (is KANJIA_MQTT_CA_FILE the broker's CA?)" if _untrusted(exc) else ""
                 log.warning("MQTT session lost (%s)%s; retrying in %.1fs", exc, hint, delay)
@@ -172,6 +177,25 @@ class MqttSession:
                 self._metrics.mqtt_connected.set(0)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._backoff_max)
+
+    async def _receive(self, client: aiomqtt.Client, on_message: OnMessage) -> None:
+        """Hand each message to ``on_message`` in arrival order, until the connection ends.
+
+        paho's messages are taken as they come (:func:`_take_raw`), and while
+        some are queued the next is taken at once: aiomqtt's iterator spends a task and an
+        ``asyncio.wait`` on every message, ~5 % of the gateway's ingest CPU (py-spy,
+        BENCHMARKS.md). Its iterator still waits when the queue is empty, so a lost
+        connection ends the loop as before (aiomqtt's private ``_queue`` and ``_client``:
+        ``tests/test_ingest.py`` and ``tests/test_durability.py`` run through here)."""
+        queue: asyncio.Queue[Any] = client._queue
+        waiting: AsyncIterator[Any] = aiter(client.messages)
+        while True:
+            message = queue.get_nowait() if queue.qsize() else await anext(waiting)
+            await on_message(
+                message.topic,
+                _as_bytes(message.payload),
+                self._acknowledger(client, message.mid, message.qos),
+            )
 
     def _new_client(self) -> aiomqtt.Client:
         return aiomqtt.Client(
@@ -189,10 +213,9 @@ class MqttSession:
             max_inflight_messages=MAX_INFLIGHT,
         )
 
-    def _acknowledger(self, client: aiomqtt.Client, message: aiomqtt.Message) -> Ack:
+    def _acknowledger(self, client: aiomqtt.Client, mid: int, qos: int) -> Ack:
         """The message's acknowledgement; a no-op once its connection is gone (the broker
         then sends it again on the next one)."""
-        mid, qos = message.mid, message.qos
 
         def ack() -> None:
             if qos > 0 and self._client is client:
