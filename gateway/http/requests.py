@@ -20,6 +20,7 @@ from devices import accounts
 from devices.broadband import account_state
 from devices.errors import NotFound
 from devices.models import AppToken, Device, DeviceKind
+from gateway.errors import Declared
 from gateway.http.api import Out, RouteSpec
 from gateway.services import Services
 from replay import index_store, playback
@@ -112,3 +113,14 @@ async def viewable_segment(request: web.Request, session: AsyncSession) -> Segme
     if verdict is not True:
         raise verdict.error()
     return segment
+
+
+#: The error codes a route declares (``Api.route``'s ``errors=``), by what it does. Showing
+#: a camera's video: no plan (R1), unsubscribed (R5), broadband stopped (R8, 403 here).
+WATCHING: tuple[Declared, ...] = ("not_entitled", "unsubscribed", ("broadband_inactive", 403))
+#: One segment: also recorded under an earlier subscription (R6), or past its retention.
+SEGMENT: tuple[Declared, ...] = (*WATCHING, "previous_subscription", "expired")
+#: A playback session's credential (``app_or_session`` and ``session`` routes).
+SESSION: tuple[Declared, ...] = ("session_invalid", "session_expired", "session_scope")
+#: A time range asked for: backwards, or longer than the route allows.
+RANGE: tuple[Declared, ...] = ("invalid_range", "range_too_long")

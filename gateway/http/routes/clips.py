@@ -12,7 +12,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import exports
 from gateway.http.api import Api, ApiError, Body, parse_query
-from gateway.http.requests import app_token_of, path_id, services_of, watchable
+from gateway.http.requests import (
+    RANGE,
+    SESSION,
+    WATCHING,
+    app_token_of,
+    path_id,
+    services_of,
+    watchable,
+)
 from gateway.http.sessions import PLAYBACK_SESSION, session_viewing
 from replay.models import Subscription
 
@@ -49,18 +57,7 @@ async def _clip_viewing(
     summary="The recorded part of a range as one MP4 (at most an hour)",
     query=ClipQuery,
     content_type="video/mp4",
-    errors=(
-        "invalid_range",
-        "range_too_long",
-        "session_invalid",
-        "session_expired",
-        "session_scope",
-        "not_entitled",
-        "unsubscribed",
-        "previous_subscription",
-        ("broadband_inactive", 403),
-        "no_recording",
-    ),
+    errors=(*RANGE, *SESSION, *WATCHING, "previous_subscription", "no_recording"),
 )
 async def clip_mp4(request: web.Request) -> web.StreamResponse:
     """What the camera recorded in ``[start, end)`` and the family may watch (R5, R6, R8),

@@ -20,6 +20,9 @@ from devices.errors import NotFound
 from gateway import family_cloud
 from gateway.http.api import Api, Body, Out, json_out, parse_body
 from gateway.http.requests import (
+    RANGE,
+    SEGMENT,
+    WATCHING,
     Identifier,
     app_token_of,
     services_of,
@@ -122,15 +125,7 @@ def _item_id(request: web.Request) -> int:
     summary="Save a clip to the family cloud (R14)",
     response=SavedOut,
     status=201,
-    errors=(
-        "not_entitled",
-        "unsubscribed",
-        ("broadband_inactive", 403),
-        "previous_subscription",
-        "expired",
-        "family_cloud_closed",
-        "quota_exceeded",
-    ),
+    errors=(*SEGMENT, "family_cloud_closed", "quota_exceeded"),
 )
 async def save_segment(request: web.Request) -> web.StreamResponse:
     """Copy one viewable segment (R5, R6, R8) into the account's family cloud as it is,
@@ -154,11 +149,8 @@ async def save_segment(request: web.Request) -> web.StreamResponse:
     response=SavedOut,
     status=201,
     errors=(
-        "invalid_range",
-        "range_too_long",
-        "not_entitled",
-        "unsubscribed",
-        ("broadband_inactive", 403),
+        *RANGE,
+        *WATCHING,
         "previous_subscription",
         "no_recording",
         "family_cloud_closed",

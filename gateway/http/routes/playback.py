@@ -28,6 +28,10 @@ from devices import broadband_periods, presence
 from devices.errors import NotFound
 from gateway.http.api import Api, ApiError, Body, Out, json_out, parse_body, parse_query
 from gateway.http.requests import (
+    RANGE,
+    SEGMENT,
+    SESSION,
+    WATCHING,
     app_token_of,
     path_id,
     services_of,
@@ -147,7 +151,7 @@ async def _asked(
     summary="Recorded ranges and events of a camera",
     query=RangeQuery,
     response=TimelineOut,
-    errors=("not_entitled", "unsubscribed", ("broadband_inactive", 403)),
+    errors=WATCHING,
 )
 async def timeline(request: web.Request) -> web.StreamResponse:
     """Recorded ranges (clipped to the asked range and to retention), the events that have
@@ -250,7 +254,7 @@ async def _gaps(
     summary="An HLS VOD playlist of presigned segment URLs",
     query=RangeQuery,
     content_type="application/vnd.apple.mpegurl",
-    errors=("not_entitled", "unsubscribed", ("broadband_inactive", 403), "no_recording"),
+    errors=(*WATCHING, "no_recording"),
 )
 async def playlist(request: web.Request) -> web.StreamResponse:
     """An HLS VOD playlist of presigned segment URLs over the asked range, of what the family
@@ -281,13 +285,7 @@ async def playlist(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="A playable URL of one segment",
     response=SegmentUrlOut,
-    errors=(
-        "not_entitled",
-        "unsubscribed",
-        ("broadband_inactive", 403),
-        "previous_subscription",
-        "expired",
-    ),
+    errors=SEGMENT,
 )
 async def segment_url(request: web.Request) -> web.StreamResponse:
     """A presigned, expiring URL of one segment the family may watch now: recorded under the
@@ -319,14 +317,7 @@ async def segment_url(request: web.Request) -> web.StreamResponse:
     body=SessionAsk,
     response=SessionOut,
     status=201,
-    errors=(
-        "invalid_range",
-        "range_too_long",
-        "not_entitled",
-        "unsubscribed",
-        ("broadband_inactive", 403),
-        "no_recording",
-    ),
+    errors=(*RANGE, *WATCHING, "no_recording"),
 )
 async def create_playback_session(request: web.Request) -> web.StreamResponse:
     """Open a playback session over ``[start, end)`` of a camera the family may watch
@@ -378,16 +369,7 @@ async def create_playback_session(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="A playback session's HLS VOD playlist",
     content_type="application/vnd.apple.mpegurl",
-    errors=(
-        "session_invalid",
-        "session_expired",
-        "session_scope",
-        "not_entitled",
-        "unsubscribed",
-        "previous_subscription",
-        ("broadband_inactive", 403),
-        "no_recording",
-    ),
+    errors=(*SESSION, *WATCHING, "previous_subscription", "no_recording"),
 )
 async def session_playlist(request: web.Request) -> web.StreamResponse:
     """The session's range as an HLS VOD playlist of what is recorded and viewable now,
@@ -418,16 +400,7 @@ async def session_playlist(request: web.Request) -> web.StreamResponse:
     tag="app",
     summary="One segment of a playback session: a redirect to it, presigned now",
     status=302,
-    errors=(
-        "session_invalid",
-        "session_expired",
-        "session_scope",
-        "not_entitled",
-        "unsubscribed",
-        "previous_subscription",
-        ("broadband_inactive", 403),
-        "expired",
-    ),
+    errors=(*SESSION, *SEGMENT),
 )
 async def session_segment(request: web.Request) -> web.StreamResponse:
     """Redirect (302) to the segment on the object store, presigned at this moment for

@@ -37,7 +37,7 @@ from devices import router_store
 from devices.router import ProvisioningError
 from devices.tuning import RadioTelemetry, score
 from gateway import home_network, router_ops
-from gateway.errors import failure_status
+from gateway.errors import Declared, failure_status
 from gateway.http.api import Api, ApiError, Body, ErrorDetail, Out, json_out, parse_body
 from gateway.http.requests import app_token_of, path_id, services_of
 from gateway.router_ops import TELEMETRY_TIMEOUT_SECONDS, ChangeName
@@ -353,6 +353,20 @@ _FAILED_CHANGE = dict.fromkeys((422, 502, 504), (ChangesOut, _FAILED))
 _FAILED_TUNING = dict.fromkeys((422, 502, 504), (TuneOut, _FAILED))
 
 
+#: What a change run on the router over SSH can answer (R12: refused while stopped; the
+#: router's own failures, :data:`gateway.errors.ROUTER_FAILURES`).
+CHANGING: tuple[Declared, ...] = (
+    "broadband_inactive",
+    "router_not_provisioned",
+    "router_busy",
+    "router_invalid",
+    "router_failed",
+    "router_auth_failed",
+    "router_host_key_changed",
+    "router_timed_out",
+)
+
+
 @api.route(
     "PUT",
     "/platform/v1/devices/{device_id}/router/access",
@@ -443,14 +457,7 @@ async def app_router(request: web.Request) -> web.StreamResponse:
     response=ChangesOut,
     answers=_FAILED_CHANGE,
     errors=(
-        "broadband_inactive",
-        "router_not_provisioned",
-        "router_busy",
-        "router_invalid",
-        "router_failed",
-        "router_auth_failed",
-        "router_host_key_changed",
-        "router_timed_out",
+        *CHANGING,
         "invalid_setting",
     ),
 )
@@ -478,16 +485,7 @@ async def post_router_wifi(request: web.Request) -> web.StreamResponse:
     summary="Reboot the router (R12: refused while stopped)",
     response=ChangesOut,
     answers=_FAILED_CHANGE,
-    errors=(
-        "broadband_inactive",
-        "router_not_provisioned",
-        "router_busy",
-        "router_invalid",
-        "router_failed",
-        "router_auth_failed",
-        "router_host_key_changed",
-        "router_timed_out",
-    ),
+    errors=CHANGING,
 )
 async def post_router_reboot(request: web.Request) -> web.StreamResponse:
     """Reboot the router, recorded as a device command. Refused while broadband is stopped
@@ -507,14 +505,7 @@ async def post_router_reboot(request: web.Request) -> web.StreamResponse:
     response=TuneOut,
     answers=_FAILED_TUNING,
     errors=(
-        "broadband_inactive",
-        "router_not_provisioned",
-        "router_busy",
-        "router_invalid",
-        "router_failed",
-        "router_auth_failed",
-        "router_host_key_changed",
-        "router_timed_out",
+        *CHANGING,
         "telemetry_timeout",
     ),
 )
@@ -545,14 +536,7 @@ async def post_router_tune(request: web.Request) -> web.StreamResponse:
         "not_found",
         "tuning_not_covered",
         "tunings_used_up",
-        "broadband_inactive",
-        "router_not_provisioned",
-        "router_busy",
-        "router_invalid",
-        "router_failed",
-        "router_auth_failed",
-        "router_host_key_changed",
-        "router_timed_out",
+        *CHANGING,
         "telemetry_timeout",
     ),
 )

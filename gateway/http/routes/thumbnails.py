@@ -17,7 +17,7 @@ from aiohttp import web
 from pydantic import AwareDatetime
 
 from gateway.http.api import Api, ApiError, Body, parse_query
-from gateway.http.requests import services_of, viewable_segment
+from gateway.http.requests import SEGMENT, services_of, viewable_segment
 
 api = Api()
 
@@ -53,14 +53,7 @@ def _remember(key: tuple[str, int], jpeg: bytes) -> None:
     summary="The frame of a segment at an instant (or its first) as JPEG",
     query=ThumbnailQuery,
     content_type="image/jpeg",
-    errors=(
-        "not_entitled",
-        "unsubscribed",
-        ("broadband_inactive", 403),
-        "previous_subscription",
-        "expired",
-        "not_decodable",
-    ),
+    errors=(*SEGMENT, "not_decodable"),
 )
 async def thumbnail(request: web.Request) -> web.StreamResponse:
     """The frame of a segment the family may watch nearest the instant ``at`` (an event's,
