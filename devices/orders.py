@@ -84,22 +84,19 @@ def record_order(
 ) -> None:
     """Stage the answer (and a completion report) in the caller's transaction, with the
     account the order concerns and its target when known (the operator lists them)."""
-    session.add(
-        PlatformOrder(
-            order_id=order_id,
-            action=action,
-            fingerprint=print_,
-            status_code=answer.status,
-            response=answer.body,
-            created_at=now,
-            account_id=account_id,
-            target=target or None,
-        )
+    order, report_row = order_rows(
+        order_id=order_id,
+        action=action,
+        print_=print_,
+        answer=answer,
+        now=now,
+        report=report,
+        account_id=account_id,
+        target=target,
     )
-    if report is not None:
-        session.add(
-            CallbackReport(order_id=order_id, payload=report, next_attempt_at=now, created_at=now)
-        )
+    session.add(PlatformOrder(**order))
+    if report_row is not None:
+        session.add(CallbackReport(**report_row))
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,18 +174,8 @@ def _line(sub: Subscription, month: Month, now: datetime) -> dict[str, Any] | No
     charge = monthly_charge(Decimal(sub.monthly_fee), month, sub.start_date, sub.end_date)
     if charge is None:
         return None
-    return {
-        "month": str(month),
-        "account_id": sub.account_id,
-        "subscription_id": sub.subscription_id,
-        "device_id": sub.device_id,
-        "plan": sub.plan_id,
-        "line_no": 0,
-        "days": charge.days,
-        "amount_cents": to_cents(charge.amount),
-        "reason": None,
-        "recorded_at": now,
-    }
+    line = _line_fields(sub, month, now, 0, to_cents(charge.amount))
+    return line | {"days": charge.days, "reason": None}
 
 
 async def add_correction(

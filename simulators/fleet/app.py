@@ -79,50 +79,42 @@ class CompanionApp:
         else:
             what, path, span = "playlist", "playlist.m3u8", timedelta(hours=1)
         params = {"start": (now - span).isoformat(), "end": now.isoformat()}
-        headers = {"Authorization": f"Bearer {self.tokens[home.account_id]}"}
-        url = f"{self.platform.url}/app/v1/devices/{camera.device_id}/{path}"
-        began = time.monotonic()
-        try:
-            async with self.platform.http.get(url, params=params, headers=headers) as response:
-                status = response.status
-                text = await response.text()
-        except aiohttp.ClientError as exc:
-            self.errors[f"app:{type(exc).__name__}"] += 1
-            return
-        self.latency.append(time.monotonic() - began)
-        code = None
-        if status != 200:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                code = json.loads(text)["error"]["code"]
-        verdict = app_verdict(status, code)
-        self.outcomes[f"{what} {status}{' ' + code if code else ''}"] += 1
-        if verdict == "error":
-            self.errors[f"app:{what}_{status}"] += 1
-        elif what == "playlist" and status == 200:
-            await self._fetch_first_segment(text)
+        path = f"/app/v1/devices/{camera.device_id}/{path}"
+        done = await self._call(home.account_id, what, "GET", path, params=params)
+        if what == "playlist" and done is not None and done[0] == 200:
+            await self._fetch_first_segment(done[1])
 
     async def _tune(self, account_id: str, router_id: str) -> None:
         """The family asks for a tuning of its router (R13), paid by its product (R16, R17)."""
+        path = f"/app/v1/devices/{router_id}/tune"
+        await self._call(account_id, "tune", "POST", path, json={"telemetry_timeout_seconds": 5})
+
+    async def _call(
+        self, account_id: str, what: str, method: str, path: str, **kwargs: Any
+    ) -> tuple[int, str] | None:
+        """One app request with the account's token: its latency, its outcome (``"what
+        status code"``) and, where :func:`app_verdict` says so, an error counted; the
+        status and body, or None when it never got an answer."""
         headers = {"Authorization": f"Bearer {self.tokens[account_id]}"}
-        url = f"{self.platform.url}/app/v1/devices/{router_id}/tune"
         began = time.monotonic()
         try:
-            async with self.platform.http.post(
-                url, json={"telemetry_timeout_seconds": 5}, headers=headers
+            async with self.platform.http.request(
+                method, f"{self.platform.url}{path}", headers=headers, **kwargs
             ) as response:
                 status = response.status
                 text = await response.text()
         except aiohttp.ClientError as exc:
             self.errors[f"app:{type(exc).__name__}"] += 1
-            return
+            return None
         self.latency.append(time.monotonic() - began)
         code = None
         if status != 200:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 code = json.loads(text)["error"]["code"]
-        self.outcomes[f"tune {status}{' ' + code if code else ''}"] += 1
+        self.outcomes[f"{what} {status}{' ' + code if code else ''}"] += 1
         if app_verdict(status, code) == "error":
-            self.errors[f"app:tune_{status}"] += 1
+            self.errors[f"app:{what}_{status}"] += 1
+        return status, text
 
     async def _fetch_first_segment(self, playlist: str) -> None:
         url = next((ln for ln in playlist.splitlines() if ln.startswith("http")), None)
