@@ -29,7 +29,7 @@ from replay import ledger
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
-from replay.package_charges import account_package_lines
+from replay.package_charges import PackageLine, account_package_lines
 
 api = Api()
 
@@ -147,6 +147,16 @@ class PackageLineOut(Out):
     product: str
     day: str
     amount: str
+
+    @classmethod
+    def of(cls, line: PackageLine) -> PackageLineOut:
+        return cls(
+            kind=line.kind,
+            package_id=line.package_id,
+            product=line.product_id,
+            day=line.day.isoformat(),
+            amount=money(line.amount),
+        )
 
 
 class ChargesOut(Out):
@@ -387,22 +397,12 @@ async def charges(request: web.Request) -> web.StreamResponse:
         lines = await account_package_lines(session, account_id, month)
     total = sum((Decimal(item.amount) for item in items), Decimal("0.00"))
     total += sum((line.amount for line in lines), Decimal("0.00"))
-    package_lines = [
-        PackageLineOut(
-            kind=line.kind,
-            package_id=line.package_id,
-            product=line.product_id,
-            day=line.day.isoformat(),
-            amount=money(line.amount),
-        )
-        for line in lines
-    ]
-    return json_out(
-        ChargesOut(
-            account_id=account_id,
-            month=str(month),
-            items=items,
-            package_lines=package_lines,
-            total=money(total),
-        )
+    packages = [PackageLineOut.of(line) for line in lines]
+    out = ChargesOut(
+        account_id=account_id,
+        month=str(month),
+        items=items,
+        package_lines=packages,
+        total=money(total),
     )
+    return json_out(out)
