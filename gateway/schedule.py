@@ -8,7 +8,7 @@ earlier jobs changed goes out in the same turn.
 
 from __future__ import annotations
 
-from gateway import broadband, commands, presence, retention
+from gateway import broadband, commands, memberships, presence, retention
 from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.jobs import JobSpec
 from gateway.services import Services
@@ -43,4 +43,5 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("history_prune", 3600, retention.prune_histories),
     JobSpec(PUBLISH_JOB, 2.0, publish_pending),
     JobSpec("tariff_terms", 3600, roll_terms),
+    JobSpec(memberships.JOB, 3600, memberships.run_memberships),
 )

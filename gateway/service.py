@@ -42,6 +42,7 @@ from gateway.mqtt.session import MqttSession
 from gateway.orders import CALLBACK_JOB
 from gateway.schedule import JOBS
 from gateway.services import Services
+from replay.membership import TierCatalog, load_tiers
 from replay.migrations import open_database
 from replay.plans import DEFAULT_CATALOG, load_plans
 from replay.recording import lifecycle_rules
@@ -135,6 +136,7 @@ class Gateway:
         settings, clock = self.settings, self.clock
         metrics = Metrics()
         catalog = load_plans(Path(settings.plans_file)) if settings.plans_file else DEFAULT_CATALOG
+        tiers = load_tiers(Path(settings.plans_file)) if settings.plans_file else TierCatalog()
         db = await stack.enter_async_context(open_database(settings.database_url))
         store = await stack.enter_async_context(
             open_object_store(
@@ -164,6 +166,7 @@ class Gateway:
             presence=PresenceTracker(timeout=timedelta(seconds=settings.presence_timeout_seconds)),
             jobs=JobRunner(clock=clock, metrics=metrics),
             catalog=catalog,
+            tiers=tiers,
             mqtt=mqtt,
             credential_cache=CredentialCache(
                 db=db, ttl=settings.broker_hook_cache_seconds, metrics=metrics

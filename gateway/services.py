@@ -21,6 +21,7 @@ from gateway.jobs import JobRunner
 from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession
 from gateway.telemetry_hub import RouterHub
+from replay.membership import TierCatalog
 from replay.plans import PlanCatalog
 from storage.db import Database
 from storage.fsstore import FilesystemObjectStore
@@ -37,6 +38,8 @@ class Services:
     presence: PresenceTracker
     jobs: JobRunner
     catalog: PlanCatalog
+    #: The family-cloud membership tiers (R18), from the plans file's ``memberships``.
+    tiers: TierCatalog = field(default_factory=TierCatalog)
     #: The gateway's MQTT session; ``None`` in a gateway started without MQTT.
     mqtt: MqttSession | None
     #: What the broker's HTTP hooks read of device credentials (a component).

@@ -24,7 +24,14 @@ import devices.router_store
 from devices.broadband_store import BroadbandChange
 from devices.models import PresenceChange
 from replay.index_store import range_row
-from replay.models import CameraEvent, FamilyCloudItem, RecordedRange, Segment, UploadGrant
+from replay.models import (
+    CameraEvent,
+    FamilyCloudItem,
+    FamilyCloudMembership,
+    RecordedRange,
+    Segment,
+    UploadGrant,
+)
 from replay.playback import Recorded, fold_ranges
 from replay.recording import service_segment_id
 from storage.db import Database, Migration, schema_version
@@ -238,6 +245,11 @@ def _family_cloud_ranges(conn: Connection) -> None:
     log.info("family-cloud items given the range of their segment: %d", filled)
 
 
+def _add_memberships(conn: Connection) -> None:
+    """Family-cloud memberships (R18, issue 18): a new table, with its indexes."""
+    FamilyCloudMembership.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
@@ -247,6 +259,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "event ids belong to their camera; gap causes (issue 15)", _events_and_gap_causes),
     Migration(7, "orders name their account and target (issue 15)", _add_order_accounts),
     Migration(8, "family-cloud items hold a range, an MP4 (issue 15)", _family_cloud_ranges),
+    # Numbered 10 in its branch (issue 18): the lead renumbers at merge if 9 is another's.
+    Migration(10, "family-cloud memberships (R18, issue 18)", _add_memberships),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

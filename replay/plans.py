@@ -33,6 +33,7 @@ from devices.errors import DomainError
 __all__ = [
     "DEFAULT_CATALOG",
     "DEFAULT_PLANS",
+    "TOP_LEVEL_KEYS",
     "Family",
     "Plan",
     "PlanCatalog",
@@ -40,6 +41,7 @@ __all__ = [
     "PlansFileError",
     "UnknownPlan",
     "load_plans",
+    "read_plans_document",
 ]
 
 _CENT = Decimal("0.01")
@@ -47,6 +49,9 @@ _CENT = Decimal("0.01")
 _ENTRY_KEYS = ("id", "family", "retention_days", "monthly_fee")
 #: The shape of a fee string: digits, optionally a point and digits (sign checked by Plan).
 _FEE_TEXT = re.compile(r"-?\d+(\.\d+)?")
+#: The top-level keys of a plans file: the plans, and the other catalogs that share the file
+#: (``memberships``: the family-cloud membership tiers, :mod:`replay.membership`).
+TOP_LEVEL_KEYS = ("plans", "memberships")
 
 
 class PlansError(DomainError):
@@ -231,6 +236,12 @@ def load_plans(path: Path) -> PlanCatalog:
     return PlanCatalog(plans=plans)
 
 
+def read_plans_document(path: Path) -> object:
+    """The parsed plans file (JSON or TOML), for the catalogs that share it; a
+    :class:`PlansFileError` when it cannot be read or parsed."""
+    return _read_document(path)
+
+
 def _read_document(path: Path) -> object:
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
@@ -263,10 +274,12 @@ def _plan_entries(path: Path, document: object) -> list[object]:
         raise PlansFileError(
             path=path, problem=f"top-level key {document.duplicate_keys[0]!r} is given twice"
         )
-    extra = sorted(set(document) - {"plans"})
+    extra = sorted(set(document) - set(TOP_LEVEL_KEYS))
     if extra:
         raise PlansFileError(
-            path=path, problem=f"unknown top-level key {extra[0]!r} (only 'plans' is allowed)"
+            path=path,
+            problem=f"unknown top-level key {extra[0]!r} "
+            f"(allowed: {', '.join(map(repr, TOP_LEVEL_KEYS))})",
         )
     entries = document["plans"]
     if not isinstance(entries, list):

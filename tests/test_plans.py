@@ -264,7 +264,7 @@ MALFORMED = [
     pytest.param(
         "plans.json",
         '{"plans": [], "currency": "CNY"}',
-        "unknown top-level key 'currency' (only 'plans' is allowed)",
+        "unknown top-level key 'currency' (allowed: 'plans', 'memberships')",
         None,
         None,
         id="unknown-top-key",

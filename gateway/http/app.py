@@ -21,6 +21,7 @@ from gateway.http.routes import (
     commands,
     credentials,
     family_cloud,
+    memberships,
     ops,
     platform,
     playback,
@@ -46,6 +47,7 @@ APIS = (
     playback.api,
     clips.api,
     family_cloud.api,
+    memberships.api,
     thumbnails.api,
     router.api,
 )

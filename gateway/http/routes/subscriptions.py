@@ -24,6 +24,7 @@ from gateway.http.api import (
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
+from replay import membership_store
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
@@ -128,9 +129,16 @@ class ChargesQuery(Body):
 
 
 class ChargeItemOut(Out):
-    subscription_id: str
-    device_id: str
-    plan: str
+    """One line of the month: ``kind`` ``cloud_replay`` (a camera's subscription: its
+    ``subscription_id``, ``device_id``, ``plan``) or ``family_cloud_membership`` (R18: its
+    ``membership_id`` and ``tier``)."""
+
+    kind: Literal["cloud_replay", "family_cloud_membership"] = "cloud_replay"
+    subscription_id: str | None = None
+    device_id: str | None = None
+    plan: str | None = None
+    membership_id: str | None = None
+    tier: str | None = None
     days: int
     amount: str
 
@@ -322,15 +330,16 @@ async def list_subscriptions(request: web.Request) -> web.StreamResponse:
     "/platform/v1/accounts/{account_id}/charges",
     auth="platform",
     tag="replay",
-    summary="The account's cloud-replay charges of one month (R3-R5, R7)",
+    summary="The account's charges of one month: cloud replay and memberships (R3-R5, R7, R18)",
     query=ChargesQuery,
     response=ChargesOut,
     errors=("not_found",),
 )
 async def charges(request: web.Request) -> web.StreamResponse:
-    """The account's cloud-replay charges of one month (month=YYYY-MM): per subscription the
-    days active and the amount (R3-R5, half-up to the cent), and their total, in CNY (billed
-    with the broadband account, R7)."""
+    """The account's charges of one month (month=YYYY-MM): per cloud-replay subscription
+    (kind ``cloud_replay``) and per family-cloud membership (kind
+    ``family_cloud_membership``, R18) the days active and the amount (R3-R5, half-up to the
+    cent), and their total, in CNY (billed with the broadband account, R7)."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)
@@ -339,22 +348,35 @@ async def charges(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise ApiError(400, "invalid_query", str(exc)) from exc
     async with services.db.session() as session:
-        items = await subs.month_charges(session, account_id, month)
-    total = sum((item.charge.amount for item in items), Decimal("0.00"))
+        lines = await month_lines(session, account_id, month)
+    total = sum((Decimal(line.amount) for line in lines), Decimal("0.00"))
     return json_out(
-        ChargesOut(
-            account_id=account_id,
-            month=str(month),
-            items=[
-                ChargeItemOut(
-                    subscription_id=i.subscription.subscription_id,
-                    device_id=i.subscription.device_id,
-                    plan=i.subscription.plan_id,
-                    days=i.charge.days,
-                    amount=money(i.charge.amount),
-                )
-                for i in items
-            ],
-            total=money(total),
-        )
+        ChargesOut(account_id=account_id, month=str(month), items=lines, total=money(total))
     )
+
+
+async def month_lines(session: Any, account_id: str, month: Month) -> list[ChargeItemOut]:
+    """The account's charge lines of ``month``: each cloud-replay subscription's (R3-R5),
+    then each family-cloud membership's (R18, kind ``family_cloud_membership``)."""
+    items = await subs.month_charges(session, account_id, month)
+    lines = [
+        ChargeItemOut(
+            subscription_id=i.subscription.subscription_id,
+            device_id=i.subscription.device_id,
+            plan=i.subscription.plan_id,
+            days=i.charge.days,
+            amount=money(i.charge.amount),
+        )
+        for i in items
+    ]
+    for m in await membership_store.month_charges(session, account_id, month):
+        lines.append(
+            ChargeItemOut(
+                kind="family_cloud_membership",
+                membership_id=m.membership.membership_id,
+                tier=m.membership.tier,
+                days=m.charge.days,
+                amount=money(m.charge.amount),
+            )
+        )
+    return lines
