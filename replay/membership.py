@@ -235,8 +235,10 @@ def _tier_of(path: Path, index: int, entry: object) -> Tier:
 
 def valid_until(start: date, months: int, periods: int = 1) -> date:
     """The last valid day after ``periods`` validity periods of ``months`` from ``start``:
-    the day before the same date ``months × periods`` later (clamped: 29 Feb → 28 Feb)."""
-    return add_months(start, months * periods) - timedelta(days=1)
+    the day before the same date ``months × periods`` later or, where that month has no such
+    date, its last day (29 February → 28 February, as R16 reads it)."""
+    same = add_months(start, months * periods)
+    return same if same.day != start.day else same - timedelta(days=1)
 
 
 def periods_elapsed(start: date, months: int, today: date) -> int:
