@@ -23,7 +23,8 @@ def test_default_tiers_are_ordinary_gold_platinum() -> None:
     assert TIERS.ids == ("ordinary", "gold", "platinum")
     fees = [tier.monthly_fee for tier in TIERS]
     quotas = [tier.quota_bytes for tier in TIERS]
-    assert fees == sorted(fees) and quotas == sorted(quotas), "a higher tier holds more"
+    assert fees == sorted(fees), "a higher tier costs more"
+    assert quotas == sorted(quotas), "a higher tier holds more"
     assert all(tier.validity_months == 12 for tier in TIERS)
 
 
