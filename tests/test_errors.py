@@ -30,6 +30,13 @@ from devices.router_store import NotProvisioned
 from devices.uci import InvalidSetting, RouterOutputError
 from gateway.errors import STATUSES, http_status
 from replay.clips import NothingRecorded
+from replay.membership import (
+    MembershipHeld,
+    MembershipNotActive,
+    NotOwner,
+    ReadOnly,
+    UnknownTier,
+)
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
 from replay.playback_sessions import SessionRefused
@@ -63,6 +70,11 @@ EXPECTED: dict[type[DomainError], int] = {
     NotActive: 409,  # R5
     UnknownPlanRequested: 400,  # R1
     InvalidTime: 400,
+    UnknownTier: 400,  # R18
+    NotOwner: 403,  # R7, a membership's orderer
+    MembershipHeld: 409,  # R18: one per account
+    MembershipNotActive: 409,  # R18
+    ReadOnly: 409,  # R18: three months after an overflow
     NothingRecorded: 404,  # an MP4 export of a range without viewable video (issue 15)
     InvalidUpload: 400,
     InvalidSetting: 400,
