@@ -100,7 +100,7 @@ async def test_an_order_is_effective_at_once_with_the_first_month_by_day(
     async with members.gw.services.db.session() as session:
         reports = (await session.exec(select(CallbackReport))).all()
     assert [(r.order_id, r.payload["action"]) for r in reports] == [
-        ("m-1", "family_cloud_membership")
+        ("m-1", "membership.order")
     ]
     assert reports[0].payload["result"]["membership_id"] == body["membership_id"]
 
@@ -192,6 +192,14 @@ async def test_unsubscription_takes_effect_next_month_the_month_charged_in_full(
     ]
     assert [(i["days"], i["amount"]) for i in lines["2026-12"]] == [(31, "20.00")]
     assert lines["2027-01"] == []
+    status, orders = await members.call("GET", "/platform/v1/orders?action=membership")
+    assert status == 200
+    assert sorted((o["order_id"], o["action"]) for o in orders["orders"]) == [
+        ("m-1", "membership.order"),
+        ("m-2", "membership.order"),
+        ("u-1", "membership.unsubscribe"),
+        ("u-2", "membership.unsubscribe"),
+    ]
     status, refused = await members.member("m-2", tier="ordinary")
     assert (status, refused["error"]["code"]) == (409, "membership_held"), "its first answer"
     status, renewed = await members.member("m-3", tier="ordinary")

@@ -173,13 +173,13 @@ async def order_membership(request: web.Request) -> web.StreamResponse:
         )
         out = MembershipOut.of(done.membership, ordered_at, done.charge)
         now = services.clock.now()
-        report = completion_report(body.order_id, "family_cloud_membership", now, out)
+        report = completion_report(body.order_id, "membership.order", now, out)
         return Answer(201, _dump(out)), report
 
     answer = await execute_order(
         services,
         order_id=body.order_id,
-        action="family_cloud_membership",
+        action="membership.order",
         target="",
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
@@ -222,13 +222,13 @@ async def unsubscribe_membership(request: web.Request) -> web.StreamResponse:
         )
         out = MembershipOut.of(done.membership, at, done.charge)
         now = services.clock.now()
-        report = completion_report(body.order_id, "family_cloud_unsubscribe", now, out)
+        report = completion_report(body.order_id, "membership.unsubscribe", now, out)
         return Answer(200, _dump(out)), report
 
     answer = await execute_order(
         services,
         order_id=body.order_id,
-        action="family_cloud_unsubscribe",
+        action="membership.unsubscribe",
         target=membership_id,
         request_body=body.model_dump(mode="json", exclude={"order_id"}),
         effect=effect,
