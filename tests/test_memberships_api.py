@@ -99,9 +99,7 @@ async def test_an_order_is_effective_at_once_with_the_first_month_by_day(
     }
     async with members.gw.services.db.session() as session:
         reports = (await session.exec(select(CallbackReport))).all()
-    assert [(r.order_id, r.payload["action"]) for r in reports] == [
-        ("m-1", "membership.order")
-    ]
+    assert [(r.order_id, r.payload["action"]) for r in reports] == [("m-1", "membership.order")]
     assert reports[0].payload["result"]["membership_id"] == body["membership_id"]
 
 
