@@ -251,3 +251,19 @@ async def test_the_ending_job_is_idempotent_and_catches_up(members: Members) -> 
             )
         ).all()
     assert [(r.status, r.overflow) for r in rows] == [("ended", "none")]
+
+
+async def test_an_order_after_the_effective_instant_ends_the_old_one_first(
+    members: Members,
+) -> None:
+    """The unsubscription took effect but no job ran: a new order is taken (R18 counts
+    the membership held by time), the old one is ended in the same transaction (the index
+    of one held membership per account holds)."""
+    _, ordered = await members.member("m-1")
+    await members.unsubscribe(ordered["membership_id"], "u-1")
+    members.gw.services.clock.advance(30 * 86400)  # 20 December: no job ran
+    status, body = await members.member("m-2", tier="platinum")
+    assert status == 201, body
+    old = await members.stored(ordered["membership_id"])
+    assert (old.status, old.overflow) == ("ended", "none")
+    assert (await members.read(body["membership_id"]))["status"] == "active"
