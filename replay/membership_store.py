@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.accounts import get_account
@@ -29,6 +29,7 @@ from replay.subscriptions import CHANNELS, BroadbandInactive, InvalidTime
 __all__ = [
     "MembershipCharge",
     "Ordered",
+    "charges_of_month",
     "cleanup_due",
     "ending_due",
     "finish",
@@ -175,6 +176,27 @@ async def month_charges(
     full, every month in between at the full fee)."""
     items = []
     for membership in await of_account(session, account_id):
+        charge = monthly_charge(
+            Decimal(membership.monthly_fee), month, membership.start_date, membership.end_date
+        )
+        if charge is not None:
+            items.append(MembershipCharge(membership, charge))
+    return items
+
+
+async def charges_of_month(session: AsyncSession, month: Month) -> list[MembershipCharge]:
+    """Every account's membership charges in ``month``, in order of the orders: what the
+    charge ledger writes when it closes the month (issue 17; one line per membership)."""
+    found = await session.exec(
+        select(Membership)
+        .where(
+            col(Membership.start_date) <= month.last,
+            or_(col(Membership.end_date).is_(None), col(Membership.end_date) >= month.first),
+        )
+        .order_by(col(Membership.started_at), col(Membership.membership_id))
+    )
+    items = []
+    for membership in found.all():
         charge = monthly_charge(
             Decimal(membership.monthly_fee), month, membership.start_date, membership.end_date
         )

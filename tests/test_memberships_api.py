@@ -18,6 +18,8 @@ from sqlmodel import col, select
 from devices.clock import ManualClock
 from devices.models import CallbackReport
 from gateway import memberships
+from replay import membership_store
+from replay.billing import Month
 from replay.models import FamilyCloudMembership
 from tests.conftest import StartGateway
 from tests.test_subscriptions_api import Platform
@@ -205,6 +207,13 @@ async def test_unsubscription_takes_effect_next_month_the_month_charged_in_full(
         201,
         {"month": "2027-01", "days": 31, "amount": "10.00"},
     )
+    async with members.gw.services.db.session() as session:  # what the ledger closes
+        for month, expected in (
+            (Month(year=2026, month=12), [(mid, "20.00")]),
+            (Month(year=2027, month=1), [(renewed["membership_id"], "10.00")]),
+        ):
+            found = await membership_store.charges_of_month(session, month)
+            assert [(c.membership.membership_id, str(c.charge.amount)) for c in found] == expected
 
 
 async def test_a_membership_renews_after_a_year_and_the_job_catches_up(
