@@ -101,6 +101,7 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         "unknown_plan": ErrorCode(400, "no such cloud-replay plan (R1)"),
         "unknown_product": ErrorCode(400, "no such home-network product (R16, R17)"),
         "too_many_devices": ErrorCode(400, "more (or fewer) routers than the product covers"),
+        "unknown_tier": ErrorCode(400, "no such family-cloud membership tier (R18)"),
         "size_mismatch": ErrorCode(400, "fewer bytes sent than the upload URL grants"),
         "checksum_mismatch": ErrorCode(400, "the bytes' SHA-256 is not the one granted"),
         "upload_incomplete": ErrorCode(400, "the connection closed before the whole body"),
@@ -151,6 +152,11 @@ ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         "emergency_not_allowed": ErrorCode(409, "no emergency resume now (R11)"),
         "family_cloud_closed": ErrorCode(409, "the family cloud is closed by a long stop (R15)"),
         "quota_exceeded": ErrorCode(409, "the family cloud's quota is used up (R14)"),
+        "family_cloud_read_only": ErrorCode(
+            409, "read-only for three months after a membership ended in overflow (R18)"
+        ),
+        "membership_held": ErrorCode(409, "the account holds a family-cloud membership (R18)"),
+        "membership_not_active": ErrorCode(409, "the membership is unsubscribed or ended (R18)"),
         "router_not_provisioned": ErrorCode(409, "the router's SSH access is not known yet"),
         "router_busy": ErrorCode(409, "another change of the router is running"),
         # 411-413: presigned uploads

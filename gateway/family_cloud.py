@@ -15,6 +15,10 @@ Orchestration between the database (:mod:`replay.family_cloud_store`), the rules
   that no item counts.
 - **R15** (:func:`replay.clips.family_cloud_refusal`): closed, nothing is saved, while
   the list, downloads and deletes go on; deleted, there is nothing left (404).
+- **R18**: the quota is the held membership's, else the base quota
+  (``family_cloud_quota_bytes``); after a membership ended with more saved than the base
+  quota, saves are refused for three months (``family_cloud_read_only``) while the list,
+  downloads and deletes go on (``gateway.memberships`` then cleans up).
 """
 
 from __future__ import annotations
@@ -24,12 +28,16 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from devices.broadband import FamilyCloudStatus
 from devices.errors import DomainError
 from gateway.exports import exported
 from gateway.services import Services
 from replay import family_cloud_store as store
+from replay import membership_store as memberships
 from replay.clips import FamilyCloudUse, family_cloud_refusal, quota_refusal
+from replay.membership import ReadOnly
 from replay.models import FamilyCloudItem, Segment, Subscription
 from replay.object_keys import family_clip_key, family_key
 
@@ -72,12 +80,32 @@ class Listing:
     items: list[FamilyCloudItem]
     quota: Quota
     status: FamilyCloudStatus
+    #: R18: until when no save is taken after a membership ended in overflow, or ``None``.
+    read_only_until: datetime | None = None
+    #: R18: the tier of the membership held, or ``None`` (the base quota).
+    tier: str | None = None
 
 
 def _refuse(status: FamilyCloudStatus, use: FamilyCloudUse) -> None:
     refusal = family_cloud_refusal(status, use)
     if refusal is not None:
         raise refusal
+
+
+async def _quota(services: Services, session: AsyncSession, account_id: str) -> int:
+    """R14 with R18: the held membership's quota, else the base quota."""
+    base = services.settings.family_cloud_quota_bytes
+    return await memberships.quota_at(session, account_id, services.clock.now(), base)
+
+
+async def _open_for_saves(services: Services, session: AsyncSession, account_id: str) -> int:
+    """The quota a save is charged against, once R15 and R18 let the family save at all."""
+    now = services.clock.now()
+    _refuse(await store.status(session, account_id, now), "save")
+    read_only = await memberships.read_only_at(session, account_id, now)
+    if read_only is not None:
+        raise ReadOnly(read_only)
+    return await _quota(services, session, account_id)
 
 
 async def _checked(services: Services, account_id: str, use: FamilyCloudUse) -> FamilyCloudStatus:
@@ -91,11 +119,10 @@ async def save_segment(services: Services, account_id: str, segment: Segment) ->
     """Copy one viewable segment into the account's family cloud, as it is (R14); the same
     segment saved again answers the item saved before. The copy is made with the account
     locked: the store's server-side copy is quick, and the quota is charged with it."""
-    quota = services.settings.family_cloud_quota_bytes
     key = family_key(account_id, segment.segment_id, segment.start)
     async with services.db.writing() as session:
         await store.lock_account(session, account_id)
-        _refuse(await store.status(session, account_id, services.clock.now()), "save")
+        quota = await _open_for_saves(services, session, account_id)
         used = await store.used_bytes(session, account_id)
         before = await store.by_object_key(session, key)
         if before is not None:
@@ -128,9 +155,8 @@ async def save_range(
     MP4 in the account's family cloud; ``subscription`` is the device's current one, the
     family allowed to watch it (R5, R6, R8)."""
     device_id = subscription.device_id
-    quota = services.settings.family_cloud_quota_bytes
     async with services.db.session() as session:
-        _refuse(await store.status(session, account_id, services.clock.now()), "save")
+        quota = await _open_for_saves(services, session, account_id)
         before = await store.saved_range(session, account_id, device_id, start, end)
         used = await store.used_bytes(session, account_id)
     if before is not None:
@@ -165,10 +191,9 @@ async def _record(
     size: int,
 ) -> Saved:
     """The item of a stored MP4, written with the account locked (R14, R15 checked again)."""
-    quota = services.settings.family_cloud_quota_bytes
     async with services.db.writing() as session:
         await store.lock_account(session, account_id)
-        _refuse(await store.status(session, account_id, services.clock.now()), "save")
+        quota = await _open_for_saves(services, session, account_id)
         used = await store.used_bytes(session, account_id)
         before = await store.saved_range(session, account_id, device_id, start, end)
         if before is not None:
@@ -189,13 +214,19 @@ async def _record(
 
 
 async def listing(services: Services, account_id: str) -> Listing:
-    """The account's saved items and its quota (R14); refused once deleted (R15)."""
+    """The account's saved items, its quota (R14: the membership's, R18) and whether it is
+    read-only after a membership ended (R18); refused once deleted (R15)."""
+    now = services.clock.now()
     async with services.db.session() as session:
-        status = await store.status(session, account_id, services.clock.now())
+        status = await store.status(session, account_id, now)
         _refuse(status, "list")
         items = await store.items_of(session, account_id)
+        quota = await _quota(services, session, account_id)
+        read_only = await memberships.read_only_at(session, account_id, now)
+        held = await memberships.held(session, account_id, now)
     used = sum(item.bytes for item in items)
-    return Listing(items, Quota(used, services.settings.family_cloud_quota_bytes), status)
+    tier = None if held is None else held.tier
+    return Listing(items, Quota(used, quota), status, read_only, tier)
 
 
 async def download(
@@ -222,4 +253,5 @@ async def remove(services: Services, account_id: str, item_id: int) -> Quota:
             await session.delete(found)
         await session.commit()
         used = await store.used_bytes(session, account_id)
-    return Quota(used, services.settings.family_cloud_quota_bytes)
+        quota = await _quota(services, session, account_id)
+    return Quota(used, quota)

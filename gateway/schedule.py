@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway import broadband, commands, home_network, presence, retention
+from gateway import broadband, commands, home_network, memberships, presence, retention
 from gateway.desired import PUBLISH_JOB, publish_pending
 from gateway.jobs import JobSpec
 from gateway.services import Services
@@ -80,4 +80,5 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("history_prune", 3600, retention.prune_histories),
     JobSpec(PUBLISH_JOB, 2.0, publish_pending),
     JobSpec("tariff_terms", 3600, roll_terms),
+    JobSpec(memberships.JOB, 3600, memberships.run_memberships),
 )

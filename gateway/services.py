@@ -24,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.mqtt.session import MqttSession
 from gateway.telemetry_hub import RouterHub
 from replay.catalog import DEFAULT_PRODUCTS, ProductCatalog
+from replay.membership import TierCatalog
 from replay.plans import PlanCatalog
 from storage.db import Database
 from storage.fsstore import FilesystemObjectStore
@@ -62,6 +63,11 @@ class Services:
     #: Broadband orders sent one by one, decided together when they arrive together
     #: (:func:`gateway.broadband_batch.run_single`).
     broadband_orders: Coalescer[Any, Any] = field(default_factory=Coalescer)
+
+    @property
+    def tiers(self) -> TierCatalog:
+        """The family-cloud membership tiers (R18), from the plans file's ``memberships``."""
+        return self.products.tiers
 
     @property
     def fs_store(self) -> FilesystemObjectStore | None:

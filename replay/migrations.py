@@ -26,7 +26,14 @@ import devices.router_store
 from devices.broadband_periods import PeriodRow
 from devices.models import PresenceChange
 from replay.index_store import range_row
-from replay.models import CameraEvent, FamilyCloudItem, RecordedRange, Segment, UploadGrant
+from replay.models import (
+    CameraEvent,
+    FamilyCloudItem,
+    FamilyCloudMembership,
+    RecordedRange,
+    Segment,
+    UploadGrant,
+)
 from replay.object_keys import service_segment_id
 from replay.playback import Recorded, fold_ranges
 from storage.db import Database, Migration, schema_version
@@ -252,6 +259,11 @@ def _add_home_packages(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _add_memberships(conn: Connection) -> None:
+    """Family-cloud memberships (R18, issue 18): a new table, with its indexes."""
+    FamilyCloudMembership.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
@@ -262,6 +274,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "orders name their account and target (issue 15)", _add_order_accounts),
     Migration(8, "family-cloud items hold a range, an MP4 (issue 15)", _family_cloud_ranges),
     Migration(9, "home-network packages (issue 18: R16, R17)", _add_home_packages),
+    Migration(10, "family-cloud memberships (R18, issue 18)", _add_memberships),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

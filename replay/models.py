@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Index, text
+from sqlalchemy import BigInteger, Index, text
 from sqlmodel import Field, SQLModel
 
 from storage.db import UTCDateTime
@@ -190,3 +190,50 @@ class ClosedMonth(SQLModel, table=True):
     month: str = Field(primary_key=True, max_length=7)
     lines: int
     closed_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class FamilyCloudMembership(SQLModel, table=True):
+    """An account's family-cloud membership (家庭云会员, R18) from order to its end.
+
+    ``start_date``/``end_date`` are business dates (Asia/Shanghai); ``end_date`` is the last
+    day in force (the unsubscription month's last). ``valid_until`` is the last day of the
+    yearly validity in force (renewed without objection). ``overflow``: ``""`` until the
+    ending job decided, then ``none``, ``read_only`` (until ``read_only_until``) or
+    ``cleaned``.
+    """
+
+    __tablename__ = "family_cloud_memberships"
+    __table_args__ = (
+        # R18: one membership held per account (ordered, not yet ended), even under races.
+        Index(
+            "one_membership_per_account",
+            "account_id",
+            unique=True,
+            sqlite_where=text("status <> 'ended'"),
+            postgresql_where=text("status <> 'ended'"),
+        ),
+    )
+
+    membership_id: str = Field(primary_key=True, max_length=40)
+    order_id: str = Field(max_length=128, unique=True)
+    account_id: str = Field(foreign_key="accounts.account_id", index=True, max_length=64)
+    tier: str = Field(max_length=32)
+    quota_bytes: int = Field(sa_type=BigInteger)
+    monthly_fee: str = Field(max_length=16)
+    validity_months: int
+    orderer_id: str = Field(max_length=64)
+    channel: str = Field(max_length=16)
+    status: str = Field(max_length=16, index=True)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    start_date: date
+    valid_until: date = Field(index=True)
+    #: How many validity periods have begun (1: the first year; renewals add one each).
+    period: int = 1
+    unsubscribe_order_id: str | None = Field(default=None, max_length=128)
+    unsubscribed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_date: date | None = None
+    ends_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)
+    overflow: str = Field(default="", max_length=16)
+    read_only_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cleaned_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cleaned_items: int = 0

@@ -34,6 +34,7 @@ from devices.errors import DomainError
 __all__ = [
     "DEFAULT_CATALOG",
     "DEFAULT_PLANS",
+    "TOP_LEVEL_KEYS",
     "Family",
     "Plan",
     "PlanCatalog",
@@ -41,7 +42,7 @@ __all__ = [
     "PlansFileError",
     "UnknownPlan",
     "load_plans",
-    "read_document",
+    "read_plans_document",
 ]
 
 _CENT = Decimal("0.01")
@@ -219,7 +220,7 @@ class _JsonObject(dict[str, object]):
 
 def load_plans(path: Path) -> PlanCatalog:
     """Read a plans file (``.json`` or ``.toml``) into a catalog; :class:`PlansFileError` if bad."""
-    entries = _plan_entries(path, read_document(path))
+    entries = _plan_entries(path, _read_document(path))
     plans: list[Plan] = []
     first_index: dict[str, int] = {}
     for index, entry in enumerate(entries):
@@ -236,8 +237,13 @@ def load_plans(path: Path) -> PlanCatalog:
     return PlanCatalog(plans=plans)
 
 
-def read_document(path: Path) -> object:
-    """The plans file's document (JSON or TOML); :class:`PlansFileError` if unreadable."""
+def read_plans_document(path: Path) -> object:
+    """The parsed plans file (JSON or TOML), for the catalogs that share it; a
+    :class:`PlansFileError` when it cannot be read or parsed."""
+    return _read_document(path)
+
+
+def _read_document(path: Path) -> object:
     suffix = path.suffix.lower()
     if suffix not in (".json", ".toml"):
         raise PlansFileError(path=path, problem="the name must end in .json or .toml")
@@ -271,9 +277,10 @@ def _plan_entries(path: Path, document: object) -> list[object]:
         )
     extra = sorted(set(document) - set(TOP_LEVEL_KEYS))
     if extra:
-        allowed = ", ".join(repr(key) for key in TOP_LEVEL_KEYS)
         raise PlansFileError(
-            path=path, problem=f"unknown top-level key {extra[0]!r} (allowed: {allowed})"
+            path=path,
+            problem=f"unknown top-level key {extra[0]!r} "
+            f"(allowed: {', '.join(map(repr, TOP_LEVEL_KEYS))})",
         )
     entries = document["plans"]
     if not isinstance(entries, list):

@@ -117,6 +117,17 @@ async def _provision(gw: Gateway, http: aiohttp.ClientSession, suffix: str) -> d
             "channel": "electronic",
         },
     )
+    await _post(
+        http,
+        f"{base}/platform/v1/family-cloud/memberships",
+        {
+            "order_id": f"membership-{suffix}",
+            "account_id": ids["account"],
+            "tier": "gold",
+            "orderer_id": f"owner-{ids['account']}",
+            "channel": "physical",
+        },
+    )
     token = await _post(
         http, f"{base}/platform/v1/app-tokens", {"account_id": ids["account"], "user_id": "mum"}
     )
@@ -400,6 +411,7 @@ async def test_the_console_saves_a_range_lists_it_and_deletes_it(
     await expect(item).to_have_count(1)
     await expect(item).to_contain_text(household.camera_id)
     await expect(page.locator("#quota")).not_to_contain_text("0 B used")
+    await expect(page.locator("#quota")).to_contain_text("(gold membership)")  # R18's quota
     delete = item.locator("button.danger")
     await delete.click()
     await expect(delete).to_have_text("Really delete?")
@@ -442,6 +454,9 @@ async def test_the_operator_view_shows_accounts_devices_orders_and_health(
         "¥299.00"
     )
     await expect(page.locator("#charges-body")).to_contain_text("Total 2026-11")
+    await expect(page.locator("#membership-body")).to_contain_text("gold")  # R18
+    await expect(page.locator("#membership-body")).to_contain_text("active")
+    await expect(page.locator("#charges-body")).to_contain_text("family-cloud membership")
     orders = page.locator("#orders-body tr[data-order-id]")
     await expect(orders.first).to_contain_text("subscribe")
     await expect(page.locator("#orders-scope")).to_contain_text(household.account_id)

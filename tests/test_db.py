@@ -22,11 +22,18 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from devices import accounts
 from replay import index_store
 from replay.migrations import SCHEMA_VERSION, open_database
-from replay.models import FamilyCloudItem, RecordedRange, Segment, UploadGrant
+from replay.models import (
+    FamilyCloudItem,
+    FamilyCloudMembership,
+    RecordedRange,
+    Segment,
+    UploadGrant,
+)
 from replay.object_keys import service_segment_id
 from storage.db import Database, DatabaseError, Migration, SchemaTooNew, UTCDateTime
 
@@ -350,3 +357,46 @@ async def test_sqlite_writers_take_turns_so_none_fails_on_a_locked_database(
     else:
         assert failures
         assert all("database is locked" in str(f) for f in failures)
+
+
+async def test_schema_10_adds_family_cloud_memberships(database_url: str) -> None:
+    """Issue 18: a version-8 database gets the memberships table, whose partial unique
+    index holds one membership per account (R18) and lets an ended one stand beside."""
+    async with open_database(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE family_cloud_memberships"))
+        await conn.execute(text("UPDATE kanjia_schema SET version = 8"))
+    async with open_database(database_url) as db:
+        async with db.session() as s:
+            await accounts.upsert_account(
+                s, account_id="a1", owner_id="o", star_level=3, name=None, now=T
+            )
+
+        def membership(n: int, status: str) -> FamilyCloudMembership:
+            return FamilyCloudMembership(
+                membership_id=f"fcm_{n}",
+                order_id=f"m-{n}",
+                account_id="a1",
+                tier="gold",
+                quota_bytes=4 * 1024**4,  # past 32 bits: a BIGINT
+                monthly_fee="20.00",
+                validity_months=12,
+                orderer_id="o",
+                channel="physical",
+                status=status,
+                started_at=T,
+                start_date=T.date(),
+                valid_until=T.date(),
+            )
+
+        async with db.session() as s:
+            s.add(membership(1, "ended"))
+            s.add(membership(2, "active"))
+            await s.commit()
+        async with db.session() as s:
+            s.add(membership(3, "unsubscribed"))
+            with pytest.raises(IntegrityError):
+                await s.commit()
+        async with db.session() as s:
+            found = await s.get(FamilyCloudMembership, "fcm_2")
+            assert found is not None
+            assert found.quota_bytes == 4 * 1024**4

@@ -32,6 +32,13 @@ from devices.uci import InvalidSetting, RouterOutputError
 from gateway.errors import STATUSES, http_status
 from replay.clips import NothingRecorded
 from replay.ledger import MonthNotClosed
+from replay.membership import (
+    MembershipHeld,
+    MembershipNotActive,
+    NotOwner,
+    ReadOnly,
+    UnknownTier,
+)
 from replay.plans import PlansError, PlansFileError, UnknownPlan
 from replay.playback import PlaybackCode, Refusal
 from replay.playback_sessions import SessionRefused
@@ -68,6 +75,11 @@ EXPECTED: dict[type[DomainError], int] = {
     MonthNotClosed: 409,  # R7: the ledger has no such month yet
     UnknownPlanRequested: 400,  # R1
     InvalidTime: 400,
+    UnknownTier: 400,  # R18
+    NotOwner: 403,  # R7, a membership's orderer
+    MembershipHeld: 409,  # R18: one per account
+    MembershipNotActive: 409,  # R18
+    ReadOnly: 409,  # R18: three months after an overflow
     NothingRecorded: 404,  # an MP4 export of a range without viewable video (issue 15)
     InvalidUpload: 400,
     InvalidSetting: 400,

@@ -64,7 +64,7 @@ def test_default_products_are_the_seeds(
 
 def test_default_catalog_has_every_product_and_the_three_tiers() -> None:
     assert list(DEFAULT_PRODUCTS.home) == list(PRODUCTS)
-    assert list(DEFAULT_PRODUCTS.tiers) == ["ordinary", "gold", "platinum"]
+    assert list(DEFAULT_PRODUCTS.tiers.ids) == ["ordinary", "gold", "platinum"]
     assert len(DEFAULT_PRODUCTS.plans) == 6
 
 
@@ -85,7 +85,7 @@ def test_a_plans_file_replaces_the_home_products_and_keeps_default_tiers(tmp_pat
         5,
         2,
     )
-    assert list(catalog.tiers) == ["ordinary", "gold", "platinum"]
+    assert list(catalog.tiers.ids) == ["ordinary", "gold", "platinum"]
 
 
 @pytest.mark.parametrize(

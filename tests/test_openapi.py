@@ -93,7 +93,11 @@ def test_the_shared_errors_are_documented_by_kind_of_route() -> None:
 def test_declared_codes_land_at_their_status() -> None:
     doc = document()
     save = doc["paths"]["/app/v1/segments/{segment_id}/save"]["post"]
-    assert codes_at(save, 409) == ["family_cloud_closed", "quota_exceeded"]
+    assert codes_at(save, 409) == [
+        "family_cloud_closed",
+        "family_cloud_read_only",
+        "quota_exceeded",
+    ]
     assert "broadband_inactive" in codes_at(save, 403), "watching refuses 403 (R8)"
     subscribe = doc["paths"]["/platform/v1/subscriptions"]["post"]
     assert "broadband_inactive" in codes_at(subscribe, 409), "ordering refuses 409 (R8)"

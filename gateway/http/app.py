@@ -23,6 +23,7 @@ from gateway.http.routes import (
     credentials,
     family_cloud,
     home_network,
+    memberships,
     ops,
     platform,
     playback,
@@ -50,6 +51,7 @@ APIS = (
     playback.api,
     clips.api,
     family_cloud.api,
+    memberships.api,
     thumbnails.api,
     router.api,
 )

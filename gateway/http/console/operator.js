@@ -2,7 +2,7 @@
 // devices with presence and convergence, broadband state, orders, subscriptions,
 // home-network packages and charges; the fleet's health from /metrics.
 
-import { ApiFailure, get, h, showError, state, when } from "./api.js";
+import { ApiFailure, bytes, get, h, showError, state, when } from "./api.js";
 import { health, parseMetrics } from "./metrics.js";
 
 const $ = (id) => document.getElementById(id);
@@ -130,7 +130,7 @@ async function openAccount(a) {
   const id = encodeURIComponent(a.account_id);
   $("charges-month").value = $("charges-month").value || serviceMonth;
   $("charges-month").onchange = () => loadCharges(id);
-  await Promise.all([loadBroadband(id), loadDevices(id), loadSubscriptions(id), loadPackages(id), loadCharges(id), loadOrders()]);
+  await Promise.all([loadBroadband(id), loadDevices(id), loadSubscriptions(id), loadPackages(id), loadMembership(id), loadCharges(id), loadOrders()]);
   panel.scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
@@ -193,12 +193,28 @@ function loadPackages(id) {
       "No home-network packages."));
 }
 
+// R18: what the household holds of the family cloud: its membership (one at a time).
+function loadMembership(id) {
+  return section("membership-body", `/platform/v1/accounts/${id}/family-cloud/memberships`, (b) =>
+    table(["Membership", "Tier", "Quota", "Fee / month", "Channel", "Status", "Since", "Valid until", "Overflow"],
+      b.memberships.map((m) => h("tr", {},
+        h("td", {}, m.membership_id), h("td", {}, m.tier), h("td.num", {}, bytes(m.quota_bytes)),
+        h("td.num", {}, `¥${m.monthly_fee}`), h("td", {}, m.channel),
+        h("td", {}, badge(m.status === "active", m.status, m.status, m.status === "unsubscribed")),
+        h("td", {}, when(m.started_at)), h("td", {}, m.valid_until),
+        h("td", {}, m.overflow === "read_only" ? `read-only until ${when(m.read_only_until)}` : m.overflow || ""))),
+      "No family-cloud membership: the base quota."));
+}
+
 function loadCharges(id) {
   const month = $("charges-month").value || serviceMonth;
   return section("charges-body", `/platform/v1/accounts/${id}/charges?month=${month}`, (b) => [
-    table(["Subscription / package", "Device / day", "Plan / product", "Days", "Amount"], [
-      ...b.items.map((i) => h("tr", {}, h("td", {}, i.subscription_id), h("td", {}, i.device_id),
-        h("td", {}, i.plan), h("td.num", {}, i.days), h("td.num", {}, `¥${i.amount}`))),
+    table(["Subscription / package / membership", "Device / day / tier", "Plan / product", "Days", "Amount"], [
+      ...b.items.map((i) => i.kind === "family_cloud_membership"
+        ? h("tr", {}, h("td", {}, i.membership_id), h("td", {}, i.tier), h("td", {}, "family-cloud membership"),
+          h("td.num", {}, i.days), h("td.num", {}, `¥${i.amount}`))
+        : h("tr", {}, h("td", {}, i.subscription_id), h("td", {}, i.device_id),
+          h("td", {}, i.plan), h("td.num", {}, i.days), h("td.num", {}, `¥${i.amount}`))),
       ...(b.package_lines || []).map((l) => h("tr", { dataset: { kind: l.kind } }, h("td", {}, l.package_id),
         h("td", {}, l.day), h("td", {}, l.product, h("div.meta", {}, l.kind === "home_network" ? "one-time fee" : "refund")),
         h("td.num", {}, ""), h("td.num", {}, `¥${l.amount}`))),

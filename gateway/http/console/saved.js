@@ -1,4 +1,5 @@
-// The family cloud's saved clips (R14): listed with the quota, downloaded, deleted.
+// The family cloud's saved clips (R14): listed with the quota (the membership's, R18),
+// downloaded, deleted.
 
 import { bytes, call, clock, get, h, showError, state, when } from "./api.js";
 
@@ -46,7 +47,11 @@ function quota(body) {
   $("quota").replaceChildren(
     h("div.bar", { role: "meter", "aria-valuenow": used, "aria-valuemax": total },
       h("span", { style: `width:${pct.toFixed(1)}%` })),
-    h("p.meta", {}, `${bytes(used)} used · ${bytes(left)} left of ${bytes(total)}`),
+    h("p.meta", {}, `${bytes(used)} used · ${bytes(left)} left of ${bytes(total)}`,
+      body.membership_tier ? ` (${body.membership_tier} membership)` : " (base quota)"),
+    body.status === "read_only"
+      ? h("p.meta", {}, `Read-only until ${when(body.read_only_until)}: the membership ended with more saved than the quota; then the oldest clips are deleted until the rest fits.`)
+      : null,
   );
 }
 

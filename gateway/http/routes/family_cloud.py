@@ -73,8 +73,13 @@ class SavedOut(ItemOut):
 
 
 class ListOut(QuotaOut):
-    #: R15: ``open``, or ``closed`` (no saves; the list, downloads and deletes go on).
-    status: Literal["open", "closed"]
+    #: R15: ``open``, or ``closed`` (no saves; the list, downloads and deletes go on);
+    #: R18: ``read_only`` after a membership ended with more saved than the quota left.
+    status: Literal["open", "closed", "read_only"]
+    #: R18: until when it is read-only (then the oldest items go until the rest fits).
+    read_only_until: datetime | None = None
+    #: R18: the tier of the family-cloud membership held (its quota); absent: the base quota.
+    membership_tier: str | None = None
     items: list[ItemOut]
 
 
@@ -125,13 +130,14 @@ def _item_id(request: web.Request) -> int:
     summary="Save a clip to the family cloud (R14)",
     response=SavedOut,
     status=201,
-    errors=(*SEGMENT, "family_cloud_closed", "quota_exceeded"),
+    errors=(*SEGMENT, "family_cloud_closed", "family_cloud_read_only", "quota_exceeded"),
 )
 async def save_segment(request: web.Request) -> web.StreamResponse:
     """Copy one viewable segment (R5, R6, R8) into the account's family cloud as it is,
     outside replay retention, counted against the quota (R14): 201 with the item and the
     quota after it, 200 with the item saved before if the segment was saved already, 409
-    ``quota_exceeded`` (R14) or ``family_cloud_closed`` (R15)."""
+    ``quota_exceeded`` (R14; the membership's quota, R18), ``family_cloud_closed`` (R15) or
+    ``family_cloud_read_only`` (R18)."""
     services = services_of(request)
     async with services.db.session() as session:
         segment = await viewable_segment(request, session)
@@ -154,6 +160,7 @@ async def save_segment(request: web.Request) -> web.StreamResponse:
         "previous_subscription",
         "no_recording",
         "family_cloud_closed",
+        "family_cloud_read_only",
         "quota_exceeded",
     ),
 )
@@ -162,8 +169,8 @@ async def save_range(request: web.Request) -> web.StreamResponse:
     R6, R8) as one MP4, at most an hour (400 ``range_too_long``; 404 ``no_recording``),
     and keep it in the account's family cloud, outside replay retention, counted against
     the quota (R14): 201 with the item and the quota after it, 200 with the item if that
-    exact range was saved already, 409 ``quota_exceeded`` (R14) or ``family_cloud_closed``
-    (R15)."""
+    exact range was saved already, 409 ``quota_exceeded`` (R14; the membership's quota,
+    R18), ``family_cloud_closed`` (R15) or ``family_cloud_read_only`` (R18)."""
     services = services_of(request)
     body = parse_body(await request.read(), SaveRange)
     account_id = app_token_of(request).account_id
@@ -179,20 +186,24 @@ async def save_range(request: web.Request) -> web.StreamResponse:
     "/app/v1/family-cloud",
     auth="app",
     tag="app",
-    summary="The family cloud's items and its quota (R14, R15)",
+    summary="The family cloud's items and its quota (R14, R15, R18)",
     response=ListOut,
     errors=("family_cloud_deleted",),
 )
 async def list_items(request: web.Request) -> web.StreamResponse:
     """The account's saved items, the latest first (device, range, bytes, when saved), with
-    the quota used and left (R14) and whether the family cloud is open or closed to saves
-    (R15); 404 ``family_cloud_deleted`` once a six-month stop has deleted it (R15)."""
+    the quota used and left (R14: the membership's, R18) and whether the family cloud is open,
+    closed to saves (R15) or read-only after a membership ended in overflow (R18); 404
+    ``family_cloud_deleted`` once a six-month stop has deleted it (R15)."""
     services = services_of(request)
     found = await family_cloud.listing(services, app_token_of(request).account_id)
     assert found.status != "deleted"  # refused before
+    read_only = found.status == "open" and found.read_only_until is not None
     return json_out(
         ListOut(
-            status=found.status,
+            status="read_only" if read_only else found.status,
+            read_only_until=found.read_only_until,
+            membership_tier=found.tier,
             items=[ItemOut.of(item) for item in found.items],
             used_bytes=found.quota.used,
             quota_bytes=found.quota.quota,

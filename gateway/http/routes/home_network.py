@@ -412,7 +412,7 @@ def catalog_items(services: Services) -> list[CatalogItem]:
             validity_months=t.validity_months,
             quota_bytes=t.quota_bytes,
         )
-        for t in products.tiers.values()
+        for t in products.tiers
     ]
     return items
 

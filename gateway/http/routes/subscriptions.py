@@ -25,7 +25,7 @@ from gateway.http.api import (
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
-from replay import ledger
+from replay import ledger, membership_store
 from replay import subscriptions as subs
 from replay.billing import Charge, Month
 from replay.models import Subscription
@@ -131,9 +131,16 @@ class ChargesQuery(Body):
 
 
 class ChargeItemOut(Out):
-    subscription_id: str
-    device_id: str
-    plan: str
+    """One line of the month: ``kind`` ``cloud_replay`` (a camera's subscription: its
+    ``subscription_id``, ``device_id``, ``plan``) or ``family_cloud_membership`` (R18: its
+    ``membership_id`` and ``tier``)."""
+
+    kind: Literal["cloud_replay", "family_cloud_membership"] = "cloud_replay"
+    subscription_id: str | None = None
+    device_id: str | None = None
+    plan: str | None = None
+    membership_id: str | None = None
+    tier: str | None = None
     days: int
     amount: str
 
@@ -350,19 +357,19 @@ async def list_subscriptions(request: web.Request) -> web.StreamResponse:
     "/platform/v1/accounts/{account_id}/charges",
     auth="platform",
     tag="replay",
-    summary="The account's charges of one month: cloud replay and packages (R3-R5, R7, R16)",
+    summary="The account's charges of one month: replay, memberships, packages (R3-R7, R16-R18)",
     query=ChargesQuery,
     response=ChargesOut,
     errors=("not_found",),
 )
 async def charges(request: web.Request) -> web.StreamResponse:
     """The account's charges of one Asia/Shanghai month (month=YYYY-MM), in CNY, billed
-    with the broadband account (R7): per cloud-replay subscription the days active and the
-    amount (R3-R5, half-up to the cent); the home-network packages' one-time fees on their
-    order day and refunds on their unsubscription day (package_lines, R16, R17); and the
-    total of both. A closed month's replay lines are read from the charge ledger, so they
-    stay the same after R5 purges the subscription records (corrections appear as lines of
-    their own); the current month, or a past one not closed yet, is computed live."""
+    with the broadband account (R7): per cloud-replay subscription (kind ``cloud_replay``)
+    and per family-cloud membership (kind ``family_cloud_membership``, R18) the days active
+    and the amount (R3-R5, half-up to the cent); the home-network packages' one-time fees on
+    their order day and refunds on their unsubscription day (package_lines, R16, R17); and
+    the total of all. A closed month's replay lines are read from the charge ledger, so they
+    stay the same after R5 purges the subscription records; others are computed live."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)
@@ -372,28 +379,8 @@ async def charges(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "invalid_query", str(exc)) from exc
     async with services.db.session() as session:
         await get_account(session, account_id)
-        if await ledger.is_closed(session, month):
-            items = [
-                ChargeItemOut(
-                    subscription_id=line.subscription_id,
-                    device_id=line.device_id,
-                    plan=line.plan,
-                    days=line.days,
-                    amount=money(ledger.from_cents(line.amount_cents)),
-                )
-                for line in await ledger.account_lines(session, account_id, month)
-            ]
-        else:
-            items = [
-                ChargeItemOut(
-                    subscription_id=i.subscription.subscription_id,
-                    device_id=i.subscription.device_id,
-                    plan=i.subscription.plan_id,
-                    days=i.charge.days,
-                    amount=money(i.charge.amount),
-                )
-                for i in await subs.month_charges(session, account_id, month)
-            ]
+        items = await _replay_items(session, account_id, month)
+        items += await _membership_items(session, account_id, month)
         lines = await account_package_lines(session, account_id, month)
     total = sum((Decimal(item.amount) for item in items), Decimal("0.00"))
     total += sum((line.amount for line in lines), Decimal("0.00"))
@@ -406,3 +393,43 @@ async def charges(request: web.Request) -> web.StreamResponse:
         total=money(total),
     )
     return json_out(out)
+
+
+async def _replay_items(session: Any, account_id: str, month: Month) -> list[ChargeItemOut]:
+    """Each cloud-replay subscription's line of ``month`` (R3-R5): from the charge ledger
+    once the month is closed (issue 17), else computed live."""
+    if await ledger.is_closed(session, month):
+        return [
+            ChargeItemOut(
+                subscription_id=line.subscription_id,
+                device_id=line.device_id,
+                plan=line.plan,
+                days=line.days,
+                amount=money(ledger.from_cents(line.amount_cents)),
+            )
+            for line in await ledger.account_lines(session, account_id, month)
+        ]
+    return [
+        ChargeItemOut(
+            subscription_id=i.subscription.subscription_id,
+            device_id=i.subscription.device_id,
+            plan=i.subscription.plan_id,
+            days=i.charge.days,
+            amount=money(i.charge.amount),
+        )
+        for i in await subs.month_charges(session, account_id, month)
+    ]
+
+
+async def _membership_items(session: Any, account_id: str, month: Month) -> list[ChargeItemOut]:
+    """Each family-cloud membership's line of ``month`` (R18: the first month by day)."""
+    return [
+        ChargeItemOut(
+            kind="family_cloud_membership",
+            membership_id=m.membership.membership_id,
+            tier=m.membership.tier,
+            days=m.charge.days,
+            amount=money(m.charge.amount),
+        )
+        for m in await membership_store.month_charges(session, account_id, month)
+    ]
