@@ -10,7 +10,6 @@ the platform's callback URL (报竣). The rules are :mod:`devices.home_network`.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 from aiohttp import web
@@ -21,17 +20,14 @@ from devices import home_network_store as store
 from devices.home_network_store import HomePackage, PackageDevice
 from devices.orders import Answer
 from gateway.http.api import Api, Body, Out, answer_out, json_out, parse_body
+from gateway.http.order_answers import PackageLineOut, completion_report, dump, money
 from gateway.http.requests import Identifier, OrderId, app_token_of, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
 from replay.billing import Month
-from replay.package_charges import CHARGE, REFUND, PackageLine, bill_of, package_lines
+from replay.package_charges import CHARGE, REFUND, bill_of, package_lines
 
 api = Api()
-
-
-def money(amount: Decimal) -> str:
-    return f"{amount:.2f}"
 
 
 # --- bodies and answers -------------------------------------------------------------------
@@ -52,24 +48,6 @@ class StepIn(Body):
 
     order_id: str = OrderId
     at: AwareDatetime | None = None
-
-
-class LineOut(Out):
-    kind: Literal["home_network", "home_network_refund"]
-    package_id: str
-    product: str
-    day: str
-    amount: str
-
-    @classmethod
-    def of(cls, line: PackageLine) -> LineOut:
-        return cls(
-            kind=line.kind,
-            package_id=line.package_id,
-            product=line.product_id,
-            day=line.day.isoformat(),
-            amount=money(line.amount),
-        )
 
 
 class CoveredOut(Out):
@@ -96,8 +74,8 @@ class PackageOut(Out):
     visited_at: datetime | None = None
     ended_at: datetime | None = None
     devices: list[CoveredOut]
-    charge: LineOut
-    refund: LineOut | None = None
+    charge: PackageLineOut
+    refund: PackageLineOut | None = None
 
     @classmethod
     def of(cls, p: HomePackage, covered: list[PackageDevice]) -> PackageOut:
@@ -126,8 +104,8 @@ class PackageOut(Out):
                 CoveredOut(device_id=c.device_id, tunings=p.tunings_per_device, used=c.used)
                 for c in covered
             ],
-            charge=LineOut.of(charge),
-            refund=None if refund is None else LineOut.of(refund),
+            charge=PackageLineOut.of(charge),
+            refund=None if refund is None else PackageLineOut.of(refund),
         )
 
 
@@ -156,22 +134,6 @@ class CatalogOut(Out):
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def _dump(model: Out) -> dict[str, Any]:
-    data: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
-    return data
-
-
-def _report(order_id: str, action: str, at: datetime, out: Out) -> dict[str, Any]:
-    """The completion report (报竣) of a home-network order."""
-    return {
-        "order_id": order_id,
-        "action": action,
-        "status": "completed",
-        "completed_at": at.isoformat(),
-        "result": _dump(out),
-    }
 
 
 async def _out(session: AsyncSession, package: HomePackage) -> PackageOut:
@@ -232,8 +194,8 @@ async def order_package(request: web.Request) -> web.StreamResponse:
             session, services.products.home, order, now=services.clock.now()
         )
         out = await _out(session, package)
-        report = _report(body.order_id, "home_network.order", services.clock.now(), out)
-        return Answer(201, _dump(out)), report
+        report = completion_report(body.order_id, "home_network.order", services.clock.now(), out)
+        return Answer(201, dump(out)), report
 
     answer = await execute_order(
         services,
@@ -257,8 +219,10 @@ async def _step(request: web.Request, action: Literal["unsubscribe", "visit"]) -
     async def effect(session: Any) -> tuple[Answer, dict[str, Any] | None]:
         package = await apply(session, package_id=package_id, order_id=body.order_id, at=at)
         out = await _out(session, package)
-        report = _report(body.order_id, f"home_network.{action}", services.clock.now(), out)
-        return Answer(200, _dump(out)), report
+        report = completion_report(
+            body.order_id, f"home_network.{action}", services.clock.now(), out
+        )
+        return Answer(200, dump(out)), report
 
     answer = await execute_order(
         services,

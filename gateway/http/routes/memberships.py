@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, Field
 
 from devices.orders import Answer
 from gateway.http.api import Api, Body, Out, answer_out, json_out, parse_body
+from gateway.http.order_answers import ChargeOut, completion_report, dump
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
@@ -32,27 +33,6 @@ _BASE = "/platform/v1/family-cloud/memberships"
 
 # Route modules never import each other (import-linter): the charge's shape and the
 # completion report are those of ``gateway.http.routes.subscriptions``, repeated here.
-class ChargeOut(Out):
-    month: str
-    days: int
-    amount: str
-
-    @classmethod
-    def of(cls, charge: Charge) -> ChargeOut:
-        return cls(month=str(charge.month), days=charge.days, amount=f"{charge.amount:.2f}")
-
-
-def completion_report(order_id: str, action: str, at: datetime, result: Out) -> dict[str, Any]:
-    """What the platform's callback receives for a completed order (报竣)."""
-    return {
-        "order_id": order_id,
-        "action": action,
-        "status": "completed",
-        "completed_at": at.isoformat(),
-        "result": _dump(result),
-    }
-
-
 class MembershipIn(Body):
     order_id: str = OrderId
     account_id: Identifier
@@ -124,11 +104,6 @@ class MembershipList(Out):
     memberships: list[MembershipOut]
 
 
-def _dump(model: Out) -> dict[str, Any]:
-    data: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
-    return data
-
-
 @api.route(
     "POST",
     _BASE,
@@ -174,7 +149,7 @@ async def order_membership(request: web.Request) -> web.StreamResponse:
         out = MembershipOut.of(done.membership, ordered_at, done.charge)
         now = services.clock.now()
         report = completion_report(body.order_id, "membership.order", now, out)
-        return Answer(201, _dump(out)), report
+        return Answer(201, dump(out)), report
 
     answer = await execute_order(
         services,
@@ -223,7 +198,7 @@ async def unsubscribe_membership(request: web.Request) -> web.StreamResponse:
         out = MembershipOut.of(done.membership, at, done.charge)
         now = services.clock.now()
         report = completion_report(body.order_id, "membership.unsubscribe", now, out)
-        return Answer(200, _dump(out)), report
+        return Answer(200, dump(out)), report
 
     answer = await execute_order(
         services,

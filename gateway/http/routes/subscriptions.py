@@ -22,30 +22,23 @@ from gateway.http.api import (
     parse_body,
     parse_query,
 )
+from gateway.http.order_answers import (
+    ChargeOut,
+    PackageLineOut,
+    completion_report,
+    dump,
+    money,
+)
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
 from replay import ledger, membership_store
 from replay import subscriptions as subs
-from replay.billing import Charge, Month
+from replay.billing import Month
 from replay.models import Subscription
-from replay.package_charges import PackageLine, account_package_lines
+from replay.package_charges import account_package_lines
 
 api = Api()
-
-
-def money(amount: Decimal) -> str:
-    return f"{amount:.2f}"
-
-
-class ChargeOut(Out):
-    month: str
-    days: int
-    amount: str
-
-    @classmethod
-    def of(cls, charge: Charge) -> ChargeOut:
-        return cls(month=str(charge.month), days=charge.days, amount=money(charge.amount))
 
 
 class SubscribeIn(Body):
@@ -145,27 +138,6 @@ class ChargeItemOut(Out):
     amount: str
 
 
-class PackageLineOut(Out):
-    """A home-network package's one-time line (R16, R17): its fee on the order day, or its
-    refund (negative) on the unsubscription day."""
-
-    kind: Literal["home_network", "home_network_refund"]
-    package_id: str
-    product: str
-    day: str
-    amount: str
-
-    @classmethod
-    def of(cls, line: PackageLine) -> PackageLineOut:
-        return cls(
-            kind=line.kind,
-            package_id=line.package_id,
-            product=line.product_id,
-            day=line.day.isoformat(),
-            amount=money(line.amount),
-        )
-
-
 class ChargesOut(Out):
     account_id: str
     month: str
@@ -174,22 +146,6 @@ class ChargesOut(Out):
     #: The home-network packages' lines of the month (R16, R17), kept apart from ``items``.
     package_lines: list[PackageLineOut]
     total: str
-
-
-def _dump(model: Out) -> dict[str, Any]:
-    data: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
-    return data
-
-
-def completion_report(order_id: str, action: str, at: datetime, result: Out) -> dict[str, Any]:
-    """What the platform's callback receives for a completed order (报竣)."""
-    return {
-        "order_id": order_id,
-        "action": action,
-        "status": "completed",
-        "completed_at": at.isoformat(),
-        "result": _dump(result),
-    }
 
 
 @api.route(
@@ -247,7 +203,7 @@ async def create_subscription(request: web.Request) -> web.StreamResponse:
             first_charge=ChargeOut.of(done.first_charge),
         )
         report = completion_report(body.order_id, "subscribe", services.clock.now(), out)
-        return Answer(201, _dump(out)), report
+        return Answer(201, dump(out)), report
 
     answer = await execute_order(
         services,
@@ -302,7 +258,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
             final_charge=ChargeOut.of(done.final_charge),
         )
         report = completion_report(body.order_id, "unsubscribe", services.clock.now(), out)
-        return Answer(200, _dump(out)), report
+        return Answer(200, dump(out)), report
 
     answer = await execute_order(
         services,
