@@ -487,11 +487,7 @@ async def test_memberships_and_packages_close_into_the_ledger(billing: Billing) 
     async with services.db.session() as session:
         assert await ledger.is_closed(session, Month.parse("2026-12"))
         rows = (
-            await session.exec(
-                select(ChargeLine.month, ChargeLine.kind, ChargeLine.line_no).order_by(
-                    ChargeLine.month, ChargeLine.kind, ChargeLine.line_no
-                )
-            )
+            await session.exec(select(ChargeLine.month, ChargeLine.kind, ChargeLine.line_no))
         ).all()
     assert sorted(rows) == sorted(
         [
