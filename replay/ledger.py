@@ -9,7 +9,9 @@ statement line (:class:`replay.models.ChargeLine`) that outlives the record:
 - **Closing.** A month closes when the Asia/Shanghai calendar has left it. :func:`close_month`
   writes one line (``line_no`` 0) per subscription active on any of its days, computed by
   the one formula of R3/R5 (:func:`replay.billing.monthly_charge`, the numbers the live
-  route gives), and marks the month closed (:class:`replay.models.ClosedMonth`) in the same
+  route gives), one per family-cloud membership (R18) and the month's home-network package
+  lines (R16, R17: a fee line 0, a refund line 1 of its package; issue 18), each with its
+  ``kind``, and marks the month closed (:class:`replay.models.ClosedMonth`) in the same
   transaction. It is idempotent: a closed month is never written again (and the unique
   index refuses a second line 0). :func:`months_to_close` lists every month from the one
   after the last closed (or the earliest order's month) to the one before ``now``'s: a
