@@ -9,7 +9,9 @@ statement line (:class:`replay.models.ChargeLine`) that outlives the record:
 - **Closing.** A month closes when the Asia/Shanghai calendar has left it. :func:`close_month`
   writes one line (``line_no`` 0) per subscription active on any of its days, computed by
   the one formula of R3/R5 (:func:`replay.billing.monthly_charge`, the numbers the live
-  route gives), and marks the month closed (:class:`replay.models.ClosedMonth`) in the same
+  route gives), one per family-cloud membership (R18) and the month's home-network package
+  lines (R16, R17: a fee line 0, a refund line 1 of its package; issue 18), each with its
+  ``kind``, and marks the month closed (:class:`replay.models.ClosedMonth`) in the same
   transaction. It is idempotent: a closed month is never written again (and the unique
   index refuses a second line 0). :func:`months_to_close` lists every month from the one
   after the last closed (or the earliest order's month) to the one before ``now``'s: a
@@ -40,8 +42,12 @@ from sqlmodel import and_, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices.errors import Conflict, NotFound
+from devices.home_network import UNSUBSCRIBED
+from devices.home_network_store import HomePackage
+from replay import membership_store
 from replay.billing import CENT, Month, business_date, monthly_charge
-from replay.models import ChargeLine, ClosedMonth, Subscription
+from replay.models import ChargeLine, ClosedMonth, FamilyCloudMembership, Subscription
+from replay.package_charges import CHARGE, PackageLine, bill_of, package_lines
 
 __all__ = [
     "CLOSE_PAGE",
@@ -66,6 +72,12 @@ CLOSE_PAGE = 2000
 DEFAULT_RETENTION_YEARS = 7
 
 _LINES: Table = ChargeLine.__table__  # type: ignore[attr-defined]
+
+#: The kinds of ledger line (issue 18): a subscription's, a membership's (R18), a
+#: home-network package's fee and refund (R16, R17: ``replay.package_charges``).
+CLOUD_REPLAY = "cloud_replay"
+MEMBERSHIP = "family_cloud_membership"
+PACKAGE_KINDS = ("home_network", "home_network_refund")
 
 
 class MonthNotClosed(Conflict):
@@ -108,12 +120,19 @@ async def months_to_close(session: AsyncSession, now: datetime) -> list[Month]:
     if last is not None:
         month = last.next()
     else:
-        earliest: date | None = (
-            await session.exec(select(func.min(Subscription.start_date)))
-        ).one()
-        if earliest is None:
+        # The earliest order of any kind the ledger holds (issue 18).
+        firsts: list[date] = []
+        for column in (
+            Subscription.start_date,
+            FamilyCloudMembership.start_date,
+            HomePackage.start_date,
+        ):
+            first: date | None = (await session.exec(select(func.min(column)))).one()
+            if first is not None:
+                firsts.append(first)
+        if not firsts:
             return []
-        month = Month.of(earliest)
+        month = Month.of(min(firsts))
     current = current_month(now)
     months = []
     while month < current:
@@ -138,6 +157,15 @@ async def close_month(session: AsyncSession, month: Month, now: datetime) -> int
     except IntegrityError:
         await session.rollback()
         return 0
+    written = await _close_subscriptions(session, month, now)
+    written += await _close_memberships(session, month, now)
+    written += await _close_packages(session, month, now)
+    claim.lines = written
+    return written
+
+
+async def _close_subscriptions(session: AsyncSession, month: Month, now: datetime) -> int:
+    """The month's cloud-replay lines, in order of the orders (keyset pages)."""
     connection = await session.connection()
     written = 0
     after: tuple[datetime, str] | None = None
@@ -166,8 +194,73 @@ async def close_month(session: AsyncSession, month: Month, now: datetime) -> int
         if len(page) < CLOSE_PAGE:
             break
         after = (page[-1].started_at, page[-1].subscription_id)
-    claim.lines = written
     return written
+
+
+async def _close_memberships(session: AsyncSession, month: Month, now: datetime) -> int:
+    """The month's family-cloud membership lines (R18), one per membership, one insert."""
+    rows = [
+        {
+            "month": str(month),
+            "account_id": item.membership.account_id,
+            "subscription_id": item.membership.membership_id,
+            "device_id": "",
+            "plan": item.membership.tier,
+            "line_no": 0,
+            "days": item.charge.days,
+            "amount_cents": to_cents(item.charge.amount),
+            "reason": None,
+            "recorded_at": now,
+            "kind": MEMBERSHIP,
+            "day": None,
+        }
+        for item in await membership_store.charges_of_month(session, month)
+    ]
+    if rows:
+        await (await session.connection()).execute(insert(_LINES), rows)
+    return len(rows)
+
+
+async def _close_packages(session: AsyncSession, month: Month, now: datetime) -> int:
+    """The month's home-network package lines (R16, R17): a fee on its order day (line 0),
+    a refund on its unsubscription day (line 1, a correction of the package), one insert."""
+    found = await session.exec(
+        select(HomePackage).where(
+            or_(
+                and_(
+                    col(HomePackage.start_date) >= month.first,
+                    col(HomePackage.start_date) <= month.last,
+                ),
+                and_(
+                    col(HomePackage.status) == UNSUBSCRIBED,
+                    col(HomePackage.end_date) >= month.first,
+                    col(HomePackage.end_date) <= month.last,
+                ),
+            )
+        )
+    )
+    packages = found.all()
+    owners = {package.package_id: package.account_id for package in packages}
+    rows = [
+        {
+            "month": str(month),
+            "account_id": owners[line.package_id],
+            "subscription_id": line.package_id,
+            "device_id": "",
+            "plan": line.product_id,
+            "line_no": 0 if line.kind == CHARGE else 1,
+            "days": 0,
+            "amount_cents": to_cents(line.amount),
+            "reason": None,
+            "recorded_at": now,
+            "kind": line.kind,
+            "day": line.day,
+        }
+        for line in package_lines((bill_of(p) for p in packages), month)
+    ]
+    if rows:
+        await (await session.connection()).execute(insert(_LINES), rows)
+    return len(rows)
 
 
 def _line(sub: Subscription, month: Month, now: datetime) -> dict[str, Any] | None:
@@ -210,6 +303,7 @@ async def add_correction(
         amount_cents=to_cents(amount),
         reason=reason,
         recorded_at=now,
+        kind=first.kind,
     )
     session.add(line)
     return line
@@ -261,6 +355,8 @@ def _line_fields(
         "amount_cents": cents,
         "reason": "the subscription changed after the month closed",
         "recorded_at": now,
+        "kind": CLOUD_REPLAY,
+        "day": None,
     }
 
 
@@ -288,16 +384,45 @@ async def month_total(session: AsyncSession, month: Month) -> Decimal:
 
 
 async def account_lines(
-    session: AsyncSession, account_id: str, month: Month
+    session: AsyncSession, account_id: str, month: Month, kinds: Sequence[str] = (CLOUD_REPLAY,)
 ) -> Sequence[ChargeLine]:
-    """The lines of one account's ``month``, in ledger order."""
+    """The lines of one account's ``month`` of the given ``kinds``, in ledger order."""
     return (
         await session.exec(
             select(ChargeLine)
-            .where(ChargeLine.account_id == account_id, ChargeLine.month == str(month))
+            .where(
+                ChargeLine.account_id == account_id,
+                ChargeLine.month == str(month),
+                col(ChargeLine.kind).in_(kinds),
+            )
             .order_by(col(ChargeLine.line_id))
         )
     ).all()
+
+
+async def account_package_lines(
+    session: AsyncSession, account_id: str, month: Month
+) -> list[PackageLine]:
+    """One account's home-network package lines of a closed ``month``, from the ledger, as
+    :func:`replay.package_charges.account_package_lines` gives them live (by day, package,
+    kind); a correction line of a package adds to the line of its kind."""
+    totals: dict[tuple[str, str], tuple[ChargeLine, int]] = {}
+    for line in await account_lines(session, account_id, month, PACKAGE_KINDS):
+        key = (line.subscription_id, line.kind)
+        first, cents = totals.get(key, (line, 0))
+        totals[key] = (first, cents + line.amount_cents)
+    lines = [
+        PackageLine(
+            kind=CHARGE if first.kind == CHARGE else "home_network_refund",
+            package_id=first.subscription_id,
+            product_id=first.plan,
+            day=first.day if first.day is not None else month.first,
+            amount=from_cents(cents),
+        )
+        for first, cents in totals.values()
+    ]
+    lines.sort(key=lambda line: (line.day, line.package_id, line.kind))
+    return lines
 
 
 def retention_cutoff(now: datetime, years: int) -> Month:

@@ -264,6 +264,18 @@ def _add_memberships(conn: Connection) -> None:
     FamilyCloudMembership.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
 
 
+def _ledger_kinds(conn: Connection) -> None:
+    """The charge ledger holds every kind of line (issue 18): ``kind`` (the lines before are
+    ``cloud_replay``) and a one-time line's ``day``."""
+    present = {column["name"] for column in inspect(conn).get_columns("charge_lines")}
+    if "kind" not in present:
+        conn.exec_driver_sql(
+            "ALTER TABLE charge_lines ADD COLUMN kind VARCHAR(32) NOT NULL DEFAULT 'cloud_replay'"
+        )
+    if "day" not in present:
+        conn.exec_driver_sql("ALTER TABLE charge_lines ADD COLUMN day DATE")
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
@@ -275,6 +287,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "family-cloud items hold a range, an MP4 (issue 15)", _family_cloud_ranges),
     Migration(9, "home-network packages (issue 18: R16, R17)", _add_home_packages),
     Migration(10, "family-cloud memberships (R18, issue 18)", _add_memberships),
+    Migration(11, "the charge ledger's kinds of line (issue 18)", _ledger_kinds),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

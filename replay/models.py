@@ -156,7 +156,13 @@ class FamilyCloudItem(SQLModel, table=True):
 class ChargeLine(SQLModel, table=True):
     """A statement line of the charge ledger (issue 17, R7): one subscription's charge for a
     closed month, or a correction of it. Kept for the ledger's retention whatever becomes
-    of the subscription record (R5's purge); never edited, corrections are new lines."""
+    of the subscription record (R5's purge); never edited, corrections are new lines.
+
+    ``kind`` (schema 11, issue 18): ``cloud_replay`` (a subscription), ``family_cloud_membership``
+    (R18: ``subscription_id`` holds the membership id, ``plan`` its tier, ``device_id`` ""),
+    ``home_network`` or ``home_network_refund`` (R16, R17: the package id and its product,
+    ``days`` 0, ``day`` the order's or the unsubscription's business date; a refund is
+    line 1 of its package and month, the fee line 0)."""
 
     __tablename__ = "charge_lines"
     __table_args__ = (
@@ -180,6 +186,11 @@ class ChargeLine(SQLModel, table=True):
     amount_cents: int
     reason: str | None = Field(default=None, max_length=200)
     recorded_at: datetime = Field(sa_type=UTCDateTime)
+    kind: str = Field(
+        default="cloud_replay", max_length=32, sa_column_kwargs={"server_default": "cloud_replay"}
+    )
+    #: A one-time line's business date (home-network packages); None for monthly lines.
+    day: date | None = None
 
 
 class ClosedMonth(SQLModel, table=True):

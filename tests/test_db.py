@@ -21,6 +21,8 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +30,7 @@ from devices import accounts
 from replay import index_store
 from replay.migrations import SCHEMA_VERSION, open_database
 from replay.models import (
+    ChargeLine,
     FamilyCloudItem,
     FamilyCloudMembership,
     RecordedRange,
@@ -400,3 +403,59 @@ async def test_schema_10_adds_family_cloud_memberships(database_url: str) -> Non
             found = await s.get(FamilyCloudMembership, "fcm_2")
             assert found is not None
             assert found.quota_bytes == 4 * 1024**4
+
+
+async def test_schema_11_keeps_ledger_lines_as_cloud_replay(database_url: str) -> None:
+    """Issue 18: a version-10 ledger (no ``kind``, no ``day``) is upgraded in place: its
+    lines are ``cloud_replay``, and a package's refund can be written beside them."""
+    line = {
+        "month": "2026-11",
+        "account_id": "a1",
+        "subscription_id": "sub_1",
+        "device_id": "cam-1",
+        "plan": "continuous-7d",
+        "line_no": 0,
+        "days": 11,
+        "amount_cents": 367,
+        "recorded_at": T,
+    }
+    async with open_database(database_url) as db, db.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE charge_lines DROP COLUMN kind"))
+        await conn.execute(text("ALTER TABLE charge_lines DROP COLUMN day"))
+        columns = await conn.run_sync(lambda c: inspect(c).get_columns("charge_lines"))
+        assert not {"kind", "day"} & {column["name"] for column in columns}
+        before_11 = sa_table(
+            "charge_lines",
+            *(sa_column(name) for name in line if name != "recorded_at"),
+            sa_column("recorded_at", UTCDateTime),
+        )
+        await conn.execute(insert(before_11), [line])
+        await conn.execute(text("UPDATE kanjia_schema SET version = 10"))
+    async with open_database(database_url) as db:
+        async with db.session() as s:
+            s.add(
+                ChargeLine(
+                    month="2026-11",
+                    account_id="a1",
+                    subscription_id="hn_1",
+                    device_id="",
+                    plan="wifi-gift-299",
+                    line_no=1,
+                    days=0,
+                    amount_cents=-29900,
+                    recorded_at=T,
+                    kind="home_network_refund",
+                    day=T.date(),
+                )
+            )
+            await s.commit()
+        async with db.session() as s:
+            query = sqlmodel.select(ChargeLine).order_by(sqlmodel.col(ChargeLine.line_id))
+            found = (await s.exec(query)).all()
+        assert [(c.subscription_id, c.kind, c.day, c.amount_cents) for c in found] == [
+            ("sub_1", "cloud_replay", None, 367),
+            ("hn_1", "home_network_refund", T.date(), -29900),
+        ]
+        async with db.engine.connect() as conn:
+            version = (await conn.execute(text("SELECT version FROM kanjia_schema"))).scalar()
+    assert version == SCHEMA_VERSION == 11

@@ -29,6 +29,7 @@ from replay.models import ChargeLine, ClosedMonth
 from tests.conftest import StartGateway, platform_headers
 
 H = platform_headers()
+REFUND = "home_network_refund"
 DAY = 86400
 
 
@@ -242,8 +243,18 @@ async def test_the_billing_run_pages_through_ten_thousand_lines(billing: Billing
     assert r.content_type == "text/csv"
     assert r.headers.get("Content-Length") is None, "streamed, not built whole"
     rows = list(csv.reader(io.StringIO(await r.text())))
-    assert rows[0] == ["account_id", "subscription_id", "device_id", "plan", "days", "amount"]
-    assert [(a, s, d, int(n), m) for a, s, d, _, n, m in rows[1:]] == seen
+    assert rows[0] == [
+        "account_id",
+        "subscription_id",
+        "device_id",
+        "plan",
+        "days",
+        "amount",
+        "kind",
+        "day",
+    ]
+    assert [(a, s, d, int(n), m) for a, s, d, _, n, m, _, _ in rows[1:]] == seen
+    assert {(k, day) for *_, k, day in rows[1:]} == {("cloud_replay", "")}
 
     by_account = {
         account: Decimal((await billing.charges(account, "2026-10"))["total"]) for account in totals
@@ -407,3 +418,123 @@ async def test_a_month_closes_page_by_page_in_the_order_of_the_orders(
     assert len(closed["items"]) == 5
     async with billing.gw.services.db.session() as session:
         assert await ledger.is_closed(session, Month.parse("2026-11"))
+
+
+async def test_memberships_and_packages_close_into_the_ledger(billing: Billing) -> None:
+    """Issue 18: a month closes into lines of four kinds (R7, R16-R18): a subscription's, a
+    membership's, a package's fee and its refund. The account's charges read the same
+    before (live) and after the close (ledger); the billing run lists every kind, and its
+    total is the sum of its lines."""
+    await billing.account("acc-1", ("cam-1",))
+    for router in ("rt-1", "rt-2", "rt-3"):
+        status, body = await billing.call(
+            "POST", "/platform/v1/accounts/acc-1/devices", {"device_id": router, "kind": "router"}
+        )
+        assert status == 201, body
+    await billing.order("o-1", "acc-1", "cam-1", "continuous-7d")
+    status, member = await billing.call(
+        "POST",
+        "/platform/v1/family-cloud/memberships",
+        {
+            "order_id": "m-1",
+            "account_id": "acc-1",
+            "tier": "gold",
+            "orderer_id": "owner",
+            "channel": "physical",
+        },
+    )
+    assert status == 201, member
+    packages = {}
+    for order_id, product, routers in (
+        ("p-1", "wifi-gift-299", ["rt-1", "rt-2"]),
+        ("p-2", "wifi-tuning-140", ["rt-3"]),
+    ):
+        status, body = await billing.call(
+            "POST",
+            "/platform/v1/home-network/orders",
+            {
+                "order_id": order_id,
+                "account_id": "acc-1",
+                "product": product,
+                "orderer_id": "owner",
+                "channel": "physical",
+                "devices": routers,
+            },
+        )
+        assert status == 201, body
+        packages[order_id] = body["id"]
+    # p-1 is refunded in its order's month (R16), p-2 in the next one.
+    for order_id, at in (("p-1", "2026-11-25T01:00:00Z"), ("p-2", "2026-12-02T01:00:00Z")):
+        path = f"/platform/v1/home-network/orders/{packages[order_id]}/unsubscribe"
+        status, body = await billing.call("POST", path, {"order_id": f"u-{order_id}", "at": at})
+        assert status == 200, body
+    services = billing.gw.services
+    async with services.db.session() as session:
+        assert not await ledger.is_closed(session, Month.parse("2026-11"))
+    before = {m: await billing.charges("acc-1", m) for m in ("2026-11", "2026-12")}
+    assert sorted((x["kind"], x["amount"]) for x in before["2026-11"]["package_lines"]) == [
+        ("home_network", "140.00"),
+        ("home_network", "299.00"),
+        ("home_network_refund", "-299.00"),
+    ]
+    assert [x["kind"] for x in before["2026-11"]["items"]] == [
+        "cloud_replay",
+        "family_cloud_membership",
+    ]
+
+    billing.clock.set(shanghai("2027-01-05T09:00:00"))
+    await close_months(services)
+    async with services.db.session() as session:
+        assert await ledger.is_closed(session, Month.parse("2026-12"))
+        rows = (
+            await session.exec(select(ChargeLine.month, ChargeLine.kind, ChargeLine.line_no))
+        ).all()
+    assert sorted(rows) == sorted(
+        [
+            ("2026-11", "cloud_replay", 0),
+            ("2026-11", "family_cloud_membership", 0),
+            ("2026-11", "home_network", 0),
+            ("2026-11", "home_network", 0),
+            ("2026-11", "home_network_refund", 1),
+            ("2026-12", "cloud_replay", 0),
+            ("2026-12", "family_cloud_membership", 0),
+            ("2026-12", "home_network_refund", 1),
+        ]
+    )
+    after = {m: await billing.charges("acc-1", m) for m in before}
+    assert after == before
+
+    for month, body in after.items():
+        status, page = await billing.call("GET", f"/platform/v1/charges?month={month}")
+        assert status == 200, page
+        assert page["month_total"] == body["total"]
+        assert sum((Decimal(i["amount"]) for i in page["items"]), Decimal("0.00")) == Decimal(
+            page["month_total"]
+        )
+        kinds = sorted(i["kind"] for i in page["items"])
+        expected = (
+            ["cloud_replay", "family_cloud_membership", "home_network", "home_network", REFUND]
+            if month == "2026-11"
+            else ["cloud_replay", "family_cloud_membership", REFUND]
+        )
+        assert kinds == expected
+        by_kind = {i["kind"]: i for i in page["items"]}
+        assert by_kind["family_cloud_membership"]["subscription_id"] == member["membership_id"]
+        assert by_kind["family_cloud_membership"]["plan"] == "gold"
+        assert by_kind["home_network_refund"]["days"] == 0
+        r = await billing.http.get(
+            f"{billing.gw.url}/platform/v1/charges?month={month}",
+            headers={**H, "Accept": "text/csv"},
+        )
+        rows_csv = list(csv.DictReader(io.StringIO(await r.text())))
+        assert [(x["kind"], x["amount"], x["day"] or None) for x in rows_csv] == [
+            (i["kind"], i["amount"], i["day"]) for i in page["items"]
+        ]
+    refund = [
+        i
+        for i in (await billing.call("GET", "/platform/v1/charges?month=2026-12"))[1]["items"]
+        if i["kind"] == "home_network_refund"
+    ]
+    assert [(i["subscription_id"], i["plan"], i["day"], i["amount"]) for i in refund] == [
+        (packages["p-2"], "wifi-tuning-140", "2026-12-02", "-140.00")
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 from aiohttp import web
 from pydantic import Field
@@ -20,7 +20,18 @@ api = Api()
 
 #: Lines a CSV answer reads from the ledger at a time.
 CSV_PAGE = 2000
-CSV_COLUMNS = ("account_id", "subscription_id", "device_id", "plan", "days", "amount")
+CSV_COLUMNS = (
+    "account_id",
+    "subscription_id",
+    "device_id",
+    "plan",
+    "days",
+    "amount",
+    "kind",
+    "day",
+)
+
+LineKind = Literal["cloud_replay", "family_cloud_membership", "home_network", "home_network_refund"]
 
 
 class MonthChargesQuery(Body):
@@ -30,12 +41,20 @@ class MonthChargesQuery(Body):
 
 
 class LedgerItemOut(Out):
+    """One ledger line. ``kind`` (issue 18): ``cloud_replay`` (``subscription_id``,
+    ``device_id``, ``plan``), ``family_cloud_membership`` (R18: ``subscription_id`` holds
+    the membership id, ``plan`` the tier, ``device_id`` ""), ``home_network`` or
+    ``home_network_refund`` (R16, R17: ``subscription_id`` holds the package id, ``plan``
+    the product, ``days`` 0, ``day`` the order's or unsubscription's business date)."""
+
     account_id: str
     subscription_id: str
     device_id: str
     plan: str
     days: int
     amount: str
+    kind: LineKind
+    day: str | None = None
 
 
 class MonthChargesOut(Out):
@@ -58,6 +77,8 @@ def _item(line: ChargeLine) -> LedgerItemOut:
         plan=line.plan,
         days=line.days,
         amount=_amount(line),
+        kind=cast(LineKind, line.kind),
+        day=None if line.day is None else line.day.isoformat(),
     )
 
 
@@ -73,6 +94,8 @@ def _csv_rows(lines: Sequence[ChargeLine]) -> bytes:
                 line.plan,
                 line.days,
                 _amount(line),
+                line.kind,
+                "" if line.day is None else line.day.isoformat(),
             )
         )
     return out.getvalue().encode()
@@ -83,7 +106,7 @@ def _csv_rows(lines: Sequence[ChargeLine]) -> bytes:
     "/platform/v1/charges",
     auth="platform",
     tag="replay",
-    summary="A closed month's cloud-replay charges of every account, paged or as CSV (R7)",
+    summary="A closed month's charges of every account, every kind, paged or as CSV (R7)",
     query=MonthChargesQuery,
     response=MonthChargesOut,
     errors=("month_not_closed",),
@@ -91,7 +114,8 @@ def _csv_rows(lines: Sequence[ChargeLine]) -> bytes:
 async def month_charges(request: web.Request) -> web.StreamResponse:
     """The charge ledger's lines of one closed Asia/Shanghai month, over all broadband
     accounts, for the operator's billing run (R7: fees are billed with the broadband
-    account). JSON pages of ``limit`` lines follow each other by ``next_cursor`` (absent on
+    account): cloud replay, family-cloud memberships and home-network packages, each line
+    with its ``kind``. JSON pages of ``limit`` lines follow each other by ``next_cursor`` (absent on
     the last page); ``month_total`` is the month's total over all pages. With ``Accept:
     text/csv`` the whole month is streamed as one CSV (a header row, then one row a line,
     read from the ledger page by page). A month not closed yet is refused with 409

@@ -36,7 +36,7 @@ from replay import ledger, membership_store
 from replay import subscriptions as subs
 from replay.billing import Month
 from replay.models import Subscription
-from replay.package_charges import account_package_lines
+from replay.package_charges import PackageLine, account_package_lines
 
 api = Api()
 
@@ -324,8 +324,9 @@ async def charges(request: web.Request) -> web.StreamResponse:
     and per family-cloud membership (kind ``family_cloud_membership``, R18) the days active
     and the amount (R3-R5, half-up to the cent); the home-network packages' one-time fees on
     their order day and refunds on their unsubscription day (package_lines, R16, R17); and
-    the total of all. A closed month's replay lines are read from the charge ledger, so they
-    stay the same after R5 purges the subscription records; others are computed live."""
+    the total of all. A closed month's lines of every kind are read from the charge ledger
+    (issue 18), so they stay the same after R5 purges the subscription records; an open
+    month's are computed live."""
     services = services_of(request)
     account_id = path_id(request, "account_id")
     query = parse_query(request, ChargesQuery)
@@ -337,7 +338,7 @@ async def charges(request: web.Request) -> web.StreamResponse:
         await get_account(session, account_id)
         items = await _replay_items(session, account_id, month)
         items += await _membership_items(session, account_id, month)
-        lines = await account_package_lines(session, account_id, month)
+        lines = await _package_lines(session, account_id, month)
     total = sum((Decimal(item.amount) for item in items), Decimal("0.00"))
     total += sum((line.amount for line in lines), Decimal("0.00"))
     packages = [PackageLineOut.of(line) for line in lines]
@@ -378,7 +379,20 @@ async def _replay_items(session: Any, account_id: str, month: Month) -> list[Cha
 
 
 async def _membership_items(session: Any, account_id: str, month: Month) -> list[ChargeItemOut]:
-    """Each family-cloud membership's line of ``month`` (R18: the first month by day)."""
+    """Each family-cloud membership's line of ``month`` (R18: the first month by day): from
+    the charge ledger once the month is closed (issue 18), else computed live."""
+    if await ledger.is_closed(session, month):
+        kinds = (ledger.MEMBERSHIP,)
+        return [
+            ChargeItemOut(
+                kind="family_cloud_membership",
+                membership_id=line.subscription_id,
+                tier=line.plan,
+                days=line.days,
+                amount=money(ledger.from_cents(line.amount_cents)),
+            )
+            for line in await ledger.account_lines(session, account_id, month, kinds)
+        ]
     return [
         ChargeItemOut(
             kind="family_cloud_membership",
@@ -389,3 +403,11 @@ async def _membership_items(session: Any, account_id: str, month: Month) -> list
         )
         for m in await membership_store.month_charges(session, account_id, month)
     ]
+
+
+async def _package_lines(session: Any, account_id: str, month: Month) -> list[PackageLine]:
+    """The home-network package lines of ``month`` (R16, R17): from the charge ledger once
+    the month is closed (issue 18), else computed live."""
+    if await ledger.is_closed(session, month):
+        return await ledger.account_package_lines(session, account_id, month)
+    return await account_package_lines(session, account_id, month)
