@@ -20,6 +20,7 @@ from typing import Any
 from simulators.fleet.errors import FleetError
 from simulators.fleet.options import (
     DEFAULT_HOME_PRODUCTS,
+    DEFAULT_MEMBERSHIPS,
     DEFAULT_PLANS,
     DEFAULT_START,
     FleetOptions,
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HOME_PRODUCTS,
         help="the routers' home-network products (R16, R17), product=weight,...; 'none' for "
         "none; the app then asks for tunings against them",
+    )
+    parser.add_argument(
+        "--memberships",
+        type=lambda text: parse_plan_mix(text, "--memberships"),
+        default=DEFAULT_MEMBERSHIPS,
+        help="the accounts' family-cloud membership tiers (R18), tier=weight,...; 'none' for "
+        "none; the app saves ranges to the family cloud against their quotas",
     )
     parser.add_argument(
         "--stop-rate",
