@@ -43,7 +43,13 @@ from simulators.fleet import (
     run_fleet,
     verdict,
 )
-from simulators.fleet.cli import build_parser, cost_line, verdict_lines, work_directory
+from simulators.fleet.cli import (
+    build_parser,
+    cost_line,
+    summary_lines,
+    verdict_lines,
+    work_directory,
+)
 from simulators.fleet.report import runner_cost
 from simulators.scene import Actor, Scene
 from tests.services import Broker, mosquitto
@@ -837,3 +843,5 @@ async def test_households_with_memberships_save_recent_ranges_to_the_family_clou
     allowed = {"201", "200", "404 no_recording"}
     assert saves <= {f"family-cloud save {answer}" for answer in allowed}, outcomes
     assert report["fleet"]["memberships"] == {"gold": 1, "ordinary": 1}
+    saved = outcomes["family-cloud save 201"] + outcomes.get("family-cloud save 200", 0)
+    assert f"family-cloud saves {saved}" in "\n".join(summary_lines(report))

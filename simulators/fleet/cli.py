@@ -175,7 +175,13 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f"{orders['convergence_from_accepted_p50_ms']} ms, p99 "
             f"{orders['convergence_from_accepted_p99_ms']} ms"
         )
-    lines.append(f"app requests {app['requests']} (p99 {app['latency_p99_ms']} ms)")
+    saved = sum(
+        n for k, n in app.get("outcomes", {}).items() if k.startswith("family-cloud save 2")
+    )
+    lines.append(
+        f"app requests {app['requests']} (p99 {app['latency_p99_ms']} ms), "
+        f"family-cloud saves {saved}"
+    )
     lines.append(f"errors {errors['total']}" + (f": {errors}" if errors["total"] else ""))
     if "runner" in report:
         lines.append(cost_line(report["runner"]))
