@@ -43,10 +43,16 @@ from simulators.fleet import (
     run_fleet,
     verdict,
 )
-from simulators.fleet.cli import build_parser, cost_line, verdict_lines, work_directory
+from simulators.fleet.cli import (
+    build_parser,
+    cost_line,
+    summary_lines,
+    verdict_lines,
+    work_directory,
+)
 from simulators.fleet.report import runner_cost
 from simulators.scene import Actor, Scene
-from tests.services import Broker
+from tests.services import Broker, mosquitto
 
 
 @pytest.mark.parametrize(
@@ -171,6 +177,53 @@ def test_a_bad_home_product_mix_names_its_option() -> None:
         parse_plan_mix("wifi-gift-299=0", "--home-products")
 
 
+@pytest.mark.parametrize(
+    ("text", "shares"),
+    [
+        (
+            "ordinary=1,gold=1,none=2",
+            (PlanShare("ordinary", 1), PlanShare("gold", 1), PlanShare(None, 2)),
+        ),
+        ("platinum", (PlanShare("platinum", 1),)),
+        (" gold = 3 , none=0", (PlanShare("gold", 3), PlanShare(None, 0))),
+    ],
+)
+def test_a_membership_mix_is_tiers_with_weights(text: str, shares: tuple[PlanShare, ...]) -> None:
+    """Issue 18: ``--memberships`` reads as ``--plans`` does (R18 tiers, or none)."""
+    assert parse_plan_mix(text, "--memberships") == shares
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("none=0", "--memberships gives no plan a positive weight"),
+        ("gold=1,gold=1", "'gold' is given twice in --memberships"),
+        ("gold=-1", "'gold' in --memberships is negative"),
+        ("Gold Tier=1", "in --memberships is not a plan id"),
+    ],
+)
+def test_a_bad_membership_mix_names_its_option(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_plan_mix(text, "--memberships")
+
+
+def test_memberships_are_drawn_apart_and_change_nothing_else() -> None:
+    """Issue 18: an account holds a tier of the --memberships mix (R18); devices and home
+    products are the same with or without the mix."""
+    plans = parse_plan_mix("event-7d")
+    products = parse_plan_mix("wifi-gift-299=1,none=1", "--home-products")
+    mix = parse_plan_mix("ordinary=1,gold=1,none=1", "--memberships")
+    bare = plan_fleet(households=40, plans=plans, seed=5, prefix="p", home_products=products)
+    held = plan_fleet(
+        households=40, plans=plans, seed=5, prefix="p", home_products=products, memberships=mix
+    )
+    assert [(h.devices, h.home_product) for h in held] == [
+        (h.devices, h.home_product) for h in bare
+    ]
+    assert {h.membership for h in bare} == {None}
+    assert {h.membership for h in held} == {"ordinary", "gold", None}
+
+
 def test_the_rogue_share_picks_cameras_only() -> None:
     plans = parse_plan_mix("event-7d")
     homes = plan_fleet(households=5, plans=plans, seed=1, prefix="r", rogue_share=1.0)
@@ -204,6 +257,14 @@ def test_percentiles_are_nearest_rank(values: list[float], q: float, expected: f
         (409, "broadband_inactive", "refused"),  # R12
         (409, "order_id_reused", "error"),
         (404, "no_recording", "refused"),
+        (201, None, "ok"),  # a range saved to the family cloud (R14)
+        (409, "quota_exceeded", "refused"),  # R14, the membership's quota (R18)
+        (409, "family_cloud_closed", "refused"),  # R15
+        (409, "family_cloud_read_only", "refused"),  # R18
+        (404, "family_cloud_deleted", "refused"),  # R15
+        (403, "unsubscribed", "refused"),  # R5
+        (400, "range_too_long", "error"),  # the app asks for 20 s
+        (409, "membership_held", "error"),  # not an app answer
         (404, "not_found", "error"),  # the family's own camera must be found
         (403, None, "error"),
         (500, "internal", "error"),
@@ -731,3 +792,56 @@ def test_the_pool_adds_up_its_workers_cost() -> None:
         pool.handles.append(handle)
     totals = pool.totals()
     assert (totals["cpu_s"], totals["rss_mib"]) == (5.0, 220.0)
+
+
+async def test_households_with_memberships_save_recent_ranges_to_the_family_cloud(
+    tmp_path: Path,
+) -> None:
+    """Issue 18 (R18, R14): provisioning orders each account its membership; the app saves
+    20-s ranges of real H.264 ending a minute ago and lists the family cloud, and the
+    refusals of the rules (nothing recorded yet, a tuning not covered) are no errors.
+
+    At 30x with a 1-s floor a 10-s segment starts every 30 clock seconds, so every 20-s
+    range overlaps one; one camera a household keeps the encoding cheap. Its own
+    Mosquitto: the suite's keeps the retained messages of other fleets' devices.
+    """
+    planned = plan_fleet(
+        households=2,
+        plans=parse_plan_mix("continuous-7d"),
+        seed=7,
+        prefix="t-save",
+        memberships=parse_plan_mix("ordinary=1,gold=1", "--memberships"),
+    )
+    homes = tuple(
+        dataclasses.replace(
+            h, devices=(h.cameras[0], *(d for d in h.devices if d.role == "router"))
+        )
+        for h in planned
+    )
+    assert all(h.membership is not None for h in homes)
+    options = FleetOptions(
+        households=len(homes),
+        clock_speed=30,
+        duration=8.0,
+        media="real",
+        stop_rate=0.0,
+        app_rate=1800.0,  # per simulated hour: 15 requests a real second at 30x
+        min_real_interval=1.0,
+        seed=7,
+        prefix="t-save",
+    )
+    (tmp_path / "mosquitto").mkdir()
+    with mosquitto(tmp_path / "mosquitto") as broker:
+        options = dataclasses.replace(options, mqtt_url=broker.url)
+        report: dict[str, Any] = await run_fleet(options, workdir=tmp_path, households=homes)
+    assert report["errors"] == {"total": 0}, json.dumps(report["errors"])
+    outcomes = report["app"]["outcomes"]
+    assert outcomes.get("family-cloud save 201", 0) > 0, outcomes
+    assert outcomes.get("family-cloud list 200", 0) > 0, outcomes
+    saves = {k for k in outcomes if k.startswith("family-cloud save")}
+    # (200: that exact range saved before, R14)
+    allowed = {"201", "200", "404 no_recording"}
+    assert saves <= {f"family-cloud save {answer}" for answer in allowed}, outcomes
+    assert report["fleet"]["memberships"] == {"gold": 1, "ordinary": 1}
+    saved = outcomes["family-cloud save 201"] + outcomes.get("family-cloud save 200", 0)
+    assert f"family-cloud saves {saved}" in "\n".join(summary_lines(report))

@@ -20,6 +20,7 @@ from typing import Any
 from simulators.fleet.errors import FleetError
 from simulators.fleet.options import (
     DEFAULT_HOME_PRODUCTS,
+    DEFAULT_MEMBERSHIPS,
     DEFAULT_PLANS,
     DEFAULT_START,
     FleetOptions,
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HOME_PRODUCTS,
         help="the routers' home-network products (R16, R17), product=weight,...; 'none' for "
         "none; the app then asks for tunings against them",
+    )
+    parser.add_argument(
+        "--memberships",
+        type=lambda text: parse_plan_mix(text, "--memberships"),
+        default=DEFAULT_MEMBERSHIPS,
+        help="the accounts' family-cloud membership tiers (R18), tier=weight,...; 'none' for "
+        "none; the app saves ranges to the family cloud against their quotas",
     )
     parser.add_argument(
         "--stop-rate",
@@ -167,7 +175,13 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f"{orders['convergence_from_accepted_p50_ms']} ms, p99 "
             f"{orders['convergence_from_accepted_p99_ms']} ms"
         )
-    lines.append(f"app requests {app['requests']} (p99 {app['latency_p99_ms']} ms)")
+    saved = sum(
+        n for k, n in app.get("outcomes", {}).items() if k.startswith("family-cloud save 2")
+    )
+    lines.append(
+        f"app requests {app['requests']} (p99 {app['latency_p99_ms']} ms), "
+        f"family-cloud saves {saved}"
+    )
     lines.append(f"errors {errors['total']}" + (f": {errors}" if errors["total"] else ""))
     if "runner" in report:
         lines.append(cost_line(report["runner"]))

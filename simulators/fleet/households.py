@@ -42,6 +42,8 @@ class HouseholdSpec:
     devices: tuple[DeviceSpec, ...]
     #: The home-network product the router holds (R16, R17), ordered at provisioning.
     home_product: str | None = None
+    #: The family-cloud membership tier the account holds (R18), ordered at provisioning.
+    membership: str | None = None
 
     @property
     def cameras(self) -> tuple[DeviceSpec, ...]:
@@ -61,13 +63,17 @@ def plan_fleet(
     prefix: str,
     rogue_share: float = 0.0,
     home_products: Sequence[PlanShare] = (),
+    memberships: Sequence[PlanShare] = (),
 ) -> tuple[HouseholdSpec, ...]:
     """The households of a run: the same arguments always give the same fleet (the home
-    products drawn apart, so that a mix of them changes nothing else)."""
+    products and the memberships drawn apart, so that a mix of them changes nothing else)."""
     rng = random.Random(f"fleet:{seed}")
     home_rng = random.Random(f"fleet-home:{seed}")
+    member_rng = random.Random(f"fleet-membership:{seed}")
     products = [share.plan for share in home_products]
     product_weights = [share.weight for share in home_products]
+    tiers = [share.plan for share in memberships]
+    tier_weights = [share.weight for share in memberships]
     choices = [share.plan for share in plans]
     weights = [share.weight for share in plans]
     fleet = []
@@ -90,6 +96,7 @@ def plan_fleet(
                 star_level=rng.randint(1, 7),
                 devices=tuple(devices),
                 home_product=(home_rng.choices(products, product_weights)[0] if products else None),
+                membership=member_rng.choices(tiers, tier_weights)[0] if tiers else None,
             )
         )
     return tuple(fleet)

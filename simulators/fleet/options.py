@@ -15,6 +15,8 @@ DEFAULT_PLANS = (
 )
 #: Home-network products of households (R16, R17): the router's, by weight (issue 18).
 DEFAULT_HOME_PRODUCTS = "wifi-gift-299=2,wifi-gift-499=1,wifi-tuning-70=1,wifi-addon-30=1,none=5"
+#: Family-cloud memberships of households (R18): a tier by weight, ordered at provisioning.
+DEFAULT_MEMBERSHIPS = "ordinary=1,gold=1,none=4"
 DEFAULT_START = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 
 
@@ -46,7 +48,8 @@ _PLAN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 def parse_plan_mix(text: str, option: str = "--plans") -> tuple[PlanShare, ...]:
     """``continuous-7d=3,event-7d=2,none=1``: plans (or none) with whole weights (also the
-    home-network products of ``--home-products``; ``option`` names the option in errors)."""
+    home-network products of ``--home-products`` and the membership tiers of ``--memberships``;
+    ``option`` names the option in errors)."""
     shares: list[PlanShare] = []
     seen: set[str] = set()
     for part in text.split(","):
@@ -106,6 +109,10 @@ class FleetOptions:
     #: The routers' home-network products (R16, R17), ordered at provisioning.
     home_products: tuple[PlanShare, ...] = field(
         default_factory=lambda: parse_plan_mix(DEFAULT_HOME_PRODUCTS, "--home-products")
+    )
+    #: The households' family-cloud membership tiers (R18), ordered at provisioning.
+    memberships: tuple[PlanShare, ...] = field(
+        default_factory=lambda: parse_plan_mix(DEFAULT_MEMBERSHIPS, "--memberships")
     )
     #: Broadband stop/resume orders per simulated hour (fleet-wide).
     stop_rate: float = 2.0
@@ -187,6 +194,7 @@ class FleetOptions:
             "media": self.media,
             "plans": {share.plan or NO_PLAN: share.weight for share in self.plans},
             "home_products": {s.plan or NO_PLAN: s.weight for s in self.home_products},
+            "memberships": {s.plan or NO_PLAN: s.weight for s in self.memberships},
             "stop_rate_per_sim_hour": self.stop_rate,
             "app_rate_per_sim_hour": self.app_rate,
             "seed": self.seed,

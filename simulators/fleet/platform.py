@@ -37,10 +37,16 @@ class Platform:
             return json.loads(text) if text else None
 
     async def provision(
-        self, home: HouseholdSpec, prefix: str, *, home_network: bool = False
+        self,
+        home: HouseholdSpec,
+        prefix: str,
+        *,
+        home_network: bool = False,
+        memberships: bool = False,
     ) -> str:
-        """The account, its devices, their plans, and (``home_network``: where the service
-        sells them) the router's home-network product; returns an app token for the family."""
+        """The account, its devices, their plans, and where the service sells them the
+        router's home-network product (``home_network``) and the account's family-cloud
+        membership (``memberships``, R18); returns an app token for the family."""
         await self.call(
             "PUT",
             f"/platform/v1/accounts/{home.account_id}",
@@ -80,6 +86,18 @@ class Platform:
                     "devices": [router.device_id],
                 },
             )
+        if memberships and home.membership is not None:
+            await self.call(
+                "POST",
+                "/platform/v1/family-cloud/memberships",
+                {
+                    "order_id": f"{prefix}-fc-{home.account_id}",
+                    "account_id": home.account_id,
+                    "tier": home.membership,
+                    "orderer_id": home.owner_id,
+                    "channel": "electronic",
+                },
+            )
         token = await self.call(
             "POST", "/platform/v1/app-tokens", {"account_id": home.account_id, "user_id": "family"}
         )
@@ -95,6 +113,9 @@ class Platform:
 
     async def has_home_network_routes(self) -> bool:
         return await self._has_path("/platform/v1/home-network/orders")
+
+    async def has_membership_routes(self) -> bool:
+        return await self._has_path("/platform/v1/family-cloud/memberships")
 
     async def has_credentials_route(self) -> bool:
         return await self._has_path("/platform/v1/devices/{device_id}/credentials")

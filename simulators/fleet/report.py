@@ -24,6 +24,7 @@ def fleet_summary(households: Sequence[HouseholdSpec]) -> dict[str, Any]:
     roles: Counter[str] = Counter()
     plans: Counter[str] = Counter()
     rogue = 0
+    memberships = Counter(home.membership or NO_PLAN for home in households)
     for home in households:
         for device in home.devices:
             roles[device.role] += 1
@@ -35,6 +36,8 @@ def fleet_summary(households: Sequence[HouseholdSpec]) -> dict[str, Any]:
         "devices": dict(roles),
         "camera_plans": dict(sorted(plans.items())),
         "rogue_cameras": rogue,
+        #: The accounts' family-cloud membership tiers (R18), ordered at provisioning.
+        "memberships": dict(sorted(memberships.items())),
     }
 
 

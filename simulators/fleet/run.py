@@ -137,17 +137,21 @@ class FleetRun:
         self._stop.set()
 
     async def provision(self) -> None:
-        """Accounts, devices, plans, home-network products and app tokens; and each device's
-        broker identity where the service issues them and none was given."""
+        """Accounts, devices, plans, home-network products, memberships and app tokens; and
+        each device's broker identity where the service issues them and none was given."""
         gate = asyncio.Semaphore(8)
         platform = self.setup.platform
         credentialed = await platform.has_credentials_route()
         home_network = await platform.has_home_network_routes()
+        memberships = await platform.has_membership_routes()
 
         async def one(home: HouseholdSpec) -> None:
             async with gate:
                 self.app.tokens[home.account_id] = await platform.provision(
-                    home, self.setup.options.id_prefix, home_network=home_network
+                    home,
+                    self.setup.options.id_prefix,
+                    home_network=home_network,
+                    memberships=memberships,
                 )
                 if credentialed and not any(d.device_id in self.credentials for d in home.devices):
                     self.credentials.update(await platform.issue_credentials(home))
@@ -417,6 +421,7 @@ async def run_fleet(
         households=options.households,
         plans=options.plans,
         home_products=options.home_products,
+        memberships=options.memberships,
         seed=options.seed,
         prefix=options.id_prefix,
         rogue_share=options.rogue_share,
