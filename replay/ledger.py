@@ -48,6 +48,7 @@ from replay import membership_store
 from replay.billing import CENT, Month, business_date, monthly_charge
 from replay.models import ChargeLine, ClosedMonth, FamilyCloudMembership, Subscription
 from replay.package_charges import CHARGE, PackageLine, bill_of, package_lines
+from replay.package_charges import account_package_lines as live_package_lines
 
 __all__ = [
     "CLOSE_PAGE",
@@ -338,6 +339,78 @@ async def amend(session: AsyncSession, sub: Subscription, now: datetime) -> int:
             session.add(ChargeLine(**line))
             added += 1
         month = month.next()
+    return added
+
+
+async def amend_products(
+    session: AsyncSession, account_id: str, since: datetime, now: datetime
+) -> int:
+    """:func:`amend` for the account's memberships (R18) and packages (R16, R17): after an
+    order or an unsubscription dated ``since``, in a month already closed, each closed month
+    from then on gets a line per membership or package line (by kind) whose live amount
+    differs from what the ledger holds: line 0 when it holds none, else a correction.
+    Staged; how many lines added."""
+    last = await _last_closed(session)
+    month = Month.of(business_date(since))
+    added = 0
+    while last is not None and month <= last:
+        if await is_closed(session, month):
+            added += await _amend_products_month(session, account_id, month, now)
+        month = month.next()
+    return added
+
+
+async def _amend_products_month(
+    session: AsyncSession, account_id: str, month: Month, now: datetime
+) -> int:
+    # (id, kind) -> (cents due, plan, days, day): what the formulas give live.
+    due: dict[tuple[str, str], tuple[int, str, int, date | None]] = {}
+    for item in await membership_store.month_charges(session, account_id, month):
+        m = item.membership
+        cents = to_cents(item.charge.amount)
+        due[(m.membership_id, MEMBERSHIP)] = (cents, m.tier, item.charge.days, None)
+    for line in await live_package_lines(session, account_id, month):
+        due[(line.package_id, line.kind)] = (to_cents(line.amount), line.product_id, 0, line.day)
+    booked = (
+        await session.exec(
+            select(ChargeLine).where(
+                ChargeLine.account_id == account_id,
+                ChargeLine.month == str(month),
+                col(ChargeLine.kind).in_([MEMBERSHIP, *PACKAGE_KINDS]),
+            )
+        )
+    ).all()
+    held: dict[tuple[str, str], int] = {}
+    numbers: dict[str, int] = {}
+    for b in booked:
+        held[(b.subscription_id, b.kind)] = held.get((b.subscription_id, b.kind), 0)
+        held[(b.subscription_id, b.kind)] += b.amount_cents
+        numbers[b.subscription_id] = max(numbers.get(b.subscription_id, -1), b.line_no)
+    added = 0
+    for (key, kind), (cents, plan, days, day) in sorted(due.items(), key=lambda kv: kv[0][1]):
+        delta = cents - held.get((key, kind), 0)
+        if not delta:
+            continue
+        line_no = numbers.get(key, -1) + 1
+        numbers[key] = line_no
+        reason = None if (key, kind) not in held else "changed after the month closed"
+        session.add(
+            ChargeLine(
+                month=str(month),
+                account_id=account_id,
+                subscription_id=key,
+                device_id="",
+                plan=plan,
+                line_no=line_no,
+                days=days if (key, kind) not in held else 0,
+                amount_cents=delta,
+                reason=reason,
+                recorded_at=now,
+                kind=kind,
+                day=day,
+            )
+        )
+        added += 1
     return added
 
 

@@ -538,3 +538,69 @@ async def test_memberships_and_packages_close_into_the_ledger(billing: Billing) 
     assert [(i["subscription_id"], i["plan"], i["day"], i["amount"]) for i in refund] == [
         (packages["p-2"], "wifi-tuning-140", "2026-12-02", "-140.00")
     ]
+
+
+async def test_products_dated_back_into_a_closed_month_reach_its_ledger(billing: Billing) -> None:
+    """Issue 18 with issue 17's ledger: a membership ordered, and a package ordered and then
+    refunded, with business times in months already closed reach those months' lines (line
+    0, then the refund), and the account's charges of the closed months answer them."""
+    await billing.account("acc-1", ("cam-1",))
+    status, body = await billing.call(
+        "POST", "/platform/v1/accounts/acc-1/devices", {"device_id": "rt-1", "kind": "router"}
+    )
+    assert status == 201, body
+    await billing.order("o-1", "acc-1", "cam-1", "continuous-7d")  # gives the ledger a start
+    billing.clock.set(shanghai("2027-01-05T09:00:00"))
+    await close_months(billing.gw.services)  # November and December 2026 closed
+    status, member = await billing.call(
+        "POST",
+        "/platform/v1/family-cloud/memberships",
+        {
+            "order_id": "m-1",
+            "account_id": "acc-1",
+            "tier": "gold",
+            "orderer_id": "owner",
+            "channel": "physical",
+            "ordered_at": "2026-12-17T02:00:00Z",  # a business time in closed December
+        },
+    )
+    assert status == 201, member
+    status, package = await billing.call(
+        "POST",
+        "/platform/v1/home-network/orders",
+        {
+            "order_id": "p-1",
+            "account_id": "acc-1",
+            "product": "wifi-gift-299",
+            "orderer_id": "owner",
+            "channel": "physical",
+            "ordered_at": "2026-11-25T02:00:00Z",
+            "devices": ["rt-1"],
+        },
+    )
+    assert status == 201, package
+    path = f"/platform/v1/home-network/orders/{package['id']}/unsubscribe"
+    status, body = await billing.call(
+        "POST", path, {"order_id": "u-1", "at": "2026-12-02T02:00:00Z"}
+    )
+    assert status == 200, body
+    async with billing.gw.services.db.session() as session:
+        rows = (
+            await session.exec(
+                select(
+                    ChargeLine.month, ChargeLine.kind, ChargeLine.line_no, ChargeLine.amount_cents
+                ).where(ChargeLine.kind != "cloud_replay")
+            )
+        ).all()
+    assert sorted(rows) == [
+        ("2026-11", "home_network", 0, 29900),
+        ("2026-12", "family_cloud_membership", 0, 968),  # 15 of 31 days of 20.00 (R3)
+        ("2026-12", "home_network_refund", 0, -29900),
+    ]
+    december = await billing.charges("acc-1", "2026-12")
+    assert [(i["kind"], i["amount"]) for i in december["items"]][1:] == [
+        ("family_cloud_membership", "9.68")
+    ]
+    assert [(x["kind"], x["amount"]) for x in december["package_lines"]] == [
+        ("home_network_refund", "-299.00")
+    ]

@@ -24,6 +24,7 @@ from gateway.http.order_answers import PackageLineOut, completion_report, dump, 
 from gateway.http.requests import Identifier, OrderId, app_token_of, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
+from replay import ledger
 from replay.billing import Month
 from replay.package_charges import CHARGE, REFUND, bill_of, package_lines
 
@@ -193,6 +194,8 @@ async def order_package(request: web.Request) -> web.StreamResponse:
         package = await store.order_package(
             session, services.products.home, order, now=services.clock.now()
         )
+        now = services.clock.now()
+        await ledger.amend_products(session, order.account_id, order.ordered_at, now)  # dated back
         out = await _out(session, package)
         report = completion_report(body.order_id, "home_network.order", services.clock.now(), out)
         return Answer(201, dump(out)), report
@@ -218,6 +221,8 @@ async def _step(request: web.Request, action: Literal["unsubscribe", "visit"]) -
 
     async def effect(session: Any) -> tuple[Answer, dict[str, Any] | None]:
         package = await apply(session, package_id=package_id, order_id=body.order_id, at=at)
+        if action == "unsubscribe":  # a refund dated back into a closed month
+            await ledger.amend_products(session, package.account_id, at, services.clock.now())
         out = await _out(session, package)
         report = completion_report(
             body.order_id, f"home_network.{action}", services.clock.now(), out

@@ -21,6 +21,7 @@ from gateway.http.order_answers import ChargeOut, completion_report, dump
 from gateway.http.requests import Identifier, OrderId, path_id, services_of
 from gateway.orders import execute_order
 from gateway.services import Services
+from replay import ledger
 from replay import membership as rules
 from replay import membership_store as store
 from replay.billing import Charge, business_date
@@ -146,8 +147,9 @@ async def order_membership(request: web.Request) -> web.StreamResponse:
             ordered_at=ordered_at,
             base_quota=services.settings.family_cloud_quota_bytes,
         )
-        out = MembershipOut.of(done.membership, ordered_at, done.charge)
         now = services.clock.now()
+        await ledger.amend_products(session, body.account_id, ordered_at, now)  # dated back
+        out = MembershipOut.of(done.membership, ordered_at, done.charge)
         report = completion_report(body.order_id, "membership.order", now, out)
         return Answer(201, dump(out)), report
 
@@ -195,8 +197,9 @@ async def unsubscribe_membership(request: web.Request) -> web.StreamResponse:
         done = await store.unsubscribe(
             session, membership_id=membership_id, order_id=body.order_id, at=at
         )
-        out = MembershipOut.of(done.membership, at, done.charge)
         now = services.clock.now()
+        await ledger.amend_products(session, done.membership.account_id, at, now)  # dated back
+        out = MembershipOut.of(done.membership, at, done.charge)
         report = completion_report(body.order_id, "membership.unsubscribe", now, out)
         return Answer(200, dump(out)), report
 
