@@ -194,11 +194,10 @@ async def ffmpeg_play(url: str) -> Played:
 
 def assert_played_whole(played: Played) -> None:
     assert played.returncode == 0, played.stderr
-    for bad in ("403", "Forbidden", "expired", "401", "Server returned"):
-        assert bad not in played.stderr, played.stderr
-    # The one message allowed: ffmpeg's keep-alive cannot follow a redirect to the S3 host
-    # on the connection it holds to the gateway, and opens a new one (ffmpeg 5.1 says so
-    # at the error level).
+    # Nothing on stderr (no 403, no "expired", no "Server returned", nothing else) but the
+    # one message allowed: ffmpeg's keep-alive cannot follow a redirect to the S3 host on
+    # the connection it holds to the gateway, and opens a new one (ffmpeg 5.1 says so at
+    # the error level). Its lines carry hexadecimal addresses, which may hold "403".
     others = [
         line
         for line in played.stderr.splitlines()
