@@ -97,6 +97,21 @@ def _add_recorded_ranges(conn: Connection) -> None:
     log.info("recorded ranges built from the indexed segments: %d", backfill_ranges(conn))
 
 
+def _add_columns(
+    conn: Connection, table: Table, names: tuple[str, ...], *, index: str | None = None
+) -> None:
+    """Add ``table``'s columns ``names`` that the database lacks (nullable, as the model
+    types them in this dialect), and its index named ``index`` if missing."""
+    present = {column["name"] for column in inspect(conn).get_columns(table.name)}
+    for name in names:
+        if name not in present:
+            kind = table.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+    for found in table.indexes:
+        if found.name == index:
+            found.create(conn, checkfirst=True)
+
+
 def _add_device_credentials(conn: Connection) -> None:
     table = devices.credentials.DeviceCredential.__table__  # type: ignore[attr-defined]
     table.create(conn, checkfirst=True)
@@ -106,14 +121,7 @@ def _add_app_token_expiry(conn: Connection) -> None:
     """App tokens get an id to revoke them by and an expiry (issue 14); the tokens issued
     before keep working until ``created_at`` plus the configured lifetime."""
     table = devices.models.AppToken.__table__  # type: ignore[attr-defined]
-    present = {column["name"] for column in inspect(conn).get_columns("app_tokens")}
-    for name in ("token_id", "expires_at"):
-        if name not in present:
-            kind = table.c[name].type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE app_tokens ADD COLUMN {name} {kind}")
-    for index in table.indexes:
-        if index.name == "ix_app_tokens_token_id":
-            index.create(conn, checkfirst=True)
+    _add_columns(conn, table, ("token_id", "expires_at"), index="ix_app_tokens_token_id")
     conn.exec_driver_sql(
         "UPDATE app_tokens SET token_id = 'tok_' || substr(token_hash, 1, 16) "
         "WHERE token_id IS NULL"
@@ -156,14 +164,7 @@ def backfill_order_accounts(connection: Connection) -> int:
 def _add_order_accounts(conn: Connection) -> None:
     """Orders name their account and target (issue 15: the operator lists them by
     account); the orders recorded before are given the account their answer names."""
-    present = {column["name"] for column in inspect(conn).get_columns("platform_orders")}
-    for name in ("account_id", "target"):
-        if name not in present:
-            kind = ORDERS.c[name].type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE platform_orders ADD COLUMN {name} {kind}")
-    for index in ORDERS.indexes:
-        if index.name == "ix_platform_orders_account_id":
-            index.create(conn, checkfirst=True)
+    _add_columns(conn, ORDERS, ("account_id", "target"), index="ix_platform_orders_account_id")
     log.info("orders given their account: %d", backfill_order_accounts(conn))
 
 
