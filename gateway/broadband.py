@@ -191,9 +191,13 @@ class BroadbandOrder:
             body["issued_at"] = self.issued_at.isoformat()
         return body
 
+    def business_time(self, now: datetime) -> datetime:
+        """When the order takes effect: its ``issued_at``, else the service clock's ``now``."""
+        return self.issued_at or now
+
     def domain(self, now: datetime) -> bb.Order:
-        """The domain order; business time is ``issued_at``, else the service clock."""
-        at = self.issued_at or now
+        """The domain order, at its :meth:`business_time`."""
+        at = self.business_time(now)
         if self.action == "stop":
             assert self.stop_type is not None
             return bb.Stop(stop_type=self.stop_type, issued_at=at)
@@ -295,7 +299,7 @@ async def run_order(services: Services, order: BroadbandOrder) -> Answer:
         outcome, last = decide(locked, order, now, subscribed=subscribed)
         # Outcome.state is saved even when not applied: issued_at bookkeeping, lapses.
         _, devices = await persist(
-            services, session, locked, outcome.state, now, last=last, at=order.domain(now).issued_at
+            services, session, locked, outcome.state, now, last=last, at=order.business_time(now)
         )
         view = None
         if outcome.refusal is None:

@@ -156,7 +156,7 @@ def _effect(chunk: _Chunk, order: BroadbandOrder) -> tuple[Answer, dict[str, Any
     if store.stage(locked, outcome.state, now, last=last):
         chunk.moved.add(order.account_id)
         state = outcome.state
-        at = order.domain(now).issued_at
+        at = order.business_time(now)
         chunk.moves.append(
             periods.Transition(order.account_id, state.state, state.inactive_since, at)
         )
