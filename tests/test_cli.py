@@ -43,18 +43,24 @@ async def read_until(stream: asyncio.StreamReader, pattern: str, timeout: float)
     return seen
 
 
-async def test_demo_lists_three_devices_online_within_10_seconds(tmp_path: Path) -> None:
-    started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
+async def start_demo(tmp_path: Path, *flags: str, stderr: int) -> asyncio.subprocess.Process:
+    """``kanjia demo`` on a free HTTP port in ``tmp_path``, its stdout piped."""
+    return await asyncio.create_subprocess_exec(
         *KANJIA,
         "demo",
         "--http-port",
         "0",
+        *flags,
         cwd=tmp_path,
         env=clean_env(),
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
     )
+
+
+async def test_demo_lists_three_devices_online_within_10_seconds(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = await start_demo(tmp_path, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         out = await read_until(proc.stdout, r"app token:\s+\S+", timeout=10)
@@ -164,17 +170,7 @@ async def test_demo_keeps_third_party_chatter_out_unless_asked(
     """asyncssh says INFO for each SSH connection (the demo's router is reached over SSH
     before the banner): by default only the service's own INFO lines are written, and the
     banner is not buried; ``--log-level`` lets every logger speak at that level."""
-    proc = await asyncio.create_subprocess_exec(
-        *KANJIA,
-        "demo",
-        "--http-port",
-        "0",
-        *flags,
-        cwd=tmp_path,
-        env=clean_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_demo(tmp_path, *flags, stderr=asyncio.subprocess.PIPE)
     try:
         assert proc.stdout is not None
         banner = await read_until(proc.stdout, r"try:\s+curl", timeout=20)
