@@ -142,7 +142,7 @@ def build_messages(
             segment_id = f"{device}-s{i}"
             data = synthetic_segment(segment_bytes, segment_id)
             start, end = at - timedelta(seconds=10), at
-            key = object_key("7d", device, start, segment_id, SegmentKind.CONTINUOUS)
+            key = object_key("7d", device, end, segment_id, SegmentKind.CONTINUOUS)
             sha = hashlib.sha256(data).hexdigest()
             objects[key] = data
             grants.append(

@@ -119,7 +119,7 @@ def add_grant(
         object_key=object_key(
             accepted.retention_class,
             request.device_id,
-            request.start,
+            request.end,
             request.segment_id,
             request.kind,
         ),

@@ -8,11 +8,21 @@ retention prefixes, pure, no I/O (split from :mod:`replay.recording`, which deci
   ``/app/v1/segments/{segment_id}`` routes. Being derived, it needs no lookup and no column
   of its own: a redelivered request or notice finds its grant or segment by it.
 
-- **Object keys.** ``rec/{n}d/{device_id}/{YYYY}/{MM}/{DD}/{HHMMSS}-{kind}-{segment_id}.ts``,
-  dated by the segment's start in UTC (:func:`object_key`, read back by
+- **Object keys.** ``rec/{n}d/{YYYY}/{MM}/{DD}/{HHMM}/{SS}-{kind}-{segment_id}@{device_id}.ts``,
+  dated by the segment's *end* in UTC (:func:`object_key`, read back by
   :func:`parse_object_key`). The retention class leads the key so that one S3 lifecycle rule
-  per prefix (:func:`lifecycle_rules`) backs up the sweeper. Saved copies (R14) live under
-  ``family/{account_id}/...`` (:func:`family_key`), outside every recording prefix.
+  per prefix (:func:`lifecycle_rules`) backs up the sweeper. Time comes before the camera
+  (issue 16, item 2): the segments of every camera that ended in one minute share a
+  directory, in the order they ended, which is about the order their uploads land and
+  their notices come. So a batch of notices is a short span of one or two directories,
+  which the store confirms with one listing each (:meth:`~storage.objects.ObjectStore.stat_many`),
+  where a directory per camera needed one request per notice. (One minute of 10,000
+  cameras' 10-s segments is 60,000 keys in a directory, 1,000 new keys a second under one
+  prefix: within what S3 serves per prefix, 3,500 PUTs a second.) Keys of the earlier
+  layout, ``rec/{n}d/{device_id}/{YYYY}/{MM}/{DD}/{HHMMSS}-{kind}-{segment_id}.ts`` dated by
+  the start, are still read back: an indexed key is never rewritten. Saved copies (R14)
+  live under ``family/{account_id}/...`` (:func:`family_key`), outside every recording
+  prefix.
 """
 
 from __future__ import annotations
@@ -54,8 +64,13 @@ LIFECYCLE_MARGIN_DAYS = 1
 SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,80}")
 DEVICE_ID = re.compile(r"[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,63}")
 _KEY = re.compile(
+    r"rec/(?P<days>[1-9][0-9]*)d/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<hm>\d{4})/"
+    r"(?P<s>\d{2})-(?P<kind>continuous|event)-(?P<segment>[^/@]+)@(?P<device>[^/@]+)\.ts"
+)
+#: The layout before issue 16: one directory per camera and day, dated by the start.
+_CAMERA_FIRST_KEY = re.compile(
     r"rec/(?P<days>[1-9][0-9]*)d/(?P<device>[^/]+)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
-    r"(?P<hms>\d{6})-(?P<kind>continuous|event)-(?P<segment>[^/]+)\.ts"
+    r"(?P<hm>\d{4})(?P<s>\d{2})-(?P<kind>continuous|event)-(?P<segment>[^/]+)\.ts"
 )
 
 
@@ -124,15 +139,17 @@ def _stamp(start: datetime) -> str:
 
 
 def object_key(
-    retention_class: str, device_id: str, start: datetime, segment_id: str, kind: SegmentKind
+    retention_class: str, device_id: str, end: datetime, segment_id: str, kind: SegmentKind
 ) -> str:
-    """Where a segment is stored: ``rec/7d/cam-1/2026/05/01/103000-continuous-s1.ts`` (UTC)."""
+    """Where a segment that ended at ``end`` is stored (UTC, to the second):
+    ``rec/7d/2026/05/01/1030/10-continuous-s1@cam-1.ts`` (see the module docstring)."""
     if not isinstance(retention_class, str) or not re.fullmatch(r"[1-9][0-9]*d", retention_class):
         raise ValueError(f"retention_class must be like '7d', not {retention_class!r}")
     check_id(DEVICE_ID_ERROR, "device_id", device_id, DEVICE_ID)
     check_id(SAFE_ID_ERROR, "segment_id", segment_id, SAFE_ID)
     kind = SegmentKind(kind)
-    return f"rec/{retention_class}/{device_id}/{_stamp(start)}-{kind}-{segment_id}.ts"
+    at = aware_utc(end, "end")
+    return f"rec/{retention_class}/{at:%Y/%m/%d/%H%M/%S}-{kind}-{segment_id}@{device_id}.ts"
 
 
 def service_segment_id(device_id: str, segment_id: str) -> str:
@@ -168,32 +185,35 @@ def family_clip_key(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordingKey:
-    """The parts of a recording object key (:func:`parse_object_key`)."""
+    """The parts of a recording object key (:func:`parse_object_key`); ``dated`` is the
+    instant the key is dated by, to the second (the segment's end; in a key of the earlier
+    layout, its start)."""
 
     retention_class: str
     device_id: str
-    start: datetime
+    dated: datetime
     kind: SegmentKind
     segment_id: str
 
 
 def parse_object_key(key: str) -> RecordingKey | None:
-    """The parts of a key written by :func:`object_key`; ``None`` for any other key."""
-    match = _KEY.fullmatch(key)
+    """The parts of a key written by :func:`object_key` (or of the earlier layout, see the
+    module docstring); ``None`` for any other key."""
+    match = _KEY.fullmatch(key) or _CAMERA_FIRST_KEY.fullmatch(key)
     if match is None:
         return None
     device, segment = match["device"], match["segment"]
     if not DEVICE_ID.fullmatch(device) or not SAFE_ID.fullmatch(segment):
         return None
-    hms = match["hms"]
+    hm = match["hm"]
     try:
-        start = datetime(
+        dated = datetime(
             int(match["y"]),
             int(match["m"]),
             int(match["d"]),
-            int(hms[:2]),
-            int(hms[2:4]),
-            int(hms[4:]),
+            int(hm[:2]),
+            int(hm[2:]),
+            int(match["s"]),
             tzinfo=UTC,
         )
     except ValueError:
@@ -201,7 +221,7 @@ def parse_object_key(key: str) -> RecordingKey | None:
     return RecordingKey(
         retention_class=f"{match['days']}d",
         device_id=device,
-        start=start,
+        dated=dated,
         kind=SegmentKind(match["kind"]),
         segment_id=segment,
     )

@@ -84,7 +84,7 @@ def check_upload(size: int, sha256: str) -> None:
         raise ValueError(f"sha256 must be 64 lower-case hexadecimal digits, not {sha256!r}")
 
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9._=+@:-]+$")
 MAX_KEY_LENGTH = 512
 
 
@@ -100,7 +100,7 @@ def validate_key(key: str) -> str:
         if segment in ("", ".", ".."):
             raise InvalidKey(key, "empty, '.' or '..' path segment")
         if not _SEGMENT.match(segment):
-            raise InvalidKey(key, "only letters, digits and ._=+@- are allowed in a segment")
+            raise InvalidKey(key, "only letters, digits and ._=+@:- are allowed in a segment")
     return key
 
 

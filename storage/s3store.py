@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import email.utils
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -35,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import parse_timestamp
 
 from storage.objects import (
     ObjectInfo,
@@ -45,6 +48,7 @@ from storage.objects import (
     validate_key,
     validate_prefix,
 )
+from storage.sigv4 import Signer
 
 _log = logging.getLogger(__name__)
 
@@ -53,7 +57,10 @@ MAX_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 MAX_LIST_PAGE = 1000  # ListObjectsV2 returns at most 1000 keys per page
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # signature v4 presigned URLs live at most 7 days
 STAT_CONCURRENCY = 16  # requests of one batch existence check in flight at once
-STAT_LIST_SLACK = 16  # a span listing asks for this many keys beyond those it looks for
+#: Pages one span listing reads at most; the keys it has not reached by then get a HEAD each
+#: (a span stretched by one late key must not list a whole busy directory).
+STAT_SPAN_PAGES = 3
+STAT_LIST_SLACK = 16  # a span listing's page holds this many keys beyond twice those looked for
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9-]+$")
@@ -96,6 +103,31 @@ def _s3_errors(operation: str, key: str | None = None) -> Iterator[None]:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "unknown"))
+
+
+#: The HTTP method of each operation presigned, and the header of each parameter it binds.
+_HTTP_METHODS = {"get_object": "GET", "put_object": "PUT"}
+_HEADERS = {
+    "IfNoneMatch": "If-None-Match",
+    "ContentLength": "Content-Length",
+    "ChecksumSHA256": "x-amz-checksum-sha256",
+}
+
+
+def _timestamp(value: str) -> datetime:
+    """An S3 timestamp: a listing's ISO 8601 (``2026-12-03T15:14:05.000Z``) or a header's
+    RFC 1123 (``Thu, 03 Dec 2026 15:14:05 GMT``), read by the standard library; anything
+    else by botocore's own parser. (Botocore's parser, dateutil, cost a tenth of a busy
+    gateway's CPU in its listings: a timestamp per object listed; issue 16.)"""
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        parsed: datetime = parse_timestamp(value)
+        return parsed
 
 
 def _info(key: str, size: int, modified: Any, etag: Any) -> ObjectInfo:
@@ -155,6 +187,9 @@ class S3ObjectStore:
         self._delete_batch_size = delete_batch_size
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        #: Signs presigned URLs without botocore's request pipeline (:mod:`storage.sigv4`),
+        #: when the credentials are static and the endpoint named; else ``None``.
+        self._signer: Signer | None = None
 
     def __repr__(self) -> str:  # never shows the secret key
         return f"S3ObjectStore(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
@@ -219,10 +254,14 @@ class S3ObjectStore:
             connect_timeout=10,
             read_timeout=60,
         )
+        session = get_session()
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_timestamp
+        )
         stack = AsyncExitStack()
         try:
             self._client = await stack.enter_async_context(
-                get_session().create_client(
+                session.create_client(
                     "s3",
                     region_name=self.region,
                     endpoint_url=self.endpoint_url,
@@ -231,6 +270,7 @@ class S3ObjectStore:
                     config=config,
                 )
             )
+            self._signer = await self._static_signer(session)
             if self._create_bucket:
                 await self._ensure_bucket()
         except BaseException:
@@ -238,6 +278,22 @@ class S3ObjectStore:
             await stack.aclose()
             raise
         self._stack = stack
+
+    async def _static_signer(self, session: Any) -> Signer | None:
+        """A :class:`Signer` when the endpoint is named and the credentials do not change
+        (given, or the environment's); refreshed credentials (an instance role) are left
+        to botocore, which renews them."""
+        if self.endpoint_url is None:
+            return None
+        if self._access_key is not None and self._secret_key is not None:
+            access, secret, token = self._access_key, self._secret_key, None
+        else:
+            credentials = await session.get_credentials()
+            if credentials is None or getattr(credentials, "refresh_needed", None) is not None:
+                return None
+            frozen = await credentials.get_frozen_credentials()
+            access, secret, token = frozen.access_key, frozen.secret_key, frozen.token
+        return Signer(self.endpoint_url, self.bucket, self.region, access, secret, token)
 
     async def _ensure_bucket(self) -> None:
         client = self._require_client()
@@ -263,7 +319,7 @@ class S3ObjectStore:
             _log.info("created bucket %s", self.bucket)
 
     async def close(self) -> None:
-        stack, self._stack, self._client = self._stack, None, None
+        stack, self._stack, self._client, self._signer = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
@@ -307,13 +363,15 @@ class S3ObjectStore:
     async def stat_many(self, keys: Sequence[str]) -> builtins.list[ObjectInfo | None]:
         """Sizes of a batch of keys in a few requests, never one read per object.
 
-        The keys are grouped by their directory (a recording's is one camera's day): a
-        directory asked for one key gets a HEAD; one asked for several gets a listing of
-        just their span (``StartAfter`` the first, until the last is passed). A key the
-        listing did not show is confirmed by a HEAD, so an answer never depends on a
-        store's listing order (SeaweedFS walks its tree; a flat directory is in key
-        order), and costs an extra request only for an object that is really missing.
-        At most :data:`STAT_CONCURRENCY` requests are in flight.
+        The keys are grouped by their directory (a recording's is one minute of every
+        camera's segments, in the order they ended: ``replay.object_keys``): a directory
+        asked for one key gets a HEAD; one asked for several gets a listing of just their
+        span (``StartAfter`` the first, until the last is passed, at most
+        :data:`STAT_SPAN_PAGES` pages). A key the listing did not show is confirmed by a
+        HEAD, so an answer never depends on a store's listing order (SeaweedFS walks its
+        tree; a flat directory is in key order), and costs an extra request only for an
+        object that is really missing or beyond the pages read. At most
+        :data:`STAT_CONCURRENCY` requests are in flight.
         """
         for key in keys:
             validate_key(key)
@@ -340,7 +398,8 @@ class S3ObjectStore:
 
     async def _list_span(self, prefix: str, wanted: builtins.list[str]) -> dict[str, ObjectInfo]:
         """The objects among ``wanted`` (sorted, all directly in ``prefix``) that one span
-        of ListObjectsV2 pages shows, from just before the first to past the last."""
+        of ListObjectsV2 pages shows, from just before the first to past the last or to
+        :data:`STAT_SPAN_PAGES` pages."""
         client = self._require_client()
         seen: dict[str, ObjectInfo] = {}
         kwargs: dict[str, Any] = {
@@ -349,10 +408,12 @@ class S3ObjectStore:
             "Delimiter": "/",
             # The first key less its last character sorts just before it.
             "StartAfter": wanted[0][:-1],
-            "MaxKeys": min(self._list_page_size, len(wanted) + STAT_LIST_SLACK),
+            # Enough for the keys looked for and as many others between them (the batch's
+            # neighbours in the order segments ended); further pages if not.
+            "MaxKeys": min(self._list_page_size, 2 * len(wanted) + STAT_LIST_SLACK),
         }
         targets = set(wanted)
-        while True:
+        for _ in range(STAT_SPAN_PAGES):
             with _s3_errors("ListObjectsV2"):
                 page = await client.list_objects_v2(**kwargs)
             items = page.get("Contents", [])
@@ -365,8 +426,9 @@ class S3ObjectStore:
             token = page.get("NextContinuationToken")
             done = len(seen) == len(targets) or last is None or last >= wanted[-1]
             if done or not page.get("IsTruncated") or not token:
-                return seen
+                break
             kwargs["ContinuationToken"] = token
+        return seen
 
     async def head(self, key: str) -> ObjectInfo | None:
         validate_key(key)
@@ -447,6 +509,15 @@ class S3ObjectStore:
         if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
             raise ValueError(f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
         client = self._require_client()
+        if self._signer is not None:
+            # The wall clock, as botocore's: the store checks the URL against its own.
+            return self._signer.presign(
+                _HTTP_METHODS[method],
+                key,
+                now=datetime.now(UTC),
+                expires_in=expires_in,
+                headers={_HEADERS[name]: str(value) for name, value in params.items()},
+            )
         with _s3_errors(f"presign {method}", key):
             url = await client.generate_presigned_url(
                 method,

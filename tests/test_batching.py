@@ -73,6 +73,46 @@ async def test_items_arriving_during_a_write_form_the_next_batch() -> None:
     assert recorder.written == [0, 1, 2, 3, 4, 5]
 
 
+async def test_a_lingering_batch_gathers_the_items_that_come_meanwhile() -> None:
+    recorder = Recorder()
+    group = GroupCommit("t", recorder, metrics=Metrics(), max_batch=3, linger=0.2)
+    task = asyncio.create_task(group.run())
+    try:
+        await group.submit(0)
+        await asyncio.sleep(0.05)  # within the linger: no batch yet
+        assert recorder.batches == []
+        for item in range(1, 5):
+            await group.submit(item)
+        await settle(group)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    # The first batch waited and took what came meanwhile, up to its size; the rest
+    # lingered in turn.
+    assert recorder.batches == [[0, 1, 2], [3, 4]]
+
+
+async def test_items_waiting_out_a_linger_are_written_by_the_drain() -> None:
+    recorder = Recorder()
+    group = GroupCommit("t", recorder, metrics=Metrics(), max_batch=10, linger=30.0)
+    task = asyncio.create_task(group.run())
+    acked: list[int] = []
+    for item in range(3):
+        await group.submit(item, functools.partial(acked.append, item))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert recorder.batches == []
+    await group.drain()
+    assert recorder.batches == [[0, 1, 2]]
+    assert acked == [0, 1, 2]
+
+
+def test_a_negative_linger_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger"):
+        GroupCommit("t", Recorder(), metrics=Metrics(), linger=-1.0)
+
+
 async def test_a_failing_batch_is_retried_item_by_item_and_only_the_bad_item_is_lost() -> None:
     metrics = Metrics()
     recorder = Recorder(bad=frozenset({2}))

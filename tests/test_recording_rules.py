@@ -502,38 +502,71 @@ def test_desired_recording_mode(
 
 
 @pytest.mark.parametrize(
-    ("cls", "device", "start", "segment_id", "kind", "expected"),
+    ("cls", "device", "end", "segment_id", "kind", "expected"),
     [
         # 18:30:05 in Shanghai is 10:30:05 UTC.
         pytest.param(
             "7d", "cam-1", datetime(2026, 5, 1, 18, 30, 5, tzinfo=CST), "seg-1",
-            SegmentKind.CONTINUOUS, "rec/7d/cam-1/2026/05/01/103005-continuous-seg-1.ts",
+            SegmentKind.CONTINUOUS, "rec/7d/2026/05/01/1030/05-continuous-seg-1@cam-1.ts",
             id="continuous-utc",
         ),
         # 02:00 on 1 Jan 2027 in Shanghai is still 31 Dec 2026 18:00 UTC.
         pytest.param(
             "30d", "cam-9", datetime(2027, 1, 1, 2, 0, 0, tzinfo=CST), "e.7",
-            SegmentKind.EVENT, "rec/30d/cam-9/2026/12/31/180000-event-e.7.ts",
+            SegmentKind.EVENT, "rec/30d/2026/12/31/1800/00-event-e.7@cam-9.ts",
             id="event-utc-date-before-shanghai-new-year",
         ),
         pytest.param(
-            "1d", "aa:bb:cc", datetime(2026, 5, 1, 0, 0, 0, 999_999, tzinfo=UTC), "x",
-            SegmentKind.CONTINUOUS, "rec/1d/aa:bb:cc/2026/05/01/000000-continuous-x.ts",
-            id="sub-second-start-truncated",
+            "1d", "aa:bb:cc", datetime(2026, 5, 1, 0, 0, 59, 999_999, tzinfo=UTC), "x",
+            SegmentKind.CONTINUOUS, "rec/1d/2026/05/01/0000/59-continuous-x@aa:bb:cc.ts",
+            id="sub-second-end-truncated",
+        ),
+        # Ids that hold the other separators still read back whole.
+        pytest.param(
+            "7d", "cam-event-1.ts", datetime(2026, 5, 1, 10, 0, 0, tzinfo=UTC), "s-continuous-2",
+            SegmentKind.EVENT, "rec/7d/2026/05/01/1000/00-event-s-continuous-2@cam-event-1.ts.ts",
+            id="ids-holding-separators",
         ),
     ],
 )  # fmt: skip
 def test_object_key(
-    cls: str, device: str, start: datetime, segment_id: str, kind: SegmentKind, expected: str
+    cls: str, device: str, end: datetime, segment_id: str, kind: SegmentKind, expected: str
 ) -> None:
-    key = object_key(cls, device, start, segment_id, kind)
+    key = object_key(cls, device, end, segment_id, kind)
     assert key == expected
     assert parse_object_key(key) == RecordingKey(
         retention_class=cls,
         device_id=device,
-        start=start.astimezone(UTC).replace(microsecond=0),
+        dated=end.astimezone(UTC).replace(microsecond=0),
         kind=kind,
         segment_id=segment_id,
+    )
+
+
+def test_keys_of_one_minute_share_a_directory_in_the_order_they_ended() -> None:
+    """Issue 16, item 2: the store confirms a batch of notices with one listing because
+    the segments that ended in one minute, every camera's, are one directory, sorted by
+    the second they ended."""
+    base = datetime(2026, 5, 1, 10, 30, 0, tzinfo=UTC)
+    keys = [
+        object_key("7d", device, base + timedelta(seconds=s), f"s{s}", SegmentKind.CONTINUOUS)
+        for s, device in ((40, "cam-a"), (5, "cam-z"), (21, "cam-m"), (5, "cam-b"))
+    ]
+    assert {key.rpartition("/")[0] for key in keys} == {"rec/7d/2026/05/01/1030"}
+    assert [parse_object_key(key).dated.second for key in sorted(keys)] == [5, 5, 21, 40]  # type: ignore[union-attr]
+
+
+def test_keys_of_the_earlier_layout_are_still_read() -> None:
+    """Keys written before issue 16 (a directory per camera and day, dated by the start)
+    stay indexed as they are; reconcile still reads their camera."""
+    assert parse_object_key("rec/7d/cam-1/2026/05/01/103005-continuous-seg-1.ts") == (
+        RecordingKey(
+            retention_class="7d",
+            device_id="cam-1",
+            dated=datetime(2026, 5, 1, 10, 30, 5, tzinfo=UTC),
+            kind=SegmentKind.CONTINUOUS,
+            segment_id="seg-1",
+        )
     )
 
 
@@ -568,6 +601,10 @@ def test_object_key_refuses_unsafe_parts(args: tuple[object, ...]) -> None:
         pytest.param("rec/7d/.x/2026/05/01/103005-continuous-s.ts", id="dot-device"),
         pytest.param("rec/7d/cam-1/2026/05/01/103005-continuous-s.ts.tmp", id="suffix"),
         pytest.param("rec/7d/cam-1/2026/05/01/", id="folder"),
+        pytest.param("rec/7d/2026/05/01/1030/05-continuous-s.ts", id="no-device"),
+        pytest.param("rec/7d/2026/05/01/1060/05-continuous-s@cam-1.ts", id="minute-60"),
+        pytest.param("rec/7d/2026/05/01/1030/05-continuous-s@.x.ts", id="new-dot-device"),
+        pytest.param("rec/7d/2026/05/01/1030/05-continuous-s@a@b.ts", id="two-devices"),
     ],
 )
 def test_parse_object_key_ignores_other_keys(key: str) -> None:

@@ -11,17 +11,21 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp
 from yarl import URL
 
 from storage.objects import InvalidKey, ObjectNotFound
-from storage.s3store import S3ObjectStore, S3StoreError
+from storage.s3store import STAT_SPAN_PAGES, S3ObjectStore, S3StoreError, _timestamp
+from storage.sigv4 import Signer
 from tests.seaweed import SeaweedServer, seaweed_server
 
 BUCKET = "kanjia-test"
@@ -269,6 +273,21 @@ async def test_stat_many_follows_the_pages_of_a_span(seaweed: SeaweedServer) -> 
             found = await small_pages.stat_many(asked)
     assert calls == {"ListObjectsV2": 3}
     assert [info.size if info else None for info in found] == [7] * 12
+
+
+async def test_stat_many_reads_a_few_pages_of_a_span_then_heads_the_rest(
+    seaweed: SeaweedServer,
+) -> None:
+    """A span stretched by a late key (a camera's backlog after an outage) is not listed
+    to its end: after STAT_SPAN_PAGES pages, the keys not reached get a HEAD each."""
+    asked = [day_key("cam-4", n) for n in range(12)]
+    async with _store_on(seaweed, list_page_size=2) as small_pages:
+        for key in asked:
+            await small_pages.put(key, b"y" * 3)
+        with counting(small_pages) as calls:
+            found = await small_pages.stat_many(asked)
+    assert calls == {"ListObjectsV2": STAT_SPAN_PAGES, "HeadObject": 12 - 2 * STAT_SPAN_PAGES}
+    assert [info.size if info else None for info in found] == [3] * 12
 
 
 async def test_copy(store: S3ObjectStore) -> None:
@@ -602,3 +621,60 @@ async def test_refused_lifecycle_rules_are_reported_false(
         with caplog.at_level(logging.WARNING, logger="storage.s3store"):
             assert await bad.set_lifecycle_expiry({"rec/event-1d/": 1}) is False
     assert any("refused lifecycle rules" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("2026-12-03T15:14:05.000Z", id="listing-iso-8601"),
+        pytest.param("Thu, 03 Dec 2026 15:14:05 GMT", id="header-rfc-1123"),
+        pytest.param("1796310845", id="epoch-seconds-by-botocore"),
+    ],
+)
+def test_s3_timestamps_are_read_as_botocore_reads_them(text: str) -> None:
+    assert _timestamp(text) == parse_timestamp(text)
+    assert _timestamp(text).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("method", "key", "params", "headers"),
+    [
+        pytest.param("get_object", "rec/7d/a.ts", {}, {}, id="get"),
+        pytest.param(
+            "put_object",
+            "rec/7d/2026/05/01/1030/05-continuous-s_1@cam:1.ts",
+            {"IfNoneMatch": "*", "ContentLength": 66_000, "ChecksumSHA256": "q6ur+q6u/q6u="},
+            {"If-None-Match": "*", "Content-Length": "66000",
+             "x-amz-checksum-sha256": "q6ur+q6u/q6u="},
+            id="conditional-put-with-checksum",
+        ),
+    ],
+)  # fmt: skip
+async def test_the_signer_writes_botocores_url_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    key: str,
+    params: dict[str, Any],
+    headers: dict[str, str],
+) -> None:
+    """storage.sigv4 signs what botocore's generate_presigned_url signs, at one instant,
+    with and without a session token (SeaweedFS then accepts it: the tests above)."""
+    at = datetime(2026, 12, 3, 15, 29, 25)  # noqa: DTZ001  # botocore's clock is naive UTC
+    monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: at)
+    for token in (None, "session-token/x+y="):
+        async with get_session().create_client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url="http://127.0.0.1:9000",
+            aws_access_key_id="AKID",
+            aws_secret_access_key="secret/key+1",
+            aws_session_token=token,
+            config=AioConfig(signature_version="s3v4", s3={"addressing_style": "path"}),
+        ) as client:
+            expected = await client.generate_presigned_url(
+                method, Params={"Bucket": BUCKET, "Key": key, **params}, ExpiresIn=300
+            )
+        signer = Signer("http://127.0.0.1:9000", BUCKET, "us-east-1", "AKID", "secret/key+1", token)
+        http = "GET" if method == "get_object" else "PUT"
+        url = signer.presign(http, key, now=at.replace(tzinfo=UTC), expires_in=300, headers=headers)
+        assert url == expected

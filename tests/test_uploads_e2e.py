@@ -128,7 +128,9 @@ async def test_an_indexed_segment_cannot_be_replaced_nor_requested_again(
         # ...while the same id is another camera's own: a URL for its own object.
         theirs = await ask(spy, "cam-2", seg.segment_id, home)
         assert theirs["ok"], theirs
-        assert theirs["key"].startswith("rec/7d/cam-2/")
+        assert theirs["key"].startswith("rec/7d/")
+        assert theirs["key"].endswith(f"-continuous-{seg.segment_id}@cam-2.ts")
+        assert theirs["key"] != sniffed["key"]
 
     assert await served(home, app_id(seg)) == seg.data
     assert await home.segment_count() == 1

@@ -103,6 +103,10 @@ class RateLimits:
 
 #: Segment notices and events received but not yet written, at most.
 RECORDING_BACKLOG = 4_000
+#: How long a small batch of upload requests or notices waits for more (issue 16, item 3):
+#: a camera's upload round trip gains at most this, and a batch's queries and commit are
+#: shared by more items (BENCHMARKS.md, fleet size).
+BATCH_LINGER = 0.025
 
 
 class Ingest:
@@ -131,6 +135,7 @@ class Ingest:
             "upload/req",
             lambda batch: recording.answer_uploads(services, batch),
             metrics=services.metrics,
+            linger=BATCH_LINGER,
         )
         self.recordings: GroupCommit[recording.RecordingItem] = GroupCommit(
             "recording",
@@ -139,6 +144,7 @@ class Ingest:
             # Bounded so that the shutdown drain fits the 5-s SIGTERM grace at the
             # ~2,000 items/s this path sustains (BENCHMARKS.md, ingest).
             max_pending=RECORDING_BACKLOG,
+            linger=BATCH_LINGER,
         )
 
     @asynccontextmanager
