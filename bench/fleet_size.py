@@ -226,14 +226,25 @@ async def trace_cpu(pids: Sequence[int], into: list[list[tuple[float, float]]]) 
         await asyncio.sleep(0.5)
 
 
-async def job_failures(http: aiohttp.ClientSession, urls: Sequence[str]) -> float:
-    """Clock-driven job runs of the gateways that failed (``kanjia_job_runs{outcome=error}``)."""
+async def job_failures(
+    http: aiohttp.ClientSession, urls: Sequence[str]
+) -> tuple[float, dict[str, float]]:
+    """Clock-driven job runs of the gateways that failed (``kanjia_job_runs{outcome=error}``),
+    and the mean size of each group commit's batches (``kanjia_batch_size``), all gateways."""
     failed = 0.0
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
     for url in urls:
         async with http.get(f"{url}/metrics") as response:
             found = parse_metrics(await response.text())
         failed += metric_total(found, "kanjia_job_runs_total", 'outcome="error"')
-    return failed
+        for name in ("upload/req", "recording"):
+            where = f'queue="{name}"'
+            sums[name] = sums.get(name, 0.0) + metric_total(found, "kanjia_batch_size_sum", where)
+            counts[name] = counts.get(name, 0.0) + metric_total(
+                found, "kanjia_batch_size_count", where
+            )
+    return failed, {name: sums[name] / counts[name] for name in sums if counts[name]}
 
 
 async def device_logins(
@@ -289,6 +300,7 @@ def fleet_options(
 class Measured:
     report: dict[str, Any]
     job_failures: float
+    mean_batch: dict[str, float]
     #: Each gateway process's CPU seconds over the measured run, and its peak RSS (MiB).
     gateway_cpu_s: tuple[float, ...]
     gateway_rss_mib: tuple[float, ...]
@@ -335,10 +347,11 @@ async def measure(args: argparse.Namespace, cameras: int, tmp: Path) -> Measured
                 await cancel_all([tracer])
             window = report["window"]
             async with aiohttp.ClientSession() as http:
-                failed = await job_failures(http, urls)
+                failed, batches = await job_failures(http, urls)
             return Measured(
                 report=report,
                 job_failures=failed,
+                mean_batch=batches,
                 gateway_cpu_s=tuple(
                     cpu_between(t, window["began"], window["ended"]) for t in traces
                 ),
@@ -377,7 +390,8 @@ async def step(args: argparse.Namespace, cameras: int) -> bool:
         f"  gateway ({args.gateways} process{'es' if args.gateways > 1 else ''})",
         f"{cost['cores']:.2f} cores busy ({each}): {cost['cores_per_10k']:.2f} gateway cores "
         f"per 10,000 cameras, {cost['cameras_per_core']:,.0f} cameras per gateway core; "
-        f"peak RSS {rss} MiB",
+        f"peak RSS {rss} MiB; mean batch "
+        + ", ".join(f"{name} {size:.1f}" for name, size in measured.mean_batch.items()),
     )
     runner = report["runner"]
     row(

@@ -162,8 +162,11 @@ class FilesystemObjectStore:
         passes the granted size. :class:`ObjectExists` if the key is taken (never replaced).
         """
         check_upload(grant.size, grant.sha256)
-        path = await asyncio.to_thread(self._path, key)
-        upload = await asyncio.to_thread(_PendingUpload, key, path)
+        validate_key(key)
+        # A body within one flush (a camera's segment) costs one worker-thread hop:
+        # the temporary file is made, written and linked in one go (issue 16, item 3).
+        upload: _PendingUpload | None = None
+        finished = False
         try:
             pending: builtins.list[bytes] = []
             buffered = received = 0
@@ -176,13 +179,30 @@ class FilesystemObjectStore:
                 pending.append(chunk)
                 buffered += len(chunk)
                 if buffered >= UPLOAD_FLUSH_BYTES:
+                    if upload is None:
+                        upload = await asyncio.to_thread(self._pending, key)
                     await asyncio.to_thread(upload.write, pending)
                     pending, buffered = [], 0
-            await asyncio.to_thread(upload.finish, pending, grant, received)
+            await asyncio.to_thread(self._finish, key, upload, pending, grant, received)
+            finished = True
         finally:
             # Also when the client went away mid-body (the handler is cancelled): no
-            # temporary file is left behind. After a finish, this finds nothing to do.
-            upload.discard()
+            # temporary file is left behind.
+            if upload is not None and not finished:
+                upload.discard()
+
+    def _pending(self, key: str) -> _PendingUpload:
+        return _PendingUpload(key, self._path(key))
+
+    def _finish(
+        self,
+        key: str,
+        upload: _PendingUpload | None,
+        chunks: builtins.list[bytes],
+        grant: SignedUpload,
+        received: int,
+    ) -> None:
+        (upload or self._pending(key)).finish(chunks, grant, received)
 
     async def create(self, key: str, data: bytes) -> None:
         """Store a new object; :class:`ObjectExists` if the key is taken (never replaced)."""
