@@ -11,6 +11,7 @@ checks it against botocore's signer, byte for byte, and against SeaweedFS.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -25,6 +26,15 @@ _ALGORITHM = "AWS4-HMAC-SHA256"
 
 def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(secret_key: str, day: str, region: str) -> bytes:
+    """The key of one day's signatures (four HMACs, the same all day)."""
+    key = _hmac(f"AWS4{secret_key}".encode(), day)
+    for part in (region, "s3", "aws4_request"):
+        key = _hmac(key, part)
+    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +93,7 @@ class Signer:
         to_sign = "\n".join(
             (_ALGORITHM, stamp, scope, hashlib.sha256(canonical.encode("utf-8")).hexdigest())
         )
-        signing_key = _hmac(f"AWS4{self.secret_key}".encode(), day)
-        for part in (self.region, "s3", "aws4_request"):
-            signing_key = _hmac(signing_key, part)
+        signing_key = _signing_key(self.secret_key, day, self.region)
         signature = hmac.new(signing_key, to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
         # The parameters in botocore's order (the signature holds them sorted).
         in_order = "&".join(f"{name}={value}" for name, value in encoded.items())
