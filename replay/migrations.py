@@ -91,9 +91,6 @@ def rekey_grants(connection: Connection) -> int:
 
 def _add_recorded_ranges(conn: Connection) -> None:
     RecordedRange.__table__.create(conn)  # type: ignore[attr-defined]
-    for index in Segment.__table__.indexes:  # type: ignore[attr-defined]
-        if index.name == "segments_by_event":
-            index.create(conn)
     log.info("recorded ranges built from the indexed segments: %d", backfill_ranges(conn))
 
 
@@ -277,6 +274,12 @@ def _ledger_kinds(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE charge_lines ADD COLUMN day DATE")
 
 
+def _drop_segments_by_event(conn: Connection) -> None:
+    """No read looks segments up by event (the timeline links events to segments by time,
+    ``replay.events``), and every index costs each insert of the ingest path (issue 16)."""
+    conn.exec_driver_sql("DROP INDEX IF EXISTS segments_by_event")
+
+
 #: Schema steps after version 1 (the first release's tables), in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "recorded ranges and event clips for the timeline", _add_recorded_ranges),
@@ -289,6 +292,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "home-network packages (issue 18: R16, R17)", _add_home_packages),
     Migration(10, "family-cloud memberships (R18, issue 18)", _add_memberships),
     Migration(11, "the charge ledger's kinds of line (issue 18)", _ledger_kinds),
+    Migration(12, "segments lose an index no read used (issue 16)", _drop_segments_by_event),
 )
 SCHEMA_VERSION = schema_version(MIGRATIONS)
 

@@ -77,10 +77,9 @@ class Segment(SQLModel, table=True):
     """An indexed recording: a continuous segment or a one-minute event clip (R1)."""
 
     __tablename__ = "segments"
-    __table_args__ = (
-        Index("segments_by_device_time", "device_id", "start"),
-        Index("segments_by_event", "event_id"),  # an event's clip, for the timeline
-    )
+    # (``segments_by_event`` was dropped by schema step 12: no read used it, and each
+    # index is paid by every insert of the ingest path, issue 16.)
+    __table_args__ = (Index("segments_by_device_time", "device_id", "start"),)
 
     segment_id: str = Field(primary_key=True, max_length=80)
     device_id: str = Field(max_length=64)
