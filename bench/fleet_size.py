@@ -57,6 +57,7 @@ from bench.broker_hooks import Server
 from bench.common import (
     AUTH_CHOICES,
     PLATFORM_TOKEN,
+    admin_login,
     bench_settings,
     credential_devices,
     database,
@@ -66,6 +67,7 @@ from bench.common import (
     ratio,
     row,
 )
+from bench.ingest_clients import bare_cpu_per_message
 from gateway.config import Settings
 from gateway.service import Gateway
 from simulators.credentials import Credentials
@@ -301,6 +303,8 @@ class Measured:
     report: dict[str, Any]
     job_failures: float
     mean_batch: dict[str, float]
+    #: The bare paho subscriber's CPU microseconds per message on this size's broker.
+    bare_us: float
     #: Each gateway process's CPU seconds over the measured run, and its peak RSS (MiB).
     gateway_cpu_s: tuple[float, ...]
     gateway_rss_mib: tuple[float, ...]
@@ -310,6 +314,8 @@ async def measure(args: argparse.Namespace, cameras: int, tmp: Path) -> Measured
     """One size: a broker, the object store and a database; the fleet prepared; then
     ``--gateways`` gateway processes (``kanjia serve``'s set-up, spawned) and the fleet."""
     with private_broker(args.auth, tmp) as broker, ExitStack() as stack:
+        # The machine's speed in this run, before any gateway session exists on the broker.
+        bare_us = await asyncio.to_thread(bare_cpu_per_message, broker.port, admin_login(broker))
         store: dict[str, Any] = {}
         if args.store == "s3":
             weed = stack.enter_context(seaweed_server(tmp / "seaweed"))
@@ -350,6 +356,7 @@ async def measure(args: argparse.Namespace, cameras: int, tmp: Path) -> Measured
                 failed, batches = await job_failures(http, urls)
             return Measured(
                 report=report,
+                bare_us=bare_us,
                 job_failures=failed,
                 mean_batch=batches,
                 gateway_cpu_s=tuple(
@@ -392,6 +399,14 @@ async def step(args: argparse.Namespace, cameras: int) -> bool:
         f"per 10,000 cameras, {cost['cameras_per_core']:,.0f} cameras per gateway core; "
         f"peak RSS {rss} MiB; mean batch "
         + ", ".join(f"{name} {size:.1f}" for name, size in measured.mean_batch.items()),
+    )
+    per_camera_us = cost["cores"] * 1e6 / cameras
+    row(
+        "  against the machine",
+        f"gateway CPU {per_camera_us:,.0f} µs per camera-second (the goal, one core per "
+        f"10,000 cameras, is 100 µs); a bare paho subscriber on this broker, same run: "
+        f"{measured.bare_us:,.0f} µs per message; ratio {per_camera_us / measured.bare_us:.2f} "
+        f"bare messages per camera-second",
     )
     runner = report["runner"]
     row(

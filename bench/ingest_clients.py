@@ -4,6 +4,7 @@ drain records the benchmark's report is made of (:mod:`bench.ingest`)."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -138,3 +139,21 @@ class BareSubscriber:
         client.disconnect()
         client.loop_stop()
         return Drain(expected, stamps[-1] - stamps[0], cpu_seconds=cpu)
+
+
+def bare_cpu_per_message(port: int, login: Login | None = None, count: int = 5_000) -> float:
+    """A same-run measure of the machine's speed: the CPU microseconds the bare subscriber
+    spends on each of ``count`` telemetry-sized QoS-1 messages pre-loaded on the broker at
+    ``port`` (``login``: the broker's admin, where devices must sign in). Run it before any
+    gateway's session exists there, or the messages would be queued for it."""
+    bare = BareSubscriber(port, login)
+    bare.register()
+    payload = json.dumps({"fps": 10, "bitrate_kbps": 300.0}).encode()
+    messages = [
+        Message(f"{PREFIX}calibration-{n % 100}/telemetry", payload, "telemetry", "calibration")
+        for n in range(count)
+    ]
+    _publish(port, "bench-calibration", login, messages)
+    drained = bare.drain(count)
+    assert drained.cpu_seconds is not None
+    return drained.cpu_seconds / count * 1e6
