@@ -12,6 +12,7 @@ import pytest
 
 from devices.broadband import AccountState
 from gateway.errors import http_status
+from replay.object_keys import SegmentKind, object_key
 from replay.playback import (
     RangeChanges,
     Recorded,
@@ -467,6 +468,12 @@ GRACE_S = 600.0
 
 
 def key(device: str, n: int) -> str:
+    at = datetime(2026, 5, 1, 10, 0, n, tzinfo=UTC)
+    return object_key("7d", device, at, f"s{n}", SegmentKind.CONTINUOUS)
+
+
+def legacy_key(device: str, n: int) -> str:
+    """A key of the layout before issue 16 (a directory per camera and day)."""
     return f"rec/7d/{device}/2026/05/01/1000{n:02d}-continuous-s{n}.ts"
 
 
@@ -532,6 +539,16 @@ def test_reconcile_guard_is_per_device() -> None:
     assert [d.device_id for d in result.refused_devices] == ["cam-1"]
 
 
+def test_reconcile_counts_a_device_across_both_key_layouts() -> None:
+    """A camera recorded before and after issue 16 has keys of both layouts: the guard
+    counts them together (2 orphans of 4 objects: deleted, exactly half)."""
+    objects = listing("cam-1", 2) + [(legacy_key("cam-1", n), 100, OLD) for n in (7, 8)]
+    result = plan(objects, {key("cam-1", 0), legacy_key("cam-1", 7)})
+    assert result.delete == tuple(sorted((key("cam-1", 1), legacy_key("cam-1", 8))))
+    assert result.refused_devices == ()
+    assert result.foreign == ()
+
+
 @pytest.mark.parametrize(
     ("age", "deleted"),
     [
@@ -575,7 +592,7 @@ def test_reconcile_reports_missing_objects_and_foreign_keys() -> None:
     assert result == ReconcilePlan(
         delete=(),
         delete_bytes=0,
-        missing=(key("cam-1", 7), key("cam-2", 0)),
+        missing=tuple(sorted((key("cam-1", 7), key("cam-2", 0)))),
         refused_devices=(),
         foreign=("family/acc-1/2026/05/01/100000-s1.ts", "rec/7d/cam-1/notes.txt"),
     )
