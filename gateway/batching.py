@@ -148,18 +148,22 @@ class GroupCommit(Generic[T]):
         comes is finished, not cut: cancelling a transaction midway can leave its
         connection holding the database's write lock (SQLite).
 
-        With a ``linger``, a batch that would not be full waits that long for more items
-        first (what a batch costs is mostly per batch, not per item: a few queries and a
-        commit). The items stay queued meanwhile, so a cancellation then leaves them to
-        :meth:`drain`."""
+        With a ``linger``, an item that comes to an idle writer waits that long for
+        company before its batch is written (what a batch costs is mostly per batch, not
+        per item: a few queries and a commit). Items that came during a write do not wait
+        again: they are the next batch at once. The items stay queued meanwhile, so a
+        cancellation then leaves them to :meth:`drain`."""
+        backlog = False  # items came during the last write: they go at once
         while True:
             await self._arrived.wait()
             self._arrived.clear()
-            if self._linger and 0 < self._queue.qsize() < self._max_batch:
+            if not backlog and self._linger and self._queue.qsize() < self._max_batch:
                 await asyncio.sleep(self._linger)
+            backlog = False
             if batch := self._take([]):
                 self._arrived.set()  # what is left, or comes during the write, is next
                 await self._writing.run(self._write(batch))
+                backlog = not self._queue.empty()
 
     async def settle(self) -> None:
         """Wait for the batch being written (after :meth:`run` was cancelled); it is not

@@ -15,7 +15,7 @@ import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
@@ -45,8 +45,8 @@ class Signer:
     bucket: str
     region: str
     access_key: str
-    secret_key: str
-    session_token: str | None = None
+    secret_key: str = field(repr=False)  # never in a log line
+    session_token: str | None = field(default=None, repr=False)
 
     def presign(
         self,

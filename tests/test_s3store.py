@@ -678,3 +678,4 @@ async def test_the_signer_writes_botocores_url_byte_for_byte(
         http = "GET" if method == "get_object" else "PUT"
         url = signer.presign(http, key, now=at.replace(tzinfo=UTC), expires_in=300, headers=headers)
         assert url == expected
+        assert "secret" not in repr(signer)
