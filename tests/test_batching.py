@@ -87,29 +87,29 @@ async def test_a_lingering_batch_gathers_the_items_that_come_meanwhile() -> None
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    # The first batch waited and took what came meanwhile, up to its size; the rest was
-    # already waiting, so it went next without lingering again.
+    # The first batch waited and took what came meanwhile, up to its size; the rest, not
+    # a full batch, lingered in turn.
     assert recorder.batches == [[0, 1, 2], [3, 4]]
 
 
-async def test_items_that_come_during_a_write_do_not_linger() -> None:
-    """Under load a batch is already waiting when a write ends: it goes at once. (The
-    linger is 30 s: settle() would give up long before a batch had waited it out.)"""
+async def test_a_full_batch_does_not_linger() -> None:
+    """(The linger is 30 s: settle() would give up long before a batch had waited it out.)"""
     recorder = Recorder()
     group = GroupCommit("t", recorder, metrics=Metrics(), max_batch=2, linger=30.0)
     recorder.gate.clear()
     task = asyncio.create_task(group.run())
     try:
         await group.submit(0)
-        await group.submit(1)  # a full batch does not linger either
+        await group.submit(1)
         await recorder.entered.wait()
-        await group.submit(2)  # comes during the write
+        await group.submit(2)
+        await group.submit(3)  # came during the write, and fill the next batch
         recorder.gate.set()
         await settle(group)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert recorder.batches == [[0, 1], [2]]
+    assert recorder.batches == [[0, 1], [2, 3]]
 
 
 async def test_items_waiting_out_a_linger_are_written_by_the_drain() -> None:
