@@ -32,8 +32,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from devices import broadband_periods
@@ -98,7 +97,7 @@ async def _cameras(session: AsyncSession, device_ids: set[str]) -> dict[str, _Ca
     """The bound cameras among ``device_ids``: one joined statement of plain rows (no ORM
     objects: a batch's reads are most of its cost at a few hundred messages a second,
     issue 16)."""
-    rows = await session.execute(
+    rows = await session.exec(
         select(col(Device.device_id), col(Account.account_id), col(Account.broadband_state))
         .join(Account, col(Account.account_id) == col(Device.account_id))
         .where(col(Device.device_id).in_(list(device_ids)), col(Device.kind) == DeviceKind.CAMERA)
