@@ -228,7 +228,7 @@ async def trace_cpu(pids: Sequence[int], into: list[list[tuple[float, float]]]) 
         await asyncio.sleep(0.5)
 
 
-async def job_failures(
+async def gateway_counters(
     http: aiohttp.ClientSession, urls: Sequence[str]
 ) -> tuple[float, dict[str, float]]:
     """Clock-driven job runs of the gateways that failed (``kanjia_job_runs{outcome=error}``),
@@ -353,7 +353,7 @@ async def measure(args: argparse.Namespace, cameras: int, tmp: Path) -> Measured
                 await cancel_all([tracer])
             window = report["window"]
             async with aiohttp.ClientSession() as http:
-                failed, batches = await job_failures(http, urls)
+                failed, batches = await gateway_counters(http, urls)
             return Measured(
                 report=report,
                 bare_us=bare_us,

@@ -24,11 +24,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
-import email.utils
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -37,16 +36,23 @@ from urllib.parse import parse_qs, urlsplit
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
-from botocore.utils import parse_timestamp
 
 from storage.objects import (
     ObjectInfo,
     ObjectNotFound,
-    ObjectStoreError,
     PresignedPut,
     check_upload,
     validate_key,
     validate_prefix,
+)
+from storage.s3wire import (
+    MISSING_BUCKET_CODES,
+    S3StoreError,
+    error_code,
+    object_info,
+    s3_errors,
+    timestamp,
+    translate,
 )
 from storage.sigv4 import Signer
 
@@ -65,45 +71,7 @@ STAT_LIST_SLACK = 16  # a span listing's page holds this many keys beyond twice 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9-]+$")
 _URL_PARAMS = frozenset({"endpoint", "region", "access_key", "secret_key"})
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
-
-
-class S3StoreError(ObjectStoreError):
-    """S3 refused a request or could not be reached."""
-
-    def __init__(self, *, operation: str, code: str, message: str, key: str | None = None):
-        where = f" for {key!r}" if key is not None else ""
-        super().__init__(f"S3 {operation}{where} failed: {code}: {message}")
-        self.operation = operation
-        self.code = code
-        self.key = key
-
-
-def _translate(
-    exc: ClientError | BotoCoreError, operation: str, key: str | None
-) -> ObjectStoreError:
-    """A botocore error as this module's: a 404 on a key becomes ObjectNotFound."""
-    if isinstance(exc, BotoCoreError):
-        return S3StoreError(operation=operation, code="unreachable", message=str(exc), key=key)
-    code = _error_code(exc)
-    if key is not None and code in _NOT_FOUND_CODES:
-        return ObjectNotFound(key)
-    message = str(exc.response.get("Error", {}).get("Message", exc))
-    return S3StoreError(operation=operation, code=code, message=message, key=key)
-
-
-@contextmanager
-def _s3_errors(operation: str, key: str | None = None) -> Iterator[None]:
-    try:
-        yield
-    except (ClientError, BotoCoreError) as exc:
-        raise _translate(exc, operation, key) from exc
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "unknown"))
-
+__all__ = ["S3ObjectStore", "S3StoreError"]
 
 #: The HTTP method of each operation presigned, and the header of each parameter it binds.
 _HTTP_METHODS = {"get_object": "GET", "put_object": "PUT"}
@@ -112,31 +80,6 @@ _HEADERS = {
     "ContentLength": "Content-Length",
     "ChecksumSHA256": "x-amz-checksum-sha256",
 }
-
-
-def _timestamp(value: str) -> datetime:
-    """An S3 timestamp: a listing's ISO 8601 (``2026-12-03T15:14:05.000Z``) or a header's
-    RFC 1123 (``Thu, 03 Dec 2026 15:14:05 GMT``), read by the standard library; anything
-    else by botocore's own parser. (Botocore's parser, dateutil, cost a tenth of a busy
-    gateway's CPU in its listings: a timestamp per object listed; issue 16.)"""
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        pass
-    try:
-        return email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        parsed: datetime = parse_timestamp(value)
-        return parsed
-
-
-def _info(key: str, size: int, modified: Any, etag: Any) -> ObjectInfo:
-    return ObjectInfo(
-        key=key,
-        size=int(size),
-        modified=modified,
-        etag=str(etag).strip('"') if etag is not None else None,
-    )
 
 
 class S3ObjectStore:
@@ -256,7 +199,7 @@ class S3ObjectStore:
         )
         session = get_session()
         session.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=_timestamp
+            timestamp_parser=timestamp
         )
         stack = AsyncExitStack()
         try:
@@ -301,20 +244,20 @@ class S3ObjectStore:
             await client.head_bucket(Bucket=self.bucket)
             return
         except ClientError as exc:
-            if _error_code(exc) not in _MISSING_BUCKET_CODES:
-                raise _translate(exc, "HeadBucket", None) from exc
+            if error_code(exc) not in MISSING_BUCKET_CODES:
+                raise translate(exc, "HeadBucket", None) from exc
         except BotoCoreError as exc:
-            raise _translate(exc, "HeadBucket", None) from exc
+            raise translate(exc, "HeadBucket", None) from exc
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if self.region != DEFAULT_REGION:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         try:
             await client.create_bucket(**kwargs)
         except ClientError as exc:
-            if _error_code(exc) != "BucketAlreadyOwnedByYou":  # created meanwhile: fine
-                raise _translate(exc, "CreateBucket", None) from exc
+            if error_code(exc) != "BucketAlreadyOwnedByYou":  # created meanwhile: fine
+                raise translate(exc, "CreateBucket", None) from exc
         except BotoCoreError as exc:
-            raise _translate(exc, "CreateBucket", None) from exc
+            raise translate(exc, "CreateBucket", None) from exc
         else:
             _log.info("created bucket %s", self.bucket)
 
@@ -346,7 +289,7 @@ class S3ObjectStore:
     ) -> None:
         validate_key(key)
         client = self._require_client()
-        with _s3_errors("PutObject"):
+        with s3_errors("PutObject"):
             await client.put_object(
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
             )
@@ -354,7 +297,7 @@ class S3ObjectStore:
     async def get(self, key: str) -> bytes:
         validate_key(key)
         client = self._require_client()
-        with _s3_errors("GetObject", key):
+        with s3_errors("GetObject", key):
             response = await client.get_object(Bucket=self.bucket, Key=key)
             async with response["Body"] as body:
                 data = await body.read()
@@ -414,12 +357,12 @@ class S3ObjectStore:
         }
         targets = set(wanted)
         for _ in range(STAT_SPAN_PAGES):
-            with _s3_errors("ListObjectsV2"):
+            with s3_errors("ListObjectsV2"):
                 page = await client.list_objects_v2(**kwargs)
             items = page.get("Contents", [])
             for item in items:
                 if item["Key"] in targets:
-                    seen[item["Key"]] = _info(
+                    seen[item["Key"]] = object_info(
                         item["Key"], item["Size"], item.get("LastModified"), item.get("ETag")
                     )
             last = items[-1]["Key"] if items else None
@@ -434,11 +377,11 @@ class S3ObjectStore:
         validate_key(key)
         client = self._require_client()
         try:
-            with _s3_errors("HeadObject", key):
+            with s3_errors("HeadObject", key):
                 response = await client.head_object(Bucket=self.bucket, Key=key)
         except ObjectNotFound:
             return None
-        return _info(
+        return object_info(
             key, response["ContentLength"], response.get("LastModified"), response.get("ETag")
         )
 
@@ -446,7 +389,7 @@ class S3ObjectStore:
         validate_key(source)
         validate_key(dest)
         client = self._require_client()
-        with _s3_errors("CopyObject", source):
+        with s3_errors("CopyObject", source):
             await client.copy_object(
                 Bucket=self.bucket, Key=dest, CopySource={"Bucket": self.bucket, "Key": source}
             )
@@ -458,7 +401,7 @@ class S3ObjectStore:
         size = self._delete_batch_size
         for start in range(0, len(keys), size):
             batch = keys[start : start + size]
-            with _s3_errors("DeleteObjects"):
+            with s3_errors("DeleteObjects"):
                 response = await client.delete_objects(
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
@@ -489,10 +432,12 @@ class S3ObjectStore:
             }
             if token is not None:
                 kwargs["ContinuationToken"] = token
-            with _s3_errors("ListObjectsV2"):
+            with s3_errors("ListObjectsV2"):
                 page = await client.list_objects_v2(**kwargs)
             for item in page.get("Contents", []):
-                yield _info(item["Key"], item["Size"], item.get("LastModified"), item.get("ETag"))
+                yield object_info(
+                    item["Key"], item["Size"], item.get("LastModified"), item.get("ETag")
+                )
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
@@ -518,7 +463,7 @@ class S3ObjectStore:
                 expires_in=expires_in,
                 headers={_HEADERS[name]: str(value) for name, value in params.items()},
             )
-        with _s3_errors(f"presign {method}", key):
+        with s3_errors(f"presign {method}", key):
             url = await client.generate_presigned_url(
                 method,
                 Params={"Bucket": self.bucket, "Key": key, **params},
@@ -596,7 +541,7 @@ class S3ObjectStore:
             _log.warning(
                 "bucket %s refused lifecycle rules (%s): %s; the sweeper alone expires objects",
                 self.bucket,
-                _error_code(exc),
+                error_code(exc),
                 exc,
             )
             return False

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from storage.s3store import S3StoreError
+from storage.s3wire import S3StoreError
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from botocore.utils import parse_timestamp
 from yarl import URL
 
 from storage.objects import InvalidKey, ObjectNotFound
-from storage.s3store import STAT_SPAN_PAGES, S3ObjectStore, S3StoreError, _timestamp
+from storage.s3store import STAT_SPAN_PAGES, S3ObjectStore, S3StoreError
+from storage.s3wire import timestamp
 from storage.sigv4 import Signer
 from tests.seaweed import SeaweedServer, seaweed_server
 
@@ -632,8 +633,8 @@ async def test_refused_lifecycle_rules_are_reported_false(
     ],
 )
 def test_s3_timestamps_are_read_as_botocore_reads_them(text: str) -> None:
-    assert _timestamp(text) == parse_timestamp(text)
-    assert _timestamp(text).utcoffset() == timedelta(0)
+    assert timestamp(text) == parse_timestamp(text)
+    assert timestamp(text).utcoffset() == timedelta(0)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
-from storage.s3store import S3StoreError
+from storage.s3wire import S3StoreError
 from storage.transient import Backoff, is_transient
 
 
