@@ -103,9 +103,12 @@ class RateLimits:
 
 #: Segment notices and events received but not yet written, at most.
 RECORDING_BACKLOG = 4_000
-#: How long a small batch of upload requests or notices waits for more (issue 16, item 3):
-#: a camera's upload round trip gains at most this, and a batch's queries and commit are
-#: shared by more items (BENCHMARKS.md, fleet size).
+#: How long a small batch of upload requests waits for more (issue 16, item 3): a camera's
+#: upload round trip gains at most this, and a batch's queries and commit are shared by more
+#: items (BENCHMARKS.md, fleet size). Segment notices and events do not linger: the broker
+#: has acknowledged them to the camera already, and a broker without persistence that
+#: restarts loses what the gateway holds uncommitted (tests/test_faults.py, broker-fresh,
+#: lost two notices and two events with a 25-ms linger here).
 BATCH_LINGER = 0.025
 
 
@@ -144,7 +147,6 @@ class Ingest:
             # Bounded so that the shutdown drain fits the 5-s SIGTERM grace at the
             # ~2,000 items/s this path sustains (BENCHMARKS.md, ingest).
             max_pending=RECORDING_BACKLOG,
-            linger=BATCH_LINGER,
         )
 
     @asynccontextmanager
